@@ -1,0 +1,87 @@
+"""The API server's clock, as seen from this process.
+
+Lease expiry is written and judged in the API server's time, not this host's
+wall clock: every response's ``Date`` header bounds the server's time at the
+moment it answered, and the monotonic clock carries that bound forward. The
+result is an interval ``(earliest, latest)`` for the server's time now, a
+second or so wide (``Date`` has one-second resolution).
+
+Safety rules built on it: a holder writes its expiry from ``latest`` (it never
+claims less time than it may use), a contender treats a lease as expired only
+when ``earliest`` has passed it. A host whose wall clock is off by minutes
+therefore neither steals a live lease nor waits minutes too long. Before the
+first response, the local wall clock is the only estimate.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from datetime import datetime, timedelta, timezone
+
+__all__ = ["ServerClock"]
+
+UTC = timezone.utc
+# Re-anchor on fresh samples after this long, so drift between this host's
+# monotonic clock and the server's clock cannot accumulate.
+_SAMPLE_LIFETIME = 300.0
+
+
+class ServerClock:
+    """An estimate of the server's time, kept as offsets from the monotonic clock."""
+
+    def __init__(
+        self,
+        monotonic: Callable[[], float] = time.monotonic,
+        wall: Callable[[], float] = time.time,
+    ):
+        self.monotonic = monotonic
+        self._wall = wall
+        self._lo: float | None = None  # server epoch seconds - monotonic, lower bound
+        self._hi: float | None = None  # upper bound
+        self._anchored_at = 0.0
+
+    def observe(self, server: float, sent: float, received: float, resolution: float = 1.0) -> None:
+        """Add a sample: the server stamped ``server`` (epoch seconds, truncated to
+        ``resolution``) while a request sent at monotonic ``sent`` was answered
+        by ``received``."""
+        lo = server - received
+        hi = server + resolution - sent
+        stale = received - self._anchored_at > _SAMPLE_LIFETIME
+        if self._lo is None or self._hi is None or stale:
+            self._lo, self._hi, self._anchored_at = lo, hi, received
+            return
+        new_lo, new_hi = max(self._lo, lo), min(self._hi, hi)
+        if new_lo > new_hi:  # inconsistent with earlier samples: the clocks moved; re-anchor
+            new_lo, new_hi = lo, hi
+            self._anchored_at = received
+        self._lo, self._hi = new_lo, new_hi
+
+    def observe_http_date(self, header: str | None, sent: float, received: float) -> None:
+        if not header:
+            return
+        from email.utils import parsedate_to_datetime
+
+        try:
+            stamp = parsedate_to_datetime(header)
+        except (TypeError, ValueError):
+            return
+        self.observe(stamp.timestamp(), sent, received)
+
+    def bounds(self) -> tuple[datetime, datetime]:
+        """``(earliest, latest)`` possible server time now."""
+        mono = self.monotonic()
+        if self._lo is None or self._hi is None:
+            wall = self._wall()
+            return _utc(wall), _utc(wall)
+        return _utc(mono + self._lo), _utc(mono + self._hi)
+
+    def monotonic_at(self, server_time: datetime) -> float:
+        """The monotonic time by which the server's clock has surely reached ``server_time``."""
+        mono = self.monotonic()
+        earliest, _ = self.bounds()
+        return mono + max(0.0, (server_time - earliest).total_seconds())
+
+
+def _utc(epoch: float) -> datetime:
+    return datetime(1970, 1, 1, tzinfo=UTC) + timedelta(seconds=epoch)

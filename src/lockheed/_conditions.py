@@ -1,0 +1,147 @@
+"""Conditions over a lock's state, in Go lockheed's vocabulary.
+
+A condition is a tree: leaves test one field (``tags contains X``,
+``acquired equals B``) and ``and``/``or`` nodes combine children. Conditions
+select locks in :func:`lockheed.list_locks` and permit a forced takeover in
+:meth:`lockheed.Lock.with_force`. They are immutable and validated when built,
+so a malformed condition fails at construction, never in the middle of an
+acquire.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from enum import Enum
+from typing import Any
+
+__all__ = [
+    "Condition",
+    "Field",
+    "LockView",
+    "Operation",
+    "acquired",
+    "all_of",
+    "any_of",
+    "tags_contain",
+]
+
+
+class Operation(str, Enum):
+    CONTAINS = "contains"
+    EQUALS = "equals"
+    AND = "and"
+    OR = "or"
+
+
+class Field(str, Enum):
+    TAGS = "tags"
+    ACQUIRED = "acquired"
+
+
+@dataclass(frozen=True)
+class LockView:
+    """What a condition can see of a lock: its tags and whether any lease is live."""
+
+    tags: frozenset[str]
+    acquired: bool
+
+
+@dataclass(frozen=True)
+class Condition:
+    """One node of a condition tree; build with the helper functions and ``&`` / ``|``."""
+
+    operation: Operation
+    field: Field | None = None
+    value: str | bool | None = None
+    conditions: tuple[Condition, ...] = ()
+
+    def __post_init__(self) -> None:
+        op, field, value = self.operation, self.field, self.value
+        if op in (Operation.AND, Operation.OR):
+            if field is not None or value is not None:
+                raise ValueError(f"condition {op.value!r} takes sub-conditions, not a field")
+            if not self.conditions:
+                raise ValueError(f"condition {op.value!r} needs at least one sub-condition")
+            for sub in self.conditions:
+                if not isinstance(sub, Condition):
+                    raise TypeError(f"sub-condition must be a Condition, not {type(sub).__name__}")
+        elif op is Operation.CONTAINS:
+            if field is not Field.TAGS or not isinstance(value, str):
+                raise ValueError("'contains' applies to field 'tags' with a string value")
+        elif op is Operation.EQUALS:
+            if field is not Field.ACQUIRED or not isinstance(value, bool):
+                raise ValueError("'equals' applies to field 'acquired' with a boolean value")
+        else:  # pragma: no cover - Enum makes this unreachable
+            raise ValueError(f"unknown operation {op!r}")
+        if op not in (Operation.AND, Operation.OR) and self.conditions:
+            raise ValueError(f"condition {op.value!r} takes no sub-conditions")
+
+    def matches(self, view: LockView) -> bool:
+        op = self.operation
+        if op is Operation.AND:
+            return all(c.matches(view) for c in self.conditions)
+        if op is Operation.OR:
+            return any(c.matches(view) for c in self.conditions)
+        if op is Operation.CONTAINS:
+            return self.value in view.tags
+        return view.acquired is self.value
+
+    def __and__(self, other: Condition) -> Condition:
+        return all_of(self, other)
+
+    def __or__(self, other: Condition) -> Condition:
+        return any_of(self, other)
+
+    def to_dict(self) -> dict[str, Any]:
+        """Go lockheed's JSON shape: ``{"operation", "field", "value", "conditions"}``."""
+        out: dict[str, Any] = {"operation": self.operation.value}
+        if self.field is not None:
+            out["field"] = self.field.value
+            out["value"] = self.value
+        if self.conditions:
+            out["conditions"] = [c.to_dict() for c in self.conditions]
+        return out
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> Condition:
+        if not isinstance(data, Mapping):
+            raise ValueError(f"a condition must be an object, not {type(data).__name__}")
+        try:
+            op = Operation(data["operation"])
+        except (KeyError, ValueError):
+            raise ValueError(f"unknown or missing operation in condition {data!r}") from None
+        raw_field = data.get("field")
+        try:
+            field = Field(raw_field) if raw_field not in (None, "") else None
+        except ValueError:
+            raise ValueError(f"unknown field {raw_field!r} in condition") from None
+        subs = tuple(cls.from_dict(c) for c in data.get("conditions") or ())
+        return cls(op, field, data.get("value"), subs)
+
+
+def tags_contain(tag: str) -> Condition:
+    """True when the lock's tags include ``tag``."""
+    return Condition(Operation.CONTAINS, Field.TAGS, tag)
+
+
+def acquired(value: bool = True) -> Condition:
+    """True when the lock has (``value=True``) or lacks a live lease."""
+    return Condition(Operation.EQUALS, Field.ACQUIRED, value)
+
+
+def _combine(op: Operation, conditions: Iterable[Condition]) -> Condition:
+    flat: list[Condition] = []
+    for c in conditions:
+        flat.extend(c.conditions if c.operation is op else (c,))
+    return Condition(op, conditions=tuple(flat))
+
+
+def all_of(*conditions: Condition) -> Condition:
+    """True when every condition is (Go's ``and``)."""
+    return _combine(Operation.AND, conditions)
+
+
+def any_of(*conditions: Condition) -> Condition:
+    """True when at least one condition is (Go's ``or``)."""
+    return _combine(Operation.OR, conditions)

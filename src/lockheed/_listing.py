@@ -1,0 +1,75 @@
+"""Listing locks, filtered by a Condition.
+
+One paginated LIST with the label selector ``lockheed/lock`` (ConfigMap
+locker); filtering happens here, since a condition looks inside the JSON
+state. Malformed lock objects are listed with their ``error`` and never match
+a condition that needs their state.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+
+from ._conditions import Condition, LockView
+from ._core import TOKEN_HOLDER_KEY, TOKEN_KEY
+from ._locker import Locker
+from ._state import NEVER, Record
+
+__all__ = ["Holder", "LockInfo", "list_locks"]
+
+
+@dataclass(frozen=True)
+class Holder:
+    instance_id: str
+    expires: datetime | None  # None: never expires
+
+
+@dataclass(frozen=True)
+class LockInfo:
+    """A read-only snapshot of one lock."""
+
+    name: str
+    lock_type: str
+    holders: tuple[Holder, ...]
+    tags: tuple[str, ...]
+    fencing_token: int | None
+    version: str
+    error: str | None = None
+
+    @property
+    def acquired(self) -> bool:
+        return bool(self.holders)
+
+
+def _info(record: Record, earliest: datetime) -> LockInfo:
+    state = record.state
+    if state is None:
+        return LockInfo(record.name, "", (), (), None, record.version, record.error)
+    live = state.live_leases(earliest)
+    holders = tuple(
+        Holder(le.instance_id, None if le.expires >= NEVER else le.expires) for le in live
+    )
+    token = None
+    if record.meta.get(TOKEN_HOLDER_KEY) in {h.instance_id for h in holders}:
+        try:
+            token = int(record.meta.get(TOKEN_KEY, ""))
+        except ValueError:
+            token = None
+    return LockInfo(record.name, state.lock_type, holders, state.tags, token, record.version)
+
+
+def list_locks(locker: Locker, where: Condition | None = None) -> list[LockInfo]:
+    """Every lock of ``locker`` (sorted by name) whose state matches ``where``."""
+    records = list(locker.list_records())
+    earliest, _ = locker.clock.bounds()
+    out = []
+    for record in records:
+        info = _info(record, earliest)
+        if where is not None:
+            if info.error is not None:
+                continue
+            if not where.matches(LockView(frozenset(info.tags), info.acquired)):
+                continue
+        out.append(info)
+    return sorted(out, key=lambda i: i.name)
