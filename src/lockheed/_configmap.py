@@ -30,7 +30,9 @@ __all__ = ["ConfigMapLocker", "validate_object_name"]
 
 LABEL = "lockheed/lock"
 DATA_KEY = "lock"
-_DNS1123_SUBDOMAIN = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
+_DNS1123_SUBDOMAIN = re.compile(
+    r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$"
+)
 
 
 def validate_object_name(prefix: str, name: str) -> str:
@@ -105,6 +107,12 @@ class ConfigMapLocker:
 
     def close(self) -> None:
         self.api.close()
+
+    def __enter__(self) -> ConfigMapLocker:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
 
     def object_name(self, name: str) -> str:
         return validate_object_name(self.prefix, name)

@@ -30,7 +30,7 @@ from collections.abc import Generator, Mapping
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from types import MappingProxyType
-from typing import Any, Final, Union
+from typing import Any, Final
 
 from ._clock import ServerClock
 from ._conditions import Condition, LockView
@@ -56,8 +56,8 @@ __all__ = [
 
 RESERVED_BY: Final = "reserved/by"
 RESERVED_EXPIRES: Final = "reserved/expires"
-TOKEN_KEY: Final = "lockheed/fencing-token"
-TOKEN_HOLDER_KEY: Final = "lockheed/fencing-holder"
+TOKEN_KEY: Final = "lockheed/fencing-token"  # noqa: S105 - an annotation key
+TOKEN_HOLDER_KEY: Final = "lockheed/fencing-holder"  # noqa: S105
 # Consecutive write conflicts an operation without a deadline tolerates.
 MAX_CONFLICTS: Final = 100
 
@@ -112,7 +112,7 @@ class Nothing:
     reason: str
 
 
-Decision = Union[Write, Wait, Refuse, Nothing]
+Decision = Write | Wait | Refuse | Nothing
 
 
 def _reservation(record: Record, me: str, earliest: datetime) -> Wait | None:
@@ -157,13 +157,13 @@ def decide_acquire(
     expires = intent.expiry(latest)
     mine = Lease(me, expires)
     if record is None:
-        state = LockState(intent.name, MUTEX, tags=_sync_tags((), intent.tags, intent.reset_tags))
-        return Write(None, state.with_leases([mine]), expires=expires)
+        fresh = LockState(intent.name, MUTEX, tags=_sync_tags((), intent.tags, intent.reset_tags))
+        return Write(None, fresh.with_leases([mine]), expires=expires)
     busy = _reservation(record, me, earliest)
     if busy is not None:
         return busy
     forced = _forced(intent, record, earliest)
-    state = record.state
+    state: LockState | None = record.state
     if state is None or state.lock_type != MUTEX:
         if not forced:
             why = record.error if state is None else f"lock type {state.lock_type!r}"
@@ -174,7 +174,9 @@ def decide_acquire(
         if len(others) > 1:
             ids = ", ".join(sorted(le.instance_id for le in others))
             return Refuse(
-                LockStateError(f"mutex {intent.name!r} has several live leases: {ids}", lock=intent.name)
+                LockStateError(
+                    f"mutex {intent.name!r} has several live leases: {ids}", lock=intent.name
+                )
             )
         holder = others[0]
         until = None if holder.expires >= NEVER else holder.expires
@@ -273,7 +275,7 @@ class Watch:
     until: float | None
 
 
-Effect = Union[Read, Create, Replace, Watch]
+Effect = Read | Create | Replace | Watch
 
 
 class _Sentinel:
@@ -316,7 +318,8 @@ def token_of(record: Record) -> int:
         return int(record.version)
     except ValueError:
         raise LockStateError(
-            f"resourceVersion {record.version!r} is not an integer; fencing needs etcd-backed storage",
+            f"resourceVersion {record.version!r} is not an integer; "
+            "fencing tokens need etcd-backed storage",
             lock=record.name,
         ) from None
 
@@ -365,7 +368,9 @@ def acquire_flow(
                 return Acquired(result, token_of(result), decision.expires, sent)
             conflicts += 1
             if deadline is None and conflicts > MAX_CONFLICTS:
-                raise LockConflict(f"lock {intent.name!r}: too many write conflicts", lock=intent.name)
+                raise LockConflict(
+                    f"lock {intent.name!r}: too many write conflicts", lock=intent.name
+                )
             record = yield Read(intent.name)
             continue
         assert isinstance(decision, Wait)
@@ -377,7 +382,9 @@ def acquire_flow(
                 holder=decision.holder,
                 expires=decision.expires,
             )
-        result = yield Watch(intent.name, record.version if record else None, _wait_until(clock, decision, deadline))
+        result = yield Watch(
+            intent.name, record.version if record else None, _wait_until(clock, decision, deadline)
+        )
         if result is not UNCHANGED:
             record = result
 
@@ -407,7 +414,9 @@ def renew_flow(
                 raise LockLost(f"lock {intent.name!r}: its object was deleted", lock=intent.name)
             conflicts += 1
             if conflicts > MAX_CONFLICTS:
-                raise LockConflict(f"lock {intent.name!r}: too many write conflicts", lock=intent.name)
+                raise LockConflict(
+                    f"lock {intent.name!r}: too many write conflicts", lock=intent.name
+                )
             record = yield Read(intent.name)
             continue
         assert isinstance(decision, Wait)
@@ -423,7 +432,9 @@ def renew_flow(
             record = result
 
 
-def release_flow(intent: Intent, clock: ServerClock, record: Record | None, token: int | None) -> Flow:
+def release_flow(
+    intent: Intent, clock: ServerClock, record: Record | None, token: int | None
+) -> Flow:
     """Release from the cached ``record``; returns :class:`Released`."""
     if record is None:
         record = yield Read(intent.name)
@@ -443,7 +454,9 @@ def release_flow(intent: Intent, clock: ServerClock, record: Record | None, toke
                 return Released(None, "its object was deleted")
             conflicts += 1
             if conflicts > MAX_CONFLICTS:
-                raise LockConflict(f"lock {intent.name!r}: too many write conflicts", lock=intent.name)
+                raise LockConflict(
+                    f"lock {intent.name!r}: too many write conflicts", lock=intent.name
+                )
             record = yield Read(intent.name)
             continue
         assert isinstance(decision, Wait) and record is not None

@@ -48,7 +48,9 @@ def emit(handler: EventHandler | None, event: Event) -> None:
     if event.code == EventCode.LOST:
         level = logging.ERROR
     if logger.isEnabledFor(level):
-        logger.log(level, "[%d] lock %s (%s): %s", event.code, event.lock, event.instance_id, event.message)
+        logger.log(
+            level, "[%d] lock %s (%s): %s", event.code, event.lock, event.instance_id, event.message
+        )
     if handler is not None:
         try:
             handler(event)

@@ -253,13 +253,17 @@ class Lock:
             assert self._token is not None
             try:
                 record, expires, sent = self._run(
-                    renew_flow(self._intent(), self.locker.clock, self._record, self._token, deadline)
+                    renew_flow(
+                        self._intent(), self.locker.clock, self._record, self._token, deadline
+                    )
                 )
             except LockLost as exc:
                 self._declare_lost(exc)
                 raise
             except LockTimeout as exc:
-                lost = LockLost(f"lock {self.name!r}: could not renew in time: {exc}", lock=self.name)
+                lost = LockLost(
+                    f"lock {self.name!r}: could not renew in time: {exc}", lock=self.name
+                )
                 self._declare_lost(lost)
                 raise lost from exc
             except LockError as exc:
@@ -279,7 +283,10 @@ class Lock:
                 return None
             if self._deadline is not None and now >= self._deadline:
                 self._declare_lost(
-                    LockLost(f"lock {self.name!r}: lease ran out before a renewal succeeded", lock=self.name)
+                    LockLost(
+                        f"lock {self.name!r}: lease ran out before a renewal succeeded",
+                        lock=self.name,
+                    )
                 )
                 return None
             if self._renew_interval is None:
@@ -326,13 +333,22 @@ class Lock:
                 self._expires = None
             self._record = done.record
             if done.lost_reason is not None and self._lost is None:
-                self._declare_lost(LockLost(f"lock {self.name!r}: {done.lost_reason}", lock=self.name))
-            lost, was_held = self._lost, self._deadline is None or self.locker.clock.monotonic() < self._deadline
-            self._event(EventCode.RELEASE_OK, "released" if lost is None else f"released after loss: {lost}")
+                self._declare_lost(
+                    LockLost(f"lock {self.name!r}: {done.lost_reason}", lock=self.name)
+                )
+            lost, was_held = (
+                self._lost,
+                self._deadline is None or self.locker.clock.monotonic() < self._deadline,
+            )
+            self._event(
+                EventCode.RELEASE_OK, "released" if lost is None else f"released after loss: {lost}"
+            )
             if lost is not None:
                 raise lost
             if not was_held:
-                raise LockLost(f"lock {self.name!r}: lease had run out before release", lock=self.name)
+                raise LockLost(
+                    f"lock {self.name!r}: lease had run out before release", lock=self.name
+                )
 
     def __enter__(self) -> Lock:
         self.acquire()

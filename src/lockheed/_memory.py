@@ -80,7 +80,9 @@ class MemoryLocker:
     def put_raw(self, name: str, data: str | None, meta: Mapping[str, str] | None = None) -> None:
         """Store an arbitrary document (for example a malformed one) under ``name``."""
         with self._changed:
-            self._objects[self.object_name(name)] = _Stored(next(self._versions), data, dict(meta or {}))
+            self._objects[self.object_name(name)] = _Stored(
+                next(self._versions), data, dict(meta or {})
+            )
             self._changed.notify_all()
 
     def raw(self, name: str) -> tuple[str | None, dict[str, str]] | None:

@@ -38,7 +38,9 @@ class Renewer:
             self._due[id(lock)] = due
             heapq.heappush(self._heap, (due, next(self._seq), lock))
             if self._thread is None or not self._thread.is_alive():
-                self._thread = threading.Thread(target=self._run, name="lockheed-renewer", daemon=True)
+                self._thread = threading.Thread(
+                    target=self._run, name="lockheed-renewer", daemon=True
+                )
                 self._thread.start()
             self._cond.notify()
 

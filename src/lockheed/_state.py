@@ -75,7 +75,7 @@ def format_time(stamp: datetime) -> str:
     if stamp.tzinfo is None:
         raise ValueError("timestamps must be timezone-aware")
     stamp = stamp.astimezone(UTC)
-    text = stamp.strftime("%Y-%m-%dT%H:%M:%S")
+    text = stamp.replace(tzinfo=None).isoformat(timespec="seconds")  # strftime: no 0-pad < 1000
     if stamp.microsecond:
         text += "." + f"{stamp.microsecond:06d}".rstrip("0")
     return text + "Z"

@@ -1,0 +1,70 @@
+"""Fixtures shared by the lock tests: every locker, with request counting.
+
+``locker`` is parametrized over the Memory locker and the ConfigMap locker on
+the real control plane (the ``kube_*`` fixtures of lockheed's pytest plugin),
+so each behaviour is proven against Kubernetes and held to the same semantics
+in memory.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from lockheed import ConfigMapLocker, MemoryLocker
+from lockheed._clock import ServerClock
+from support import ConfigMapLockers, MakeLocker, Requests
+
+LOCKERS = ["memory", "configmap"]
+
+
+@pytest.fixture(params=LOCKERS)
+def make_locker(request: pytest.FixtureRequest) -> Iterator[MakeLocker]:
+    """A factory of lockers sharing one store: the same namespace, or one memory store."""
+    made: list[Any] = []
+    if request.param == "memory":
+        store = MemoryLocker()
+
+        def make(clock: ServerClock | None = None) -> Any:
+            return store
+
+    else:
+        namespace: str = request.getfixturevalue("kube_namespace")
+        kubeconfig: Path = request.getfixturevalue("kube_kubeconfig")
+
+        def make(clock: ServerClock | None = None) -> Any:
+            locker = ConfigMapLocker(namespace, config=kubeconfig, clock=clock)
+            made.append(locker)
+            return locker
+
+    yield make
+    for locker in made:
+        locker.close()
+
+
+@pytest.fixture
+def locker(make_locker: MakeLocker) -> Any:
+    return make_locker()
+
+
+@pytest.fixture
+def requests(locker: Any) -> Requests:
+    return Requests(locker)
+
+
+@pytest.fixture
+def configmap_locker(kube_namespace: str, kube_kubeconfig: Path) -> Iterator[ConfigMapLockers]:
+    """A factory of ConfigMap lockers on the test namespace, closed after the test."""
+    made: list[ConfigMapLocker] = []
+
+    def make(config: Any = None, clock: ServerClock | None = None) -> ConfigMapLocker:
+        locker = ConfigMapLocker(kube_namespace, config=config or kube_kubeconfig, clock=clock)
+        made.append(locker)
+        return locker
+
+    yield make
+    for locker in made:
+        locker.close()

@@ -1,0 +1,82 @@
+"""Lock behaviour that only a real API server can show: RBAC, clock skew,
+fencing across deletion, and the exact requests sent."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+
+from lockheed import Lock, LockForbidden, LockTimeout
+from lockheed._clock import ServerClock
+from lockheed.testing.plugin import RestrictedUserFactory
+from support import ConfigMapLockers
+
+CONFIGMAPS = {"apiGroups": [""], "resources": ["configmaps"]}
+
+
+def test_forbidden_names_the_missing_permission(
+    kube_namespace: str,
+    kube_restricted_user: RestrictedUserFactory,
+    configmap_locker: ConfigMapLockers,
+) -> None:
+    reader = kube_restricted_user([{**CONFIGMAPS, "verbs": ["get", "watch"]}])
+    locker = configmap_locker(reader)
+    with pytest.raises(LockForbidden) as info:
+        Lock("rbac", locker).acquire(timeout=1)
+    error = info.value
+    assert (error.verb, error.resource, error.namespace) == ("create", "configmaps", kube_namespace)
+    assert "'create'" in str(error) and kube_namespace in str(error)
+    assert error.lock == "rbac"
+
+    nobody = kube_restricted_user([{**CONFIGMAPS, "verbs": ["list"]}], name="nobody")
+    with pytest.raises(LockForbidden) as info:
+        Lock("rbac", configmap_locker(nobody)).acquire(timeout=1)
+    assert info.value.verb == "get"
+
+
+def test_forbidden_update_when_only_create_allowed(
+    kube_restricted_user: RestrictedUserFactory, configmap_locker: ConfigMapLockers
+) -> None:
+    admin = configmap_locker()
+    Lock("rbac-update", admin).with_duration(30).acquire()  # exists, held by admin's instance
+    creator = kube_restricted_user([{**CONFIGMAPS, "verbs": ["get", "create", "watch"]}])
+    lock = Lock("rbac-free", configmap_locker(creator))
+    lock.acquire()  # a new lock needs only get + create
+    with pytest.raises(LockForbidden) as info:
+        lock.renew()
+    assert info.value.verb == "update"
+
+
+@pytest.mark.parametrize("offset", [-600.0, 600.0])
+def test_skewed_wall_clock_neither_steals_nor_overwaits(
+    configmap_locker: ConfigMapLockers, offset: float
+) -> None:
+    """A host whose wall clock is ten minutes off judges expiry on the server's clock."""
+    honest = configmap_locker()
+    skewed = configmap_locker(clock=ServerClock(wall=lambda: time.time() + offset))
+    holder = Lock("skew", honest).with_duration(3)
+    start = time.monotonic()
+    holder.acquire()
+    contender = Lock("skew", skewed).with_duration(30)
+    with pytest.raises(LockTimeout):
+        contender.acquire(timeout=1)  # ahead: a naive contender would see the lease as expired
+    contender.acquire(timeout=20)  # behind: a naive one would wait ten more minutes
+    waited = time.monotonic() - start
+    assert 3 - 0.05 <= waited < 3 + 2.5
+    # The skewed host writes expiry in the server's time, readable by Go's wall-clock check.
+    assert contender.expires_at is not None
+    real_remaining = contender.expires_at.timestamp() - time.time()
+    assert 30 - 3 < real_remaining <= 30 + 1.5
+    contender.release()
+
+
+def test_fencing_token_increases_across_deletion(configmap_locker: ConfigMapLockers) -> None:
+    locker = configmap_locker()
+    first = Lock("recreated", locker).with_duration(30)
+    t1 = first.acquire()
+    locker.api.request("DELETE", "/" + locker.object_name("recreated"))
+    second = Lock("recreated", locker).with_duration(30)
+    t2 = second.acquire()
+    assert t2 > t1
+    second.release()
