@@ -18,7 +18,7 @@ from lockheed import ConfigMapLocker, MemoryLocker
 from lockheed._clock import ServerClock
 from support import ConfigMapLockers, MakeLocker, Requests
 
-LOCKERS = ["memory", "configmap"]
+LOCKERS = ["memory", pytest.param("configmap", marks=pytest.mark.kube)]
 
 
 @pytest.fixture(params=LOCKERS)

@@ -1,0 +1,47 @@
+# One entry point for every task. `make test` and `make demo` set everything up
+# on a fresh machine (a virtualenv with lockheed and its test tools; etcd and
+# kube-apiserver are built from their Go modules on first use and cached).
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+
+.PHONY: setup test lint format typecheck check demo bench build-control-plane up clean
+
+setup: $(VENV)/.installed
+
+$(VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -e '.[dev]'
+	touch $@
+
+test: setup
+	$(BIN)/python -m pytest
+
+lint: setup
+	$(BIN)/ruff check src tests bench
+	$(BIN)/ruff format --check src tests bench
+
+format: setup
+	$(BIN)/ruff format src tests bench
+	$(BIN)/ruff check --fix src tests bench
+
+typecheck: setup
+	$(BIN)/mypy
+
+check: lint typecheck test
+
+demo: setup
+	$(BIN)/python -m lockheed demo
+
+up: setup
+	$(BIN)/python -m lockheed.testing up
+
+build-control-plane: setup
+	$(BIN)/python -m lockheed.testing build
+
+bench: setup
+	$(BIN)/python -m bench
+
+clean:
+	rm -rf $(VENV) build dist .mypy_cache .ruff_cache .pytest_cache .hypothesis

@@ -1,0 +1,223 @@
+"""The ``lockheed`` command line.
+
+``lockheed run NAME -- COMMAND...``
+    Hold lock NAME while COMMAND runs (renewed in the background). If the lock
+    is lost, COMMAND gets SIGTERM and lockheed exits with status 75; otherwise
+    COMMAND's own exit status is returned. Status 73 means the lock could not
+    be acquired within ``--timeout``.
+``lockheed list``
+    Print the locks of a namespace, filtered by tags and whether they are held.
+``lockheed demo``
+    Start a local control plane (unless ``--kubeconfig`` is given) and let two
+    processes take turns on one lock, printing each hand-off and fencing token.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from ._conditions import Condition, acquired, all_of, tags_contain
+from ._configmap import ConfigMapLocker
+from ._errors import LockError, LockLost, LockTimeout
+from ._listing import list_locks
+from ._lock import Lock
+
+EXIT_TIMEOUT = 73
+EXIT_LOST = 75
+
+
+def _locker(args: argparse.Namespace) -> ConfigMapLocker:
+    return ConfigMapLocker(args.namespace, prefix=args.prefix, config=args.kubeconfig)
+
+
+def _common(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--kubeconfig", type=Path, help="default: in-cluster, $KUBECONFIG, ~/.kube/config"
+    )
+    parser.add_argument("-n", "--namespace", help="default: the context's or the pod's namespace")
+    parser.add_argument(
+        "--prefix", default="lockheed", help="ConfigMap name prefix (default: lockheed)"
+    )
+
+
+def _run(args: argparse.Namespace) -> int:
+    command: list[str] = args.command[1:] if args.command[:1] == ["--"] else args.command
+    if not command:
+        print("lockheed run: give a command after '--'", file=sys.stderr)
+        return 2
+    with _locker(args) as locker:
+        lock = Lock(args.name, locker).with_duration(args.duration).with_tags(args.tag)
+        lock.with_renew_interval(args.renew if args.renew is not None else args.duration / 3)
+        lost = threading.Event()
+        lock.on_lost(lambda exc: lost.set())
+        try:
+            token = lock.acquire(timeout=args.timeout)
+        except LockTimeout as exc:
+            print(f"lockheed: {exc}", file=sys.stderr)
+            return EXIT_TIMEOUT
+        env = {**os.environ, "LOCKHEED_FENCING_TOKEN": str(token)}
+        child = subprocess.Popen(command, env=env)
+        watcher = threading.Thread(target=_stop_on_loss, args=(lost, child), daemon=True)
+        watcher.start()
+        status = child.wait()
+        try:
+            lock.release()
+        except LockLost as exc:
+            print(f"lockheed: lock lost while the command ran: {exc}", file=sys.stderr)
+            return EXIT_LOST
+        return EXIT_LOST if lost.is_set() else status
+
+
+def _stop_on_loss(lost: threading.Event, child: subprocess.Popen[bytes]) -> None:
+    lost.wait()
+    if child.poll() is None:
+        print("lockheed: lock lost; stopping the command", file=sys.stderr)
+        child.send_signal(signal.SIGTERM)
+
+
+def _condition(args: argparse.Namespace) -> Condition | None:
+    parts = [tags_contain(t) for t in args.tag]
+    if args.held is not None:
+        parts.append(acquired(args.held))
+    return all_of(*parts) if parts else None
+
+
+def _list(args: argparse.Namespace) -> int:
+    with _locker(args) as locker:
+        infos = list_locks(locker, _condition(args))
+    if args.json:
+        out = [
+            {
+                "name": i.name,
+                "type": i.lock_type,
+                "holders": [
+                    {
+                        "instanceID": h.instance_id,
+                        "expires": h.expires.isoformat() if h.expires else None,
+                    }
+                    for h in i.holders
+                ],
+                "tags": list(i.tags),
+                "fencingToken": i.fencing_token,
+                "error": i.error,
+            }
+            for i in infos
+        ]
+        print(json.dumps(out, indent=2))
+        return 0
+    for i in infos:
+        if i.error:
+            print(f"{i.name}\tMALFORMED\t{i.error}")
+            continue
+        who = ", ".join(
+            f"{h.instance_id} until {h.expires.isoformat() if h.expires else 'forever'}"
+            for h in i.holders
+        )
+        print(f"{i.name}\t{'held by ' + who if who else 'free'}\ttags={','.join(i.tags)}")
+    return 0
+
+
+def _demo_worker(args: argparse.Namespace) -> int:
+    with _locker(args) as locker:
+        lock = Lock("demo", locker).with_duration(6).with_renew_interval(2).with_tags([args.worker])
+        for _ in range(args.rounds):
+            asked = time.monotonic()
+            token = lock.acquire(timeout=60)
+            waited = (time.monotonic() - asked) * 1000
+            print(
+                f"[{args.worker}] holds 'demo', fencing token {token} (waited {waited:.0f} ms)",
+                flush=True,
+            )
+            time.sleep(args.hold)  # the protected work
+            lock.release()
+            print(f"[{args.worker}] released", flush=True)
+            time.sleep(args.hold)  # work outside the lock, so the other worker gets a turn
+    return 0
+
+
+def _demo(args: argparse.Namespace) -> int:
+    plane: Any = None
+    kubeconfig = args.kubeconfig
+    namespace = args.namespace
+    try:
+        if kubeconfig is None:
+            from .testing import ControlPlane
+
+            print("Starting a local control plane (etcd + kube-apiserver)...", flush=True)
+            plane = ControlPlane().start()
+            kubeconfig = plane.kubeconfig
+            namespace = plane.create_namespace("lockheed-demo")
+            print(f"API server {plane.server}; namespace {namespace}", flush=True)
+        base = [sys.executable, "-m", "lockheed", "_demo-worker", "--kubeconfig", str(kubeconfig)]
+        base += ["--prefix", args.prefix, "--rounds", str(args.rounds), "--hold", str(args.hold)]
+        if namespace:
+            base += ["--namespace", namespace]
+        workers = [subprocess.Popen([*base, "--worker", w]) for w in ("alice", "bob")]
+        codes = [w.wait() for w in workers]
+        print("Demo finished: fencing tokens increased at every hand-off.", flush=True)
+        return max(codes)
+    finally:
+        if plane is not None:
+            plane.stop()
+
+
+def parser() -> argparse.ArgumentParser:
+    top = argparse.ArgumentParser(
+        prog="lockheed", description="Distributed locks kept in Kubernetes."
+    )
+    sub = top.add_subparsers(dest="cmd", required=True)
+
+    run = sub.add_parser("run", help="hold a lock while a command runs")
+    _common(run)
+    run.add_argument("name", help="lock name")
+    run.add_argument("--duration", type=float, default=30.0, help="lease seconds (default 30)")
+    run.add_argument("--renew", type=float, help="renew interval (default duration/3)")
+    run.add_argument("--timeout", type=float, help="give up after this many seconds")
+    run.add_argument("--tag", action="append", default=[], help="tag the lock (repeatable)")
+    run.add_argument("command", nargs=argparse.REMAINDER, help="-- COMMAND [ARGS...]")
+    run.set_defaults(func=_run)
+
+    ls = sub.add_parser("list", help="list locks")
+    _common(ls)
+    ls.add_argument("--tag", action="append", default=[], help="only locks with this tag")
+    group = ls.add_mutually_exclusive_group()
+    group.add_argument("--held", dest="held", action="store_const", const=True, default=None)
+    group.add_argument("--free", dest="held", action="store_const", const=False)
+    ls.add_argument("--json", action="store_true")
+    ls.set_defaults(func=_list)
+
+    demo = sub.add_parser("demo", help="two processes take turns on a lock")
+    _common(demo)
+    demo.add_argument("--rounds", type=int, default=5)
+    demo.add_argument("--hold", type=float, default=0.3, help="seconds each turn lasts")
+    demo.set_defaults(func=_demo)
+
+    worker = sub.add_parser("_demo-worker")
+    _common(worker)
+    worker.add_argument("--worker", required=True)
+    worker.add_argument("--rounds", type=int, default=5)
+    worker.add_argument("--hold", type=float, default=0.3)
+    worker.set_defaults(func=_demo_worker)
+    return top
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+    try:
+        code: int = args.func(args)
+    except LockError as exc:
+        print(f"lockheed: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 130
+    return code

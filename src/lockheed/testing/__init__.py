@@ -1,0 +1,54 @@
+"""A real, local Kubernetes control plane for testing code that uses the API server.
+
+:class:`ControlPlane` runs etcd and kube-apiserver (built once from Go modules
+and cached, see :func:`ensure_binaries`) on loopback ports with RBAC enforced;
+:class:`ExistingCluster` offers the same interface on top of an existing
+kubeconfig. The pytest plugin in :mod:`lockheed.testing.plugin` (registered
+automatically) provides the ``kube_*`` fixtures, and
+``python -m lockheed.testing up`` runs a control plane in the foreground.
+
+Importing this package is cheap: the heavy modules load on first attribute use.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from ._build import Binaries, BuildError, ensure_binaries
+    from ._cluster import Cluster, ClusterError, ExistingCluster
+    from ._controlplane import ControlPlane
+
+__all__ = [
+    "Binaries",
+    "BuildError",
+    "Cluster",
+    "ClusterError",
+    "ControlPlane",
+    "ExistingCluster",
+    "ensure_binaries",
+]
+
+_HOMES = {
+    "Binaries": "._build",
+    "BuildError": "._build",
+    "ensure_binaries": "._build",
+    "Cluster": "._cluster",
+    "ClusterError": "._cluster",
+    "ExistingCluster": "._cluster",
+    "ControlPlane": "._controlplane",
+}
+
+
+def __getattr__(name: str) -> Any:
+    home = _HOMES.get(name)
+    if home is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(home, __name__), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted([*globals(), *__all__])

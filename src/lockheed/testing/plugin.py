@@ -1,0 +1,247 @@
+"""pytest plugin with a real Kubernetes API server, registered as ``lockheed``.
+
+Fixtures:
+
+``kube_cluster`` (session)
+    The running cluster: a local :class:`~lockheed.testing.ControlPlane`
+    started on first use and stopped at the end of the session, or, when
+    ``$LOCKHEED_TEST_KUBECONFIG`` names a kubeconfig, an
+    :class:`~lockheed.testing.ExistingCluster` using it.
+``kube_namespace``
+    A fresh namespace name for the test (deleted afterwards).
+``kube_kubeconfig``
+    Path of the admin kubeconfig: ``KubeConfig.from_file(kube_kubeconfig)``.
+``kube_restricted_user``
+    A factory ``make(rules, name=None) -> Path`` returning the kubeconfig of a
+    user allowed only ``rules`` (PolicyRule dicts) in ``kube_namespace``.
+
+Tests that name any of them as arguments (directly or through other
+fixtures) are marked ``kube`` automatically, so ``pytest -m "not kube"`` skips
+them; a test that reaches them only through ``request.getfixturevalue`` should
+be marked ``kube`` explicitly (e.g. ``pytest.param("x", marks=pytest.mark.kube)``).
+When a test that used the cluster fails, the tail of the API server log is
+added to its report.
+
+Nothing is built or started unless a selected test uses these fixtures.
+Missing binaries are built before the first test runs when a selected test is
+marked ``kube``, so the build does not count against a per-test timeout
+(``python -m lockheed.testing build`` does it ahead of time).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import threading
+from collections.abc import Callable, Generator, Iterator, Mapping, Sequence
+from pathlib import Path
+from types import FrameType
+from typing import TYPE_CHECKING, Any, Protocol
+
+import pytest
+
+if TYPE_CHECKING:
+    from ._cluster import Cluster
+
+__all__ = [
+    "KUBECONFIG_ENV",
+    "KUBE_FIXTURES",
+    "RestrictedUserFactory",
+    "kube_cluster",
+    "kube_kubeconfig",
+    "kube_namespace",
+    "kube_restricted_user",
+]
+
+KUBECONFIG_ENV = "LOCKHEED_TEST_KUBECONFIG"
+KUBE_FIXTURES = frozenset(
+    {"kube_cluster", "kube_namespace", "kube_kubeconfig", "kube_restricted_user"}
+)
+_MARKER = (
+    "kube: needs a Kubernetes API server (the local control plane or LOCKHEED_TEST_KUBECONFIG)"
+)
+_LOG_LINES = 50
+_PROXY_VARIABLES = (
+    "HTTPS_PROXY",
+    "https_proxy",
+    "HTTP_PROXY",
+    "http_proxy",
+    "ALL_PROXY",
+    "all_proxy",
+)
+_LOOPBACK_HOSTS = ("127.0.0.1", "localhost")
+_CLUSTER_KEY = pytest.StashKey["Cluster"]()
+_USED_KEY = pytest.StashKey[bool]()
+
+
+class RestrictedUserFactory(Protocol):
+    """The type of the ``kube_restricted_user`` fixture."""
+
+    def __call__(self, rules: Sequence[Mapping[str, Any]], name: str | None = None) -> Path: ...
+
+
+# -- hooks -----------------------------------------------------------------
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """Register the ``kube`` marker (for projects that do not declare it)."""
+    config.addinivalue_line("markers", _MARKER)
+
+
+def _uses_kube(item: pytest.Item) -> bool:
+    """Whether the test asks for a kube fixture by name or is marked ``kube``."""
+    static = not KUBE_FIXTURES.isdisjoint(getattr(item, "fixturenames", ()))
+    return static or item.get_closest_marker("kube") is not None
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Mark every test that uses a kube fixture with ``kube``."""
+    for item in items:
+        if not KUBE_FIXTURES.isdisjoint(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.kube)
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_runtestloop(session: pytest.Session) -> None:
+    """Build missing binaries before the first test, so the build is not timed out."""
+    if session.config.option.collectonly or os.environ.get(KUBECONFIG_ENV):
+        return
+    if not any(_uses_kube(item) for item in session.items):
+        return
+    from ._build import BuildError, ensure_binaries
+
+    # A failure is reported by the kube_cluster fixture, to the tests that need it.
+    with contextlib.suppress(BuildError):
+        ensure_binaries(_progress(session.config))
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(
+    item: pytest.Item, call: pytest.CallInfo[None]
+) -> Generator[None, pytest.TestReport, pytest.TestReport]:
+    """Append the API server log tail to the report of a failed kube test."""
+    report = yield
+    if report.failed and (_uses_kube(item) or item.stash.get(_USED_KEY, False)):
+        cluster = item.config.stash.get(_CLUSTER_KEY, None)
+        tail = cluster.log_tail(_LOG_LINES) if cluster is not None else ""
+        if tail:
+            report.sections.append((f"kube-apiserver log (last {_LOG_LINES} lines)", tail))
+    return report
+
+
+# -- helpers ---------------------------------------------------------------
+
+
+def _progress(config: pytest.Config) -> Callable[[str], None]:
+    """Write build progress to the terminal, bypassing output capture."""
+    reporter = config.pluginmanager.get_plugin("terminalreporter")
+    capture = config.pluginmanager.get_plugin("capturemanager")
+
+    def write(message: str) -> None:
+        if reporter is None:
+            return
+        uncaptured = capture.global_and_fixture_disabled() if capture else contextlib.nullcontext()
+        with uncaptured:
+            reporter.write_line(f"[lockheed] {message}")
+
+    return write
+
+
+@contextlib.contextmanager
+def _loopback_bypasses_proxy() -> Iterator[None]:
+    """Add 127.0.0.1 and localhost to NO_PROXY while a proxy is configured."""
+    if not any(os.environ.get(name) for name in _PROXY_VARIABLES):
+        yield
+        return
+    with pytest.MonkeyPatch.context() as patch:
+        for variable in ("NO_PROXY", "no_proxy"):
+            entries = [e.strip() for e in os.environ.get(variable, "").split(",") if e.strip()]
+            missing = [host for host in _LOOPBACK_HOSTS if host not in entries]
+            if missing:
+                patch.setenv(variable, ",".join([*entries, *missing]))
+        yield
+
+
+@contextlib.contextmanager
+def _stop_on_sigterm(cluster: Cluster) -> Iterator[None]:
+    """On SIGTERM, stop the cluster first, then let the signal have its usual effect.
+
+    SIGINT needs nothing: it raises KeyboardInterrupt, after which pytest tears
+    the session fixtures down (and :mod:`atexit` is a second line of defence).
+    """
+    previous = signal.getsignal(signal.SIGTERM)
+    if threading.current_thread() is not threading.main_thread() or previous == signal.SIG_IGN:
+        yield
+        return
+
+    def handler(signum: int, frame: FrameType | None) -> None:
+        cluster.stop()
+        signal.signal(signum, previous or signal.SIG_DFL)
+        if callable(previous):
+            previous(signum, frame)
+        else:
+            os.kill(os.getpid(), signum)
+
+    signal.signal(signal.SIGTERM, handler)
+    try:
+        yield
+    finally:
+        if signal.getsignal(signal.SIGTERM) is handler:
+            signal.signal(signal.SIGTERM, previous or signal.SIG_DFL)
+
+
+def _new_cluster(config: pytest.Config) -> Cluster:
+    existing = os.environ.get(KUBECONFIG_ENV)
+    if existing:
+        from ._cluster import ExistingCluster
+
+        return ExistingCluster(existing)
+    from ._controlplane import ControlPlane
+
+    return ControlPlane(progress=_progress(config))
+
+
+# -- fixtures --------------------------------------------------------------
+
+
+@pytest.fixture(scope="session")
+def kube_cluster(request: pytest.FixtureRequest) -> Iterator[Cluster]:
+    """The Kubernetes cluster for this test session (started on first use)."""
+    cluster = _new_cluster(request.config)
+    stash = request.config.stash
+    with contextlib.ExitStack() as stack:
+        if not os.environ.get(KUBECONFIG_ENV):
+            stack.enter_context(_loopback_bypasses_proxy())
+        stack.enter_context(_stop_on_sigterm(cluster))
+        stack.enter_context(cluster)
+        stash[_CLUSTER_KEY] = cluster
+        stack.callback(stash.__delitem__, _CLUSTER_KEY)
+        yield cluster
+
+
+@pytest.fixture
+def kube_namespace(kube_cluster: Cluster, request: pytest.FixtureRequest) -> Iterator[str]:
+    """A namespace created for this test, named after it."""
+    request.node.stash[_USED_KEY] = True
+    name = kube_cluster.create_namespace(request.node.name)
+    yield name
+    kube_cluster.delete_namespace(name)
+
+
+@pytest.fixture
+def kube_kubeconfig(kube_cluster: Cluster, request: pytest.FixtureRequest) -> Path:
+    """Path of the cluster-admin kubeconfig."""
+    request.node.stash[_USED_KEY] = True
+    return kube_cluster.kubeconfig
+
+
+@pytest.fixture
+def kube_restricted_user(kube_cluster: Cluster, kube_namespace: str) -> RestrictedUserFactory:
+    """Factory for kubeconfigs of users that have only the given rules in ``kube_namespace``."""
+    from ._cluster import unique_name
+
+    def make(rules: Sequence[Mapping[str, Any]], name: str | None = None) -> Path:
+        return kube_cluster.mint_user(name or unique_name("restricted"), kube_namespace, rules)
+
+    return make
