@@ -13,10 +13,17 @@ strictly increases each time the lock changes hands.
     lock = Lock("nightly-report", ConfigMapLocker()).with_duration(30).with_renew_interval(9)
     with lock:
         ...
+
+The asyncio API (:class:`AsyncLock`, :class:`AsyncConfigMapLocker`,
+:class:`AsyncMemoryLocker`, :func:`alist_locks`) has the same semantics and
+adds ``lock.guard()``, a block cancelled as soon as the lock is lost.
 """
 
+from ._async.configmap import AsyncConfigMapLocker
+from ._async.listing import alist_locks
+from ._async.lock import AsyncLock
+from ._async.memory import AsyncMemoryLocker
 from ._conditions import Condition, Field, Operation, acquired, all_of, any_of, tags_contain
-from ._configmap import ConfigMapLocker
 from ._errors import (
     LockBackendError,
     LockConflict,
@@ -28,12 +35,18 @@ from ._errors import (
     LockTimeout,
 )
 from ._events import Event, EventCode
-from ._listing import Holder, LockInfo, list_locks
-from ._lock import Lock
-from ._locker import Locker
-from ._memory import MemoryLocker
+from ._listing import Holder, LockInfo
+from ._locker import AsyncLocker, Locker
+from ._sync.configmap import ConfigMapLocker
+from ._sync.listing import list_locks
+from ._sync.lock import Lock
+from ._sync.memory import MemoryLocker
 
 __all__ = [
+    "AsyncConfigMapLocker",
+    "AsyncLock",
+    "AsyncLocker",
+    "AsyncMemoryLocker",
     "Condition",
     "ConfigMapLocker",
     "Event",
@@ -54,6 +67,7 @@ __all__ = [
     "MemoryLocker",
     "Operation",
     "acquired",
+    "alist_locks",
     "all_of",
     "any_of",
     "list_locks",

@@ -27,10 +27,10 @@ from pathlib import Path
 from typing import Any
 
 from ._conditions import Condition, acquired, all_of, tags_contain
-from ._configmap import ConfigMapLocker
 from ._errors import LockError, LockLost, LockTimeout
-from ._listing import list_locks
-from ._lock import Lock
+from ._sync.configmap import ConfigMapLocker
+from ._sync.listing import list_locks
+from ._sync.lock import Lock
 
 EXIT_TIMEOUT = 73
 EXIT_LOST = 75

@@ -1,9 +1,9 @@
-"""Listing locks, filtered by a Condition.
+"""Lock snapshots for listing, and their filtering by a Condition (no I/O).
 
-One paginated LIST with the label selector ``lockheed/lock`` (ConfigMap
-locker); filtering happens here, since a condition looks inside the JSON
-state. Malformed lock objects are listed with their ``error`` and never match
-a condition that needs their state.
+A locker lists its objects in one paginated request (the ConfigMap locker with
+the label selector ``lockheed/lock``); filtering happens here, since a
+condition looks inside the JSON state. Malformed lock objects are listed with
+their ``error`` and never match a condition.
 """
 
 from __future__ import annotations
@@ -13,10 +13,9 @@ from datetime import datetime
 
 from ._conditions import Condition, LockView
 from ._core import TOKEN_HOLDER_KEY, TOKEN_KEY
-from ._locker import Locker
 from ._state import NEVER, Record
 
-__all__ = ["Holder", "LockInfo", "list_locks"]
+__all__ = ["Holder", "LockInfo", "select"]
 
 
 @dataclass(frozen=True)
@@ -59,10 +58,9 @@ def _info(record: Record, earliest: datetime) -> LockInfo:
     return LockInfo(record.name, state.lock_type, holders, state.tags, token, record.version)
 
 
-def list_locks(locker: Locker, where: Condition | None = None) -> list[LockInfo]:
-    """Every lock of ``locker`` (sorted by name) whose state matches ``where``."""
-    records = list(locker.list_records())
-    earliest, _ = locker.clock.bounds()
+def select(records: list[Record], earliest: datetime, where: Condition | None) -> list[LockInfo]:
+    """Snapshots of ``records`` (sorted by name) whose state matches ``where``;
+    a lease is live while ``earliest`` (the server's time) is before its expiry."""
     out = []
     for record in records:
         info = _info(record, earliest)

@@ -13,13 +13,13 @@ from __future__ import annotations
 import itertools
 import threading
 import time
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
-from ._clock import ServerClock
-from ._configmap import validate_object_name
-from ._core import CONFLICT, UNCHANGED, Create, Effect, Read, Replace, Watch
-from ._state import Record, StateFormatError, decode_state, encode_state
+from .._clock import ServerClock
+from .._codec import validate_object_name
+from .._core import CONFLICT, UNCHANGED, Create, Effect, Read, Replace, Watch
+from .._state import Record, StateFormatError, decode_state, encode_state
 
 __all__ = ["MemoryLocker"]
 
@@ -54,12 +54,37 @@ class MemoryLocker:
         self._changed = threading.Condition()
         self._versions = itertools.count(1)
         self.requests: dict[str, int] = {"get": 0, "create": 0, "update": 0, "watch": 0, "list": 0}
+        self._listeners: set[Callable[[], None]] = set()
 
     def __repr__(self) -> str:
         return f"MemoryLocker(prefix={self.prefix!r}, locks={len(self._objects)})"
 
     def close(self) -> None:
         pass
+
+    def __enter__(self) -> MemoryLocker:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def add_listener(self, listener: Callable[[], None]) -> None:
+        """Call ``listener()`` (from the writing thread) after every change."""
+        with self._changed:
+            self._listeners.add(listener)
+
+    def remove_listener(self, listener: Callable[[], None]) -> None:
+        with self._changed:
+            self._listeners.discard(listener)
+
+    def _notify(self) -> None:
+        self._changed.notify_all()
+        for listener in list(self._listeners):
+            listener()
+
+    def version_of(self, name: str) -> str | None:
+        stored = self._objects.get(self.object_name(name))
+        return None if stored is None else str(stored.version)
 
     def object_name(self, name: str) -> str:
         return validate_object_name(self.prefix, name)
@@ -83,7 +108,7 @@ class MemoryLocker:
             self._objects[self.object_name(name)] = _Stored(
                 next(self._versions), data, dict(meta or {})
             )
-            self._changed.notify_all()
+            self._notify()
 
     def raw(self, name: str) -> tuple[str | None, dict[str, str]] | None:
         stored = self._objects.get(self.object_name(name))
@@ -92,7 +117,7 @@ class MemoryLocker:
     def delete(self, name: str) -> None:
         with self._changed:
             self._objects.pop(self.object_name(name), None)
-            self._changed.notify_all()
+            self._notify()
 
     # -- I/O
 
@@ -128,7 +153,7 @@ class MemoryLocker:
             else:
                 raise TypeError(f"unknown effect {effect!r}")
             self._objects[key] = stored
-            self._changed.notify_all()
+            self._notify()
             return self._record(effect.name, stored)
 
     def _watch(self, key: str, effect: Watch) -> Any:
@@ -146,10 +171,10 @@ class MemoryLocker:
                         return UNCHANGED
                 self._changed.wait(remaining)
 
-    def list_records(self) -> Iterator[Record]:
+    def list_records(self) -> list[Record]:
         self.requests["list"] += 1
+        self._observe()
         head = f"{self.prefix}-" if self.prefix else ""
         with self._changed:
             items = sorted(self._objects.items())
-        for key, stored in items:
-            yield self._record(key[len(head) :], stored)
+        return [self._record(key[len(head) :], stored) for key, stored in items]

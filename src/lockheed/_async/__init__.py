@@ -1,0 +1,1 @@
+"""The asyncio shells (the sources from which ``lockheed._sync`` is generated)."""

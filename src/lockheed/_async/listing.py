@@ -1,0 +1,20 @@
+"""Listing the locks of a locker, filtered by a Condition."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from .._conditions import Condition
+from .._listing import LockInfo, select
+
+__all__ = ["alist_locks"]
+
+
+async def alist_locks(locker: Any, where: Condition | None = None) -> list[LockInfo]:
+    """Every lock of ``locker`` (sorted by name) whose state matches ``where``.
+
+    One paginated LIST for the ConfigMap locker; see :class:`~lockheed.LockInfo`.
+    """
+    records = await locker.list_records()
+    earliest, _ = locker.clock.bounds()
+    return select(records, earliest, where)

@@ -1,0 +1,195 @@
+"""The lock shell: runs the core's flows against a locker, holding a mutex.
+
+Failure semantics (see also :mod:`lockheed._base`):
+
+* ``acquire`` waits on a watch of the lock's one object and on the holder's
+  expiry, and raises :class:`~lockheed.LockTimeout` (naming the holder and its
+  expiry) when the timeout passes. If it is interrupted (cancelled) after its
+  write may have reached the server, it removes whatever lease of its own it
+  finds before re-raising, so an abandoned acquire leaves no lease behind.
+* Renewal runs in the process's renewer (one for all locks); a renewal that
+  finds another holder, our lease gone, or the object deleted declares the
+  loss at once; failing renewals declare it at the loss deadline.
+* ``release`` removes only our own lease, runs to completion even when the
+  caller is interrupted, and raises :class:`~lockheed.LockLost` after a loss.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+from .._base import LockBase
+from .._core import Acquired, Create, Released, Replace, acquire_flow, release_flow, renew_flow
+from .._errors import LockError, LockLost, LockTimeout
+from .._events import EventCode
+from .compat import shield
+from .guard import Guard  # unasync: async-only
+from .renewer import renewer
+
+__all__ = ["AsyncLock"]
+
+
+class AsyncLock(LockBase):
+    """A mutex named ``name`` kept by ``locker``.
+
+    Configure with the chainable ``with_*`` directives (as in Go lockheed), then
+    acquire and release it, or use it as a context manager. One lock object is
+    one instance ID; acquiring it again while held refreshes the lease, as Go
+    lockheed does.
+    """
+
+    def __init__(self, name: str, locker: Any, *, instance_id: str | None = None):
+        super().__init__(name, locker, instance_id=instance_id)
+        self._mutex = asyncio.Lock()
+        self._writing = False  # a write effect is in flight
+        # unasync: begin async-only
+        self._lost_event = asyncio.Event()
+        # unasync: end
+
+    async def _run(self, flow: Any) -> Any:
+        result: Any = None
+        try:
+            while True:
+                effect = self._guard_effect(flow.send(result))
+                self._writing = isinstance(effect, (Create, Replace))
+                result = await self.locker.execute(effect)
+                self._writing = False
+        except StopIteration as done:
+            return done.value
+        finally:
+            flow.close()
+
+    async def acquire(self, blocking: bool = True, timeout: float | None = None) -> int:
+        """Take the lock; return the fencing token.
+
+        ``blocking=False`` tries once; ``timeout`` (seconds) bounds the wait.
+        Raises :class:`~lockheed.LockTimeout` naming the holder when it cannot be had.
+        """
+        deadline = self._acquire_deadline(blocking, timeout)
+        async with self._mutex:
+            was_active = self._active
+            try:
+                got: Acquired = await self._run(
+                    acquire_flow(self._intent(), self.locker.clock, deadline)
+                )
+            except BaseException as exc:
+                if isinstance(exc, LockError):
+                    self._event(EventCode.ACQUIRE_FAILED, str(exc), exc)
+                if self._writing and not was_active:  # our write may have landed
+                    await shield(self._abandon())
+                raise
+            token = self._acquired(got)
+            self._schedule()
+            return token
+
+    async def _abandon(self) -> bool:
+        """Remove a lease of ours that an interrupted acquire may have written."""
+        self._writing = False
+        try:
+            done: Released = await self._run(
+                release_flow(self._intent(), self.locker.clock, None, None)
+            )
+        except Exception as exc:
+            self._event(
+                EventCode.RELEASE_FAILED, f"cleanup after interrupted acquire: {exc!r}", exc
+            )
+            return False
+        return done.lost_reason is None
+
+    def _schedule(self) -> None:
+        due = self._next_due()
+        if due is not None:
+            renewer.schedule(self, due)
+
+    def _cancel_renewal(self) -> None:
+        renewer.cancel(self)
+
+    async def renew(self) -> None:
+        """Extend our lease now; raises :class:`~lockheed.LockLost` if it is no longer ours."""
+        async with self._mutex:
+            await self._renew_locked()
+
+    async def _renew_locked(self) -> None:
+        token = self._check_renewable()
+        try:
+            record, expires, sent = await self._run(
+                renew_flow(self._intent(), self.locker.clock, self._record, token, self._deadline)
+            )
+        except LockLost as exc:
+            self._declare_lost(exc)
+            raise
+        except LockTimeout as exc:
+            lost = LockLost(f"lock {self.name!r}: could not renew in time: {exc}", lock=self.name)
+            self._declare_lost(lost)
+            raise lost from exc
+        except LockError as exc:
+            self._event(EventCode.RENEW_FAILED, str(exc), exc)
+            raise
+        self._hold(record, expires, sent)
+        self._event(EventCode.RENEW_OK, f"renewed until {expires}")
+
+    async def _tick(self) -> float | None:
+        """Called by the renewer when due; returns when to call again (None: never)."""
+        async with self._mutex:
+            renew = self._tick_needs_renewal()
+            if not renew:
+                return None if renew is None else self._next_due()
+            try:
+                await self._renew_locked()
+            except LockLost:
+                return None
+            except LockError:
+                return self._retry_due()
+            return self._next_due()
+
+    async def release(self) -> None:
+        """Remove our lease; runs to completion even if the caller is interrupted.
+
+        Raises :class:`~lockheed.LockLost` if the lock had been lost (after
+        removing whatever is still ours), :class:`~lockheed.LockNotHeld` if not held.
+        """
+        await shield(self._release())
+
+    async def _release(self) -> Released:
+        async with self._mutex:
+            token = self._begin_release()
+            try:
+                done: Released = await self._run(
+                    release_flow(self._intent(), self.locker.clock, self._record, token)
+                )
+            except LockError as exc:
+                self._event(EventCode.RELEASE_FAILED, str(exc), exc)
+                raise
+            finally:
+                self._active = False
+                self._expires = None
+            self._released(done)
+            return done
+
+    async def __aenter__(self) -> AsyncLock:
+        await self.acquire()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.release()
+
+    # unasync: begin async-only
+    def _lost_hook(self) -> None:
+        self._lost_event.set()
+
+    async def wait_lost(self) -> LockLost:
+        """Wait until the lock is lost; return why."""
+        await self._lost_event.wait()
+        assert self._lost is not None
+        return self._lost
+
+    def guard(self) -> Guard:
+        """``async with lock.guard():`` runs its block while the lock is held and
+        cancels it as soon as the lock is lost, raising :class:`~lockheed.LockLost`.
+
+        The lock must be held when the block starts.
+        """
+        return Guard(self)
+
+    # unasync: end

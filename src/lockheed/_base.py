@@ -1,0 +1,292 @@
+"""What the sync :class:`~lockheed.Lock` and the :class:`~lockheed.AsyncLock` share.
+
+Directives, properties and the bookkeeping of holding a lock live here and do
+no I/O; the two shells (``_sync/lock.py``, generated from ``_async/lock.py``)
+only run the core's flows against their locker and hold their mutex.
+
+Failure semantics of holding: while held with a duration, the lock has a loss
+deadline on this host's monotonic clock, the send time of the last successful
+write plus the duration minus :func:`loss_margin`. ``held`` turns False at that
+deadline even if no renewal could be made. A loss is declared once: the error
+is kept in ``lost``, renewal is cancelled, event 516 is emitted and every
+``on_lost`` callback is called (a callback that raises is reported as an event
+and does not stop the others).
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Callable, Iterable
+from datetime import datetime, timedelta
+from typing import Any, Protocol, TypeVar
+
+from ._clock import ServerClock
+from ._conditions import Condition
+from ._core import Acquired, Intent, Released, Watch
+from ._errors import LockError, LockLost, LockNotHeld
+from ._events import Event, EventCode, EventHandler, emit
+from ._state import Record
+
+__all__ = ["LockBase", "StopSignal", "loss_margin", "to_timedelta"]
+
+# While a stop signal is given, watches are cut into pieces this long so the
+# signal is noticed.
+STOP_CHECK = 1.0
+_L = TypeVar("_L", bound="LockBase")
+
+
+class StopSignal(Protocol):
+    """A ``threading.Event`` or ``asyncio.Event``: only ``is_set`` is used."""
+
+    def is_set(self) -> bool: ...
+
+
+def to_timedelta(value: float | timedelta | None, what: str) -> timedelta | None:
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, (int, float, timedelta)):
+        raise TypeError(f"{what} must be seconds or a timedelta, not {type(value).__name__}")
+    td = value if isinstance(value, timedelta) else timedelta(seconds=value)
+    if td < timedelta(0):
+        raise ValueError(f"{what} must not be negative")
+    return None if td == timedelta(0) else td
+
+
+def loss_margin(duration: timedelta) -> float:
+    """How long before the lease's end a holder stops believing it holds the lock."""
+    return min(2.0, duration.total_seconds() / 10)
+
+
+class LockBase:
+    """Configuration and state of one lock instance (one instance ID)."""
+
+    def __init__(self, name: str, locker: Any, *, instance_id: str | None = None):
+        locker.object_name(name)  # validate before any request
+        self.name = name
+        self.locker = locker
+        self._clock: ServerClock = locker.clock
+        self.instance_id = instance_id or str(uuid.uuid4())
+        self._duration: timedelta | None = None
+        self._renew_interval: timedelta | None = None
+        self._tags: tuple[str, ...] = ()
+        self._reset_tags = False
+        self._force: Condition | None = None
+        self._stop: StopSignal | None = None
+        self._on_event: EventHandler | None = None
+        self._on_lost: list[Callable[[LockLost], Any]] = []
+        self._record: Record | None = None
+        self._token: int | None = None
+        self._expires: datetime | None = None
+        self._deadline: float | None = None  # monotonic loss deadline; None = never
+        self._active = False  # acquired and not released
+        self._lost: LockLost | None = None
+
+    def __repr__(self) -> str:
+        state = "held" if self.held else "lost" if self._lost else "free"
+        return (
+            f"{type(self).__name__}({self.name!r}, {self.locker!r}, {state}, "
+            f"instance_id={self.instance_id!r})"
+        )
+
+    # ------------------------------------------------------------ directives
+
+    def with_duration(self: _L, duration: float | timedelta | None) -> _L:
+        """Lease length for each acquire and renewal; 0 or None: never expires."""
+        self._duration = to_timedelta(duration, "duration")
+        return self
+
+    def with_renew_interval(self: _L, interval: float | timedelta | None) -> _L:
+        """Renew in the background this often while held; None: never."""
+        self._renew_interval = to_timedelta(interval, "renew interval")
+        return self
+
+    def with_tags(self: _L, tags: Iterable[str]) -> _L:
+        """Tags to add to the lock (or, with ``with_reset_tags``, to set)."""
+        tags = (tags,) if isinstance(tags, str) else tuple(tags)
+        if not all(isinstance(t, str) and t for t in tags):
+            raise ValueError("tags must be non-empty strings")
+        self._tags = tuple(dict.fromkeys(tags))
+        return self
+
+    def with_reset_tags(self: _L, reset: bool = True) -> _L:
+        """Make the lock's tags exactly ``with_tags``' on acquire and release."""
+        self._reset_tags = reset
+        return self
+
+    def with_force(self: _L, condition: Condition | None) -> _L:
+        """Take the lock over, even from a live holder, when ``condition`` matches."""
+        if condition is not None and not isinstance(condition, Condition):
+            raise TypeError("with_force takes a Condition")
+        self._force = condition
+        return self
+
+    def with_stop(self: _L, stop: StopSignal | None) -> _L:
+        """A signal (Go's context) that aborts a waiting acquire and stops renewal."""
+        if stop is not None and not callable(getattr(stop, "is_set", None)):
+            raise TypeError("with_stop takes an Event (anything with is_set())")
+        self._stop = stop
+        return self
+
+    def with_event_handler(self: _L, handler: EventHandler | None) -> _L:
+        """Receive every :class:`~lockheed.Event` of this lock."""
+        self._on_event = handler
+        return self
+
+    def on_lost(self: _L, callback: Callable[[LockLost], Any]) -> _L:
+        """Call ``callback(error)`` when the lock is lost while held."""
+        self._on_lost.append(callback)
+        return self
+
+    # ------------------------------------------------------------ properties
+
+    @property
+    def held(self) -> bool:
+        """True while acquired, not lost, and before the loss deadline."""
+        if not self._active or self._lost is not None:
+            return False
+        return self._deadline is None or self._clock.monotonic() < self._deadline
+
+    @property
+    def fencing_token(self) -> int | None:
+        """Strictly increases each time the lock changes hands; None when never held."""
+        return self._token
+
+    @property
+    def expires_at(self) -> datetime | None:
+        """Our lease's expiry as written (server time), while acquired."""
+        return self._expires if self._active else None
+
+    @property
+    def lost(self) -> LockLost | None:
+        """Why the lock was lost, if it was lost while held."""
+        return self._lost
+
+    # ------------------------------------------------------------ bookkeeping
+
+    def _intent(self) -> Intent:
+        return Intent(
+            self.name, self.instance_id, self._duration, self._tags, self._reset_tags, self._force
+        )
+
+    def _event(self, code: EventCode, message: str, error: BaseException | None = None) -> None:
+        emit(self._on_event, Event(code, self.name, self.instance_id, message, error))
+
+    def _acquire_deadline(self, blocking: bool, timeout: float | None) -> float | None:
+        if timeout is not None and timeout < 0:
+            raise ValueError("timeout must not be negative")
+        now = self._clock.monotonic()
+        if not blocking:
+            return now
+        return None if timeout is None else now + timeout
+
+    def _guard_effect(self, effect: Any) -> Any:
+        """Check the stop signal before an effect; cut long watches while one is set."""
+        stop = self._stop
+        if stop is None:
+            return effect
+        if stop.is_set():
+            raise LockError(f"lock {self.name!r}: stopped", lock=self.name)
+        if isinstance(effect, Watch):
+            cap = self._clock.monotonic() + STOP_CHECK
+            if effect.until is None or effect.until > cap:
+                return Watch(effect.name, effect.version, cap)
+        return effect
+
+    def _hold(self, record: Record, expires: datetime | None, sent: float) -> None:
+        self._record = record
+        self._expires = expires
+        if self._duration is None:
+            self._deadline = None
+        else:
+            self._deadline = sent + self._duration.total_seconds() - loss_margin(self._duration)
+
+    def _acquired(self, got: Acquired) -> int:
+        keep = self._active and self._lost is None and self._token is not None
+        self._token = self._token if keep else got.token
+        self._active, self._lost = True, None
+        self._hold(got.record, got.expires, got.sent)
+        self._event(EventCode.ACQUIRE_OK, f"acquired, fencing token {self._token}")
+        if self._renew_interval is not None:
+            self._event(EventCode.RENEWAL_STARTED, f"renewing every {self._renew_interval}")
+        assert self._token is not None
+        return self._token
+
+    def _check_renewable(self) -> int:
+        if not self._active:
+            raise LockNotHeld(f"lock {self.name!r} is not held", lock=self.name)
+        if self._lost is not None:
+            raise self._lost
+        assert self._token is not None
+        return self._token
+
+    def _next_due(self) -> float | None:
+        """When the renewal thread or task should next look at this lock."""
+        if not self._active or self._lost is not None:
+            return None
+        if self._renew_interval is not None:
+            due = self._clock.monotonic() + self._renew_interval.total_seconds()
+            return due if self._deadline is None else min(due, self._deadline)
+        return self._deadline
+
+    def _retry_due(self) -> float | None:
+        assert self._renew_interval is not None
+        retry = self._clock.monotonic() + min(1.0, self._renew_interval.total_seconds())
+        return retry if self._deadline is None else min(retry, self._deadline)
+
+    def _tick_needs_renewal(self) -> bool | None:
+        """Decide a renewal tick: True renew now, False just re-schedule, None stop."""
+        if not self._active or self._lost is not None:
+            return None
+        if self._stop is not None and self._stop.is_set():
+            self._event(EventCode.RENEWAL_STOPPED, "stop signal set")
+            return None
+        if self._deadline is not None and self._clock.monotonic() >= self._deadline:
+            self._declare_lost(
+                LockLost(
+                    f"lock {self.name!r}: lease ran out before a renewal succeeded", lock=self.name
+                )
+            )
+            return None
+        return self._renew_interval is not None
+
+    def _cancel_renewal(self) -> None:
+        """Remove this lock from its renewer; shells override."""
+
+    def _lost_hook(self) -> None:
+        """Called once when the lock is declared lost; shells may override."""
+
+    def _declare_lost(self, error: LockLost) -> None:
+        if self._lost is not None:
+            return
+        self._lost = error
+        self._cancel_renewal()
+        self._event(EventCode.LOST, str(error), error)
+        self._lost_hook()
+        for callback in list(self._on_lost):
+            try:
+                callback(error)
+            except Exception as exc:
+                self._event(EventCode.DEBUG, f"on_lost callback failed: {exc!r}", exc)
+
+    def _begin_release(self) -> int | None:
+        if not self._active:
+            raise LockNotHeld(f"lock {self.name!r} is not held", lock=self.name)
+        self._cancel_renewal()
+        if self._renew_interval is not None:
+            self._event(EventCode.RENEWAL_STOPPED, "released")
+        return self._token
+
+    def _released(self, done: Released) -> None:
+        """Finish a release; raise :class:`LockLost` if the lock had been lost."""
+        was_held = self._deadline is None or self._clock.monotonic() < self._deadline
+        self._record = done.record
+        if done.lost_reason is not None and self._lost is None:
+            self._declare_lost(LockLost(f"lock {self.name!r}: {done.lost_reason}", lock=self.name))
+        lost = self._lost
+        self._event(
+            EventCode.RELEASE_OK, "released" if lost is None else f"released after loss: {lost}"
+        )
+        if lost is not None:
+            raise lost
+        if not was_held:
+            raise LockLost(f"lock {self.name!r}: lease had run out before release", lock=self.name)

@@ -1,0 +1,110 @@
+"""The ConfigMap form of a lock, in Go lockheed's format (no I/O).
+
+The ConfigMap is named ``<prefix>-<lock name>``, labelled ``lockheed/lock=""``
+and holds the JSON state under ``data.lock`` (see :mod:`lockheed._state`). An
+update changes only ``data.lock`` and lockheed's own annotations of the object
+that was read, so labels and annotations of other tools, and Go's
+``reserved/*`` reservation, survive.
+"""
+
+from __future__ import annotations
+
+import copy
+import re
+from collections.abc import Mapping
+from typing import Any
+
+from ._core import Replace
+from ._state import LockState, Record, StateFormatError, decode_state, encode_state
+
+__all__ = [
+    "LABEL",
+    "decode_configmap",
+    "new_configmap",
+    "updated_configmap",
+    "validate_object_name",
+]
+
+LABEL = "lockheed/lock"
+DATA_KEY = "lock"
+_DNS1123_SUBDOMAIN = re.compile(
+    r"[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*", re.ASCII
+)
+
+
+def validate_object_name(prefix: str, name: str) -> str:
+    """``<prefix>-<name>``, checked to be a valid object name (DNS-1123 subdomain)."""
+    if not isinstance(name, str) or not name:
+        raise ValueError("a lock name must be a non-empty string")
+    full = f"{prefix}-{name}" if prefix else name
+    if len(full) > 253:
+        raise ValueError(
+            f"lock name {name!r} is too long: {full!r} has {len(full)} characters, at most 253"
+        )
+    if not _DNS1123_SUBDOMAIN.fullmatch(full):
+        raise ValueError(
+            f"lock name {name!r} does not give a valid object name: {full!r} must consist of "
+            "lower-case letters, digits, '-' and '.', and start and end with a letter or digit"
+        )
+    return full
+
+
+def lock_name_of(prefix: str, object_name: str) -> str | None:
+    head = f"{prefix}-" if prefix else ""
+    return object_name[len(head) :] if object_name.startswith(head) else None
+
+
+def decode_configmap(name: str, obj: Mapping[str, Any]) -> Record:
+    meta = obj.get("metadata") or {}
+    data = obj.get("data") or {}
+    version = str(meta.get("resourceVersion", ""))
+    annotations = dict(meta.get("annotations") or {})
+    try:
+        state: LockState | None = decode_state(data.get(DATA_KEY))
+        error = None
+    except StateFormatError as exc:
+        state, error = None, str(exc)
+    return Record(name, version, state, annotations, error, raw=obj)
+
+
+def _apply_meta(metadata: dict[str, Any], meta: Mapping[str, str | None]) -> None:
+    if not meta:
+        return
+    annotations = dict(metadata.get("annotations") or {})
+    for key, value in meta.items():
+        if value is None:
+            annotations.pop(key, None)
+        else:
+            annotations[key] = value
+    metadata["annotations"] = annotations
+
+
+def new_configmap(
+    object_name: str, namespace: str, state: LockState, meta: Mapping[str, str | None]
+) -> dict[str, Any]:
+    metadata: dict[str, Any] = {"name": object_name, "namespace": namespace, "labels": {LABEL: ""}}
+    _apply_meta(metadata, {k: v for k, v in meta.items() if v is not None})
+    return {
+        "apiVersion": "v1",
+        "kind": "ConfigMap",
+        "metadata": metadata,
+        "data": {DATA_KEY: encode_state(state)},
+    }
+
+
+def updated_configmap(object_name: str, effect: Replace) -> dict[str, Any]:
+    obj: dict[str, Any] = copy.deepcopy(effect.base.raw) if effect.base.raw else {}
+    metadata = obj.setdefault("metadata", {})
+    metadata["resourceVersion"] = effect.version
+    metadata.setdefault("name", object_name)
+    labels = dict(metadata.get("labels") or {})
+    labels.setdefault(LABEL, "")
+    metadata["labels"] = labels
+    metadata.pop("managedFields", None)
+    _apply_meta(metadata, effect.meta)
+    data = dict(obj.get("data") or {})
+    data[DATA_KEY] = encode_state(effect.state)
+    obj["data"] = data
+    obj.setdefault("apiVersion", "v1")
+    obj.setdefault("kind", "ConfigMap")
+    return obj

@@ -1,0 +1,95 @@
+"""Kubernetes connection settings and error translation, shared by both transports.
+
+Settings (kubeconfig, in-cluster service account, exec plugins, TLS) come from
+lightkube's configuration layer, which also builds the ``httpx2`` clients.
+lightkube and httpx2 are imported on first use, so ``import lockheed`` stays
+cheap.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from ._errors import LockBackendError, LockForbidden
+
+if TYPE_CHECKING:
+    import httpx2 as httpx
+
+__all__ = ["async_http_client", "forbidden", "http_client", "load_config", "reason"]
+
+KubeConfigSource = Any  # a path, a lightkube KubeConfig or SingleConfig, or None
+_VERBS = {"GET": "get", "POST": "create", "PUT": "update", "DELETE": "delete", "PATCH": "patch"}
+REQUEST_TIMEOUT = 30.0
+
+
+def load_config(source: KubeConfigSource = None) -> Any:
+    """A lightkube ``SingleConfig`` from a path, a ``KubeConfig``, a ``SingleConfig``,
+    or (None) the in-cluster service account, ``$KUBECONFIG`` or ``~/.kube/config``."""
+    from lightkube.config.kubeconfig import KubeConfig, SingleConfig
+    from lightkube.core.exceptions import ConfigError
+
+    if isinstance(source, SingleConfig):
+        return source
+    try:
+        if source is None:
+            kc = KubeConfig.from_env()
+        elif isinstance(source, KubeConfig):
+            kc = source
+        elif isinstance(source, (str, os.PathLike)):
+            kc = KubeConfig.from_file(Path(source))
+        else:
+            raise TypeError(f"cannot load a Kubernetes configuration from {type(source).__name__}")
+    except (ConfigError, OSError) as exc:
+        raise LockBackendError(f"cannot load the Kubernetes configuration: {exc}") from exc
+    config = kc.get()
+    if config is None:
+        raise LockBackendError("the kubeconfig has no current context")
+    return config
+
+
+def _params() -> Any:
+    import httpx2
+    from lightkube.config.client_adapter import ConnectionParams
+
+    return ConnectionParams(timeout=httpx2.Timeout(REQUEST_TIMEOUT))
+
+
+def http_client(config: Any) -> httpx.Client:
+    from lightkube.config.client_adapter import Client
+
+    return Client(config, _params())
+
+
+def async_http_client(config: Any) -> httpx.AsyncClient:
+    from lightkube.config.client_adapter import AsyncClient
+
+    return AsyncClient(config, _params())
+
+
+def reason(resp: httpx.Response) -> str:
+    try:
+        status = resp.json()
+    except ValueError:
+        return resp.text[:200]
+    if isinstance(status, dict):
+        return str(status.get("message") or status.get("reason") or status)[:300]
+    return str(status)[:300]
+
+
+def forbidden(
+    method: str, resp: httpx.Response, resource: str, namespace: str, lock: str | None, watch: bool
+) -> LockForbidden:
+    """The error for a 401/403, naming the verb, resource and namespace needed."""
+    verb = "watch" if watch else _VERBS.get(method, method.lower())
+    if method == "GET" and lock is None and not watch:
+        verb = "list"
+    return LockForbidden(
+        f"{resp.status_code} from the API server: lockheed needs permission to '{verb}' "
+        f"{resource} in namespace {namespace!r} ({reason(resp)})",
+        lock=lock,
+        verb=verb,
+        resource=resource,
+        namespace=namespace,
+    )

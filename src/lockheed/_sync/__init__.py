@@ -1,0 +1,1 @@
+"""The sync shells; most are generated from ``lockheed._async`` by scripts/unasync.py."""

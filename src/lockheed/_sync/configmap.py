@@ -1,0 +1,138 @@
+# Generated from lockheed/_async/configmap.py by scripts/unasync.py: do not edit.
+"""The ConfigMap locker: one ConfigMap per lock, in Go lockheed's format.
+
+Encoding is in :mod:`lockheed._codec`; this module performs the core's effects:
+a read is one GET, a new lock one POST, every other write one PUT at the
+resourceVersion read, a wait one watch of that single object. Nothing is ever
+listed to find one lock.
+
+Failure semantics: a 409 is handed back to the core as ``CONFLICT`` (it
+re-reads and decides again); a 404 on write means the object was deleted (a
+holder's loss); 403 raises :class:`~lockheed.LockForbidden`; transport errors
+raise :class:`~lockheed.LockBackendError`. A watch whose version was
+compacted away (410) falls back to a fresh read.
+"""
+
+from __future__ import annotations
+
+from contextlib import closing
+from typing import Any
+
+from .._clock import ServerClock
+from .._codec import (
+    LABEL,
+    decode_configmap,
+    lock_name_of,
+    new_configmap,
+    updated_configmap,
+    validate_object_name,
+)
+from .._core import CONFLICT, UNCHANGED, Create, Effect, Read, Replace, Watch
+from .._errors import LockBackendError
+from .._kubecfg import KubeConfigSource
+from .._state import Record
+from .kube import KubeAPI
+
+__all__ = ["ConfigMapLocker"]
+
+
+class ConfigMapLocker:
+    """Locks kept in ConfigMaps of one namespace.
+
+    ``namespace`` defaults to the kubeconfig context's (or the pod's) namespace;
+    ``config`` is a kubeconfig path, a lightkube ``KubeConfig``/``SingleConfig``,
+    or None for in-cluster config, ``$KUBECONFIG`` or ``~/.kube/config``;
+    ``client`` is an ``httpx2`` client already set up for the cluster.
+    """
+
+    kind = "ConfigMap"
+
+    def __init__(
+        self,
+        namespace: str | None = None,
+        *,
+        prefix: str = "lockheed",
+        config: KubeConfigSource = None,
+        client: Any = None,
+        clock: ServerClock | None = None,
+    ):
+        self.prefix = prefix
+        self.api = KubeAPI("configmaps", namespace, config=config, client=client, clock=clock)
+        self.namespace = self.api.namespace
+        self.clock = self.api.clock
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}(namespace={self.namespace!r}, prefix={self.prefix!r})"
+
+    def close(self) -> None:
+        self.api.close()
+
+    def __enter__(self) -> ConfigMapLocker:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def object_name(self, name: str) -> str:
+        return validate_object_name(self.prefix, name)
+
+    def execute(self, effect: Effect) -> Any:
+        """Perform one effect of the core's flows; see :mod:`lockheed._core`."""
+        name = effect.name
+        if isinstance(effect, Watch):
+            return self._watch(effect)
+        path = "/" + self.object_name(name)
+        if isinstance(effect, Read):
+            status, obj = self.api.request("GET", path, lock=name)
+            return None if status == 404 else decode_configmap(name, obj)
+        if isinstance(effect, Create):
+            body = new_configmap(self.object_name(name), self.namespace, effect.state, effect.meta)
+            status, obj = self.api.request("POST", body=body, lock=name)
+            if status == 404:
+                raise LockBackendError(
+                    f"cannot create lock {name!r}: namespace {self.namespace!r} not found",
+                    lock=name,
+                )
+        elif isinstance(effect, Replace):
+            body = updated_configmap(self.object_name(name), effect)
+            status, obj = self.api.request("PUT", path, body=body, lock=name)
+            if status == 404:
+                return None
+        else:
+            raise TypeError(f"unknown effect {effect!r}")
+        return CONFLICT if status == 409 else decode_configmap(name, obj)
+
+    def _watch(self, effect: Watch) -> Any:
+        obj_name = self.object_name(effect.name)
+        while True:
+            timeout = None
+            if effect.until is not None:
+                timeout = effect.until - self.clock.monotonic()
+                if timeout <= 0:
+                    return UNCHANGED
+            events = self.api.watch(obj_name, effect.version, timeout, lock=effect.name)
+            with closing(events):
+                for kind, obj in events:
+                    if kind in ("ADDED", "MODIFIED"):
+                        return decode_configmap(effect.name, obj)
+                    if kind == "DELETED":
+                        return None
+                    if kind == "ERROR":  # e.g. 410 Gone: our version was compacted away
+                        return self.execute(Read(effect.name))
+            if effect.until is not None and self.clock.monotonic() >= effect.until:
+                return UNCHANGED
+
+    def list_records(self, page_size: int = 500) -> list[Record]:
+        """Every lock object of this locker (label ``lockheed/lock``), paginated."""
+        params = {"labelSelector": LABEL, "limit": str(page_size)}
+        out: list[Record] = []
+        while True:
+            _, body = self.api.request("GET", params=params)
+            for obj in body.get("items") or ():
+                name = lock_name_of(self.prefix, obj.get("metadata", {}).get("name", ""))
+                if name is not None:
+                    out.append(decode_configmap(name, obj))
+            token = (body.get("metadata") or {}).get("continue")
+            if not token:
+                return out
+            params = {**params, "continue": token}

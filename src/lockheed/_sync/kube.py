@@ -1,0 +1,119 @@
+# Generated from lockheed/_async/kube.py by scripts/unasync.py: do not edit.
+"""HTTP transport to the Kubernetes API.
+
+Plain JSON over lightkube's configured ``httpx2`` client: every response's
+``Date`` header feeds the :class:`~lockheed._clock.ServerClock`, and no model
+objects are built on the hot path. Failures leave this module as
+:class:`~lockheed.LockError` subclasses: 401/403 as
+:class:`~lockheed.LockForbidden` naming the verb, resource and namespace,
+anything unexpected (transport errors, 5xx) as
+:class:`~lockheed.LockBackendError`. 404 and 409 are returned as statuses,
+because the core decides what they mean.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Generator
+from typing import Any
+
+import httpx2 as httpx
+
+from .._clock import ServerClock
+from .._errors import LockBackendError
+from .._kubecfg import KubeConfigSource, forbidden, http_client, load_config, reason
+
+__all__ = ["KubeAPI"]
+
+
+class KubeAPI:
+    """A namespaced JSON client for one resource kind."""
+
+    def __init__(
+        self,
+        resource: str,
+        namespace: str | None = None,
+        *,
+        config: KubeConfigSource = None,
+        client: httpx.Client | None = None,
+        api_path: str = "/api/v1",
+        clock: ServerClock | None = None,
+    ):
+        self.resource = resource
+        if client is None or namespace is None:
+            cfg = load_config(config)
+            namespace = namespace or cfg.namespace
+            client = client or http_client(cfg)
+        assert namespace is not None
+        self.namespace: str = namespace
+        self.client = client
+        self.clock = clock or ServerClock()
+        self.base = f"{api_path}/namespaces/{namespace}/{resource}"
+
+    def close(self) -> None:
+        self.client.close()
+
+    def request(
+        self,
+        method: str,
+        path: str = "",
+        *,
+        lock: str | None = None,
+        body: Any = None,
+        params: dict[str, str] | None = None,
+        ok: tuple[int, ...] = (200, 201),
+    ) -> tuple[int, Any]:
+        """Send one request; return ``(status, json)`` for statuses in ``ok``, 404 or 409."""
+        content = None if body is None else json.dumps(body, separators=(",", ":"))
+        headers = {"Content-Type": "application/json"} if content is not None else None
+        sent = self.clock.monotonic()
+        try:
+            resp = self.client.request(
+                method, self.base + path, content=content, params=params, headers=headers
+            )
+        except httpx.HTTPError as exc:
+            raise LockBackendError(f"{method} {self.resource}{path}: {exc!r}", lock=lock) from exc
+        self.clock.observe_http_date(resp.headers.get("date"), sent, self.clock.monotonic())
+        status = resp.status_code
+        if status in ok or status in (404, 409):
+            return status, resp.json() if status in ok else None
+        if status in (401, 403):
+            raise forbidden(method, resp, self.resource, self.namespace, lock, watch=False)
+        raise LockBackendError(
+            f"{method} {self.resource}{path}: HTTP {status}: {reason(resp)}", lock=lock
+        )
+
+    def watch(
+        self, name: str, version: str | None, timeout: float | None, *, lock: str | None = None
+    ) -> Generator[tuple[str, Any], None]:
+        """Yield ``(type, object)`` watch events on one object, from ``version``.
+
+        Ends without an event when ``timeout`` seconds pass (None: the server's
+        own limit, about five minutes).
+        """
+        params = {"watch": "1", "fieldSelector": f"metadata.name={name}"}
+        if version is not None:
+            params["resourceVersion"] = version
+        params["timeoutSeconds"] = str(300 if timeout is None else max(1, int(timeout) + 1))
+        read = None if timeout is None else max(0.001, timeout)
+        tmo = httpx.Timeout(30.0, read=read)
+        try:
+            with self.client.stream("GET", self.base, params=params, timeout=tmo) as resp:
+                if resp.status_code != 200:
+                    resp.read()
+                    if resp.status_code in (401, 403):
+                        raise forbidden(
+                            "GET", resp, self.resource, self.namespace, lock, watch=True
+                        )
+                    raise LockBackendError(
+                        f"watch {self.resource}/{name}: HTTP {resp.status_code}: {reason(resp)}",
+                        lock=lock,
+                    )
+                for line in resp.iter_lines():
+                    if line:
+                        event = json.loads(line)
+                        yield event.get("type", ""), event.get("object")
+        except httpx.TimeoutException:
+            return
+        except httpx.HTTPError as exc:
+            raise LockBackendError(f"watch {self.resource}/{name}: {exc!r}", lock=lock) from exc
