@@ -16,7 +16,7 @@ import pytest
 
 from lockheed import ConfigMapLocker, MemoryLocker
 from lockheed._clock import ServerClock
-from support import ConfigMapLockers, MakeLocker, Requests
+from support import Api, ConfigMapLockers, LoopThread, MakeLocker, NewLock, Requests
 
 LOCKERS = ["memory", pytest.param("configmap", marks=pytest.mark.kube)]
 
@@ -68,3 +68,34 @@ def configmap_locker(kube_namespace: str, kube_kubeconfig: Path) -> Iterator[Con
     yield make
     for locker in made:
         locker.close()
+
+
+@pytest.fixture(scope="session")
+def loop_thread() -> Iterator[LoopThread]:
+    runner = LoopThread()
+    yield runner
+    runner.close()
+
+
+@pytest.fixture(params=["sync", "async"])
+def api(request: pytest.FixtureRequest) -> Iterator[Api]:
+    """The sync API, or the asyncio API (on a debug-mode loop) driven by the same tests."""
+    if request.param == "sync":
+        yield Api("sync", None)
+        return
+    runner: LoopThread = request.getfixturevalue("loop_thread")
+    del runner.slow[:]
+    made = Api("async", runner)
+    yield made
+    made.close()
+    assert not runner.slow, f"a blocking call on the event loop: {runner.slow}"
+
+
+@pytest.fixture
+def new_lock(api: Api, locker: Any) -> NewLock:
+    """``new_lock(name, locker=None)``: a lock of the API under test, on ``locker``'s store."""
+
+    def make(name: str, on: Any = None) -> Any:
+        return api.lock(name, locker if on is None else on)
+
+    return make

@@ -1,36 +1,62 @@
-"""Helpers for the lock tests: request counting."""
+"""Helpers for the lock tests: request counting, and running the asyncio API
+from the same test code as the sync API."""
 
 from __future__ import annotations
 
+import asyncio
+import logging
+import threading
+import weakref
 from collections import Counter
-from collections.abc import Callable
-from typing import Any
+from collections.abc import Callable, Coroutine
+from typing import Any, TypeVar
 
 import httpx2 as httpx
 
-from lockheed import ConfigMapLocker, MemoryLocker
+from lockheed import (
+    AsyncConfigMapLocker,
+    AsyncLock,
+    AsyncMemoryLocker,
+    ConfigMapLocker,
+    Lock,
+    MemoryLocker,
+)
+from lockheed._core import Effect
+from lockheed._errors import LockBackendError
+
+T = TypeVar("T")
+
+# Requests counters by the sync locker they count for; async twins count into the same.
+_COUNTERS: weakref.WeakKeyDictionary[Any, Requests] = weakref.WeakKeyDictionary()
+
+
+def _verb(request: httpx.Request) -> str:
+    verb = {"POST": "create", "PUT": "update", "DELETE": "delete"}.get(request.method)
+    if verb is not None:
+        return verb
+    if "watch" in request.url.params:
+        return "watch"
+    return "list" if request.url.path.endswith("/configmaps") else "get"
 
 
 class Requests:
-    """Counts API requests by verb (get, create, update, watch, list)."""
+    """Counts API requests by verb (get, create, update, watch, list), as sent on the wire."""
 
     def __init__(self, locker: Any):
         self.locker = locker
         self.counts: Counter[str] = Counter()
         if isinstance(locker, ConfigMapLocker):
             locker.api.client.event_hooks = {"request": [self._hook], "response": []}
+        _COUNTERS[locker] = self
 
     def _hook(self, request: httpx.Request) -> None:
-        params = request.url.params
-        verb = {"POST": "create", "PUT": "update", "DELETE": "delete"}.get(request.method)
-        if verb is None:
-            if "watch" in params:
-                verb = "watch"
-            elif request.url.path.endswith("/configmaps"):
-                verb = "list"
-            else:
-                verb = "get"
-        self.counts[verb] += 1
+        self.counts[_verb(request)] += 1
+
+    async def _ahook(self, request: httpx.Request) -> None:
+        self.counts[_verb(request)] += 1
+
+    def attach_async(self, locker: AsyncConfigMapLocker) -> None:
+        locker.api.client.event_hooks = {"request": [self._ahook], "response": []}
 
     def snapshot(self) -> Counter[str]:
         if isinstance(self.locker, MemoryLocker):
@@ -46,7 +72,147 @@ class Requests:
         return sum(self.since(before).values())
 
 
+class FlakyLocker:
+    """Delegates to a real locker, but fails every request while ``broken`` is set:
+    a network partition between this process and the API server."""
+
+    def __init__(self, inner: Any, broken: threading.Event | None = None):
+        self.inner = inner
+        self.prefix = inner.prefix
+        self.clock = inner.clock
+        self.broken = broken or threading.Event()
+
+    def object_name(self, name: str) -> str:
+        return str(self.inner.object_name(name))
+
+    def execute(self, effect: Effect) -> Any:
+        if self.broken.is_set():
+            raise LockBackendError("connection refused (simulated partition)")
+        return self.inner.execute(effect)
+
+    def list_records(self) -> Any:
+        return self.inner.list_records()
+
+
+class LoopThread:
+    """An asyncio event loop in debug mode on its own thread; records slow callbacks
+    (a blocking call on the loop) so tests can fail on them."""
+
+    SLOW = 0.1
+
+    def __init__(self) -> None:
+        self.loop = asyncio.new_event_loop()
+        self.loop.set_debug(True)
+        self.loop.slow_callback_duration = self.SLOW
+        self.slow: list[str] = []
+        self._handler = _SlowCallbacks(self.slow)
+        logging.getLogger("asyncio").addHandler(self._handler)
+        self.thread = threading.Thread(target=self.loop.run_forever, name="test-loop", daemon=True)
+        self.thread.start()
+
+    def run(self, coro: Coroutine[Any, Any, T], timeout: float | None = 60) -> T:
+        return asyncio.run_coroutine_threadsafe(coro, self.loop).result(timeout)
+
+    def close(self) -> None:
+        async def cancel_all() -> None:
+            tasks = [t for t in asyncio.all_tasks() if t is not asyncio.current_task()]
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+
+        self.run(cancel_all())
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self.thread.join(10)
+        self.loop.close()
+        logging.getLogger("asyncio").removeHandler(self._handler)
+
+
+class _SlowCallbacks(logging.Handler):
+    def __init__(self, sink: list[str]):
+        super().__init__(logging.WARNING)
+        self.sink = sink
+
+    def emit(self, record: logging.LogRecord) -> None:
+        message = record.getMessage()
+        if "took" in message and "seconds" in message:
+            self.sink.append(message)
+
+
+class SyncFacade:
+    """An :class:`AsyncLock` driven from test code written for :class:`Lock`:
+    each call runs on the loop thread and is awaited there."""
+
+    def __init__(self, lock: AsyncLock, runner: LoopThread):
+        self._lock = lock
+        self._runner = runner
+
+    def __getattr__(self, name: str) -> Any:
+        attr = getattr(self._lock, name)
+        if name.startswith("with_") or name == "on_lost":
+
+            def chained(*args: Any, **kwargs: Any) -> SyncFacade:
+                attr(*args, **kwargs)
+                return self
+
+            return chained
+        return attr
+
+    def acquire(self, blocking: bool = True, timeout: float | None = None) -> int:
+        return self._runner.run(self._lock.acquire(blocking, timeout), timeout=None)
+
+    def release(self) -> None:
+        self._runner.run(self._lock.release())
+
+    def renew(self) -> None:
+        self._runner.run(self._lock.renew())
+
+    def __enter__(self) -> SyncFacade:
+        self.acquire()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.release()
+
+
+class Api:
+    """Makes locks of one API (sync or async) on the store of a sync locker."""
+
+    def __init__(self, name: str, runner: LoopThread | None):
+        self.name = name
+        self.runner = runner
+        self._twins: dict[int, Any] = {}
+
+    def twin(self, locker: Any) -> Any:
+        """The async locker on the same store as sync ``locker``."""
+        if id(locker) in self._twins:
+            return self._twins[id(locker)]
+        if isinstance(locker, FlakyLocker):
+            twin: Any = FlakyLocker(self.twin(locker.inner), locker.broken)
+        elif isinstance(locker, MemoryLocker):
+            twin = AsyncMemoryLocker(locker)
+        elif isinstance(locker, ConfigMapLocker):
+            twin = AsyncConfigMapLocker(
+                locker.namespace, prefix=locker.prefix, config=locker.config, clock=locker.clock
+            )
+            counter = _COUNTERS.get(locker)
+            if counter is not None:
+                counter.attach_async(twin)
+        else:
+            raise TypeError(f"no async twin for {locker!r}")
+        self._twins[id(locker)] = twin
+        return twin
+
+    def lock(self, name: str, locker: Any) -> Any:
+        if self.runner is None:
+            return Lock(name, locker)
+        return SyncFacade(AsyncLock(name, self.twin(locker)), self.runner)
+
+    def close(self) -> None:
+        for twin in self._twins.values():
+            if isinstance(twin, AsyncConfigMapLocker) and self.runner is not None:
+                self.runner.run(twin.aclose())
+
+
 MakeLocker = Callable[..., Any]
-
-
 ConfigMapLockers = Callable[..., ConfigMapLocker]
+NewLock = Callable[..., Any]

@@ -7,10 +7,10 @@ import time
 
 import pytest
 
-from lockheed import Lock, LockForbidden, LockTimeout
+from lockheed import LockForbidden, LockTimeout
 from lockheed._clock import ServerClock
 from lockheed.testing.plugin import RestrictedUserFactory
-from support import ConfigMapLockers
+from support import Api, ConfigMapLockers
 
 CONFIGMAPS = {"apiGroups": [""], "resources": ["configmaps"]}
 
@@ -19,11 +19,12 @@ def test_forbidden_names_the_missing_permission(
     kube_namespace: str,
     kube_restricted_user: RestrictedUserFactory,
     configmap_locker: ConfigMapLockers,
+    api: Api,
 ) -> None:
     reader = kube_restricted_user([{**CONFIGMAPS, "verbs": ["get", "watch"]}])
     locker = configmap_locker(reader)
     with pytest.raises(LockForbidden) as info:
-        Lock("rbac", locker).acquire(timeout=1)
+        api.lock("rbac", locker).acquire(timeout=1)
     error = info.value
     assert (error.verb, error.resource, error.namespace) == ("create", "configmaps", kube_namespace)
     assert "'create'" in str(error) and kube_namespace in str(error)
@@ -31,17 +32,17 @@ def test_forbidden_names_the_missing_permission(
 
     nobody = kube_restricted_user([{**CONFIGMAPS, "verbs": ["list"]}], name="nobody")
     with pytest.raises(LockForbidden) as info:
-        Lock("rbac", configmap_locker(nobody)).acquire(timeout=1)
+        api.lock("rbac", configmap_locker(nobody)).acquire(timeout=1)
     assert info.value.verb == "get"
 
 
 def test_forbidden_update_when_only_create_allowed(
-    kube_restricted_user: RestrictedUserFactory, configmap_locker: ConfigMapLockers
+    kube_restricted_user: RestrictedUserFactory, configmap_locker: ConfigMapLockers, api: Api
 ) -> None:
     admin = configmap_locker()
-    Lock("rbac-update", admin).with_duration(30).acquire()  # exists, held by admin's instance
+    api.lock("rbac-update", admin).with_duration(30).acquire()  # exists, held by admin's instance
     creator = kube_restricted_user([{**CONFIGMAPS, "verbs": ["get", "create", "watch"]}])
-    lock = Lock("rbac-free", configmap_locker(creator))
+    lock = api.lock("rbac-free", configmap_locker(creator))
     lock.acquire()  # a new lock needs only get + create
     with pytest.raises(LockForbidden) as info:
         lock.renew()
@@ -50,15 +51,15 @@ def test_forbidden_update_when_only_create_allowed(
 
 @pytest.mark.parametrize("offset", [-600.0, 600.0])
 def test_skewed_wall_clock_neither_steals_nor_overwaits(
-    configmap_locker: ConfigMapLockers, offset: float
+    configmap_locker: ConfigMapLockers, offset: float, api: Api
 ) -> None:
     """A host whose wall clock is ten minutes off judges expiry on the server's clock."""
     honest = configmap_locker()
     skewed = configmap_locker(clock=ServerClock(wall=lambda: time.time() + offset))
-    holder = Lock("skew", honest).with_duration(3)
+    holder = api.lock("skew", honest).with_duration(3)
     start = time.monotonic()
     holder.acquire()
-    contender = Lock("skew", skewed).with_duration(30)
+    contender = api.lock("skew", skewed).with_duration(30)
     with pytest.raises(LockTimeout):
         contender.acquire(timeout=1)  # ahead: a naive contender would see the lease as expired
     contender.acquire(timeout=20)  # behind: a naive one would wait ten more minutes
@@ -71,12 +72,14 @@ def test_skewed_wall_clock_neither_steals_nor_overwaits(
     contender.release()
 
 
-def test_fencing_token_increases_across_deletion(configmap_locker: ConfigMapLockers) -> None:
+def test_fencing_token_increases_across_deletion(
+    configmap_locker: ConfigMapLockers, api: Api
+) -> None:
     locker = configmap_locker()
-    first = Lock("recreated", locker).with_duration(30)
+    first = api.lock("recreated", locker).with_duration(30)
     t1 = first.acquire()
     locker.api.request("DELETE", "/" + locker.object_name("recreated"))
-    second = Lock("recreated", locker).with_duration(30)
+    second = api.lock("recreated", locker).with_duration(30)
     t2 = second.acquire()
     assert t2 > t1
     second.release()

@@ -16,8 +16,6 @@ from lockheed import (
     ConfigMapLocker,
     Event,
     EventCode,
-    Lock,
-    LockBackendError,
     LockLost,
     LockNotHeld,
     LockStateError,
@@ -27,9 +25,9 @@ from lockheed import (
     list_locks,
     tags_contain,
 )
-from lockheed._core import Effect, Read
+from lockheed._core import Read
 from lockheed._state import Record, encode_state, format_time
-from support import Requests
+from support import FlakyLocker, NewLock, Requests
 
 
 def read(locker: Any, name: str) -> Record | None:
@@ -66,8 +64,8 @@ def holders(locker: Any, name: str) -> list[str]:
     return sorted(record.state.leases)
 
 
-def test_acquire_release_and_fencing_tokens(locker: Any) -> None:
-    lock = Lock("build", locker).with_duration(30)
+def test_acquire_release_and_fencing_tokens(locker: Any, new_lock: NewLock) -> None:
+    lock = new_lock("build").with_duration(30)
     first = lock.acquire()
     assert lock.held and lock.fencing_token == first
     assert lock.expires_at is not None
@@ -76,15 +74,15 @@ def test_acquire_release_and_fencing_tokens(locker: Any) -> None:
     assert not lock.held and holders(locker, "build") == []
     tokens = [first]
     for _ in range(3):
-        other = Lock("build", locker).with_duration(30)
+        other = new_lock("build").with_duration(30)
         with other:
             assert other.fencing_token is not None
             tokens.append(other.fencing_token)
     assert tokens == sorted(tokens) and len(set(tokens)) == len(tokens)
 
 
-def test_go_wire_format_written(locker: Any) -> None:
-    lock = Lock("wire", locker).with_duration(30).with_tags(["a", "b"])
+def test_go_wire_format_written(locker: Any, new_lock: NewLock) -> None:
+    lock = new_lock("wire").with_duration(30).with_tags(["a", "b"])
     lock.acquire()
     record = read(locker, "wire")
     assert record is not None and record.state is not None
@@ -96,8 +94,8 @@ def test_go_wire_format_written(locker: Any) -> None:
     lock.release()
 
 
-def test_request_counts(locker: Any, requests: Requests) -> None:
-    lock = Lock("counted", locker).with_duration(30)
+def test_request_counts(locker: Any, requests: Requests, new_lock: NewLock) -> None:
+    lock = new_lock("counted").with_duration(30)
     before = requests.snapshot()
     lock.acquire()
     assert requests.total_since(before) <= 2, requests.since(before)  # new lock: GET 404 + POST
@@ -115,10 +113,10 @@ def test_request_counts(locker: Any, requests: Requests) -> None:
     assert requests.snapshot()["list"] == 0
 
 
-def test_timeout_names_holder_and_expiry(locker: Any) -> None:
-    holder = Lock("busy", locker).with_duration(60)
+def test_timeout_names_holder_and_expiry(locker: Any, new_lock: NewLock) -> None:
+    holder = new_lock("busy").with_duration(60)
     holder.acquire()
-    waiter = Lock("busy", locker).with_duration(60)
+    waiter = new_lock("busy").with_duration(60)
     with pytest.raises(LockTimeout) as info:
         waiter.acquire(timeout=0.3)
     assert info.value.holder == holder.instance_id
@@ -130,10 +128,10 @@ def test_timeout_names_holder_and_expiry(locker: Any) -> None:
     holder.release()
 
 
-def test_release_wakes_waiter_by_watch(locker: Any, requests: Requests) -> None:
-    holder = Lock("handoff", locker).with_duration(60)
+def test_release_wakes_waiter_by_watch(locker: Any, requests: Requests, new_lock: NewLock) -> None:
+    holder = new_lock("handoff").with_duration(60)
     holder.acquire()
-    waiter = Lock("handoff", locker).with_duration(60)
+    waiter = new_lock("handoff").with_duration(60)
     waiting = threading.Event()
     got: list[int] = []
 
@@ -159,10 +157,12 @@ def test_release_wakes_waiter_by_watch(locker: Any, requests: Requests) -> None:
     waiter.release()
 
 
-def test_waits_for_expiry_of_dead_holder(locker: Any, requests: Requests) -> None:
-    dead = Lock("expiring", locker).with_duration(1.5)
+def test_waits_for_expiry_of_dead_holder(
+    locker: Any, requests: Requests, new_lock: NewLock
+) -> None:
+    dead = new_lock("expiring").with_duration(1.5)
     dead.acquire()  # never renewed, never released: like a killed process
-    waiter = Lock("expiring", locker).with_duration(30)
+    waiter = new_lock("expiring").with_duration(30)
     before = requests.snapshot()
     start = time.monotonic()
     waiter.acquire(timeout=10)
@@ -176,15 +176,15 @@ def test_waits_for_expiry_of_dead_holder(locker: Any, requests: Requests) -> Non
     assert holders(locker, "expiring") == []
 
 
-def test_force_takeover_only_when_condition_matches(locker: Any) -> None:
-    holder = Lock("forced", locker).with_duration(60).with_tags(["preemptible"])
+def test_force_takeover_only_when_condition_matches(locker: Any, new_lock: NewLock) -> None:
+    holder = new_lock("forced").with_duration(60).with_tags(["preemptible"])
     lost = threading.Event()
     holder.on_lost(lambda exc: lost.set())
     holder.acquire()
-    no = Lock("forced", locker).with_duration(60).with_force(tags_contain("critical"))
+    no = new_lock("forced").with_duration(60).with_force(tags_contain("critical"))
     with pytest.raises(LockTimeout):
         no.acquire(timeout=0.2)
-    yes = Lock("forced", locker).with_duration(60).with_force(tags_contain("preemptible"))
+    yes = new_lock("forced").with_duration(60).with_force(tags_contain("preemptible"))
     yes.acquire(timeout=1)
     assert holders(locker, "forced") == [yes.instance_id]
     with pytest.raises(LockLost) as info:
@@ -197,17 +197,17 @@ def test_force_takeover_only_when_condition_matches(locker: Any) -> None:
     yes.release()
 
 
-def test_tags_union_reset_and_sync_on_release(locker: Any) -> None:
+def test_tags_union_reset_and_sync_on_release(locker: Any, new_lock: NewLock) -> None:
     def tags() -> tuple[str, ...]:
         record = read(locker, "tagged")
         assert record is not None and record.state is not None
         return record.state.tags
 
-    with Lock("tagged", locker).with_tags(["a", "b"]):
+    with new_lock("tagged").with_tags(["a", "b"]):
         assert tags() == ("a", "b")
-    with Lock("tagged", locker).with_tags(["c"]):
+    with new_lock("tagged").with_tags(["c"]):
         assert tags() == ("a", "b", "c")
-    lock = Lock("tagged", locker).with_tags(["d"]).with_reset_tags()
+    lock = new_lock("tagged").with_tags(["d"]).with_reset_tags()
     lock.acquire()
     assert tags() == ("d",)
     store_raw(locker, "tagged", _state_json(locker, "tagged", extra_tag="x"), {})
@@ -224,14 +224,14 @@ def _state_json(locker: Any, name: str, extra_tag: str) -> str:
     return json.dumps(doc)
 
 
-def test_go_reservation_is_honoured(locker: Any) -> None:
+def test_go_reservation_is_honoured(locker: Any, new_lock: NewLock) -> None:
     later = datetime.now(timezone.utc) + timedelta(seconds=30)
     reservation = {
         "reserved/by": "go-instance",
         "reserved/expires": later.strftime("%Y-%m-%dT%H:%M:%SZ"),
     }
     store_raw(locker, "reserved", '{"name":"reserved","lockType":"","leases":null}', reservation)
-    lock = Lock("reserved", locker).with_duration(30)
+    lock = new_lock("reserved").with_duration(30)
     with pytest.raises(LockTimeout) as info:
         lock.acquire(timeout=0.3)
     assert info.value.holder == "go-instance"
@@ -245,14 +245,14 @@ def test_go_reservation_is_honoured(locker: Any) -> None:
     assert record.meta.get("reserved/by") == "go-instance"  # never written by us, never removed
 
 
-def test_lost_by_renewal_finding_another_holder(locker: Any) -> None:
+def test_lost_by_renewal_finding_another_holder(locker: Any, new_lock: NewLock) -> None:
     events: list[Event] = []
-    a = Lock("renewed", locker).with_duration(3).with_renew_interval(0.2).with_tags(["a"])
+    a = new_lock("renewed").with_duration(3).with_renew_interval(0.2).with_tags(["a"])
     a.with_event_handler(events.append)
     lost = threading.Event()
     a.on_lost(lambda exc: lost.set())
     a.acquire()
-    b = Lock("renewed", locker).with_duration(30).with_force(tags_contain("a"))
+    b = new_lock("renewed").with_duration(30).with_force(tags_contain("a"))
     b.acquire(timeout=1)
     assert lost.wait(5), "the renewal thread did not report the loss"
     assert not a.held and isinstance(a.lost, LockLost)
@@ -263,8 +263,8 @@ def test_lost_by_renewal_finding_another_holder(locker: Any) -> None:
     b.release()
 
 
-def test_deleted_object_is_a_loss(locker: Any) -> None:
-    lock = Lock("deleted", locker).with_duration(30)
+def test_deleted_object_is_a_loss(locker: Any, new_lock: NewLock) -> None:
+    lock = new_lock("deleted").with_duration(30)
     lock.acquire()
     if isinstance(locker, MemoryLocker):
         locker.delete("deleted")
@@ -275,34 +275,9 @@ def test_deleted_object_is_a_loss(locker: Any) -> None:
     assert not lock.held
 
 
-class FlakyLocker:
-    """Delegates to a real locker, but its writes fail while ``broken`` is set:
-    a network partition between this process and the API server."""
-
-    def __init__(self, inner: Any):
-        self.inner = inner
-        self.prefix = inner.prefix
-        self.clock = inner.clock
-        self.broken = threading.Event()
-
-    def object_name(self, name: str) -> str:
-        return str(self.inner.object_name(name))
-
-    def execute(self, effect: Effect) -> Any:
-        if self.broken.is_set():
-            raise LockBackendError("connection refused (simulated partition)")
-        return self.inner.execute(effect)
-
-    def list_records(self) -> Any:
-        return self.inner.list_records()
-
-    def close(self) -> None:
-        pass
-
-
-def test_lost_by_deadline_when_renewals_keep_failing(locker: Any) -> None:
+def test_lost_by_deadline_when_renewals_keep_failing(locker: Any, new_lock: NewLock) -> None:
     flaky = FlakyLocker(locker)
-    lock = Lock("partitioned", flaky).with_duration(2).with_renew_interval(0.3)
+    lock = new_lock("partitioned", flaky).with_duration(2).with_renew_interval(0.3)
     lost = threading.Event()
     lock.on_lost(lambda exc: lost.set())
     lock.acquire()
@@ -318,20 +293,20 @@ def test_lost_by_deadline_when_renewals_keep_failing(locker: Any) -> None:
     assert holders(locker, "partitioned") == []  # our lease was still there: cleaned up
 
 
-def test_malformed_state_refused_and_kept(locker: Any) -> None:
+def test_malformed_state_refused_and_kept(locker: Any, new_lock: NewLock) -> None:
     store_raw(locker, "broken", "this is not json", {})
-    lock = Lock("broken", locker).with_duration(30)
+    lock = new_lock("broken").with_duration(30)
     with pytest.raises(LockStateError):
         lock.acquire(timeout=1)
     record = read(locker, "broken")
     assert record is not None and record.state is None and record.error
-    forced = Lock("broken", locker).with_duration(30).with_force(acquired(True))
+    forced = new_lock("broken").with_duration(30).with_force(acquired(True))
     forced.acquire(timeout=1)
     assert holders(locker, "broken") == [forced.instance_id]
     forced.release()
 
 
-def test_two_live_leases_in_a_mutex_refused(locker: Any) -> None:
+def test_two_live_leases_in_a_mutex_refused(locker: Any, new_lock: NewLock) -> None:
     later = format_time(datetime.now(timezone.utc) + timedelta(minutes=5))
     doc = (
         '{"name":"double","lockType":"mutex","leases":{'
@@ -340,53 +315,53 @@ def test_two_live_leases_in_a_mutex_refused(locker: Any) -> None:
     )
     store_raw(locker, "double", doc, {})
     with pytest.raises(LockStateError):
-        Lock("double", locker).acquire(timeout=1)
+        new_lock("double").acquire(timeout=1)
     assert holders(locker, "double") == ["a", "b"]
 
 
 @pytest.mark.parametrize("name", ["", "Upper", "under_score", "dash-", "x" * 250, "a/b"])
 def test_invalid_names_rejected_before_any_request(
-    locker: Any, requests: Requests, name: str
+    locker: Any, requests: Requests, name: str, new_lock: NewLock
 ) -> None:
     before = requests.snapshot()
     with pytest.raises(ValueError, match="lock name"):
-        Lock(name, locker)
+        new_lock(name)
     assert requests.total_since(before) == 0
 
 
-def test_directives_validate_input(locker: Any) -> None:
-    lock = Lock("directives", locker)
+def test_directives_validate_input(locker: Any, new_lock: NewLock) -> None:
+    lock = new_lock("directives")
     with pytest.raises(ValueError, match="negative"):
         lock.with_duration(-1)
     with pytest.raises(TypeError):
-        lock.with_duration("30s")  # type: ignore[arg-type]
+        lock.with_duration("30s")
     with pytest.raises(ValueError, match="tags"):
         lock.with_tags([""])
     with pytest.raises(TypeError):
-        lock.with_force("tags contains x")  # type: ignore[arg-type]
+        lock.with_force("tags contains x")
     with pytest.raises(ValueError, match="timeout"):
         lock.acquire(timeout=-1)
     with pytest.raises(LockNotHeld):
         lock.release()
 
 
-def test_never_expiring_lease(locker: Any) -> None:
-    lock = Lock("forever", locker).with_duration(0)
+def test_never_expiring_lease(locker: Any, new_lock: NewLock) -> None:
+    lock = new_lock("forever").with_duration(0)
     lock.acquire()
     record = read(locker, "forever")
     assert record is not None and record.state is not None
     assert format_time(record.state.leases[lock.instance_id].expires) == "9999-12-31T23:59:59Z"
     with pytest.raises(LockTimeout) as info:
-        Lock("forever", locker).acquire(timeout=0.2)
+        new_lock("forever").acquire(timeout=0.2)
     assert info.value.holder == lock.instance_id
     lock.release()
 
 
-def test_stop_signal_aborts_a_waiting_acquire(locker: Any) -> None:
-    holder = Lock("stoppable", locker).with_duration(60)
+def test_stop_signal_aborts_a_waiting_acquire(locker: Any, new_lock: NewLock) -> None:
+    holder = new_lock("stoppable").with_duration(60)
     holder.acquire()
     stop = threading.Event()
-    waiter = Lock("stoppable", locker).with_stop(stop)
+    waiter = new_lock("stoppable").with_stop(stop)
     errors: list[BaseException] = []
 
     def wait() -> None:
@@ -403,9 +378,9 @@ def test_stop_signal_aborts_a_waiting_acquire(locker: Any) -> None:
     holder.release()
 
 
-def test_list_locks_with_conditions(locker: Any) -> None:
-    a = Lock("list-a", locker).with_duration(60).with_tags(["x", "y"])
-    b = Lock("list-b", locker).with_duration(60).with_tags(["y"])
+def test_list_locks_with_conditions(locker: Any, new_lock: NewLock) -> None:
+    a = new_lock("list-a").with_duration(60).with_tags(["x", "y"])
+    b = new_lock("list-b").with_duration(60).with_tags(["y"])
     a.acquire()
     b.acquire()
     b.release()

@@ -74,7 +74,9 @@ class Intent:
     force: Condition | None = None
 
     def expiry(self, latest_now: datetime) -> datetime:
-        return NEVER if self.duration is None else min(NEVER, latest_now + self.duration)
+        if self.duration is None or self.duration >= NEVER - latest_now:
+            return NEVER
+        return latest_now + self.duration
 
 
 # ---------------------------------------------------------------- decisions
@@ -354,7 +356,7 @@ def acquire_flow(
     """
     if not known:
         record = yield Read(intent.name)
-    conflicts = 0
+    conflicts = late = 0
     while True:
         earliest, latest = clock.bounds()
         decision = decide_acquire(intent, record, earliest, latest)
@@ -370,6 +372,12 @@ def acquire_flow(
             if deadline is None and conflicts > MAX_CONFLICTS:
                 raise LockConflict(
                     f"lock {intent.name!r}: too many write conflicts", lock=intent.name
+                )
+            late += _timed_out(clock, deadline)
+            if late > 1:  # one more try after the deadline, as a non-blocking acquire gets
+                raise LockConflict(
+                    f"lock {intent.name!r}: other writers kept changing it until the timeout",
+                    lock=intent.name,
                 )
             record = yield Read(intent.name)
             continue

@@ -39,7 +39,8 @@ MUTEX = "mutex"
 
 _RFC3339 = re.compile(
     r"^(\d{4})-(\d{2})-(\d{2})[Tt](\d{2}):(\d{2}):(\d{2})(?:\.(\d{1,9}))?"
-    r"(?:([Zz])|([+-])(\d{2}):(\d{2}))$"
+    r"(?:([Zz])|([+-])(\d{2}):(\d{2}))",
+    re.ASCII,
 )
 
 
@@ -53,21 +54,24 @@ def parse_time(text: str) -> datetime:
     Nanoseconds are truncated to microseconds, which moves an expiry earlier by
     less than a microsecond.
     """
-    m = _RFC3339.match(text) if isinstance(text, str) else None
+    m = _RFC3339.fullmatch(text) if isinstance(text, str) else None
     if m is None:
         raise StateFormatError(f"not an RFC 3339 timestamp: {text!r}")
     year, month, day, hour, minute, second = (int(g) for g in m.group(1, 2, 3, 4, 5, 6))
     micros = int((m.group(7) or "0").ljust(9, "0")[:6])
-    if m.group(8):
-        tz = UTC
-    else:
-        sign = 1 if m.group(9) == "+" else -1
-        tz = timezone(sign * timedelta(hours=int(m.group(10)), minutes=int(m.group(11))))
     try:
+        if m.group(8):
+            tz = UTC
+        else:
+            hours, minutes = int(m.group(10)), int(m.group(11))
+            if hours > 23 or minutes > 59:
+                raise ValueError("zone offset out of range")
+            sign = 1 if m.group(9) == "+" else -1
+            tz = timezone(sign * timedelta(hours=hours, minutes=minutes))
         stamp = datetime(year, month, day, hour, minute, second, micros, tzinfo=tz)
-    except ValueError as exc:
+        return stamp.astimezone(UTC) if tz is not UTC else stamp
+    except (ValueError, OverflowError) as exc:
         raise StateFormatError(f"invalid timestamp {text!r}: {exc}") from None
-    return stamp.astimezone(UTC) if tz is not UTC else stamp
 
 
 def format_time(stamp: datetime) -> str:

@@ -58,6 +58,7 @@ class AsyncConfigMapLocker:
         self.prefix = prefix
         self.api = AsyncKubeAPI("configmaps", namespace, config=config, client=client, clock=clock)
         self.namespace = self.api.namespace
+        self.config = self.api.config
         self.clock = self.api.clock
 
     def __repr__(self) -> str:

@@ -39,8 +39,10 @@ class AsyncKubeAPI:
         clock: ServerClock | None = None,
     ):
         self.resource = resource
+        #: The lightkube ``SingleConfig`` used, when this client built its own connection.
+        self.config: Any = None
         if client is None or namespace is None:
-            cfg = load_config(config)
+            cfg = self.config = load_config(config)
             namespace = namespace or cfg.namespace
             client = client or async_http_client(cfg)
         assert namespace is not None

@@ -59,6 +59,7 @@ class ConfigMapLocker:
         self.prefix = prefix
         self.api = KubeAPI("configmaps", namespace, config=config, client=client, clock=clock)
         self.namespace = self.api.namespace
+        self.config = self.api.config
         self.clock = self.api.clock
 
     def __repr__(self) -> str:

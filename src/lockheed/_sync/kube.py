@@ -40,8 +40,10 @@ class KubeAPI:
         clock: ServerClock | None = None,
     ):
         self.resource = resource
+        #: The lightkube ``SingleConfig`` used, when this client built its own connection.
+        self.config: Any = None
         if client is None or namespace is None:
-            cfg = load_config(config)
+            cfg = self.config = load_config(config)
             namespace = namespace or cfg.namespace
             client = client or http_client(cfg)
         assert namespace is not None
