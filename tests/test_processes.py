@@ -1,0 +1,359 @@
+"""The ConfigMap lock across OS processes on the real control plane.
+
+Workers are ``tests/lock_worker.py`` run with this interpreter. Every wait here
+is bounded and event-driven (the workers' output lines, a start pipe, waitpid),
+and the workers are killed in ``finally`` whatever happens.
+"""
+
+from __future__ import annotations
+
+import os
+import queue
+import signal
+import subprocess
+import sys
+import threading
+import time
+import uuid
+from collections import Counter
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import IO
+
+import pytest
+
+from lockheed import Lock, LockTimeout
+from lockheed._core import Read
+from lockheed._state import Record
+from support import ConfigMapLockers
+
+WORKER = Path(__file__).with_name("lock_worker.py")
+
+PROCESSES = 8
+ITERATIONS = 100
+DURATION = 10.0
+RENEW_INTERVAL = 3.0
+STARTUP_TIMEOUT = 60.0  # interpreter start, imports and the first request, on a busy host
+RUN_TIMEOUT = 200.0
+MAX_RUN_SECONDS = 90.0
+
+SHORT_DURATION = 3.0
+SHORT_RENEW_INTERVAL = 1.0
+CLOCK_SLACK = 3.0  # the server clock's one-second uncertainty on both sides, plus scheduling
+
+
+# ---------------------------------------------------------------- workers
+
+
+class Lines:
+    """The lines a child prints, read by a thread so that every wait can time out."""
+
+    def __init__(self, stream: IO[str]):
+        self.stream = stream
+        self.seen: list[str] = []
+        self._queue: queue.Queue[str | None] = queue.Queue()
+        self._ended = False
+        self._thread = threading.Thread(target=self._read, daemon=True)
+        self._thread.start()
+
+    def _read(self) -> None:
+        for line in self.stream:
+            self._queue.put(line.rstrip("\n"))
+        self._queue.put(None)
+
+    def expect(self, prefix: str, timeout: float) -> str:
+        """The next line starting with ``prefix``; fails after ``timeout`` or at end of output."""
+        deadline = time.monotonic() + timeout
+        while not self._ended:
+            try:
+                line = self._queue.get(timeout=max(0.0, deadline - time.monotonic()))
+            except queue.Empty:
+                break
+            if line is None:
+                self._ended = True
+                break
+            self.seen.append(line)
+            if line.startswith(prefix):
+                return line
+        end = "output ended" if self._ended else f"{timeout} s passed"
+        raise AssertionError(f"{end} before a {prefix!r} line; printed: {self.seen}")
+
+    def drain(self) -> list[str]:
+        """Everything printed so far, without waiting."""
+        while not self._ended:
+            try:
+                line = self._queue.get_nowait()
+            except queue.Empty:
+                break
+            if line is None:
+                self._ended = True
+            else:
+                self.seen.append(line)
+        return self.seen
+
+    def close(self) -> None:
+        self._thread.join(10)
+        self.stream.close()
+
+
+@dataclass
+class Worker:
+    process: subprocess.Popen[str]
+    out: Lines
+    stderr_path: Path
+
+    @property
+    def pid(self) -> int:
+        return self.process.pid
+
+    def stderr(self) -> str:
+        return self.stderr_path.read_text(errors="replace")[-4000:]
+
+    def describe(self) -> str:
+        return (
+            f"worker {self.pid} exited {self.process.returncode}; "
+            f"stdout {self.out.drain()}; stderr:\n{self.stderr()}"
+        )
+
+
+@pytest.fixture
+def spawn(tmp_path: Path) -> Iterator[Callable[..., Worker]]:
+    """Start ``lock_worker.py`` with arguments; every worker is killed at the end."""
+    workers: list[Worker] = []
+
+    def start(args: Sequence[str], pass_fds: Sequence[int] = ()) -> Worker:
+        stderr_path = tmp_path / f"worker-{len(workers)}.stderr"
+        with stderr_path.open("w") as stderr:
+            process = subprocess.Popen(
+                [sys.executable, str(WORKER), *args],
+                stdin=subprocess.DEVNULL,
+                stdout=subprocess.PIPE,
+                stderr=stderr,
+                pass_fds=tuple(pass_fds),
+                text=True,
+            )
+        assert process.stdout is not None
+        worker = Worker(process, Lines(process.stdout), stderr_path)
+        workers.append(worker)
+        return worker
+
+    try:
+        yield start
+    finally:
+        for worker in workers:
+            if worker.process.poll() is None:
+                worker.process.kill()  # SIGKILL ends a stopped process as well
+        for worker in workers:
+            worker.process.wait(30)
+            worker.out.close()
+
+
+def record(request: pytest.FixtureRequest, key: str, value: object) -> None:
+    """Attach a figure to the test's report (``user_properties``).
+
+    This is where the ``record_property`` fixture puts them, but that fixture
+    warns when ``--junitxml`` uses the default xunit2 family, and
+    ``filterwarnings = error`` turns the warning into a setup error.
+    """
+    request.node.user_properties.append((key, value))
+
+
+def cluster_args(namespace: str, kubeconfig: Path, lock: str) -> list[str]:
+    return ["--kubeconfig", str(kubeconfig), "--namespace", namespace, "--lock", lock]
+
+
+# ---------------------------------------------------------------- checking holds
+
+
+@dataclass(frozen=True)
+class Hold:
+    token: int
+    start: int
+    end: int
+    pid: int
+
+
+@dataclass(frozen=True)
+class Verdict:
+    holds: int
+    overlaps: list[tuple[Hold, Hold]]  # (a hold, an earlier one still open when it began)
+    token_inversions: list[tuple[Hold, Hold]]  # (a hold, the one before it) not increasing
+
+
+def parse_holds(text: str) -> list[Hold]:
+    holds = []
+    for line in text.splitlines():
+        token, start, end, pid = (int(field) for field in line.split())
+        holds.append(Hold(token, start, end, pid))
+    return holds
+
+
+def check_holds(holds: Sequence[Hold]) -> Verdict:
+    """Holds sorted by start must be disjoint, with strictly increasing tokens."""
+    ordered = sorted(holds, key=lambda h: (h.start, h.end))
+    overlaps: list[tuple[Hold, Hold]] = []
+    inversions: list[tuple[Hold, Hold]] = []
+    previous: Hold | None = None
+    latest: Hold | None = None  # of the earlier holds, the one that ends last
+    for hold in ordered:
+        if latest is not None and hold.start <= latest.end:
+            overlaps.append((hold, latest))
+        if previous is not None and hold.token <= previous.token:
+            inversions.append((hold, previous))
+        if latest is None or hold.end > latest.end:
+            latest = hold
+        previous = hold
+    return Verdict(len(ordered), overlaps, inversions)
+
+
+def test_checker_finds_overlaps_and_token_inversions() -> None:
+    good = [Hold(5, 10, 20, 1), Hold(9, 21, 30, 2), Hold(12, 31, 31, 1)]
+    verdict = check_holds(list(reversed(good)))
+    assert (verdict.holds, verdict.overlaps, verdict.token_inversions) == (3, [], [])
+
+    nested = [Hold(1, 0, 100, 1), Hold(2, 10, 20, 2), Hold(3, 50, 60, 3)]
+    assert [h.token for h, _ in check_holds(nested).overlaps] == [2, 3]
+    touching = [Hold(1, 0, 10, 1), Hold(2, 10, 20, 2)]
+    assert len(check_holds(touching).overlaps) == 1
+
+    inverted = [Hold(7, 0, 1, 1), Hold(7, 2, 3, 2), Hold(6, 4, 5, 3)]
+    assert [h.token for h, _ in check_holds(inverted).token_inversions] == [7, 6]
+
+
+# ---------------------------------------------------------------- the tests
+
+
+@pytest.mark.timeout(300)
+def test_mutual_exclusion_across_processes(
+    spawn: Callable[..., Worker],
+    kube_namespace: str,
+    kube_kubeconfig: Path,
+    tmp_path: Path,
+    request: pytest.FixtureRequest,
+) -> None:
+    test_start = time.monotonic()
+    log, counter = tmp_path / "holds.log", tmp_path / "counter"
+    log.touch()
+    counter.touch()
+    args = [
+        "contend",
+        *cluster_args(kube_namespace, kube_kubeconfig, "contended"),
+        *("--duration", str(DURATION), "--renew-interval", str(RENEW_INTERVAL)),
+        *("--iterations", str(ITERATIONS), "--log", str(log), "--counter", str(counter)),
+        *("--acquire-timeout", str(RUN_TIMEOUT)),
+    ]
+    # The start barrier: every worker blocks reading this pipe; one byte each sets them off.
+    start_read, start_write = os.pipe()
+    try:
+        workers = [
+            spawn([*args, "--start-fd", str(start_read)], pass_fds=[start_read])
+            for _ in range(PROCESSES)
+        ]
+        os.close(start_read)
+        start_read = -1
+        for worker in workers:
+            worker.out.expect("READY", STARTUP_TIMEOUT)
+        ready = time.monotonic()
+        os.write(start_write, b"g" * PROCESSES)  # one write of < PIPE_BUF bytes: atomic
+    finally:
+        os.close(start_write)
+        if start_read >= 0:
+            os.close(start_read)
+
+    go = time.monotonic()
+    deadline = go + RUN_TIMEOUT
+    for worker in workers:
+        try:
+            worker.process.wait(max(0.0, deadline - time.monotonic()))
+        except subprocess.TimeoutExpired:
+            pytest.fail(f"not finished within {RUN_TIMEOUT} s: {worker.describe()}")
+    wall = time.monotonic() - go
+
+    for worker in workers:
+        assert worker.process.returncode == 0, worker.describe()
+        worker.out.expect("DONE", 10)
+
+    holds = parse_holds(log.read_text())
+    verdict = check_holds(holds)
+    acquisitions = verdict.holds
+    figures = {
+        "processes": PROCESSES,
+        "iterations": ITERATIONS,
+        "acquisitions": acquisitions,
+        "overlaps": len(verdict.overlaps),
+        "token_inversions": len(verdict.token_inversions),
+        "startup_s": round(ready - test_start, 2),
+        "wall_s": round(wall, 2),
+        "acquisitions_per_s": round(acquisitions / wall, 1),
+    }
+    for key, value in figures.items():
+        record(request, key, value)
+    print("\nmutual exclusion:", ", ".join(f"{key}={value}" for key, value in figures.items()))
+
+    assert acquisitions == PROCESSES * ITERATIONS
+    assert Counter(h.pid for h in holds) == {worker.pid: ITERATIONS for worker in workers}
+    assert verdict.overlaps == [], f"{len(verdict.overlaps)} overlaps, first {verdict.overlaps[:3]}"
+    assert verdict.token_inversions == [], verdict.token_inversions[:3]
+    assert int(counter.read_bytes()) == PROCESSES * ITERATIONS  # no lost increment
+    assert wall < MAX_RUN_SECONDS
+
+
+def lease_record(lock: Lock) -> Record:
+    record: Record | None = lock.locker.execute(Read(lock.name))
+    assert record is not None and record.state is not None
+    return record
+
+
+@pytest.mark.timeout(300)
+def test_stopped_holder_loses_lock_and_release_reports_it(
+    spawn: Callable[..., Worker],
+    kube_namespace: str,
+    kube_kubeconfig: Path,
+    configmap_locker: ConfigMapLockers,
+    request: pytest.FixtureRequest,
+) -> None:
+    a_id = f"stopped-{uuid.uuid4()}"
+    a = spawn(
+        [
+            "hold",
+            *cluster_args(kube_namespace, kube_kubeconfig, "stopped"),
+            *("--duration", str(SHORT_DURATION), "--renew-interval", str(SHORT_RENEW_INTERVAL)),
+            *("--instance-id", a_id, "--lost-timeout", "120"),
+        ]
+    )
+    _, token, held_by = a.out.expect("HELD", STARTUP_TIMEOUT).split()
+    a_token = int(token)
+    assert held_by == a_id
+
+    os.kill(a.pid, signal.SIGSTOP)
+    stopped = time.monotonic()
+    _, status = os.waitpid(a.pid, os.WUNTRACED)  # returns once A is stopped (does not reap)
+    assert os.WIFSTOPPED(status), f"A did not stop: {a.describe()}"
+
+    b = Lock("stopped", configmap_locker()).with_duration(60)
+    with pytest.raises(LockTimeout) as busy:
+        b.acquire(blocking=False)
+    assert busy.value.holder == a_id  # A's lease was live when it stopped
+    b_token = b.acquire(timeout=SHORT_DURATION + 15)
+    taken_after = time.monotonic() - stopped
+    record(request, "takeover_s", round(taken_after, 2))
+    print(f"\nSIGSTOP: takeover {taken_after:.2f} s after the stop, tokens A={a_token} B={b_token}")
+    assert taken_after <= SHORT_DURATION + CLOCK_SLACK
+    assert b_token > a_token
+    before = lease_record(b)
+
+    os.kill(a.pid, signal.SIGCONT)
+    lost = a.out.expect("LOST", 30)
+    released = a.out.expect("RELEASE", 30)
+    assert a.process.wait(30) == 0, a.describe()
+    print(f"A reported: {lost!r}, then {released!r}")
+    assert released.startswith("RELEASE-RAISED LockLost"), a.describe()
+
+    after = lease_record(b)
+    assert after.state is not None
+    assert list(after.state.leases) == [b.instance_id]
+    assert after.state.leases[b.instance_id].expires == b.expires_at
+    assert after.version == before.version == str(b_token)  # A's release wrote nothing
+    assert b.held
+    b.release()
