@@ -27,13 +27,14 @@ own; it reports on stdout, one flushed line per step.
 from __future__ import annotations
 
 import argparse
+import asyncio
 import os
 import select
 import sys
 import threading
 import time
 
-from lockheed import ConfigMapLocker, Lock, LockLost
+from lockheed import AsyncConfigMapLocker, AsyncLock, ConfigMapLocker, Lock, LockLost
 from lockheed._core import Read
 
 
@@ -48,6 +49,8 @@ def wait_for_start(fd: int, timeout: float) -> bool:
 
 
 def contend(args: argparse.Namespace) -> int:
+    if args.api == "async":
+        return asyncio.run(contend_async(args))
     pid = os.getpid()
     locker = ConfigMapLocker(args.namespace, config=args.kubeconfig)
     lock = (
@@ -68,11 +71,7 @@ def contend(args: argparse.Namespace) -> int:
         os.close(args.start_fd)
         for _ in range(args.iterations):
             token = lock.acquire(timeout=args.acquire_timeout)
-            start = time.monotonic_ns()
-            # A read-modify-write that loses increments unless holds exclude each other.
-            value = int(os.pread(counter, 32, 0) or b"0")
-            os.pwrite(counter, b"%-31d\n" % (value + 1), 0)
-            end = time.monotonic_ns()
+            start, end = critical_section(counter)
             try:
                 lock.release()
             finally:  # a hold that ended in LockLost is logged too, then fails the worker
@@ -83,6 +82,47 @@ def contend(args: argparse.Namespace) -> int:
         os.close(counter)
         os.close(log)
         locker.close()
+
+
+def critical_section(counter: int) -> tuple[int, int]:
+    start = time.monotonic_ns()
+    # A read-modify-write that loses increments unless holds exclude each other.
+    value = int(os.pread(counter, 32, 0) or b"0")
+    os.pwrite(counter, b"%-31d\n" % (value + 1), 0)
+    return start, time.monotonic_ns()
+
+
+async def contend_async(args: argparse.Namespace) -> int:
+    """The same as :func:`contend` with the asyncio API."""
+    pid = os.getpid()
+    log = os.open(args.log, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+    counter = os.open(args.counter, os.O_RDWR)
+    try:
+        async with AsyncConfigMapLocker(args.namespace, config=args.kubeconfig) as locker:
+            lock = (
+                AsyncLock(args.lock, locker)
+                .with_duration(args.duration)
+                .with_renew_interval(args.renew_interval)
+            )
+            await locker.execute(Read(args.lock))
+            say(f"READY {pid}")
+            started = await asyncio.to_thread(wait_for_start, args.start_fd, args.start_timeout)
+            if not started:
+                say(f"ABORTED {pid}")
+                return 2
+            os.close(args.start_fd)
+            for _ in range(args.iterations):
+                token = await lock.acquire(timeout=args.acquire_timeout)
+                start, end = critical_section(counter)
+                try:
+                    await lock.release()
+                finally:
+                    os.write(log, f"{token} {start} {end} {pid}\n".encode())
+        say(f"DONE {pid} {args.iterations}")
+        return 0
+    finally:
+        os.close(counter)
+        os.close(log)
 
 
 def hold(args: argparse.Namespace) -> int:
@@ -130,6 +170,7 @@ def parse(argv: list[str]) -> argparse.Namespace:
 
     c = modes.add_parser("contend", parents=[common])
     c.add_argument("--iterations", type=int, required=True)
+    c.add_argument("--api", choices=["sync", "async"], default="sync")
     c.add_argument("--log", required=True)
     c.add_argument("--counter", required=True)
     c.add_argument("--start-fd", type=int, required=True)

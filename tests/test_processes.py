@@ -246,9 +246,13 @@ def test_mutual_exclusion_across_processes(
     # The start barrier: every worker blocks reading this pipe; one byte each sets them off.
     start_read, start_write = os.pipe()
     try:
+        # Half the workers use the sync API, half the asyncio API: they must exclude each other.
         workers = [
-            spawn([*args, "--start-fd", str(start_read)], pass_fds=[start_read])
-            for _ in range(PROCESSES)
+            spawn(
+                [*args, "--api", ("sync", "async")[i % 2], "--start-fd", str(start_read)],
+                pass_fds=[start_read],
+            )
+            for i in range(PROCESSES)
         ]
         os.close(start_read)
         start_read = -1
