@@ -8,7 +8,11 @@ cheap.
 
 from __future__ import annotations
 
+import contextlib
 import os
+import time
+from collections.abc import Iterator
+from contextvars import ContextVar
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -17,11 +21,42 @@ from ._errors import LockBackendError, LockForbidden
 if TYPE_CHECKING:
     import httpx2 as httpx
 
-__all__ = ["async_http_client", "forbidden", "http_client", "load_config", "reason"]
+__all__ = [
+    "async_http_client",
+    "forbidden",
+    "http_client",
+    "load_config",
+    "reason",
+    "request_deadline",
+    "request_timeout",
+]
 
 KubeConfigSource = Any  # a path, a lightkube KubeConfig or SingleConfig, or None
 _VERBS = {"GET": "get", "POST": "create", "PUT": "update", "DELETE": "delete", "PATCH": "patch"}
 REQUEST_TIMEOUT = 30.0
+
+
+# A monotonic time by which requests of the current thread or task must give up:
+# a renewal must not outlive the lease it is trying to save.
+_DEADLINE: ContextVar[float | None] = ContextVar("lockheed_request_deadline", default=None)
+
+
+@contextlib.contextmanager
+def request_deadline(deadline: float | None) -> Iterator[None]:
+    """Bound every request made inside the block by monotonic time ``deadline``."""
+    token = _DEADLINE.set(deadline)
+    try:
+        yield
+    finally:
+        _DEADLINE.reset(token)
+
+
+def request_timeout() -> float:
+    """Seconds a request may take now: the default, or less under a deadline."""
+    deadline = _DEADLINE.get()
+    if deadline is None:
+        return REQUEST_TIMEOUT
+    return max(0.05, min(REQUEST_TIMEOUT, deadline - time.monotonic()))
 
 
 def load_config(source: KubeConfigSource = None) -> Any:

@@ -23,6 +23,7 @@ from .._base import LockBase
 from .._core import Acquired, Create, Released, Replace, acquire_flow, release_flow, renew_flow
 from .._errors import LockError, LockLost, LockTimeout
 from .._events import EventCode
+from .._kubecfg import request_deadline
 from .compat import shield
 from .guard import Guard  # unasync: async-only
 from .renewer import renewer
@@ -113,9 +114,12 @@ class AsyncLock(LockBase):
     async def _renew_locked(self) -> None:
         token = self._check_renewable()
         try:
-            record, expires, sent = await self._run(
-                renew_flow(self._intent(), self.locker.clock, self._record, token, self._deadline)
-            )
+            with request_deadline(self._deadline):
+                record, expires, sent = await self._run(
+                    renew_flow(
+                        self._intent(), self.locker.clock, self._record, token, self._deadline
+                    )
+                )
         except LockLost as exc:
             self._declare_lost(exc)
             raise

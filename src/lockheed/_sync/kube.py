@@ -21,7 +21,14 @@ import httpx2 as httpx
 
 from .._clock import ServerClock
 from .._errors import LockBackendError
-from .._kubecfg import KubeConfigSource, forbidden, http_client, load_config, reason
+from .._kubecfg import (
+    KubeConfigSource,
+    forbidden,
+    http_client,
+    load_config,
+    reason,
+    request_timeout,
+)
 
 __all__ = ["KubeAPI"]
 
@@ -71,7 +78,12 @@ class KubeAPI:
         sent = self.clock.monotonic()
         try:
             resp = self.client.request(
-                method, self.base + path, content=content, params=params, headers=headers
+                method,
+                self.base + path,
+                content=content,
+                params=params,
+                headers=headers,
+                timeout=request_timeout(),
             )
         except httpx.HTTPError as exc:
             raise LockBackendError(f"{method} {self.resource}{path}: {exc!r}", lock=lock) from exc
@@ -98,7 +110,7 @@ class KubeAPI:
             params["resourceVersion"] = version
         params["timeoutSeconds"] = str(300 if timeout is None else max(1, int(timeout) + 1))
         read = None if timeout is None else max(0.001, timeout)
-        tmo = httpx.Timeout(30.0, read=read)
+        tmo = httpx.Timeout(request_timeout(), read=read)
         try:
             with self.client.stream("GET", self.base, params=params, timeout=tmo) as resp:
                 if resp.status_code != 200:
