@@ -151,7 +151,7 @@ def decode_state(text: str | None) -> LockState:
         raise StateFormatError("the object has no 'lock' data key")
     try:
         doc = json.loads(text)
-    except ValueError as exc:
+    except (ValueError, RecursionError) as exc:  # RecursionError: nested too deeply
         raise StateFormatError(f"lock state is not JSON: {exc}") from None
     if not isinstance(doc, dict):
         raise StateFormatError("lock state is not a JSON object")
