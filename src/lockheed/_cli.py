@@ -51,7 +51,7 @@ def _common(parser: argparse.ArgumentParser) -> None:
 
 
 def _run(args: argparse.Namespace) -> int:
-    command: list[str] = args.command[1:] if args.command[:1] == ["--"] else args.command
+    command: list[str] = args.command
     if not command:
         print("lockheed run: give a command after '--'", file=sys.stderr)
         return 2
@@ -184,7 +184,7 @@ def parser() -> argparse.ArgumentParser:
     run.add_argument("--renew", type=float, help="renew interval (default duration/3)")
     run.add_argument("--timeout", type=float, help="give up after this many seconds")
     run.add_argument("--tag", action="append", default=[], help="tag the lock (repeatable)")
-    run.add_argument("command", nargs=argparse.REMAINDER, help="-- COMMAND [ARGS...]")
+    run.epilog = "The command and its arguments follow '--'."
     run.set_defaults(func=_run)
 
     ls = sub.add_parser("list", help="list locks")
@@ -212,12 +212,21 @@ def parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = parser().parse_args(argv)
+    words = list(sys.argv[1:] if argv is None else argv)
+    command: list[str] = []
+    if "--" in words:  # everything after '--' is the command, never lockheed's options
+        cut = words.index("--")
+        words, command = words[:cut], words[cut + 1 :]
+    args = parser().parse_args(words)
+    args.command = command
     try:
         code: int = args.func(args)
     except LockError as exc:
         print(f"lockheed: {exc}", file=sys.stderr)
         return 1
+    except (ValueError, TypeError) as exc:
+        print(f"lockheed: {exc}", file=sys.stderr)
+        return 2
     except KeyboardInterrupt:
         return 130
     return code
