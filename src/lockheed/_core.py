@@ -171,10 +171,11 @@ def decide_acquire(
             why = record.error if state is None else f"lock type {state.lock_type!r}"
             return Refuse(LockStateError(f"lock {intent.name!r}: {why}", lock=intent.name))
         state = LockState(intent.name, MUTEX)
-    others = [le for le in state.live_leases(earliest) if le.instance_id != me]
+    live = state.live_leases(earliest)
+    others = [le for le in live if le.instance_id != me]
     if others and not forced:
-        if len(others) > 1:
-            ids = ", ".join(sorted(le.instance_id for le in others))
+        if len(live) > 1:
+            ids = ", ".join(sorted(le.instance_id for le in live))
             return Refuse(
                 LockStateError(
                     f"mutex {intent.name!r} has several live leases: {ids}", lock=intent.name
@@ -202,8 +203,8 @@ def decide_renew(
     if state is None:
         return Refuse(LockLost(f"lock {name!r}: stored state became unreadable", lock=name))
     lease = state.leases.get(me)
-    if lease is None or not lease.live(earliest):
-        holders = [le.instance_id for le in state.live_leases(earliest)]
+    holders = [le.instance_id for le in state.live_leases(earliest) if le.instance_id != me]
+    if lease is None or not lease.live(earliest) or holders:  # a mutex: another live lease
         holder = holders[0] if holders else None
         why = f"taken over by {holder}" if holder else "our lease expired or was removed"
         return Refuse(LockLost(f"lock {name!r}: {why}", lock=name, holder=holder))
@@ -405,6 +406,7 @@ def renew_flow(
     Returns ``(record, expires, sent)``; raises :class:`LockLost`, or
     :class:`LockTimeout` when a Go reservation outlasts ``deadline``.
     """
+    fresh = record is None
     if record is None:
         record = yield Read(intent.name)
     conflicts = 0
@@ -412,6 +414,10 @@ def renew_flow(
         earliest, latest = clock.bounds()
         decision = decide_renew(intent, record, earliest, latest, token)
         if isinstance(decision, Refuse):
+            if not fresh:  # judged from our cached copy: read once to name the new holder
+                fresh = True
+                record = yield Read(intent.name)
+                continue
             raise decision.error
         if isinstance(decision, Write):
             sent = clock.monotonic()

@@ -814,17 +814,19 @@ def test_renew_flow_after_a_takeover_is_lost(locker: MemoryLocker, time: FakeTim
     assert stored(locker)[0].leases.keys() == {OTHER}
 
 
-def test_renew_flow_from_an_expired_cached_record_is_lost_without_a_request(
+def test_renew_flow_from_an_expired_cached_record_reads_once_to_name_the_holder(
     locker: MemoryLocker, time: FakeTime
 ) -> None:
-    """Our cached lease has expired: lost, whoever holds now (the holder is not read)."""
+    """Our cached lease has expired: lost; one read names whoever holds it now."""
     got = take(locker, time, intent(duration=10))
     time.advance(11)
     take(locker, time, intent(OTHER))
-    gets = locker.requests["get"]
-    with pytest.raises(LockLost, match="expired or was removed"):
+    gets, updates = locker.requests["get"], locker.requests["update"]
+    with pytest.raises(LockLost) as caught:
         drive(renew_flow(intent(), locker.clock, got.record, got.token, None), locker, time)
-    assert locker.requests["get"] == gets
+    assert caught.value.holder == OTHER
+    assert locker.requests["get"] == gets + 1
+    assert locker.requests["update"] == updates
     assert stored(locker)[0].leases.keys() == {OTHER}
 
 
@@ -911,3 +913,12 @@ def test_release_flow_without_record_reads_first(locker: MemoryLocker, time: Fak
     done = drive(release_flow(intent(), locker.clock, None, None), locker, time)
     assert done.lost_reason is None
     assert stored(locker)[1] == {}  # no token: no fencing annotations
+
+
+def test_a_mutex_with_our_lease_and_another_live_one_is_refused() -> None:
+    """Only an outside writer makes such a state; neither side may act on it as held."""
+    rec = record(lock(Lease(ME, at(30)), Lease(OTHER, at(30))))
+    error = refused(acquire(rec), LockStateError)
+    assert "several live leases" in str(error)
+    lost = refused(decide_renew(intent(), rec, at(0), at(1), 7), LockLost)
+    assert lost.holder == OTHER  # type: ignore[attr-defined]
