@@ -10,12 +10,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import heapq
-import itertools
 import logging
 import time
 import weakref
 from typing import Any
+
+from .._schedule import DueQueue
 
 __all__ = ["renewer"]
 
@@ -24,35 +24,24 @@ logger = logging.getLogger("lockheed")
 
 class _LoopRenewer:
     def __init__(self) -> None:
-        self.heap: list[tuple[float, int, Any]] = []
-        self.due: dict[int, float] = {}
-        self.seq = itertools.count()
+        self.queue: DueQueue[Any] = DueQueue()
         self.wake = asyncio.Event()
         self.task: asyncio.Task[None] | None = None
 
     def push(self, lock: Any, due: float) -> None:
-        self.due[id(lock)] = due
-        heapq.heappush(self.heap, (due, next(self.seq), lock))
+        self.queue.push(lock, due)
         self.wake.set()
         if self.task is None or self.task.done():
             self.task = asyncio.get_running_loop().create_task(self._run(), name="lockheed-renewer")
 
     async def _next(self) -> Any:
         while True:
-            while self.heap and self.due.get(id(self.heap[0][2])) != self.heap[0][0]:
-                heapq.heappop(self.heap)
             self.wake.clear()
-            if self.heap:
-                due, _, lock = self.heap[0]
-                wait = due - time.monotonic()
-                if wait <= 0:
-                    heapq.heappop(self.heap)
-                    del self.due[id(lock)]
-                    return lock
-                with contextlib.suppress(asyncio.TimeoutError):
-                    await asyncio.wait_for(self.wake.wait(), wait)
-            else:
-                await self.wake.wait()
+            lock, wait = self.queue.pop_due(time.monotonic())
+            if lock is not None:
+                return lock
+            with contextlib.suppress(asyncio.TimeoutError):
+                await asyncio.wait_for(self.wake.wait(), wait)
 
     async def _run(self) -> None:
         while True:
@@ -62,9 +51,8 @@ class _LoopRenewer:
             except Exception:
                 logger.exception("lockheed renewal of %r failed unexpectedly", lock)
                 continue
-            if due is not None and id(lock) not in self.due:
-                self.due[id(lock)] = due
-                heapq.heappush(self.heap, (due, next(self.seq), lock))
+            if due is not None:
+                self.queue.push_if_absent(lock, due)
 
 
 class _Renewers:
@@ -87,7 +75,7 @@ class _Renewers:
     def cancel(self, lock: Any) -> None:
         r = self._of_lock.pop(lock, None)
         if r is not None:
-            r.due.pop(id(lock), None)
+            r.queue.cancel(lock)
 
 
 renewer = _Renewers()

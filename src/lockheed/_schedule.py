@@ -1,0 +1,49 @@
+"""The due-time queue behind both renewers (a thread, or a task per loop).
+
+Items are kept in a heap by due time; scheduling an item again or cancelling
+it makes its older entries stale, and stale entries are dropped when they
+reach the top. No I/O, no locking: the renewers guard it themselves.
+"""
+
+from __future__ import annotations
+
+import heapq
+import itertools
+from typing import Generic, TypeVar
+
+__all__ = ["DueQueue"]
+
+T = TypeVar("T")
+
+
+class DueQueue(Generic[T]):
+    def __init__(self) -> None:
+        self._heap: list[tuple[float, int, T]] = []
+        self._due: dict[int, float] = {}  # id(item) -> its current due time
+        self._seq = itertools.count()
+
+    def push(self, item: T, due: float) -> None:
+        self._due[id(item)] = due
+        heapq.heappush(self._heap, (due, next(self._seq), item))
+
+    def push_if_absent(self, item: T, due: float) -> None:
+        """Re-schedule after a tick, unless the item was scheduled anew meanwhile."""
+        if id(item) not in self._due:
+            self.push(item, due)
+
+    def cancel(self, item: T) -> None:
+        self._due.pop(id(item), None)
+
+    def pop_due(self, now: float) -> tuple[T | None, float | None]:
+        """The next item due by ``now``; else None and how long until one is (None: none)."""
+        heap = self._heap
+        while heap and self._due.get(id(heap[0][2])) != heap[0][0]:
+            heapq.heappop(heap)  # cancelled or re-scheduled
+        if not heap:
+            return None, None
+        due, _, item = heap[0]
+        if due > now:
+            return None, due - now
+        heapq.heappop(heap)
+        del self._due[id(item)]
+        return item, None
