@@ -286,3 +286,27 @@ def test_tasks_exclude_each_other(locker: Any, aapi: Api, run: Run) -> None:
     run(scenario)
     tokens = [t for t, _, _ in log]
     assert len(tokens) == 40 and tokens == sorted(tokens) and len(set(tokens)) == 40
+
+
+def test_wait_lost_waits_again_after_a_new_acquire(locker: Any, aapi: Api, run: Run) -> None:
+    inner = aapi.twin(locker)
+
+    async def scenario() -> None:
+        lock = AsyncLock("again", inner).with_duration(30).with_tags(["x"])
+        await lock.acquire()
+        thief = AsyncLock("again", inner).with_duration(30).with_force(tags_contain("x"))
+        await thief.acquire()
+        with pytest.raises(LockLost):
+            await lock.renew()
+        assert (await asyncio.wait_for(lock.wait_lost(), 1)).holder == thief.instance_id
+        with pytest.raises(LockLost):
+            await lock.release()
+        await thief.release()
+        await lock.acquire()  # held again: no loss to report
+        waiting = asyncio.ensure_future(lock.wait_lost())
+        done, _ = await asyncio.wait({waiting}, timeout=0.2)
+        assert not done
+        waiting.cancel()
+        await lock.release()
+
+    run(scenario)

@@ -81,6 +81,7 @@ class AsyncLock(LockBase):
                     await shield(self._abandon())
                 raise
             token = self._acquired(got)
+            self._lost_event.clear()  # unasync: async-only
             self._schedule()
             return token
 
