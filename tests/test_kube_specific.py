@@ -83,3 +83,35 @@ def test_fencing_token_increases_across_deletion(
     t2 = second.acquire()
     assert t2 > t1
     second.release()
+
+
+def test_listing_pages_through_every_lock(configmap_locker: ConfigMapLockers, api: Api) -> None:
+    locker = configmap_locker()
+    for i in range(7):
+        with api.lock(f"paged-{i}", locker).with_tags(["paged"]):
+            pass
+    records = locker.list_records(page_size=3)  # three LIST requests, joined by continue tokens
+    assert sorted(r.name for r in records) == [f"paged-{i}" for i in range(7)]
+
+
+def test_fencing_token_increases_across_a_foreign_writer(
+    configmap_locker: ConfigMapLockers, api: Api
+) -> None:
+    """A writer that knows nothing of tokens (Go lockheed) holds the lock in between."""
+    locker = configmap_locker()
+    first = api.lock("foreign", locker).with_duration(30)
+    t1 = first.acquire()
+    first.release()
+    obj_name = locker.object_name("foreign")
+    _, obj = locker.api.request("GET", "/" + obj_name)
+    obj["data"]["lock"] = (
+        '{"name":"foreign","lockType":"mutex","leases":{"go":{"instanceID":"go",'
+        '"expires":"2000-01-01T00:00:00Z"}}}'
+    )
+    status, _ = locker.api.request("PUT", "/" + obj_name, body=obj)
+    assert status == 200
+    second = api.lock("foreign", locker).with_duration(30)
+    t2 = second.acquire(timeout=5)  # the foreign lease has expired
+    assert t2 > t1
+    assert int(obj["metadata"]["resourceVersion"]) < t2
+    second.release()
