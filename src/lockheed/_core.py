@@ -17,8 +17,10 @@ Failure semantics:
   passed its expiry; a holder writes expiry from the *latest* possible server
   time. Clock skew between hosts therefore never lets a contender steal a live
   lease (see :mod:`lockheed._clock`).
-* Go lockheed's ``reserved/*`` annotations of another instance mean "busy":
-  wait for the change or the reservation's expiry, never write over it.
+* Go lockheed's ``reserved/*`` annotations of another instance make an
+  acquire wait for the change or the reservation's expiry. Renewal and
+  release of our own live lease go through (still conditional on the
+  resourceVersion), so a stale Go reservation cannot cost a holder its lock.
 * A malformed stored document is never overwritten unless forced.
 * Renewal fails with :class:`LockLost` when our lease is gone, expired, or the
   object deleted; release after a loss leaves the new holder's lease alone.
@@ -29,7 +31,6 @@ from __future__ import annotations
 from collections.abc import Generator, Mapping
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
-from types import MappingProxyType
 from typing import Any, Final
 
 from ._clock import ServerClock
@@ -196,9 +197,6 @@ def decide_renew(
     me, name = intent.instance_id, intent.name
     if record is None:
         return Refuse(LockLost(f"lock {name!r}: its object was deleted", lock=name))
-    busy = _reservation(record, me, earliest)
-    if busy is not None:
-        return busy
     state = record.state
     if state is None:
         return Refuse(LockLost(f"lock {name!r}: stored state became unreadable", lock=name))
@@ -222,9 +220,6 @@ def decide_release(
     me = intent.instance_id
     if record is None:
         return Nothing("its object was deleted")
-    busy = _reservation(record, me, earliest)
-    if busy is not None:
-        return busy
     state = record.state
     if state is None:
         return Nothing("stored state is unreadable")
@@ -398,13 +393,14 @@ def acquire_flow(
             record = result
 
 
-def renew_flow(
-    intent: Intent, clock: ServerClock, record: Record | None, token: int, deadline: float | None
-) -> Flow:
+def renew_flow(intent: Intent, clock: ServerClock, record: Record | None, token: int) -> Flow:
     """Renew from the cached ``record`` (one PUT when nobody else wrote).
 
-    Returns ``(record, expires, sent)``; raises :class:`LockLost`, or
-    :class:`LockTimeout` when a Go reservation outlasts ``deadline``.
+    Returns ``(record, expires, sent)``; raises :class:`LockLost`. A Go
+    reservation does not hold up the renewal of our own live lease: the write
+    is conditional on the resourceVersion, so it cannot disturb a writer whose
+    update is still to come (that update fails instead), while waiting could
+    cost us the lock (a Go instance whose renewal failed keeps reserving).
     """
     fresh = record is None
     if record is None:
@@ -419,37 +415,22 @@ def renew_flow(
                 record = yield Read(intent.name)
                 continue
             raise decision.error
-        if isinstance(decision, Write):
-            sent = clock.monotonic()
-            result = yield _write_effect(intent.name, record, decision)
-            if isinstance(result, Record):
-                return result, decision.expires, sent
-            if result is None:
-                raise LockLost(f"lock {intent.name!r}: its object was deleted", lock=intent.name)
-            conflicts += 1
-            if conflicts > MAX_CONFLICTS:
-                raise LockConflict(
-                    f"lock {intent.name!r}: too many write conflicts", lock=intent.name
-                )
-            record = yield Read(intent.name)
-            continue
-        assert isinstance(decision, Wait)
-        if _timed_out(clock, deadline):
-            raise LockTimeout(
-                f"lock {intent.name!r}: reserved by {decision.holder} past the renewal deadline",
-                lock=intent.name,
-                holder=decision.holder,
-            )
-        assert record is not None
-        result = yield Watch(intent.name, record.version, _wait_until(clock, decision, deadline))
-        if result is not UNCHANGED:
-            record = result
+        assert isinstance(decision, Write)
+        sent = clock.monotonic()
+        result = yield _write_effect(intent.name, record, decision)
+        if isinstance(result, Record):
+            return result, decision.expires, sent
+        if result is None:
+            raise LockLost(f"lock {intent.name!r}: its object was deleted", lock=intent.name)
+        conflicts = _count_conflict(intent, conflicts)
+        record = yield Read(intent.name)
 
 
 def release_flow(
     intent: Intent, clock: ServerClock, record: Record | None, token: int | None
 ) -> Flow:
-    """Release from the cached ``record``; returns :class:`Released`."""
+    """Release from the cached ``record``; returns :class:`Released`. Like a
+    renewal, it removes our own lease through a Go reservation."""
     if record is None:
         record = yield Read(intent.name)
     conflicts = 0
@@ -458,26 +439,17 @@ def release_flow(
         decision = decide_release(intent, record, earliest, token)
         if isinstance(decision, Nothing):
             return Released(record, decision.reason)
-        if isinstance(decision, Refuse):  # pragma: no cover - release never refuses
-            raise decision.error
-        if isinstance(decision, Write):
-            result = yield _write_effect(intent.name, record, decision)
-            if isinstance(result, Record):
-                return Released(result, None)
-            if result is None:
-                return Released(None, "its object was deleted")
-            conflicts += 1
-            if conflicts > MAX_CONFLICTS:
-                raise LockConflict(
-                    f"lock {intent.name!r}: too many write conflicts", lock=intent.name
-                )
-            record = yield Read(intent.name)
-            continue
-        assert isinstance(decision, Wait) and record is not None
-        result = yield Watch(intent.name, record.version, _wait_until(clock, decision, None))
-        if result is not UNCHANGED:
-            record = result
+        assert isinstance(decision, Write)
+        result = yield _write_effect(intent.name, record, decision)
+        if isinstance(result, Record):
+            return Released(result, None)
+        if result is None:
+            return Released(None, "its object was deleted")
+        conflicts = _count_conflict(intent, conflicts)
+        record = yield Read(intent.name)
 
 
-def frozen(meta: Mapping[str, str]) -> Mapping[str, str]:
-    return MappingProxyType(dict(meta))
+def _count_conflict(intent: Intent, conflicts: int) -> int:
+    if conflicts >= MAX_CONFLICTS:
+        raise LockConflict(f"lock {intent.name!r}: too many write conflicts", lock=intent.name)
+    return conflicts + 1

@@ -284,7 +284,7 @@ class LockModel(RuleBasedStateMachine):
             return
         me = host.intent.instance_id
         earliest, latest = self.bounds(host)
-        flow = renew_flow(host.intent, host.clock, host.record, host.token, host.clock.monotonic())
+        flow = renew_flow(host.intent, host.clock, host.record, host.token)
         ours = None if self.model is None else self.model.leases.get(me)
         # A renewal refused from the cached record names the holder of that record.
         cached = host.record.state if host.record is not None else None

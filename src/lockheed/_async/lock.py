@@ -21,7 +21,7 @@ from typing import Any
 
 from .._base import LockBase
 from .._core import Acquired, Create, Released, Replace, acquire_flow, release_flow, renew_flow
-from .._errors import LockError, LockLost, LockTimeout
+from .._errors import LockError, LockLost
 from .._events import EventCode
 from .._kubecfg import request_deadline
 from .compat import shield
@@ -117,17 +117,11 @@ class AsyncLock(LockBase):
         try:
             with request_deadline(self._deadline):
                 record, expires, sent = await self._run(
-                    renew_flow(
-                        self._intent(), self.locker.clock, self._record, token, self._deadline
-                    )
+                    renew_flow(self._intent(), self.locker.clock, self._record, token)
                 )
         except LockLost as exc:
             self._declare_lost(exc)
             raise
-        except LockTimeout as exc:
-            lost = LockLost(f"lock {self.name!r}: could not renew in time: {exc}", lock=self.name)
-            self._declare_lost(lost)
-            raise lost from exc
         except LockError as exc:
             self._event(EventCode.RENEW_FAILED, str(exc), exc)
             raise

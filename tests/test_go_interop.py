@@ -1,0 +1,1097 @@
+"""Python lockheed and Go lockheed v0.5.3 sharing locks on the real control plane.
+
+The Go side is ``tests/golockheed``, a small program that runs Go lockheed's
+own Acquire, Release, renewal loop and GetLocks (see its package comment); it
+is built and cached by :mod:`golockheed`. Every test that runs it is skipped,
+with the ``go`` error as the reason, when it cannot be built (for example while
+the module proxy refuses ``github.com/goblain/lockheed``); the tests of Go's
+reservation protocol write its annotations themselves and need no Go. Go
+processes are killed at the end of each test whatever happens, and every wait
+is bounded.
+"""
+
+from __future__ import annotations
+
+import argparse
+import itertools
+import json
+import os
+import queue
+import random
+import re
+import select
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections import Counter
+from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+from typing import IO, Any
+
+import pytest
+
+from golockheed import golockheed_binary
+from lockheed import (
+    ConfigMapLocker,
+    Lock,
+    LockLost,
+    LockTimeout,
+    acquired,
+    list_locks,
+    tags_contain,
+)
+from lockheed._core import Read
+from lockheed._state import NEVER, Lease, LockState, Record, encode_state, parse_time
+from support import ConfigMapLockers
+
+pytestmark = pytest.mark.kube
+
+UTC = timezone.utc
+STARTUP = 30.0  # a process's first line, on a busy host
+STEP = 30.0  # one Go operation (Go retries a reserved ConfigMap for 5 s)
+CLOCK_SLACK = 3.0  # the server clock's one-second uncertainty on both sides, plus scheduling
+HANDOFF = 3.0  # from a release to the waiting Python acquire's return
+GO_NEVER = "9999-12-31T23:59:59Z"  # Go lockheed's expiry of a lease without duration
+
+
+# ---------------------------------------------------------------- process output
+
+
+class Output:
+    """The lines a child prints, read by a thread so that every wait can time out."""
+
+    def __init__(self, stream: IO[str]):
+        self.stream = stream
+        self.seen: list[str] = []
+        self._queue: queue.Queue[str | None] = queue.Queue()
+        self._ended = False
+        self._thread = threading.Thread(target=self._read, daemon=True)
+        self._thread.start()
+
+    def _read(self) -> None:
+        for line in self.stream:
+            self._queue.put(line.rstrip("\n"))
+        self._queue.put(None)
+
+    def expect(self, match: Callable[[str], bool], what: str, timeout: float) -> str:
+        """The next line for which ``match`` is true; fails after ``timeout`` or at the end."""
+        deadline = time.monotonic() + timeout
+        while not self._ended:
+            try:
+                line = self._queue.get(timeout=max(0.0, deadline - time.monotonic()))
+            except queue.Empty:
+                break
+            if line is None:
+                self._ended = True
+                break
+            self.seen.append(line)
+            if match(line):
+                return line
+        end = "output ended" if self._ended else f"{timeout} s passed"
+        raise AssertionError(f"{end} before {what}; printed: {self.seen}")
+
+    def drain(self) -> list[str]:
+        while not self._ended:
+            try:
+                line = self._queue.get_nowait()
+            except queue.Empty:
+                break
+            if line is None:
+                self._ended = True
+            else:
+                self.seen.append(line)
+        return self.seen
+
+    def close(self) -> None:
+        self._thread.join(10)
+        self.stream.close()
+
+
+def is_event(name: str) -> Callable[[str], bool]:
+    prefix = '{"event":' + json.dumps(name)
+    return lambda line: line.startswith(prefix + ",") or line == prefix + "}"
+
+
+@dataclass
+class Child:
+    """A Go lockheed program or a Python lock worker, with its output."""
+
+    process: subprocess.Popen[str]
+    out: Output
+    stderr_path: Path
+
+    @property
+    def pid(self) -> int:
+        return self.process.pid
+
+    def event(self, name: str, timeout: float = STEP) -> dict[str, Any]:
+        """The next JSON event called ``name``."""
+        found: dict[str, Any] = json.loads(self.out.expect(is_event(name), f"{name!r}", timeout))
+        return found
+
+    def go_log(self, text: str, timeout: float, *, fresh: bool = False) -> str:
+        """The next line Go lockheed logged that contains ``text``; with ``fresh``,
+        one logged from now on (lines printed so far are skipped)."""
+        if fresh:
+            self.out.drain()
+        line = self.out.expect(
+            lambda raw: is_event("go_log")(raw) and text in json.loads(raw)["message"],
+            f"a Go log line with {text!r}",
+            timeout,
+        )
+        message: str = json.loads(line)["message"]
+        return message
+
+    def say(self, text: str = "\n") -> None:
+        assert self.process.stdin is not None
+        self.process.stdin.write(text)
+        self.process.stdin.flush()
+
+    def describe(self) -> str:
+        return (
+            f"process {self.pid} exited {self.process.poll()}; stdout {self.out.drain()}; "
+            f"stderr:\n{self.stderr_path.read_text(errors='replace')[-4000:]}"
+        )
+
+
+@dataclass(frozen=True)
+class GoResult:
+    returncode: int
+    events: list[dict[str, Any]]
+    stderr: str
+
+    def only(self, name: str) -> dict[str, Any]:
+        found = [e for e in self.events if e["event"] == name]
+        assert len(found) == 1, f"expected one {name!r} event: {self}"
+        return found[0]
+
+
+class Processes:
+    """Starts Go lockheed programs (and Python lock workers) on the test's namespace."""
+
+    def __init__(self, binary: Path, kubeconfig: Path, namespace: str, tmp_path: Path):
+        self.binary = binary
+        self.cluster = ["--kubeconfig", str(kubeconfig), "--namespace", namespace]
+        self.namespace = namespace
+        self.kubeconfig = kubeconfig
+        self.tmp_path = tmp_path
+        self.children: list[Child] = []
+
+    def spawn(
+        self,
+        command: Sequence[str],
+        *,
+        stdin: bool = False,
+        env: dict[str, str] | None = None,
+        pass_fds: Sequence[int] = (),
+    ) -> Child:
+        stderr_path = self.tmp_path / f"child-{len(self.children)}.stderr"
+        with stderr_path.open("w") as stderr:
+            process = subprocess.Popen(
+                list(command),
+                stdin=subprocess.PIPE if stdin else subprocess.DEVNULL,
+                stdout=subprocess.PIPE,
+                stderr=stderr,
+                env={**os.environ, **(env or {})},
+                pass_fds=tuple(pass_fds),
+                text=True,
+            )
+        assert process.stdout is not None
+        child = Child(process, Output(process.stdout), stderr_path)
+        self.children.append(child)
+        return child
+
+    def go(self, subcommand: str, *args: str, **kwargs: Any) -> Child:
+        """Start ``golockheed SUBCOMMAND --kubeconfig .. --namespace .. ARGS``."""
+        return self.spawn([str(self.binary), subcommand, *self.cluster, *args], **kwargs)
+
+    def run(
+        self, subcommand: str, *args: str, timeout: float = STEP, env: dict[str, str] | None = None
+    ) -> GoResult:
+        """Run a Go subcommand to completion."""
+        done = subprocess.run(
+            [str(self.binary), subcommand, *self.cluster, *args],
+            stdin=subprocess.DEVNULL,
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            env={**os.environ, **(env or {})},
+            check=False,
+        )
+        events = [json.loads(line) for line in done.stdout.splitlines() if line.strip()]
+        return GoResult(done.returncode, events, done.stderr)
+
+    def acquire(self, name: str, *args: str, env: dict[str, str] | None = None) -> GoResult:
+        """Go's Acquire once; the process exits holding the lease if it got it."""
+        return self.run("acquire", "--name", name, *args, env=env)
+
+    def list(self, *args: str) -> dict[str, dict[str, Any]]:
+        """Go's GetLocks with the given filters: Go's JSON of each lock, by name."""
+        result = self.run("list", *args)
+        assert result.returncode == 0, result
+        locks: list[dict[str, Any]] = result.only("listed")["locks"]
+        return {lock["name"]: lock for lock in locks}
+
+    def close(self) -> None:
+        for child in self.children:
+            if child.process.poll() is None:
+                child.process.kill()  # SIGKILL ends a stopped process as well
+        for child in self.children:
+            child.process.wait(30)
+            if child.process.stdin is not None:
+                child.process.stdin.close()
+            child.out.close()
+
+
+@pytest.fixture(scope="session")
+def go_binary() -> Path:
+    """The Go lockheed program; skips the test when it cannot be built."""
+    return golockheed_binary()
+
+
+@pytest.fixture
+def procs(
+    go_binary: Path, kube_kubeconfig: Path, kube_namespace: str, tmp_path: Path
+) -> Iterator[Processes]:
+    """Go processes on the test's namespace. ``go_binary`` comes first, so that a
+    test is skipped before the control plane is started for it."""
+    made = Processes(go_binary, kube_kubeconfig, kube_namespace, tmp_path)
+    try:
+        yield made
+    finally:
+        made.close()
+
+
+@pytest.fixture
+def py(configmap_locker: ConfigMapLockers) -> ConfigMapLocker:
+    """A Python ConfigMap locker on the test's namespace."""
+    return configmap_locker()
+
+
+@pytest.fixture
+def background() -> Iterator[ThreadPoolExecutor]:
+    pool = ThreadPoolExecutor(max_workers=4, thread_name_prefix="go-interop")
+    yield pool
+    pool.shutdown(wait=True, cancel_futures=True)
+
+
+# ---------------------------------------------------------------- raw objects
+
+
+def stored(locker: ConfigMapLocker, name: str) -> Record:
+    record: Record | None = locker.execute(Read(name))
+    assert record is not None, f"lock {name!r} has no ConfigMap"
+    return record
+
+
+def raw_get(locker: ConfigMapLocker, name: str) -> dict[str, Any]:
+    status, obj = locker.api.request("GET", "/" + locker.object_name(name))
+    assert status == 200, status
+    found: dict[str, Any] = obj
+    return found
+
+
+def raw_put(locker: ConfigMapLocker, obj: dict[str, Any]) -> dict[str, Any]:
+    status, written = locker.api.request("PUT", "/" + obj["metadata"]["name"], body=obj)
+    assert status == 200, status
+    result: dict[str, Any] = written
+    return result
+
+
+def raw_create(locker: ConfigMapLocker, name: str, document: str) -> dict[str, Any]:
+    body = {
+        "apiVersion": "v1",
+        "kind": "ConfigMap",
+        "metadata": {"name": locker.object_name(name), "labels": {"lockheed/lock": ""}},
+        "data": {"lock": document},
+    }
+    status, written = locker.api.request("POST", body=body)
+    assert status == 201, status
+    result: dict[str, Any] = written
+    return result
+
+
+def stored_document(locker: ConfigMapLocker, name: str) -> dict[str, Any]:
+    document: dict[str, Any] = json.loads(raw_get(locker, name)["data"]["lock"])
+    return document
+
+
+def go_time(stamp: datetime, zone: timezone = UTC, *, fraction: bool = True) -> str:
+    """``stamp`` as Go's time.Time writes it: RFC 3339 in the local zone (``Z`` for
+    UTC), with a trimmed fraction (RFC3339Nano, JSON) or none (RFC3339)."""
+    local = stamp.astimezone(zone)
+    text = local.replace(tzinfo=None).isoformat(timespec="microseconds" if fraction else "seconds")
+    if fraction:
+        text = text.rstrip("0").rstrip(".")
+    offset = local.utcoffset() or timedelta(0)
+    if not offset:
+        return text + "Z"
+    minutes = int(offset.total_seconds()) // 60
+    sign = "+" if minutes >= 0 else "-"
+    return f"{text}{sign}{abs(minutes) // 60:02d}:{abs(minutes) % 60:02d}"
+
+
+def wall() -> datetime:
+    return datetime.now(UTC)
+
+
+def names(infos: Sequence[Any]) -> list[str]:
+    return [info.name for info in infos]
+
+
+# ---------------------------------------------------------------- exclusion
+
+
+def test_python_holder_refuses_go(procs: Processes, py: ConfigMapLocker) -> None:
+    holder = Lock("shared", py).with_duration(30)
+    holder.acquire(blocking=False)
+    before = stored(py, "shared")
+
+    refused = procs.acquire("shared", "--duration", "10s")
+    assert refused.returncode == 3, refused
+    failed = refused.only("acquire_failed")
+    assert failed["error"] == f"Mutex lock is already held by {holder.instance_id}"
+
+    after = stored(py, "shared")
+    assert after.state == before.state  # Go wrote nothing but its reservation...
+    assert "reserved/by" not in after.meta  # ...which it removed again
+    holder.renew()
+    holder.release()
+
+    got = procs.acquire("shared", "--duration", "30s", "--instance-id", "go-after-python")
+    assert got.returncode == 0, got
+    with pytest.raises(LockTimeout) as busy:
+        Lock("shared", py).acquire(blocking=False)
+    assert busy.value.holder == "go-after-python"
+
+
+def test_python_waits_for_go_release(
+    procs: Processes, py: ConfigMapLocker, background: ThreadPoolExecutor
+) -> None:
+    go = procs.go(
+        "acquire",
+        *("--name", "handoff", "--duration", "30s", "--instance-id", "go-holder"),
+        "--wait-stdin",
+        stdin=True,
+    )
+    go.event("acquired", STARTUP)
+    waiter = Lock("handoff", py).with_duration(30)
+    with pytest.raises(LockTimeout) as busy:
+        waiter.acquire(blocking=False)
+    assert busy.value.holder == "go-holder"
+    assert busy.value.expires is not None
+    assert busy.value.expires > wall() + timedelta(seconds=20)
+
+    def take() -> int:
+        waiter.acquire(timeout=STEP)
+        return time.monotonic_ns()
+
+    taking = background.submit(take)
+    time.sleep(1.0)
+    assert not taking.done(), "acquired while Go held the lock"
+    asked = time.monotonic_ns()
+    go.say()
+    released = go.event("released")["mono_ns"]
+    took = taking.result(STEP)
+    print(
+        f"\nGo release -> Python acquire: {(took - released) / 1e9:.3f} s "
+        f"({(took - asked) / 1e9:.3f} s after asking Go to release)"
+    )
+    assert took > asked
+    assert (took - released) / 1e9 < HANDOFF
+    assert waiter.held
+    assert go.process.wait(STEP) == 0, go.describe()
+    waiter.release()
+
+
+def test_python_takes_over_after_killed_go_lease_expires(
+    procs: Processes, py: ConfigMapLocker
+) -> None:
+    duration = 4.0
+    go = procs.go(
+        "acquire",
+        *("--name", "killed", "--duration", f"{duration}s", "--renew-interval", "1s"),
+        *("--instance-id", "go-killed", "--wait-stdin"),
+        stdin=True,
+    )
+    go.event("acquired", STARTUP)
+    contender = Lock("killed", py).with_duration(10)
+    # Go's renewal loop keeps the lease alive past its first duration.
+    with pytest.raises(LockTimeout) as busy:
+        contender.acquire(timeout=duration + 1)
+    assert busy.value.holder == "go-killed"
+
+    # Kill just after a renewal completed, so not between Go's reservation and its write.
+    go.go_log("renewal successful", 5, fresh=True)
+    os.kill(go.pid, signal.SIGKILL)
+    killed = time.monotonic()
+    go.process.wait(STEP)
+    lease = stored(py, "killed")
+    assert lease.state is not None
+    expires = lease.state.leases["go-killed"].expires
+
+    contender.acquire(timeout=duration + 10)
+    after = time.monotonic() - killed
+    print(f"\nSIGKILL: Python took over {after:.2f} s after the kill (lease {duration} s)")
+    assert wall() >= expires  # never before the dead holder's lease ran out
+    assert after <= duration + CLOCK_SLACK
+    contender.release()
+
+
+# ---------------------------------------------------------------- tags
+
+
+def test_tags_written_by_either_side_are_seen_and_filtered(
+    procs: Processes, py: ConfigMapLocker
+) -> None:
+    go_id = "go-tagger"
+    got = procs.acquire(
+        "go-tagged", "--duration", "60s", "--tags", "alpha,shared", "--instance-id", go_id
+    )
+    assert got.returncode == 0, got
+    py_held = Lock("py-tagged", py).with_duration(60).with_tags(["beta", "shared"])
+    py_held.acquire(blocking=False)
+    with Lock("py-free", py).with_duration(60).with_tags(["beta"]):
+        pass
+
+    # Python sees and filters what Go wrote.
+    assert names(list_locks(py, tags_contain("alpha"))) == ["go-tagged"]
+    assert names(list_locks(py, tags_contain("shared"))) == ["go-tagged", "py-tagged"]
+    assert names(list_locks(py, acquired(True))) == ["go-tagged", "py-tagged"]
+    assert names(list_locks(py, tags_contain("beta") & acquired(False))) == ["py-free"]
+    [go_info] = list_locks(py, tags_contain("alpha") & acquired(True))
+    assert go_info.tags == ("alpha", "shared")
+    assert [h.instance_id for h in go_info.holders] == [go_id]
+    assert go_info.fencing_token is None  # Go holders have none
+
+    # Go sees and filters what Python wrote.
+    assert set(procs.list("--tag", "beta")) == {"py-free", "py-tagged"}
+    assert set(procs.list("--tag", "shared", "--acquired", "true")) == {"go-tagged", "py-tagged"}
+    assert set(procs.list("--acquired", "false")) == {"py-free"}
+    everything = procs.list()
+    assert everything["py-tagged"]["tags"] == ["beta", "shared"]
+    assert list(everything["py-tagged"]["leases"]) == [py_held.instance_id]
+    assert everything["py-tagged"]["acquired"] is True
+    assert "tags" in everything["py-free"]
+    assert everything["go-tagged"]["tags"] == ["alpha", "shared"]
+
+    # Tags accumulate (union) whoever adds them.
+    added = procs.acquire("py-free", "--duration", "60s", "--tags", "gamma,beta", "--hold", "0")
+    assert added.returncode == 0, added
+    [free] = list_locks(py, tags_contain("gamma"))
+    assert free.tags == ("beta", "gamma")
+    assert procs.run("release", "--name", "go-tagged", "--instance-id", go_id).returncode == 0
+    with Lock("go-tagged", py).with_duration(60).with_tags(["delta"]):
+        pass
+    assert procs.list("--tag", "delta")["go-tagged"]["tags"] == ["alpha", "shared", "delta"]
+    py_held.release()
+
+
+def test_reset_tags_from_either_side(procs: Processes, py: ConfigMapLocker) -> None:
+    def go_tags() -> list[str] | None:
+        tags: list[str] | None = procs.list()["reset"].get("tags")
+        return tags
+
+    def py_tags() -> tuple[str, ...]:
+        [info] = list_locks(py)
+        return info.tags
+
+    first = procs.acquire("reset", "--duration", "60s", "--tags", "a,b", "--hold", "0")
+    assert first.returncode == 0, first
+    assert py_tags() == ("a", "b")
+
+    lock = Lock("reset", py).with_duration(60).with_tags(["c"]).with_reset_tags()
+    lock.acquire(blocking=False)
+    assert go_tags() == ["c"]
+    lock.release()
+    assert go_tags() == ["c"]
+
+    again = procs.acquire("reset", "--tags", "d", "--reset-tags", "--hold", "0")
+    assert again.returncode == 0, again
+    assert py_tags() == ("d",)
+
+    # Reset to nothing, from either side: the "tags" field is omitted.
+    with Lock("reset", py).with_duration(60).with_reset_tags():
+        pass
+    assert go_tags() is None
+    assert "tags" not in stored_document(py, "reset")
+    assert procs.acquire("reset", "--tags", "e", "--hold", "0").returncode == 0
+    assert py_tags() == ("e",)
+    assert procs.acquire("reset", "--reset-tags", "--hold", "0").returncode == 0
+    assert py_tags() == ()
+    assert "tags" not in stored_document(py, "reset")
+
+
+# ---------------------------------------------------------------- forced takeover
+
+
+def test_go_force_takes_over_and_python_holder_reports_loss(
+    procs: Processes, py: ConfigMapLocker
+) -> None:
+    renew_interval = 1.0
+    lost: list[LockLost] = []
+    reported = threading.Event()
+
+    def on_lost(error: LockLost) -> None:
+        lost.append(error)
+        reported.set()
+
+    victim = (
+        Lock("force", py)
+        .with_duration(20)
+        .with_renew_interval(renew_interval)
+        .with_tags(["forceme"])
+        .on_lost(on_lost)
+    )
+    victim.acquire(blocking=False)
+
+    unmatched = procs.acquire("force", "--force-tag", "other", "--duration", "30s")
+    assert unmatched.returncode == 3, unmatched
+    assert "already held" in unmatched.only("acquire_failed")["error"]
+    assert victim.held
+
+    forced = procs.acquire(
+        "force", "--force-tag", "forceme", "--duration", "30s", "--instance-id", "go-forcer"
+    )
+    assert forced.returncode == 0, forced
+    taken = time.monotonic()
+    assert reported.wait(renew_interval + CLOCK_SLACK), "the Python holder was not told"
+    print(f"\nPython holder reported the loss {time.monotonic() - taken:.2f} s after Go's force")
+    assert lost[0].holder == "go-forcer"
+    assert not victim.held
+    before = stored(py, "force")
+    with pytest.raises(LockLost):
+        victim.release()
+    after = stored(py, "force")
+    assert after.version == before.version  # the loser's release wrote nothing
+    assert after.state is not None and list(after.state.leases) == ["go-forcer"]
+    assert list(procs.list("--acquired", "true")["force"]["leases"]) == ["go-forcer"]
+
+
+def test_python_force_takes_over_and_go_holder_reports_failed_renewal(
+    procs: Processes, py: ConfigMapLocker
+) -> None:
+    """Go's holder learns of the loss only as a failed renewal in its log. That
+    failed Renew also leaves its reservation on the ConfigMap (Go returns before
+    removing it) for 30 s, and a live Go process keeps reserving; the Python
+    holder renews its own live lease through it rather than lose the lock."""
+    go = procs.go(
+        "acquire",
+        *("--name", "force", "--duration", "20s", "--renew-interval", "1s", "--tags", "forceme"),
+        *("--instance-id", "go-victim", "--wait-stdin"),
+        stdin=True,
+    )
+    go.event("acquired", STARTUP)
+    go.go_log("renewal successful", 5, fresh=True)
+    with pytest.raises(LockTimeout):
+        Lock("force", py).with_duration(60).acquire(blocking=False)
+
+    renew_interval = 2.0
+    lost: list[LockLost] = []
+    taker = (
+        Lock("force", py)
+        .with_duration(60)
+        .with_renew_interval(renew_interval)
+        .with_force(tags_contain("forceme"))
+        .on_lost(lost.append)
+    )
+    taker.acquire(timeout=5)  # waits out a renewal of Go's in progress, if any
+    forced = time.monotonic()
+
+    go.go_log("renewal failed", 1 + CLOCK_SLACK)
+    error = go.go_log("Error:", 5)
+    print(f"\nGo holder logged {error!r} {time.monotonic() - forced:.2f} s after the force")
+    assert error == "Error: No lease to renew for go-victim"
+    record = stored(py, "force")
+    assert record.meta.get("reserved/by") == "go-victim"  # left behind by the failed Renew
+    reserved_until = parse_time(record.meta["reserved/expires"])
+
+    # The Python holder renews while Go's stale reservation is still in force.
+    first_expiry = taker.expires_at
+    deadline = time.monotonic() + 2 * renew_interval + CLOCK_SLACK
+    while time.monotonic() < deadline and taker.expires_at == first_expiry:
+        time.sleep(0.1)
+    assert taker.expires_at != first_expiry, "the holder did not renew through the reservation"
+    assert wall() < reserved_until, "the reservation had already expired: nothing was shown"
+    assert taker.held and not lost
+
+    # Go's Release is refused by its own stale reservation (5 attempts, 1 s apart).
+    go.say()
+    refused = go.event("release_failed", STEP)
+    assert "reserved by go-victim" in refused["error"]
+    os.kill(go.pid, signal.SIGKILL)
+    go.process.wait(STEP)
+    renewed = stored(py, "force")
+    assert renewed.state is not None and list(renewed.state.leases) == [taker.instance_id]
+    taker.release()
+
+
+# ---------------------------------------------------------------- infinite leases
+
+
+def test_infinite_lease_written_by_go_is_honoured(
+    procs: Processes, py: ConfigMapLocker, background: ThreadPoolExecutor
+) -> None:
+    go = procs.go(
+        "acquire",
+        *("--name", "forever", "--duration", "0", "--instance-id", "go-forever", "--wait-stdin"),
+        stdin=True,
+    )
+    go.event("acquired", STARTUP)
+    document = stored_document(py, "forever")
+    assert document["leases"]["go-forever"]["expires"] == GO_NEVER
+    [info] = list_locks(py, acquired(True))
+    assert [(h.instance_id, h.expires) for h in info.holders] == [("go-forever", None)]
+
+    waiter = Lock("forever", py).with_duration(30)
+    began = time.monotonic()
+    with pytest.raises(LockTimeout) as busy:
+        waiter.acquire(timeout=2)
+    assert busy.value.expires == NEVER
+    assert time.monotonic() - began < 2 + CLOCK_SLACK
+
+    taking: Future[int] = background.submit(waiter.acquire, timeout=STEP)
+    time.sleep(0.5)
+    assert not taking.done()
+    go.say()
+    go.event("released")
+    assert taking.result(STEP) > 0
+    waiter.release()
+
+
+def test_infinite_lease_written_by_python_is_honoured(
+    procs: Processes, py: ConfigMapLocker
+) -> None:
+    holder = Lock("forever", py).with_duration(0)
+    holder.acquire(blocking=False)
+    assert stored_document(py, "forever")["leases"][holder.instance_id]["expires"] == GO_NEVER
+
+    refused = procs.acquire("forever", "--duration", "10s")
+    assert refused.returncode == 3, refused
+    assert holder.instance_id in refused.only("acquire_failed")["error"]
+    seen = procs.list("--acquired", "true")["forever"]
+    assert seen["leases"][holder.instance_id]["expires"] == GO_NEVER
+
+    holder.release()
+    assert procs.acquire("forever", "--duration", "10s", "--hold", "0").returncode == 0
+
+
+# ---------------------------------------------------------------- Go's reservation
+
+
+@pytest.mark.parametrize("zone", [UTC, timezone(timedelta(hours=5, minutes=30))], ids=str)
+def test_python_honours_a_go_reservation(
+    py: ConfigMapLocker, background: ThreadPoolExecutor, zone: timezone
+) -> None:
+    """The reserved/* annotations as Go writes them between its two updates
+    (reserve, then the new state with the reservation removed)."""
+    with Lock("reserved", py).with_duration(30):
+        pass
+
+    def reserve(seconds: int) -> datetime:
+        obj = raw_get(py, "reserved")
+        until = (wall() + timedelta(seconds=seconds)).replace(microsecond=0)
+        obj["metadata"]["annotations"] = {
+            **(obj["metadata"].get("annotations") or {}),
+            "reserved/by": "go-reserver",
+            "reserved/expires": go_time(until, zone, fraction=False),  # Go's RFC3339
+        }
+        raw_put(py, obj)
+        return until
+
+    # 1. Reserved, then Go's second update writes its lease and drops the reservation.
+    reserve(20)
+    waiter = Lock("reserved", py).with_duration(30)
+    with pytest.raises(LockTimeout) as busy:
+        waiter.acquire(blocking=False)
+    assert busy.value.holder == "go-reserver"
+    taking: Future[int] = background.submit(waiter.acquire, timeout=STEP)
+    time.sleep(1.0)
+    assert not taking.done(), "acquired over a live reservation"
+    obj = raw_get(py, "reserved")
+    lease_until = wall() + timedelta(seconds=3)
+    document = json.loads(obj["data"]["lock"])
+    document["leases"] = {
+        "go-reserver": {"instanceID": "go-reserver", "expires": go_time(lease_until, zone)}
+    }
+    obj["data"]["lock"] = json.dumps(document, separators=(",", ":"))
+    for key in ("reserved/by", "reserved/expires"):
+        obj["metadata"]["annotations"].pop(key)
+    raw_put(py, obj)
+    taking.result(STEP)
+    assert wall() >= lease_until  # the lease written in Go's second update was honoured
+    waiter.release()
+
+    # 2. A Go process that died between its two updates: the reservation runs out.
+    until = reserve(4)
+    began = time.monotonic()
+    waiter.acquire(timeout=STEP)
+    assert wall() >= until
+    assert time.monotonic() - began <= 4 + CLOCK_SLACK
+    assert stored(py, "reserved").meta.get("reserved/by") == "go-reserver"  # never removed
+    waiter.release()
+
+    # 3. A holder renews and releases its own live lease through a reservation: its
+    #    writes are conditional on the resourceVersion, so a Go update still to come
+    #    fails instead of being overwritten, and a stale reservation cannot cost it the lock.
+    holder = Lock("reserved", py).with_duration(20).with_renew_interval(0.5)
+    holder.acquire(blocking=False)
+    first = holder.expires_at
+    until = reserve(20)
+    deadline = time.monotonic() + 0.5 + CLOCK_SLACK
+    while time.monotonic() < deadline and holder.expires_at == first:
+        time.sleep(0.05)
+    assert holder.expires_at != first and wall() < until
+    assert holder.held
+    holder.release()
+    after = stored(py, "reserved")
+    assert after.state is not None and after.state.leases == {}
+    assert after.meta.get("reserved/by") == "go-reserver"  # Go's to clear, not ours
+
+
+# ---------------------------------------------------------------- formats
+
+
+@dataclass(frozen=True)
+class Case:
+    name: str
+    document: str
+    live: bool  # whether a lease is live
+    leases: dict[str, datetime] = field(default_factory=dict)
+
+
+def python_cases(now: datetime) -> list[Case]:
+    """Documents in the forms Python writes (its own encoder), and Go's initial form."""
+    later = now.replace(microsecond=0) + timedelta(seconds=120)
+    earlier = now.replace(microsecond=0) - timedelta(seconds=120)
+    cases = []
+    for label, stamp, live in [
+        ("whole-seconds", later, True),
+        ("one-digit", later.replace(microsecond=500000), True),
+        ("three-digits", later.replace(microsecond=123000), True),
+        ("six-digits", later.replace(microsecond=123456), True),
+        ("expired", earlier.replace(microsecond=654321), False),
+        ("never", NEVER, True),
+    ]:
+        holder = f"py-{label}"
+        state = LockState(label, "mutex", tags=("fmt",)).with_leases([Lease(holder, stamp)])
+        cases.append(Case(label, encode_state(state), live, {holder: stamp}))
+    released = encode_state(LockState("released", "mutex"))  # after a release: "leases":{}
+    cases.append(Case("released", released, False))
+    go_initial = json.dumps({"name": "go-initial", "lockType": "", "leases": None})
+    cases.append(Case("go-initial", go_initial, False))
+    return cases
+
+
+def test_go_accepts_every_state_python_writes(procs: Processes, py: ConfigMapLocker) -> None:
+    cases = python_cases(wall())
+    assert '"expires":"9999-12-31T23:59:59Z"' in cases[5].document
+    assert '"leases":{}' in cases[6].document
+    for case in cases:
+        raw_create(py, case.name, case.document)
+
+    # One GetLocks decodes every document (it fails on the first it cannot read).
+    seen = procs.list()
+    assert set(seen) == {case.name for case in cases}
+    py_view = {info.name: info for info in list_locks(py)}
+    for case in cases:
+        go_lock = seen[case.name]
+        go_leases = {
+            key: parse_time(lease["expires"]) for key, lease in (go_lock["leases"] or {}).items()
+        }
+        assert go_leases == case.leases, case.name
+        assert go_lock["acquired"] is case.live, case.name
+        assert py_view[case.name].acquired is case.live, case.name
+        assert py_view[case.name].error is None
+
+    for case in cases:
+        result = procs.acquire(case.name, "--duration", "30s", "--hold", "0")
+        assert result.returncode == (3 if case.live else 0), (case.name, result)
+
+    # Go's initial form, taken by Python and written back in Python's form, then Go again.
+    with Lock("go-initial", py).with_duration(30):
+        pass
+    document = stored_document(py, "go-initial")
+    assert (document["lockType"], document["leases"]) == ("mutex", {})
+    assert procs.acquire("go-initial", "--duration", "30s", "--hold", "0").returncode == 0
+
+
+@pytest.mark.parametrize("tz", ["Asia/Kolkata", "America/St_Johns"])
+def test_python_reads_go_timestamps_in_any_zone(
+    procs: Processes, py: ConfigMapLocker, tz: str
+) -> None:
+    """Go writes expiry in its local zone with nanoseconds, e.g. ``...+05:30``."""
+    duration = 3.0
+    got = procs.acquire(
+        "zoned", "--duration", f"{duration}s", "--instance-id", "go-zoned", env={"TZ": tz}
+    )
+    assert got.returncode == 0, got
+    written = wall()
+    text = stored_document(py, "zoned")["leases"]["go-zoned"]["expires"]
+    assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d{1,9})?[+-]\d\d:\d\d", text), text
+    assert not text.endswith(("Z", "+00:00"))
+    [info] = list_locks(py, acquired(True))
+    [holder] = info.holders
+    assert holder.expires is not None
+    assert abs((holder.expires - written).total_seconds() - duration) < CLOCK_SLACK
+
+    contender = Lock("zoned", py).with_duration(10)
+    with pytest.raises(LockTimeout):
+        contender.acquire(blocking=False)
+    contender.acquire(timeout=duration + 10)
+    assert wall() >= parse_time(text)
+    contender.release()
+
+
+# ---------------------------------------------------------------- mixed contention
+
+
+GO_CONTENDERS = 3
+PY_CONTENDERS = 3
+# Fewer Go iterations: a Go contender gets about a third of the hand-offs while
+# Python contends (Go lockheed sleeps 1 s whenever its reservation meets a
+# write conflict), so with equal counts the Go processes would finish alone.
+GO_ITERATIONS = 30
+PY_ITERATIONS = 70
+MIXED_TIMEOUT = 400.0
+# Each hold pauses up to HOLD_MAX between reading and writing the shared
+# counter. Go contenders poll (Go lockheed cannot wait) with a short random
+# backoff. Python contenders are woken by their watch and pause up to
+# PY_PAUSE_MAX after each release; without the pause they hand the lock among
+# themselves so tightly that Go seldom gets it while they run.
+HOLD_MAX = 0.005
+PY_PAUSE_MAX = 0.3
+GO_CONTEND_ARGS = ["--backoff-min", "2ms", "--backoff-max", "20ms", "--hold-max", "5ms"]
+# Hand-offs between a Go and a Python holder: 30-59 in local runs.
+MIN_SIDE_SWITCHES = 15
+
+
+def python_contender(argv: Sequence[str]) -> int:
+    """The Python side of the mixed run, in its own process (see ``spawn_python_contender``).
+
+    Like tests/lock_worker.py's ``contend`` mode: prints ``ready``, waits for
+    one byte on ``--start-fd``, then takes the lock ``--iterations`` times; in
+    each hold it increments the shared counter (pausing up to HOLD_MAX between
+    read and write), and after each release it appends
+    ``py <token> <start_ns> <end_ns> <pid>`` to the shared log in one
+    ``O_APPEND`` write. ``start_ns`` is taken when ``acquire`` has returned and
+    ``end_ns`` before ``release`` is called, from ``time.monotonic_ns`` (Linux's
+    CLOCK_MONOTONIC, which the Go contenders read too).
+    """
+    parser = argparse.ArgumentParser(prog="python_contender")
+    for flag in ("--kubeconfig", "--namespace", "--lock", "--log", "--counter"):
+        parser.add_argument(flag, required=True)
+    parser.add_argument("--iterations", type=int, required=True)
+    parser.add_argument("--start-fd", type=int, required=True)
+    parser.add_argument("--acquire-timeout", type=float, required=True)
+    args = parser.parse_args(argv)
+
+    def say(event: str, **fields: Any) -> None:
+        print(json.dumps({"event": event, **fields}, separators=(",", ":")), flush=True)
+
+    pid = os.getpid()
+    log = os.open(args.log, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+    counter = os.open(args.counter, os.O_RDWR)
+    locker = ConfigMapLocker(args.namespace, config=args.kubeconfig)
+    try:
+        lock = Lock(args.lock, locker).with_duration(10).with_renew_interval(3)
+        locker.execute(Read(args.lock))  # connect before the start
+        say("ready", pid=pid, instance_id=lock.instance_id)
+        ready, _, _ = select.select([args.start_fd], [], [], STARTUP * 4)
+        if not ready or os.read(args.start_fd, 1) != b"g":
+            say("aborted", pid=pid)
+            return 2
+        for _ in range(args.iterations):
+            token = lock.acquire(timeout=args.acquire_timeout)
+            start = time.monotonic_ns()
+            value = int(os.pread(counter, 32, 0) or b"0")
+            time.sleep(random.uniform(0, HOLD_MAX))
+            os.pwrite(counter, b"%-31d\n" % (value + 1), 0)
+            end = time.monotonic_ns()
+            try:
+                lock.release()
+            finally:  # a hold that ended in LockLost is logged too, then fails the process
+                os.write(log, f"py {token} {start} {end} {pid}\n".encode())
+            time.sleep(random.uniform(0, PY_PAUSE_MAX))
+        say("done", pid=pid, count=args.iterations)
+        return 0
+    finally:
+        locker.close()
+        os.close(counter)
+        os.close(log)
+
+
+@dataclass(frozen=True)
+class MixedHold:
+    side: str  # "go" or "py"
+    holder: str  # Go: instance ID; Python: fencing token
+    start: int
+    end: int
+    pid: int
+
+    @property
+    def token(self) -> int | None:
+        return int(self.holder) if self.side == "py" else None
+
+
+def parse_mixed(text: str) -> list[MixedHold]:
+    """Lines ``<side> <token or instance ID> <start_ns> <end_ns> <pid>``."""
+    holds = []
+    for line in text.splitlines():
+        side, holder, start, end, pid = line.split()
+        assert side in ("go", "py"), line
+        holds.append(MixedHold(side, holder, int(start), int(end), int(pid)))
+    return holds
+
+
+@dataclass(frozen=True)
+class MixedVerdict:
+    holds: int
+    overlaps: list[tuple[MixedHold, MixedHold]]  # (a hold, an earlier one still open)
+    token_inversions: list[tuple[MixedHold, MixedHold]]  # among Python's holds
+    side_switches: int  # hand-offs between a Go and a Python holder
+
+
+def check_mixed(holds: Sequence[MixedHold]) -> MixedVerdict:
+    """Holds sorted by start must be disjoint; Python's tokens must increase.
+
+    The pattern of tests/test_processes.py's checker. Go holders have no
+    fencing token, but a Python token is larger than every earlier Python
+    token even when Go held the lock in between.
+    """
+    ordered = sorted(holds, key=lambda h: (h.start, h.end))
+    overlaps: list[tuple[MixedHold, MixedHold]] = []
+    inversions: list[tuple[MixedHold, MixedHold]] = []
+    switches = sum(a.side != b.side for a, b in itertools.pairwise(ordered))
+    latest: MixedHold | None = None
+    previous_token: int | None = None
+    previous_py: MixedHold | None = None
+    for hold in ordered:
+        if latest is not None and hold.start <= latest.end:
+            overlaps.append((hold, latest))
+        if latest is None or hold.end > latest.end:
+            latest = hold
+        token = hold.token
+        if token is not None:
+            if previous_py is not None and previous_token is not None and token <= previous_token:
+                inversions.append((hold, previous_py))
+            previous_py, previous_token = hold, token
+    return MixedVerdict(len(ordered), overlaps, inversions, switches)
+
+
+def test_mixed_checker_finds_overlaps_and_inversions() -> None:
+    good = parse_mixed("go a 10 20 1\npy 5 21 30 2\ngo b 31 40 3\npy 9 41 41 2\n")
+    verdict = check_mixed(list(reversed(good)))
+    assert (verdict.holds, verdict.overlaps, verdict.token_inversions) == (4, [], [])
+    assert verdict.side_switches == 3
+    overlapping = parse_mixed("go a 0 100 1\npy 5 50 60 2\ngo b 100 110 3\n")
+    pairs = [(h.side, other.side) for h, other in check_mixed(overlapping).overlaps]
+    assert pairs == [("py", "go"), ("go", "go")]
+    inverted = parse_mixed("py 7 0 1 1\ngo a 2 3 2\npy 6 4 5 1\n")
+    assert [h.token for h, _ in check_mixed(inverted).token_inversions] == [6]
+
+
+def spawn_python_contender(procs: Processes, args: Sequence[str], start_fd: int) -> Child:
+    tests = str(Path(__file__).parent)
+    path = os.pathsep.join(filter(None, [tests, os.environ.get("PYTHONPATH")]))
+    code = "import sys, test_go_interop as t; sys.exit(t.python_contender(sys.argv[1:]))"
+    return procs.spawn(
+        [sys.executable, "-c", code, *args], env={"PYTHONPATH": path}, pass_fds=[start_fd]
+    )
+
+
+@pytest.mark.timeout(MIXED_TIMEOUT + 120)
+def test_mixed_go_and_python_contention(
+    procs: Processes, tmp_path: Path, request: pytest.FixtureRequest
+) -> None:
+    log, counter = tmp_path / "holds.log", tmp_path / "counter"
+    log.touch()
+    counter.touch()
+    shared = ["--log", str(log), "--counter", str(counter)]
+    start_read, start_write = os.pipe()
+    try:
+        start = ["--start-fd", str(start_read)]
+        go_args = ["--name", "mixed", "--duration", "10s", "--iterations", str(GO_ITERATIONS)]
+        gos = [
+            procs.go(
+                "contend",
+                *go_args,
+                *shared,
+                *start,
+                *("--acquire-timeout", f"{MIXED_TIMEOUT}s"),
+                *GO_CONTEND_ARGS,
+                pass_fds=[start_read],
+            )
+            for _ in range(GO_CONTENDERS)
+        ]
+        py_args = [
+            *("--kubeconfig", str(procs.kubeconfig), "--namespace", procs.namespace),
+            *("--lock", "mixed", "--iterations", str(PY_ITERATIONS)),
+            *("--acquire-timeout", str(MIXED_TIMEOUT)),
+        ]
+        pys = [
+            spawn_python_contender(procs, [*py_args, *shared, *start], start_read)
+            for _ in range(PY_CONTENDERS)
+        ]
+        os.close(start_read)
+        start_read = -1
+        for child in [*gos, *pys]:
+            child.event("ready", STARTUP)
+        os.write(start_write, b"g" * (GO_CONTENDERS + PY_CONTENDERS))  # atomic: < PIPE_BUF
+    finally:
+        os.close(start_write)
+        if start_read >= 0:
+            os.close(start_read)
+
+    began = time.monotonic()
+    deadline = began + MIXED_TIMEOUT
+    everyone = [*gos, *pys]
+    for child in everyone:
+        try:
+            child.process.wait(max(0.0, deadline - time.monotonic()))
+        except subprocess.TimeoutExpired:
+            pytest.fail(f"not finished within {MIXED_TIMEOUT} s: {child.describe()}")
+    wall_s = time.monotonic() - began
+    for child in everyone:
+        assert child.process.returncode == 0, child.describe()
+    done = [go.event("done", 10) for go in gos]
+    for worker in pys:
+        worker.event("done", 10)
+
+    holds = parse_mixed(log.read_text())
+    verdict = check_mixed(holds)
+    sides = Counter(h.side for h in holds)
+    figures = {
+        "go_processes": GO_CONTENDERS,
+        "python_processes": PY_CONTENDERS,
+        "acquisitions": verdict.holds,
+        "go_acquisitions": sides["go"],
+        "python_acquisitions": sides["py"],
+        "overlaps": len(verdict.overlaps),
+        "token_inversions": len(verdict.token_inversions),
+        "side_switches": verdict.side_switches,
+        "go_attempts": sum(d["attempts"] for d in done),
+        "go_release_retries": sum(d["release_retries"] for d in done),
+        "wall_s": round(wall_s, 2),
+    }
+    for key, value in figures.items():
+        request.node.user_properties.append((key, value))
+    print("\nmixed contention:", ", ".join(f"{key}={value}" for key, value in figures.items()))
+
+    expected = GO_CONTENDERS * GO_ITERATIONS + PY_CONTENDERS * PY_ITERATIONS
+    assert expected >= 300
+    assert verdict.holds == expected
+    assert sides == {"go": GO_CONTENDERS * GO_ITERATIONS, "py": PY_CONTENDERS * PY_ITERATIONS}
+    assert Counter(h.pid for h in holds) == {
+        **{go.pid: GO_ITERATIONS for go in gos},
+        **{worker.pid: PY_ITERATIONS for worker in pys},
+    }
+    assert verdict.overlaps == [], f"{len(verdict.overlaps)} overlaps, first {verdict.overlaps[:3]}"
+    assert verdict.token_inversions == [], verdict.token_inversions[:3]
+    assert int(counter.read_bytes()) == expected  # no lost increment
+    assert verdict.side_switches >= MIN_SIDE_SWITCHES  # the sides did contend with each other
