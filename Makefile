@@ -44,6 +44,7 @@ build-control-plane: setup
 	$(BIN)/python -m lockheed.testing build
 
 bench: setup
+	$(BIN)/pip install --quiet -e '.[dev,bench]'
 	$(BIN)/python -m bench
 
 clean:

@@ -1,0 +1,75 @@
+"""``python -m bench``: run the benchmarks, print one table, write the report.
+
+Options: ``--quick`` (tiny sizes, about a minute), ``--out DIR`` (default
+``bench/results``), ``--kubeconfig PATH`` (use an existing cluster whose user
+may read ``/metrics`` and create namespaces, instead of starting one),
+``--kubectl PATH`` (use this kubectl instead of building one), ``--only
+FIGURES`` (a comma-separated subset of imports, ops, cycle, handoff, renewal,
+many, contention, listing).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from ._runner import FIGURES, Options, run
+from ._sizes import full, quick
+
+DEFAULT_OUT = Path(__file__).resolve().parent / "results"
+
+
+def _log(message: str) -> None:
+    print(message, file=sys.stderr, flush=True)
+
+
+def _figures(text: str) -> tuple[str, ...]:
+    chosen = tuple(part.strip() for part in text.split(",") if part.strip())
+    unknown = [f for f in chosen if f not in FIGURES]
+    if unknown:
+        raise argparse.ArgumentTypeError(f"unknown figures {unknown}; choose from {FIGURES}")
+    return chosen
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__)
+    parser.add_argument("--quick", action="store_true", help="tiny sizes (smoke test)")
+    parser.add_argument("--out", type=Path, default=DEFAULT_OUT, help="report directory")
+    parser.add_argument("--kubeconfig", type=Path, help="use this cluster instead of starting one")
+    parser.add_argument("--kubectl", type=Path, help="use this kubectl instead of building one")
+    parser.add_argument("--only", type=_figures, default=FIGURES, help=",".join(FIGURES))
+    args = parser.parse_args(argv)
+
+    options = Options(
+        sizes=quick() if args.quick else full(),
+        kubeconfig=args.kubeconfig,
+        kubectl=args.kubectl,
+        only=args.only,
+        log=_log,
+    )
+    results = run(options)
+
+    from ._report import text_summary, write_report
+
+    charts: list[str] = []
+    chart_error = ""
+    try:
+        from ._charts import draw
+
+        charts = draw(results, args.out)
+    except ImportError as exc:
+        chart_error = f"matplotlib is not installed ({exc}); pip install -e '.[bench]'"
+    report = write_report(results, args.out, charts, chart_error)
+    print(text_summary(results))
+    print()
+    print(f"report: {report}")
+    for chart in charts:
+        print(f"chart: {chart}")
+    if chart_error:
+        print(f"charts: {chart_error}")
+    return 1 if results.problems else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,731 @@
+"""The results as one table (printed, and in ``report.md``), the targets with
+their verdicts, and the details behind every figure.
+
+Go lockheed v0.5.3 is a column of its own: it was not measured (its module
+cannot be fetched here), and the request counts shown for it are read from its
+source (``kubelocker.go``: ``Acquire`` is ``Init`` (an unfiltered LIST of the
+namespace, plus a CREATE when the ConfigMap is missing), then a GET and an
+UPDATE that reserve the object, then the UPDATE that writes the lease and drops
+the reservation; ``Renew`` and ``Release`` are the same GET and two UPDATEs),
+and are marked as such wherever they appear.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+from ._ops import OP_LABELS
+from ._results import (
+    Contention,
+    HeldMany,
+    ImportTime,
+    Latency,
+    NotMeasured,
+    OpCount,
+    Renewal,
+    Requests,
+    Results,
+    median,
+)
+from ._runner import GO_KEY, GO_REASON
+from ._systems import OPS
+
+__all__ = [
+    "Table",
+    "Verdict",
+    "build_table",
+    "targets",
+    "text_summary",
+    "verdict_lines",
+    "write_report",
+]
+
+MEASURED = ("lockheed-sync", "lockheed-async", "sherlock", "leaderelection")
+LOCKHEED = ("lockheed-sync", "lockheed-async")
+POLLERS = ("sherlock", "leaderelection")
+COLUMNS = (*MEASURED, GO_KEY)
+DAGGER = "†"
+# Go lockheed v0.5.3, from its source (kubelocker.go), not measured.
+GO_REQUESTS = {
+    "acquire-new": (5, "LIST POST GET 2PUT"),
+    "acquire-free": (4, "LIST GET 2PUT"),
+    "renew": (3, "GET 2PUT"),
+    "release": (3, "GET 2PUT"),
+}
+GO_NOTE = (
+    f"{DAGGER} Go lockheed v0.5.3: from its source (kubelocker.go), not measured: module not "
+    "available (the Go module proxy answers 403 for github.com/goblain/lockheed). Its LIST is "
+    "of the whole namespace, without a label selector."
+)
+
+
+# ------------------------------------------------------------------ formatting
+
+
+def _ms(seconds: float) -> str:
+    ms = seconds * 1000
+    if math.isnan(ms):
+        return "?"
+    if ms >= 1000:
+        return f"{seconds:.1f} s"
+    return f"{ms:.1f} ms" if ms < 100 else f"{ms:.0f} ms"
+
+
+def _pair(lat: Latency) -> str:
+    p50, p99 = lat.p50, lat.p99
+    if p50 >= 1 and p99 >= 1:
+        return f"{p50:.1f} / {p99:.1f} s"
+    return f"{_ms(p50).removesuffix(' ms')} / {_ms(p99)}"
+
+
+def _ratio(value: float) -> str:
+    if math.isnan(value) or math.isinf(value):
+        return "?"
+    if value < 10:
+        return f"{value:.2f}x"
+    return f"{value:.1f}x" if value < 100 else f"{value:.0f}x"
+
+
+def _verbs(requests: Requests) -> str:
+    return " ".join(requests.by_verb()) or "none"
+
+
+def _share(value: float) -> str:
+    return f"{value * 100:.1f}%"
+
+
+class Table:
+    """Rows of cells; a cell that is not measured shows ``n/a[k]`` with note ``k``."""
+
+    def __init__(self, header: Sequence[str]):
+        self.header = list(header)
+        self.rows: list[list[str]] = []
+        self.notes: dict[str, int] = {}
+
+    def na(self, reason: str) -> str:
+        number = self.notes.setdefault(reason, len(self.notes) + 1)
+        return f"n/a[{number}]"
+
+    def add(self, row: Sequence[str]) -> None:
+        self.rows.append(list(row))
+
+    def note_lines(self) -> list[str]:
+        return [f"[{n}] {reason}" for reason, n in self.notes.items()]
+
+    def text(self) -> str:
+        widths = [
+            max(len(r[i]) for r in [self.header, *self.rows]) for i in range(len(self.header))
+        ]
+        line = "-+-".join("-" * w for w in widths)
+
+        def fmt(row: list[str]) -> str:
+            return " | ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip()
+
+        return "\n".join([fmt(self.header), line, *(fmt(r) for r in self.rows)])
+
+    def markdown(self) -> str:
+        def fmt(row: list[str]) -> str:
+            return "| " + " | ".join(c.replace("|", "\\|") or " " for c in row) + " |"
+
+        sep = "|" + "|".join(" --- " for _ in self.header) + "|"
+        return "\n".join([fmt(self.header), sep, *(fmt(r) for r in self.rows)])
+
+
+def _missing(res: Results, key: str) -> str:
+    """Why a whole system has no figures (not installed, failed to start), or ''."""
+    setting = res.settings.get(key, "")
+    return setting if setting.startswith(("not measured", "failed")) else ""
+
+
+def build_table(res: Results) -> Table:
+    labels = [res.systems.get(k, k) for k in COLUMNS]
+    t = Table(["figure", *labels, "reference"])
+
+    def cell(key: str, value: Any, render: Any) -> str:
+        if key == GO_KEY:
+            return t.na(GO_REASON)
+        if value is None:
+            return t.na(_missing(res, key) or "not run")
+        if isinstance(value, NotMeasured):
+            return t.na(f"{res.systems.get(key, key)}: {value.reason}")
+        return str(render(value))
+
+    for op in OPS:
+        row = [f"API requests: {OP_LABELS[op]}"]
+        for key in MEASURED:
+            v = res.ops.get(key, {}).get(op)
+            row.append(cell(key, v, lambda c: c.requests.short()))
+        n, verbs = GO_REQUESTS[op]
+        row += [f"{n}{DAGGER} ({verbs})", ""]
+        t.add(row)
+
+    row = ["acquire+release cycle p50 / p99"]
+    row += [cell(k, res.cycle.get(k), _pair) for k in COLUMNS]
+    t.add([*row, ""])
+
+    put = res.raw_put
+    ref = f"server PUT p50 {_ms(put.p50)}" if isinstance(put, Latency) else ""
+    row = ["hand-off p50 / p99"]
+    row += [cell(k, res.handoff.get(k), _pair) for k in COLUMNS]
+    t.add([*row, ref])
+
+    sizes = sorted({n for per in res.contention.values() for n in per})
+    for n in sizes:
+        row = [f"{n} contenders: hand-offs/s (acq/s), req/hand-off"]
+        for key in COLUMNS:
+            c = res.contention.get(key, {}).get(n)
+            row.append(cell(key, c, _contention_cell))
+        t.add([*row, ""])
+
+    interval = next(
+        (v.interval for v in res.renewal.values() if isinstance(v, Renewal)), float("nan")
+    )
+    row = [f"renewal every {interval:g} s: req/s per lock"]
+    for key in MEASURED:
+        row.append(
+            cell(
+                key,
+                res.renewal.get(key),
+                lambda v: f"{v.per_lock_per_s:.2f} ({_verbs(v.requests)})",
+            )
+        )
+    row += [f"{3 / interval:.0f}{DAGGER} (GET 2PUT)" if not math.isnan(interval) else "", ""]
+    t.add(row)
+
+    many = res.held_many
+    if not isinstance(many, NotMeasured) or many.reason != "not run":
+        label = "held locks, one process: CPU, RSS"
+        if isinstance(many, HeldMany):
+            label = f"{many.locks:,} held locks: CPU of a core, RSS"
+        first = cell("lockheed-sync", many, lambda m: f"{_share(m.cpu_share)}, {m.rss_mb:.0f} MB")
+        t.add([label, first, "", "", "", "", ""])
+
+    if isinstance(res.listing, list):
+        for item in res.listing:
+            kubectl = (
+                f"kubectl {_ms(median(item.kubectl))}"
+                if not isinstance(item.kubectl, NotMeasured)
+                else t.na(f"kubectl: {item.kubectl.reason}")
+            )
+            t.add(
+                [
+                    f"list {item.locks:,} locks (with a condition)",
+                    f"{_ms(median(item.lockheed))} (CLI {_ms(median(item.cli))})",
+                    _ms(median(item.lockheed_async)),
+                    "",
+                    "",
+                    "",
+                    kubectl,
+                ]
+            )
+    elif res.listing.reason != "not run":
+        t.add(["list locks (with a condition)", t.na(f"listing: {res.listing.reason}"), *[""] * 5])
+
+    if res.imports:
+        imp = res.imports
+
+        def imp_cell(key: str) -> str:
+            v = imp.get(key)
+            if v is None:
+                return ""
+            if isinstance(v, NotMeasured):
+                return t.na(f"import {key}: {v.reason}")
+            return f"{median(v.importtime_us) / 1000:.0f} ms"
+
+        lockheed = imp_cell("lockheed")
+        lightkube = imp_cell("lightkube")
+        t.add(
+            [
+                "import time (fresh interpreter)",
+                lockheed,
+                lockheed,
+                imp_cell("sherlock"),
+                imp_cell("kubernetes"),
+                t.na(GO_REASON),
+                f"lightkube {lightkube}" if lightkube else "",
+            ]
+        )
+    return t
+
+
+def _contention_cell(c: Contention) -> str:
+    per = c.requests.total / c.handoffs if c.handoffs else math.inf
+    per_text = f"{per:.1f}" if not math.isinf(per) else "∞"
+    return f"{c.handoffs_per_s:.0f}/s ({c.acquisitions_per_s:.0f}), {per_text}"
+
+
+# --------------------------------------------------------------------- targets
+
+
+@dataclass(frozen=True)
+class Verdict:
+    target: str
+    measured: str
+    verdict: str  # "met", "not met", "not measurable"
+    ratio: str
+    why: str = ""
+
+
+def _listing_rows(res: Results) -> list[tuple[int, float, float, float]]:
+    """(locks, list_locks p50, CLI p50, kubectl p50) where kubectl was measured."""
+    if not isinstance(res.listing, list):
+        return []
+    return [
+        (x.locks, median(x.lockheed), median(x.cli), median(x.kubectl))
+        for x in res.listing
+        if isinstance(x.kubectl, tuple)
+    ]
+
+
+def _ops_of(res: Results, key: str, op: str) -> float | None:
+    v = res.ops.get(key, {}).get(op)
+    return v.requests.total if isinstance(v, OpCount) else None
+
+
+def _lat(res: dict[str, Latency | NotMeasured], key: str) -> Latency | None:
+    v = res.get(key)
+    return v if isinstance(v, Latency) else None
+
+
+def _request_target(res: Results, ops: Sequence[str], limit: float, go: int, what: str) -> Verdict:
+    found = {
+        f"{key.removeprefix('lockheed-')} {op.replace('acquire-', '')}": _ops_of(res, key, op)
+        for key in LOCKHEED
+        for op in ops
+    }
+    values = [v for v in found.values() if v is not None]
+    label = "≤" if what != "renew" else "="
+    target = f"API requests per {what} {label} {limit:g} (Go lockheed: {go}{DAGGER})"
+    if not values:
+        return Verdict(target, "not measured", "not measurable", "", "the figure did not run")
+    worst = max(values)
+    measured = ", ".join(f"{k} {v:g}" for k, v in found.items() if v is not None)
+    return Verdict(
+        target,
+        measured,
+        "met" if worst <= limit + 1e-9 else "not met",
+        f"{_ratio(worst / go)} Go's",
+    )
+
+
+def targets(res: Results) -> list[Verdict]:
+    out = [
+        _request_target(res, ("acquire-new", "acquire-free"), 2, 4, "acquire"),
+        _request_target(res, ("renew",), 1, 3, "renew"),
+        _request_target(res, ("release",), 2, 3, "release"),
+    ]
+
+    cycles = {k: _lat(res.cycle, k) for k in LOCKHEED}
+    measured = ", ".join(
+        f"{k.removeprefix('lockheed-')} p50 {_ms(v.p50)}" for k, v in cycles.items() if v
+    )
+    best = min((v.p50 for v in cycles.values() if v), default=math.nan)
+    out.append(
+        Verdict(
+            "acquire+release cycle p50 ≤ 0.6 x Go lockheed's",
+            measured or "not measured",
+            "not measurable",
+            "",
+            "Go lockheed v0.5.3 could not be measured (module not available); the target "
+            f"holds if Go's p50 is at least {_ms(best / 0.6)}"
+            if not math.isnan(best)
+            else "Go lockheed v0.5.3 could not be measured (module not available)",
+        )
+    )
+
+    put = res.raw_put if isinstance(res.raw_put, Latency) else None
+    hands = {k: _lat(res.handoff, k) for k in LOCKHEED}
+    target = "hand-off p50 ≤ 2 x the API server's single PUT p50 (same run)"
+    if put is None or not any(hands.values()):
+        out.append(Verdict(target, "not measured", "not measurable", "", "a figure did not run"))
+    else:
+        got = {k: v for k, v in hands.items() if v}
+        ratios = {k: v.p50 / put.p50 for k, v in got.items()}
+        met = max(ratios.values()) <= 2
+        extra = max(v.p50 for v in got.values()) - put.p50
+        out.append(
+            Verdict(
+                target,
+                ", ".join(f"{k.removeprefix('lockheed-')} {_ms(v.p50)}" for k, v in got.items())
+                + f"; PUT {_ms(put.p50)}",
+                "met" if met else "not met",
+                ", ".join(f"{k.removeprefix('lockheed-')} {_ratio(r)}" for k, r in ratios.items()),
+                ""
+                if met
+                else "a hand-off is the release's watch event, then the waiter's own PUT, made "
+                "while the server is still answering the release and ending the watch; the "
+                f"slower p50 is {_ms(extra)} more than one bare PUT",
+            )
+        )
+
+    target = "hand-off ≥ 10 x faster than the polling alternatives at their default settings"
+    mine = [v.p50 for v in hands.values() if v]
+    theirs = {k: v for k in POLLERS if (v := _lat(res.handoff, k))}
+    if not mine or not theirs:
+        out.append(Verdict(target, "not measured", "not measurable", "", "a figure did not run"))
+    else:
+        slowest = max(mine)
+        ratios = {k: v.p50 / slowest for k, v in theirs.items()}
+        met = min(ratios.values()) >= 10
+        closest = min(ratios, key=lambda k: ratios[k])
+        out.append(
+            Verdict(
+                target,
+                f"lockheed p50 {_ms(slowest)} (slower of sync/async); "
+                + ", ".join(f"{res.systems[k]} {_ms(v.p50)}" for k, v in theirs.items()),
+                "met" if met else "not met",
+                ", ".join(f"{_ratio(r)} faster than {res.systems[k]}" for k, r in ratios.items()),
+                ""
+                if met
+                else f"{res.systems[closest]} at its defaults hands off in "
+                f"{_ms(theirs[closest].p50)} (p50); 10x faster is {_ms(theirs[closest].p50 / 10)}, "
+                f"while lockheed's slower p50 is {_ms(slowest)}",
+            )
+        )
+
+    renewals = {k: res.renewal.get(k) for k in LOCKHEED}
+    found = {k: v for k, v in renewals.items() if isinstance(v, Renewal)}
+    target = f"renewal load ≤ 1/3 of Go lockheed's at the same interval (Go: 3{DAGGER} per renew)"
+    if not found:
+        out.append(Verdict(target, "not measured", "not measurable", "", "the figure did not run"))
+    else:
+        interval = next(iter(found.values())).interval
+        go = 3 / interval
+        worst = max(v.per_lock_per_s for v in found.values())
+        out.append(
+            Verdict(
+                target,
+                ", ".join(
+                    f"{k.removeprefix('lockheed-')} {v.per_lock_per_s:.2f} req/s"
+                    for k, v in found.items()
+                )
+                + f" per lock at {interval:g} s; Go {go:g}{DAGGER} req/s",
+                "met" if worst <= go / 3 + 1e-9 else "not met",
+                f"{_ratio(worst / go)} Go's",
+            )
+        )
+
+    many = res.held_many
+    if isinstance(many, HeldMany):
+        size = f"{many.locks:,} held locks"
+        rate = many.locks / many.interval
+        met = many.cpu_share <= 0.05
+        out.append(
+            Verdict(
+                f"{size} renewed by one background thread: ≤ 5% of a core",
+                f"{_share(many.cpu_share)} ({many.cpu_seconds:.2f} s CPU in {many.window:.0f} s, "
+                f"{many.renewals} renewals)",
+                "met" if met else "not met",
+                f"{_ratio(many.cpu_share / 0.05)} the limit",
+                ""
+                if met
+                else f"one renewal costs {many.cpu_per_renewal * 1000:.2f} ms of CPU, a bare PUT "
+                f"with the same HTTP client {many.bare_put_cpu * 1000:.2f} ms; at {rate:g} "
+                f"renewals/s that is {_share(many.steady_share)} of a core in steady state, and "
+                f"the bare PUTs alone would be {_share(many.bare_put_cpu * rate)}",
+            )
+        )
+        out.append(
+            Verdict(
+                f"{size}: ≤ 150 MB RSS",
+                f"{many.rss_mb:.0f} MB (peak {many.hwm_mb:.0f} MB)",
+                "met" if many.rss_mb <= 150 else "not met",
+                f"{_ratio(many.rss_mb / 150)} the limit",
+            )
+        )
+    else:
+        out.append(
+            Verdict(
+                "held locks: ≤ 5% of a core, ≤ 150 MB RSS",
+                "not measured",
+                "not measurable",
+                "",
+                many.reason,
+            )
+        )
+
+    target = "listing with a condition ≤ 1.5 x kubectl get -l lockheed/lock -o json"
+    rows = _listing_rows(res)
+    if rows:
+        out.append(
+            Verdict(
+                target,
+                "; ".join(f"{n:,}: {_ms(mine)} vs {_ms(kubectl)}" for n, mine, _, kubectl in rows),
+                "met" if all(mine <= 1.5 * kubectl for _, mine, _, kubectl in rows) else "not met",
+                ", ".join(f"{n:,}: {_ratio(mine / kubectl)}" for n, mine, _, kubectl in rows)
+                + " (lockheed list CLI, a fresh process like kubectl: "
+                + ", ".join(f"{n:,}: {_ratio(cli / kubectl)}" for n, _, cli, kubectl in rows)
+                + ")",
+            )
+        )
+    else:
+        reason = res.listing.reason if isinstance(res.listing, NotMeasured) else "kubectl missing"
+        out.append(Verdict(target, "not measured", "not measurable", "", reason))
+
+    target = "import lockheed ≤ 1.3 x import lightkube"
+    a, b = res.imports.get("lockheed"), res.imports.get("lightkube")
+    if isinstance(a, ImportTime) and isinstance(b, ImportTime):
+        ratio = median(a.importtime_us) / median(b.importtime_us)
+        out.append(
+            Verdict(
+                target,
+                f"{median(a.importtime_us) / 1000:.0f} ms vs "
+                f"{median(b.importtime_us) / 1000:.0f} ms",
+                "met" if ratio <= 1.3 else "not met",
+                _ratio(ratio),
+            )
+        )
+    else:
+        out.append(Verdict(target, "not measured", "not measurable", "", "the figure did not run"))
+    return out
+
+
+def verdict_lines(verdicts: Sequence[Verdict]) -> list[str]:
+    width = max(len(v.verdict) for v in verdicts)
+    lines = []
+    for v in verdicts:
+        tail = f" ({v.ratio})" if v.ratio else ""
+        why = f" — {v.why}" if v.why else ""
+        lines.append(f"{v.verdict.upper().ljust(width)}  {v.target}: {v.measured}{tail}{why}")
+    return lines
+
+
+# ---------------------------------------------------------------------- report
+
+
+def _details(res: Results) -> list[str]:
+    out: list[str] = []
+    out += ["### Systems and settings", ""]
+    for key in COLUMNS:
+        out.append(f"- **{res.systems.get(key, key)}**: {res.settings.get(key, 'not set up')}")
+    out += ["", "### Requests per operation (server-counted, repeat with the median total)", ""]
+    out += ["| system | operation | requests | repeats (totals) |", "| --- | --- | --- | --- |"]
+    for key in MEASURED:
+        for op in OPS:
+            v = res.ops.get(key, {}).get(op)
+            if isinstance(v, OpCount):
+                totals = ", ".join(f"{x:g}" for x in v.totals)
+                out.append(
+                    f"| {res.systems[key]} | {OP_LABELS[op]} | {v.requests.total:g} = "
+                    f"{v.requests.describe()} ({', '.join(v.requests.resources())}) | "
+                    f"{v.repeats} ({totals}) |"
+                )
+            elif isinstance(v, NotMeasured):
+                out.append(f"| {res.systems[key]} | {OP_LABELS[op]} | n/a: {v.reason} | |")
+    for op in OPS:
+        n, verbs = GO_REQUESTS[op]
+        out.append(
+            f"| Go lockheed v0.5.3{DAGGER} | {OP_LABELS[op]} | {n} = {verbs} | from source |"
+        )
+
+    out += ["", "### Latency", ""]
+    out += [
+        "| figure | system | n | p50 | p99 | min | max |",
+        "| --- | --- | --- | --- | --- | --- | --- |",
+    ]
+    rows: list[tuple[str, str, Latency | NotMeasured | None]] = []
+    rows += [("cycle", res.systems[k], res.cycle.get(k)) for k in MEASURED]
+    rows += [("hand-off", res.systems[k], res.handoff.get(k)) for k in MEASURED]
+    rows.append(("single PUT", "API server (httpx2)", res.raw_put))
+    for figure, name, lat in rows:
+        if isinstance(lat, Latency) and lat.samples:
+            out.append(
+                f"| {figure} | {name} | {len(lat.samples)} | {_ms(lat.p50)} | {_ms(lat.p99)} | "
+                f"{_ms(min(lat.samples))} | {_ms(max(lat.samples))} |"
+            )
+        elif isinstance(lat, NotMeasured):
+            out.append(f"| {figure} | {name} | | n/a: {lat.reason} | | | |")
+
+    out += ["", "### Contended throughput (one lock)", ""]
+    out += [
+        "| system | contenders | window | acquisitions/s | hand-offs/s | requests | "
+        "req/acquisition | req/hand-off | by verb | LockConflict at the end |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
+    ]
+    for key in MEASURED:
+        for n, c in sorted(res.contention.get(key, {}).items()):
+            if isinstance(c, Contention):
+                per = c.requests.total / c.handoffs if c.handoffs else math.inf
+                out.append(
+                    f"| {res.systems[key]} | {n} {c.mode} | {c.window:g} s | "
+                    f"{c.acquisitions_per_s:.1f} | {c.handoffs_per_s:.1f} | {c.requests.total:g} | "
+                    f"{c.requests_per_acquisition:.1f} | {per:.1f} | {c.requests.describe()} | "
+                    f"{c.conflicts} |"
+                )
+            else:
+                out.append(f"| {res.systems[key]} | {n} | | n/a: {c.reason} | | | | | | |")
+
+    out += ["", "### Renewal load", ""]
+    out += ["| system | locks | interval | window | req/s per lock | by verb | how |"]
+    out += ["| --- | --- | --- | --- | --- | --- | --- |"]
+    for key in MEASURED:
+        r = res.renewal.get(key)
+        if isinstance(r, Renewal):
+            out.append(
+                f"| {res.systems[key]} | {r.locks} | {r.interval:g} s | {r.window:.1f} s | "
+                f"{r.per_lock_per_s:.2f} | {r.requests.describe()} | {r.note} |"
+            )
+        elif isinstance(r, NotMeasured):
+            out.append(f"| {res.systems[key]} | | | | n/a: {r.reason} | | |")
+    out.append(
+        f"| Go lockheed v0.5.3{DAGGER} | | 1 s | | 3 | GET 1 + PUT 2 per renew | from source |"
+    )
+
+    m = res.held_many
+    out += ["", "### One process holding many locks (lockheed sync)", ""]
+    if isinstance(m, HeldMany):
+        out += [
+            f"- {m.locks:,} locks, duration {m.duration:g} s, renew interval {m.interval:g} s, "
+            f"acquired in {m.acquire_seconds:.1f} s (8 threads)",
+            f"- window {m.window:.1f} s: CPU {m.cpu_seconds:.2f} s = {_share(m.cpu_share)} of a "
+            f"core; VmRSS {m.rss_mb:.1f} MB, VmHWM {m.hwm_mb:.1f} MB",
+            f"- CPU per renewal {m.cpu_per_renewal * 1000:.2f} ms; a bare PUT of a small "
+            f"ConfigMap with the same HTTP client (lightkube's httpx2 client, measured in the "
+            f"same process before the window) {m.bare_put_cpu * 1000:.2f} ms; steady state "
+            f"({m.locks / m.interval:g} renewals/s) {_share(m.steady_share)} of a core. The "
+            "window need not hold a whole number of renewal rounds: each lock is next due one "
+            "interval after its renewal ends, and one thread renews them one after another.",
+            f"- renewals seen by the process: {m.renewals} (lost: {m.lost}); the server counted "
+            f"{m.requests.describe()} = {m.requests.total / max(m.window, 1e-9):.1f} requests/s",
+        ]
+    else:
+        out.append(f"- n/a: {m.reason}")
+
+    out += ["", "### Listing", ""]
+    if isinstance(res.listing, list):
+        out += [
+            "| locks | matched | list_locks | alist_locks | lockheed list (CLI) | kubectl | "
+            "ratio list_locks/kubectl | requests (lockheed / kubectl) |",
+            "| --- | --- | --- | --- | --- | --- | --- | --- |",
+        ]
+        for x in res.listing:
+            k = median(x.kubectl) if isinstance(x.kubectl, tuple) else math.nan
+            kreq = x.kubectl_requests.describe() if x.kubectl_requests else "n/a"
+            out.append(
+                f"| {x.locks:,} | {x.matched:,} | {_ms(median(x.lockheed))} | "
+                f"{_ms(median(x.lockheed_async))} | {_ms(median(x.cli))} | "
+                f"{_ms(k) if not math.isnan(k) else 'n/a'} | {_ratio(median(x.lockheed) / k)} | "
+                f"{x.lockheed_requests.describe()} / {kreq} |"
+            )
+    else:
+        out.append(f"n/a: {res.listing.reason}")
+
+    out += ["", "### Import time", ""]
+    out += ["| statement | versions | -X importtime (median) | wall (median) |"]
+    out += ["| --- | --- | --- | --- |"]
+    from ._imports import STATEMENTS
+
+    for key, value in res.imports.items():
+        statement = STATEMENTS.get(key, (key, ()))[0]
+        if isinstance(value, ImportTime):
+            out.append(
+                f"| `{statement}` | {value.version} | {median(value.importtime_us) / 1000:.1f} ms "
+                f"| {median(value.wall) * 1000:.0f} ms |"
+            )
+        else:
+            out.append(f"| `{statement}` | | n/a: {value.reason} | |")
+    return out
+
+
+METHOD = """\
+- Request counts come from the API server's `/metrics` (`apiserver_request_total`,
+  summed over response codes by verb for `configmaps` and `leases`), scraped
+  before and after each batch; the scrape after a batch waits until the
+  batch's watches have ended (the server counts a WATCH when it ends). The
+  idle server's own requests are measured first and subtracted
+  (background: {background}).
+- Latencies: `time.perf_counter()` around each cycle; hand-offs from the
+  holder's release returning to the waiter's acquire returning, both stamped
+  with `time.monotonic()` in the same process (a thread for sync, a task for
+  asyncio), after a random pause of 150-250 ms so the waiter is blocked. With
+  asyncio both run on one event loop, so the waiter may already be writing
+  before the holder's release resumes: a few samples are shorter than a PUT.
+  The reference PUTs (a small ConfigMap, at its resourceVersion, on a
+  kept-alive connection of the same HTTP client) and the hand-offs of every
+  system are taken in interleaved rounds, so that a drift of the server's
+  speed hits them alike.
+- Polling systems at their defaults: sherlock retries a blocked acquire every
+  0.1 s; the kubernetes leader election has no release, so its hand-off is a
+  leader that stops renewing and a candidate that takes over once it has seen
+  the record unchanged for a whole lease (`{election}`); its hand-offs run in
+  parallel on separate locks. For the same reason its acquire of an existing
+  free lock polls (a GET every `retry_period`) until the candidate itself has
+  watched the record unchanged for `lease_duration`, however long ago the
+  leader stopped.
+- Contention: contenders are processes (tasks of one process for asyncio)
+  started on one signal; they take and release the lock with no work in
+  between. A hand-off is an acquisition by a different contender than the
+  previous one.
+- Ratios are taken between figures of the same run; latencies are medians
+  (p50) and 99th percentiles over the samples, request counts the median
+  repeat."""
+
+
+def write_report(res: Results, out: Path, charts: Sequence[str], chart_error: str) -> Path:
+    table = build_table(res)
+    verdicts = targets(res)
+    quick = res.meta.get("sizes") == "quick"
+    lines = ["# lockheed benchmarks", ""]
+    meta = res.meta
+    lines += [
+        f"Run {meta.get('date', '?')}, {meta.get('sizes', '?')} sizes, took "
+        f"{meta.get('duration', '?')}, on {meta.get('cpus', '?')} CPUs "
+        f"({meta.get('platform', '?')}), "
+        f"Python {meta.get('python', '?')}, lockheed {meta.get('lockheed', '?')}.",
+        f"API server: {meta.get('server', '?')}, {meta.get('cluster', '?')}.",
+        "",
+    ]
+    if quick:
+        lines += [
+            "> **Quick run** (`--quick`): tiny sizes that exercise every figure; the numbers "
+            "and verdicts are not meaningful.",
+            "",
+        ]
+    lines += ["## Results", "", table.markdown(), ""]
+    lines += [f"- {n}" for n in table.note_lines()]
+    lines += [f"- {GO_NOTE}", ""]
+    lines += [
+        "## Targets",
+        "",
+        "| target | measured | verdict | ratio |",
+        "| --- | --- | --- | --- |",
+    ]
+    for v in verdicts:
+        why = f" ({v.why})" if v.why else ""
+        lines.append(f"| {v.target} | {v.measured}{why} | **{v.verdict}** | {v.ratio} |")
+    lines += ["", "## Charts", ""]
+    if charts:
+        lines += [f"![{Path(c).stem}]({Path(c).name})" for c in charts]
+    else:
+        lines.append(f"No charts: {chart_error}")
+    lines += ["", "## Details", "", *_details(res), "", "## Method", ""]
+    background = res.background.describe() + " per second" if res.background.total else "none"
+    lines.append(
+        METHOD.format(background=background, election=res.settings.get("leaderelection", ""))
+    )
+    if res.problems:
+        lines += ["", "## Problems", ""]
+        lines += [f"- `{p}`" for p in res.problems]
+    out.mkdir(parents=True, exist_ok=True)
+    path = out / "report.md"
+    path.write_text("\n".join(lines) + "\n")
+    (out / "results.json").write_text(json.dumps(_jsonable(res), indent=1, default=str) + "\n")
+    return path
+
+
+def _jsonable(res: Results) -> Any:
+    return asdict(res)
+
+
+def text_summary(res: Results) -> str:
+    table = build_table(res)
+    parts = [table.text(), ""]
+    parts += table.note_lines()
+    parts += [GO_NOTE, "", "Targets:"]
+    parts += ["  " + line for line in verdict_lines(targets(res))]
+    return "\n".join(parts)

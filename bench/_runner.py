@@ -1,0 +1,310 @@
+"""The order of a benchmark run, and what happens when one figure fails.
+
+Import times are measured first, before the control plane starts, on a quiet
+machine. Then the server starts, its idle background is measured, every
+system gets a namespace of its own, and the figures run one after another so
+that no two batches overlap in the server's counters. The one exception is
+the leader-election hand-off, which waits out leases for half a minute: it
+runs in a thread beside the other hand-off measurements, which count no
+requests (it adds one request per elector every ``retry_period`` seconds).
+
+A figure that fails is recorded as ``failed: <error>`` for that system, the
+run goes on, and the error is listed among the report's problems.
+"""
+
+from __future__ import annotations
+
+import functools
+import importlib.util
+import os
+import platform
+import sys
+import threading
+import time
+import traceback
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any, TypeVar
+
+from ._cluster import BenchCluster
+from ._contention import contend
+from ._imports import import_times
+from ._kubectl import ensure_kubectl
+from ._latency import raw_put
+from ._listing import listing
+from ._metrics import Meter
+from ._ops import measure_ops
+from ._renewal import held_many
+from ._results import Latency, NotMeasured, Results
+from ._sizes import Sizes
+from ._systems import (
+    Env,
+    LeaderElection,
+    LockheedAsync,
+    LockheedSync,
+    Sherlock,
+    System,
+    Unsupported,
+    package_version,
+)
+
+__all__ = ["FIGURES", "GO_KEY", "SYSTEM_LABELS", "Options", "run"]
+
+T = TypeVar("T")
+FIGURES = ("imports", "ops", "cycle", "handoff", "renewal", "many", "contention", "listing")
+GO_KEY = "go-lockheed"
+GO_REASON = (
+    "not measured: module not available (the Go module proxy answers 403 for "
+    "github.com/goblain/lockheed v0.5.3)"
+)
+SYSTEM_LABELS = {
+    "lockheed-sync": "lockheed (sync)",
+    "lockheed-async": "lockheed (async)",
+    "sherlock": "sherlock KubernetesLock",
+    "leaderelection": "kubernetes leader election",
+    GO_KEY: "Go lockheed v0.5.3",
+}
+
+
+@dataclass
+class Options:
+    sizes: Sizes
+    kubeconfig: Path | None = None
+    kubectl: Path | None = None
+    only: tuple[str, ...] = FIGURES
+    log: Callable[[str], None] = field(default=lambda message: None)
+
+
+class _Run:
+    def __init__(self, options: Options):
+        self.o = options
+        self.sizes = options.sizes
+        self.results = Results()
+        self.began = time.monotonic()
+
+    def log(self, message: str) -> None:
+        self.o.log(f"[{time.monotonic() - self.began:6.1f}s] {message}")
+
+    def attempt(self, what: str, action: Callable[[], T]) -> T | NotMeasured:
+        """Run one measurement; an Unsupported or failure becomes NotMeasured."""
+        try:
+            return action()
+        except Unsupported as exc:
+            return NotMeasured(str(exc))
+        except Exception as exc:
+            self.results.problems.append(f"{what}: {exc!r}")
+            self.log(f"FAILED {what}: {exc!r}\n{traceback.format_exc()}")
+            return NotMeasured(f"failed: {exc!r}")
+
+    def wanted(self, figure: str) -> bool:
+        return figure in self.o.only
+
+
+def _make_systems(run: _Run, cluster: BenchCluster) -> list[System]:
+    makers: dict[str, tuple[type[System], Callable[[Env], System]]] = {
+        "lockheed-sync": (LockheedSync, LockheedSync),
+        "lockheed-async": (LockheedAsync, LockheedAsync),
+        "sherlock": (Sherlock, Sherlock),
+        "leaderelection": (
+            LeaderElection,
+            functools.partial(LeaderElection, election=run.sizes.election),
+        ),
+    }
+    systems: list[System] = []
+    for key, (kind, make) in makers.items():
+        missing = [m for m in kind.requires if importlib.util.find_spec(m) is None]
+        if missing:
+            run.results.settings[key] = (
+                f"not measured: {', '.join(missing)} not installed (pip install -e '.[bench]')"
+            )
+            continue
+        env = Env(cluster.kubeconfig, cluster.namespace(key))
+        system = run.attempt(f"setting up {key}", functools.partial(make, env))
+        if isinstance(system, NotMeasured):
+            run.results.settings[key] = system.reason
+            continue
+        run.results.settings[key] = system.settings()
+        systems.append(system)
+    return systems
+
+
+def run(options: Options) -> Results:
+    r = _Run(options)
+    res = r.results
+    res.systems = dict(SYSTEM_LABELS)
+    res.settings[GO_KEY] = GO_REASON
+    s = r.sizes
+    res.meta.update(
+        {
+            "date": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
+            "python": sys.version.split()[0],
+            "platform": platform.platform(),
+            "cpus": str(_cpus()),
+            "sizes": "quick" if s.quick else "default",
+            "lockheed": package_version("lockheed"),
+        }
+    )
+    if r.wanted("imports"):
+        r.log(f"import times ({s.import_runs} fresh interpreters each)")
+        imports = r.attempt("import times", lambda: import_times(s.import_runs))
+        res.imports = imports if isinstance(imports, dict) else {"lockheed": imports}
+
+    r.log("starting the API server" if options.kubeconfig is None else "connecting")
+    cluster = BenchCluster(options.kubeconfig).start()
+    systems: list[System] = []
+    try:
+        res.meta["server"] = cluster.version()
+        res.meta["cluster"] = (
+            "local control plane (lockheed.testing), APIServerIdentity off"
+            if cluster.own
+            else f"existing cluster from {options.kubeconfig}"
+        )
+        http = cluster.http()
+        meter = Meter(http)
+        res.background = meter.measure_background(0.5 if s.quick else 3.0)
+        systems = _make_systems(r, cluster)
+        _figures(r, cluster, meter, http, systems)
+    finally:
+        for system in systems:
+            r.attempt(f"closing {system.key}", system.close)
+        cluster.stop()
+    res.meta["duration"] = f"{time.monotonic() - r.began:.0f}s"
+    r.log("done")
+    return res
+
+
+def _cpus() -> int:
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 0
+
+
+def _figures(
+    r: _Run, cluster: BenchCluster, meter: Meter, http: Any, systems: list[System]
+) -> None:
+    res, s = r.results, r.sizes
+    if r.wanted("ops"):
+        for system in systems:
+            r.log(f"requests per operation: {system.label}")
+            ops = r.attempt(system.key, functools.partial(measure_ops, system, meter, s.op_repeats))
+            res.ops[system.key] = ops if isinstance(ops, dict) else {}
+    if r.wanted("cycle"):
+        for system in systems:
+            r.log(f"acquire+release cycles: {system.label}")
+            res.cycle[system.key] = r.attempt(
+                f"cycles {system.key}", functools.partial(_latency, system.cycles, s.cycles)
+            )
+    if r.wanted("handoff"):
+        _handoffs(r, cluster, http, systems)
+    if r.wanted("renewal"):
+        for system in systems:
+            r.log(f"renewal load: {system.label}")
+            res.renewal[system.key] = r.attempt(
+                f"renewal {system.key}",
+                functools.partial(
+                    system.renewal, meter, s.renew_locks, s.renew_interval, s.renew_window
+                ),
+            )
+    if r.wanted("many"):
+        r.log(f"{s.many_locks} locks held by one process for {s.many_window:g}s")
+        env = Env(cluster.kubeconfig, cluster.namespace("many"))
+        res.held_many = r.attempt("held locks", lambda: held_many(env, meter, s))
+    if r.wanted("contention"):
+        for system in systems:
+            res.contention[system.key] = {}
+            for n in s.contenders:
+                if system.contend_mode is None:
+                    res.contention[system.key][n] = NotMeasured(system.contend_reason)
+                    continue
+                r.log(f"contention: {system.label}, {n} contenders, {s.window:g}s")
+                res.contention[system.key][n] = r.attempt(
+                    f"contention {system.key} {n}",
+                    functools.partial(contend, system.contend_mode, system.env, meter, n, s.window),
+                )
+    if r.wanted("listing"):
+        kubectl = _kubectl(r)
+        r.log(f"listing at {', '.join(str(n) for n in s.listing)} locks")
+        res.listing = r.attempt(
+            "listing",
+            lambda: listing(cluster, meter, s.listing, s.list_repeats, kubectl, r.log),
+        )
+
+
+def _latency(measure: Callable[[int], list[float]], n: int) -> Latency:
+    return Latency(tuple(measure(n)))
+
+
+def _kubectl(r: _Run) -> Path | NotMeasured:
+    if r.o.kubectl is not None:
+        return r.o.kubectl
+    built = r.attempt("building kubectl", lambda: ensure_kubectl(r.log))
+    return built
+
+
+def _handoffs(r: _Run, cluster: BenchCluster, http: Any, systems: list[System]) -> None:
+    """Hand-offs of every system, and the reference PUTs, in interleaved rounds.
+
+    Each round takes a share of the reference PUTs and of every system's
+    hand-offs, so that a drift of the server's speed during the figure hits
+    them alike and cannot decide a ratio between them.
+    """
+    res, s = r.results, r.sizes
+    rounds = s.rounds
+    namespace = cluster.namespace("raw-put")
+    background: list[threading.Thread] = []
+    for system in systems:
+        if isinstance(system, LeaderElection):
+            n = s.election_pairs
+            r.log(f"hand-offs: {system.label}, {n} in parallel, in the background")
+
+            def elect(system: System, n: int) -> None:
+                res.handoff[system.key] = r.attempt(
+                    f"hand-offs {system.key}", functools.partial(_latency, system.handoffs, n)
+                )
+
+            thread = threading.Thread(
+                target=elect, args=(system, n), name="bench-election", daemon=True
+            )
+            thread.start()
+            background.append(thread)
+    polled = [x for x in systems if not isinstance(x, LeaderElection)]
+    samples: dict[str, list[float]] = {x.key: [] for x in polled}
+    failed: dict[str, NotMeasured] = {}
+    puts: list[float] = []
+    put_share, share = _shares(s.raw_puts, rounds), _shares(s.handoffs, rounds)
+    for round_ in range(rounds):
+        r.log(
+            f"hand-offs, round {round_ + 1} of {rounds}: {put_share[round_]} reference PUTs, "
+            f"{share[round_]} hand-offs of each system"
+        )
+        put = r.attempt(
+            "raw PUT", functools.partial(raw_put, http, namespace, put_share[round_], f"r{round_}")
+        )
+        if isinstance(put, Latency):
+            puts += put.samples
+        else:
+            failed["raw-put"] = put
+        for system in polled:
+            if system.key in failed:
+                continue
+            got = r.attempt(
+                f"hand-offs {system.key}",
+                functools.partial(_latency, system.handoffs, share[round_]),
+            )
+            if isinstance(got, Latency):
+                samples[system.key] += got.samples
+            else:
+                failed[system.key] = got
+    res.raw_put = failed.get("raw-put") or Latency(tuple(puts), f"{rounds} rounds")
+    for system in polled:
+        res.handoff[system.key] = failed.get(system.key) or Latency(
+            tuple(samples[system.key]), f"{rounds} rounds"
+        )
+    for thread in background:
+        r.log("waiting for the leader-election hand-offs")
+        thread.join(10 * s.election.lease_duration + 120)
+
+
+def _shares(total: int, parts: int) -> list[int]:
+    """``total`` split into ``parts`` nearly equal whole shares."""
+    return [total // parts + (1 if i < total % parts else 0) for i in range(parts)]

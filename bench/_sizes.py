@@ -1,0 +1,78 @@
+"""How much of everything the benchmark does: the default sizes and ``--quick``'s."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+__all__ = ["Election", "Sizes", "full", "quick"]
+
+
+@dataclass(frozen=True)
+class Election:
+    """Settings of the kubernetes client's leader election (its ``Config`` has no
+    defaults; these are the values of its ``leaderelection/example.py``)."""
+
+    lease_duration: int = 17
+    renew_deadline: int = 15
+    retry_period: int = 5
+
+    def describe(self) -> str:
+        return (
+            f"lease_duration={self.lease_duration}s, renew_deadline={self.renew_deadline}s, "
+            f"retry_period={self.retry_period}s"
+        )
+
+
+@dataclass(frozen=True)
+class Sizes:
+    """Counts, windows and intervals of every figure."""
+
+    quick: bool = False
+    op_repeats: int = 5  # requests per operation: median over this many repeats
+    cycles: int = 200  # uncontended acquire+release cycles
+    handoffs: int = 50
+    raw_puts: int = 200
+    rounds: int = 5  # hand-offs and reference PUTs are taken in this many interleaved rounds
+    election_pairs: int = 6  # leader-election hand-offs (each waits out a lease), in parallel
+    contenders: tuple[int, ...] = (2, 8, 32)
+    window: float = 10.0  # contended throughput window, seconds
+    renew_interval: float = 1.0
+    renew_window: float = 10.0
+    renew_locks: int = 4  # locks held at once for the renewal load (divided out)
+    many_locks: int = 1000
+    many_interval: float = 10.0
+    many_duration: float = 30.0
+    many_window: float = 30.0
+    listing: tuple[int, ...] = (100, 1000, 10000)
+    list_repeats: int = 5
+    import_runs: int = 15
+    election: Election = Election()
+
+
+def full() -> Sizes:
+    return Sizes()
+
+
+def quick() -> Sizes:
+    """Tiny sizes for the smoke test: every code path, no meaningful numbers."""
+    return Sizes(
+        quick=True,
+        op_repeats=1,
+        cycles=20,
+        handoffs=8,
+        raw_puts=20,
+        rounds=2,
+        election_pairs=1,
+        contenders=(2, 4),
+        window=2.0,
+        renew_window=3.0,
+        renew_locks=2,
+        many_locks=50,
+        many_interval=1.0,
+        many_duration=5.0,
+        many_window=3.0,
+        listing=(20, 50),
+        list_repeats=2,
+        import_runs=3,
+        election=Election(lease_duration=3, renew_deadline=2, retry_period=1),
+    )

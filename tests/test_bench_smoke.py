@@ -1,0 +1,59 @@
+"""The benchmark suite end to end at its smallest size: ``python -m bench --quick``.
+
+It runs against the test session's API server (``--kubeconfig``), so it also
+covers the suite's support for an existing cluster. No timing is asserted:
+only that the run succeeded, that every lockheed figure was measured, that the
+systems that cannot be measured say why, and that the report (and the charts,
+when matplotlib is installed) were written.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+LOCKHEED = ("lockheed-sync", "lockheed-async")
+OPS = ("acquire-new", "acquire-free", "renew", "release")
+
+
+@pytest.mark.timeout(600)  # kubectl is built from its Go module on first use
+def test_quick_bench_runs_every_figure(kube_kubeconfig: Path, tmp_path: Path) -> None:
+    out = tmp_path / "results"
+    command = [sys.executable, "-m", "bench", "--quick", "--out", str(out)]
+    command += ["--kubeconfig", str(kube_kubeconfig)]
+    done = subprocess.run(
+        command, cwd=ROOT, capture_output=True, text=True, timeout=540, check=False
+    )
+    assert done.returncode == 0, f"stdout:\n{done.stdout[-4000:]}\nstderr:\n{done.stderr[-6000:]}"
+    assert "Targets:" in done.stdout
+
+    results = json.loads((out / "results.json").read_text())
+    assert results["problems"] == []
+    for key in LOCKHEED:
+        for op in OPS:
+            assert "requests" in results["ops"][key][op], (key, op)
+        assert results["cycle"][key]["samples"], key
+        assert results["handoff"][key]["samples"], key
+        assert "requests" in results["renewal"][key], key
+        for contention in results["contention"][key].values():
+            assert contention["acquisitions"] > 0, key
+    assert results["raw_put"]["samples"]
+    assert results["held_many"]["locks"] > 0
+    assert [item["locks"] for item in results["listing"]] == [20, 50]
+    assert "importtime_us" in results["imports"]["lockheed"]
+
+    report = (out / "report.md").read_text()
+    for heading in ("## Results", "## Targets", "## Details", "## Method"):
+        assert heading in report
+    assert "Go lockheed v0.5.3" in report
+    assert "module not available" in report
+    assert "from its source" in report
+    if importlib.util.find_spec("matplotlib") is not None:
+        for chart in ("handoff.png", "throughput.png", "listing.png"):
+            assert (out / chart).stat().st_size > 0, chart
