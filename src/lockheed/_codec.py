@@ -9,7 +9,6 @@ that was read, so labels and annotations of other tools, and Go's
 
 from __future__ import annotations
 
-import copy
 import re
 from collections.abc import Mapping
 from typing import Any
@@ -93,8 +92,10 @@ def new_configmap(
 
 
 def updated_configmap(object_name: str, effect: Replace) -> dict[str, Any]:
-    obj: dict[str, Any] = copy.deepcopy(effect.base.raw) if effect.base.raw else {}
-    metadata = obj.setdefault("metadata", {})
+    # Copy only the levels this changes; the rest is shared with the read object,
+    # which is never modified (renewal is a hot path).
+    obj: dict[str, Any] = dict(effect.base.raw or {})
+    metadata = obj["metadata"] = dict(obj.get("metadata") or {})
     metadata["resourceVersion"] = effect.version
     metadata.setdefault("name", object_name)
     labels = dict(metadata.get("labels") or {})

@@ -371,7 +371,7 @@ def acquire_flow(
                 )
             late += _timed_out(clock, deadline)
             if late > 1:  # one more try after the deadline, as a non-blocking acquire gets
-                raise LockConflict(
+                raise LockTimeout(
                     f"lock {intent.name!r}: other writers kept changing it until the timeout",
                     lock=intent.name,
                 )

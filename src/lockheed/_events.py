@@ -2,8 +2,10 @@
 
 Codes: 211 renew ok, 511 renew failed, 212 release ok, 512 release failed,
 213 acquire ok, 513 acquire failed, 214 renewal started, 215 renewal stopped,
-299 debug; and lockheed's own 516: the lock was lost. A callback that raises
-is logged and otherwise ignored: events never change a lock's behaviour.
+299 debug; and lockheed's own 516: the lock was lost. They are logged on the
+``lockheed`` logger: 516 at ERROR, 511 and 512 at WARNING, 513 at INFO, the
+rest at DEBUG. A callback that raises is logged and otherwise ignored: events
+never change a lock's behaviour.
 """
 
 from __future__ import annotations
@@ -42,11 +44,18 @@ class Event:
 
 EventHandler = Callable[[Event], None]
 
+# A timed-out acquire is an answer, not a fault: only failures of a lock that is
+# held (renewal, release) warn, and only a loss is an error.
+_LEVELS = {
+    EventCode.ACQUIRE_FAILED: logging.INFO,
+    EventCode.RENEW_FAILED: logging.WARNING,
+    EventCode.RELEASE_FAILED: logging.WARNING,
+    EventCode.LOST: logging.ERROR,
+}
+
 
 def emit(handler: EventHandler | None, event: Event) -> None:
-    level = logging.DEBUG if event.code < 500 else logging.WARNING
-    if event.code == EventCode.LOST:
-        level = logging.ERROR
+    level = _LEVELS.get(event.code, logging.DEBUG)
     if logger.isEnabledFor(level):
         logger.log(
             level, "[%d] lock %s (%s): %s", event.code, event.lock, event.instance_id, event.message

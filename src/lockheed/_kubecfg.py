@@ -88,7 +88,9 @@ def _params() -> Any:
     import httpx2
     from lightkube.config.client_adapter import ConnectionParams
 
-    return ConnectionParams(timeout=httpx2.Timeout(REQUEST_TIMEOUT))
+    # HTTP/2: a watch that ends (every wait does) closes one stream, not the
+    # connection, so a hand-off never pays for a new TLS handshake.
+    return ConnectionParams(timeout=httpx2.Timeout(REQUEST_TIMEOUT), http2=True)
 
 
 def http_client(config: Any) -> httpx.Client:
