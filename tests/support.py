@@ -46,7 +46,8 @@ class Requests:
         self.locker = locker
         self.counts: Counter[str] = Counter()
         if isinstance(locker, ConfigMapLocker):
-            locker.api.client.event_hooks = {"request": [self._hook], "response": []}
+            for client in {locker.api.client, locker.api.watch_client}:
+                client.event_hooks = {"request": [self._hook], "response": []}
         _COUNTERS[locker] = self
 
     def _hook(self, request: httpx.Request) -> None:
@@ -56,7 +57,8 @@ class Requests:
         self.counts[_verb(request)] += 1
 
     def attach_async(self, locker: AsyncConfigMapLocker) -> None:
-        locker.api.client.event_hooks = {"request": [self._ahook], "response": []}
+        for client in {locker.api.client, locker.api.watch_client}:
+            client.event_hooks = {"request": [self._ahook], "response": []}
 
     def snapshot(self) -> Counter[str]:
         if isinstance(self.locker, MemoryLocker):

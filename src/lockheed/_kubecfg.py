@@ -84,25 +84,28 @@ def load_config(source: KubeConfigSource = None) -> Any:
     return config
 
 
-def _params() -> Any:
+def _params(http2: bool) -> Any:
     import httpx2
     from lightkube.config.client_adapter import ConnectionParams
 
-    # HTTP/2: a watch that ends (every wait does) closes one stream, not the
-    # connection, so a hand-off never pays for a new TLS handshake.
-    return ConnectionParams(timeout=httpx2.Timeout(REQUEST_TIMEOUT), http2=True)
+    return ConnectionParams(timeout=httpx2.Timeout(REQUEST_TIMEOUT), http2=http2)
 
 
-def http_client(config: Any) -> httpx.Client:
+# Requests go over HTTP/1.1 keep-alive connections. Watches go over HTTP/2: a
+# watch that ends (every wait does, at the hand-off) then closes one stream and
+# not the connection, so a hand-off never pays for a new TLS handshake.
+
+
+def http_client(config: Any, *, http2: bool = False) -> httpx.Client:
     from lightkube.config.client_adapter import Client
 
-    return Client(config, _params())
+    return Client(config, _params(http2))
 
 
-def async_http_client(config: Any) -> httpx.AsyncClient:
+def async_http_client(config: Any, *, http2: bool = False) -> httpx.AsyncClient:
     from lightkube.config.client_adapter import AsyncClient
 
-    return AsyncClient(config, _params())
+    return AsyncClient(config, _params(http2))
 
 
 def reason(resp: httpx.Response) -> str:

@@ -111,14 +111,19 @@ class AsyncConfigMapLocker:
                 if timeout <= 0:
                     return UNCHANGED
             events = self.api.watch(obj_name, effect.version, timeout, lock=effect.name)
-            async with aclosing(events):
-                async for kind, obj in events:
-                    if kind in ("ADDED", "MODIFIED"):
-                        return decode_configmap(effect.name, obj)
-                    if kind == "DELETED":
-                        return None
-                    if kind == "ERROR":  # e.g. 410 Gone: our version was compacted away
-                        return await self.execute(Read(effect.name))
+            try:
+                async with aclosing(events):
+                    async for kind, obj in events:
+                        if kind in ("ADDED", "MODIFIED"):
+                            return decode_configmap(effect.name, obj)
+                        if kind == "DELETED":
+                            return None
+                        if kind == "ERROR":  # e.g. 410 Gone: our version was compacted away
+                            return await self.execute(Read(effect.name))
+            except LockBackendError:
+                # The stream broke (a dropped connection): what changed meanwhile is
+                # unknown, so read; a server that is really gone fails the read.
+                return await self.execute(Read(effect.name))
             if effect.until is not None and self.clock.monotonic() >= effect.until:
                 return UNCHANGED
 

@@ -48,18 +48,25 @@ class AsyncKubeAPI:
         self.resource = resource
         #: The lightkube ``SingleConfig`` used, when this client built its own connection.
         self.config: Any = None
+        watch_client = client
         if client is None or namespace is None:
             cfg = self.config = load_config(config)
             namespace = namespace or cfg.namespace
-            client = client or async_http_client(cfg)
-        assert namespace is not None
+            if client is None:
+                client = async_http_client(cfg)
+                watch_client = async_http_client(cfg, http2=True)
+        assert namespace is not None and client is not None and watch_client is not None
         self.namespace: str = namespace
         self.client = client
+        #: The client for watches (HTTP/2 when this API built its own clients).
+        self.watch_client = watch_client
         self.clock = clock or ServerClock()
         self.base = f"{api_path}/namespaces/{namespace}/{resource}"
 
     async def aclose(self) -> None:
         await self.client.aclose()
+        if self.watch_client is not self.client:
+            await self.watch_client.aclose()
 
     async def request(
         self,
@@ -111,7 +118,9 @@ class AsyncKubeAPI:
         read = None if timeout is None else max(0.001, timeout)
         tmo = httpx.Timeout(request_timeout(), read=read)
         try:
-            async with self.client.stream("GET", self.base, params=params, timeout=tmo) as resp:
+            async with self.watch_client.stream(
+                "GET", self.base, params=params, timeout=tmo
+            ) as resp:
                 if resp.status_code != 200:
                     await resp.aread()
                     if resp.status_code in (401, 403):

@@ -112,14 +112,19 @@ class ConfigMapLocker:
                 if timeout <= 0:
                     return UNCHANGED
             events = self.api.watch(obj_name, effect.version, timeout, lock=effect.name)
-            with closing(events):
-                for kind, obj in events:
-                    if kind in ("ADDED", "MODIFIED"):
-                        return decode_configmap(effect.name, obj)
-                    if kind == "DELETED":
-                        return None
-                    if kind == "ERROR":  # e.g. 410 Gone: our version was compacted away
-                        return self.execute(Read(effect.name))
+            try:
+                with closing(events):
+                    for kind, obj in events:
+                        if kind in ("ADDED", "MODIFIED"):
+                            return decode_configmap(effect.name, obj)
+                        if kind == "DELETED":
+                            return None
+                        if kind == "ERROR":  # e.g. 410 Gone: our version was compacted away
+                            return self.execute(Read(effect.name))
+            except LockBackendError:
+                # The stream broke (a dropped connection): what changed meanwhile is
+                # unknown, so read; a server that is really gone fails the read.
+                return self.execute(Read(effect.name))
             if effect.until is not None and self.clock.monotonic() >= effect.until:
                 return UNCHANGED
 

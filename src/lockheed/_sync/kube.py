@@ -49,18 +49,25 @@ class KubeAPI:
         self.resource = resource
         #: The lightkube ``SingleConfig`` used, when this client built its own connection.
         self.config: Any = None
+        watch_client = client
         if client is None or namespace is None:
             cfg = self.config = load_config(config)
             namespace = namespace or cfg.namespace
-            client = client or http_client(cfg)
-        assert namespace is not None
+            if client is None:
+                client = http_client(cfg)
+                watch_client = http_client(cfg, http2=True)
+        assert namespace is not None and client is not None and watch_client is not None
         self.namespace: str = namespace
         self.client = client
+        #: The client for watches (HTTP/2 when this API built its own clients).
+        self.watch_client = watch_client
         self.clock = clock or ServerClock()
         self.base = f"{api_path}/namespaces/{namespace}/{resource}"
 
     def close(self) -> None:
         self.client.close()
+        if self.watch_client is not self.client:
+            self.watch_client.close()
 
     def request(
         self,
@@ -112,7 +119,7 @@ class KubeAPI:
         read = None if timeout is None else max(0.001, timeout)
         tmo = httpx.Timeout(request_timeout(), read=read)
         try:
-            with self.client.stream("GET", self.base, params=params, timeout=tmo) as resp:
+            with self.watch_client.stream("GET", self.base, params=params, timeout=tmo) as resp:
                 if resp.status_code != 200:
                     resp.read()
                     if resp.status_code in (401, 403):
