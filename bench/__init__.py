@@ -7,9 +7,11 @@ every system where it can do the operation, prints one table and writes
 ``bench/results``). ``--quick`` runs tiny sizes in about a minute.
 
 Systems: lockheed (sync and asyncio), sherlock's ``KubernetesLock`` and the
-official ``kubernetes`` client's leader election (``ConfigMapLock``). Go
-lockheed v0.5.3 cannot be fetched here, so it is shown as not measured, with
-the request counts read from its source labelled as such.
+official ``kubernetes`` client's leader election (``ConfigMapLock``), and Go
+lockheed v0.5.3 through the Go test program ``tests/golockheed`` when it can be
+had (:mod:`bench._golockheed`); when it cannot (the module proxy refuses Go
+lockheed), it is shown as not measured, with the request counts read from its
+source labelled as such.
 
 Request counts are never counted on the client: they are read from the API
 server's own ``/metrics`` (``apiserver_request_total``) before and after each
@@ -17,8 +19,8 @@ batch of operations.
 
 Modules: ``_sizes`` (default and quick sizes), ``_cluster`` (the API server and
 namespaces), ``_metrics`` (``/metrics`` snapshots), ``_systems`` (one adapter per
-system), ``_worker`` and ``_procs`` (contender processes), ``_ops``,
-``_latency``, ``_contention``, ``_renewal``, ``_listing``, ``_imports`` (the
-figures), ``_kubectl`` (kubectl built from its Go module), ``_results``,
-``_report`` and ``_charts`` (output), ``_runner`` (the order of it all).
+system), ``_golockheed`` (Go lockheed's adapter), ``_worker`` and ``_procs``
+(contender processes), ``_ops``, ``_latency``, ``_contention``, ``_renewal``,
+``_listing``, ``_imports`` (the figures), ``_kubectl`` (kubectl built from its Go
+module), ``_results``, ``_report`` and ``_charts`` (output), ``_runner`` (the order of it all).
 """

@@ -30,6 +30,7 @@ from typing import Any, TypeVar
 
 from ._cluster import BenchCluster
 from ._contention import contend
+from ._golockheed import GO_KEY, GO_LABEL, GO_REASON, GoLockheed, find_program
 from ._imports import import_times
 from ._kubectl import ensure_kubectl
 from ._latency import raw_put
@@ -50,21 +51,16 @@ from ._systems import (
     package_version,
 )
 
-__all__ = ["FIGURES", "GO_KEY", "SYSTEM_LABELS", "Options", "run"]
+__all__ = ["FIGURES", "GO_KEY", "GO_REASON", "SYSTEM_LABELS", "Options", "run"]
 
 T = TypeVar("T")
 FIGURES = ("imports", "ops", "cycle", "handoff", "renewal", "many", "contention", "listing")
-GO_KEY = "go-lockheed"
-GO_REASON = (
-    "not measured: module not available (the Go module proxy answers 403 for "
-    "github.com/goblain/lockheed v0.5.3)"
-)
 SYSTEM_LABELS = {
     "lockheed-sync": "lockheed (sync)",
     "lockheed-async": "lockheed (async)",
     "sherlock": "sherlock KubernetesLock",
     "leaderelection": "kubernetes leader election",
-    GO_KEY: "Go lockheed v0.5.3",
+    GO_KEY: GO_LABEL,
 }
 
 
@@ -127,6 +123,18 @@ def _make_systems(run: _Run, cluster: BenchCluster) -> list[System]:
             continue
         run.results.settings[key] = system.settings()
         systems.append(system)
+    run.log("looking for the Go lockheed program (tests/golockheed)")
+    program = find_program()
+    if isinstance(program, str):
+        run.results.settings[GO_KEY] = program
+        return systems
+    env = Env(cluster.kubeconfig, cluster.namespace(GO_KEY))
+    go = run.attempt(f"setting up {GO_KEY}", functools.partial(GoLockheed, env, program))
+    if isinstance(go, NotMeasured):
+        run.results.settings[GO_KEY] = go.reason
+    else:
+        run.results.settings[GO_KEY] = go.settings()
+        systems.append(go)
     return systems
 
 
@@ -134,7 +142,6 @@ def run(options: Options) -> Results:
     r = _Run(options)
     res = r.results
     res.systems = dict(SYSTEM_LABELS)
-    res.settings[GO_KEY] = GO_REASON
     s = r.sizes
     res.meta.update(
         {

@@ -27,6 +27,8 @@ database does not know it (404), so a build also needs
 inherits), accepting that module unverified.
 
 The outcome is remembered for the session, so a failed build is tried once.
+:func:`find_golockheed` is the same lookup without pytest: the benchmark
+(``python -m bench``) loads this file to measure Go lockheed when it can.
 """
 
 from __future__ import annotations
@@ -38,8 +40,6 @@ import subprocess
 import tempfile
 from pathlib import Path
 
-import pytest
-
 from lockheed.testing._build import (
     BuildError,
     _build_env,
@@ -48,7 +48,13 @@ from lockheed.testing._build import (
     binary_path,
 )
 
-__all__ = ["GO_LOCKHEED_MODULE", "GO_LOCKHEED_VERSION", "SOURCE_DIR", "golockheed_binary"]
+__all__ = [
+    "GO_LOCKHEED_MODULE",
+    "GO_LOCKHEED_VERSION",
+    "SOURCE_DIR",
+    "find_golockheed",
+    "golockheed_binary",
+]
 
 GO_LOCKHEED_MODULE = "github.com/goblain/lockheed"
 GO_LOCKHEED_VERSION = "v0.5.3"
@@ -160,14 +166,22 @@ def _ensure() -> Path:
     return target
 
 
-def golockheed_binary() -> Path:
-    """The Go lockheed program; skips the calling test when it cannot be built."""
+def find_golockheed() -> Path | str:
+    """The Go lockheed program, or why it cannot be had (built at most once)."""
     global _outcome
     if _outcome is None:
         try:
             _outcome = _ensure()
         except BuildError as error:
             _outcome = f"Go lockheed {GO_LOCKHEED_VERSION} cannot be built: {error}"
-    if isinstance(_outcome, str):
-        pytest.skip(_outcome)
     return _outcome
+
+
+def golockheed_binary() -> Path:
+    """The Go lockheed program; skips the calling test when it cannot be built."""
+    import pytest
+
+    found = find_golockheed()
+    if isinstance(found, str):
+        pytest.skip(found)
+    return found

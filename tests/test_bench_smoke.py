@@ -52,8 +52,9 @@ def test_quick_bench_runs_every_figure(kube_kubeconfig: Path, tmp_path: Path) ->
     for heading in ("## Results", "## Targets", "## Details", "## Method"):
         assert heading in report
     assert "Go lockheed v0.5.3" in report
-    assert "module not available" in report
-    assert "from its source" in report
+    # Measured where the Go program can be built or is cached; otherwise said why not.
+    go_measured = "measured through the Go program tests/golockheed" in report
+    assert go_measured or ("module not available" in report and "from its source" in report)
     if importlib.util.find_spec("matplotlib") is not None:
         for chart in ("handoff.png", "throughput.png", "listing.png"):
             assert (out / chart).stat().st_size > 0, chart

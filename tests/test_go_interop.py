@@ -865,7 +865,7 @@ MIXED_TIMEOUT = 400.0
 # PY_PAUSE_MAX after each release; without the pause they hand the lock among
 # themselves so tightly that Go seldom gets it while they run.
 HOLD_MAX = 0.005
-PY_PAUSE_MAX = 0.3
+PY_PAUSE_MAX = 0.6
 GO_CONTEND_ARGS = ["--backoff-min", "2ms", "--backoff-max", "20ms", "--hold-max", "5ms"]
 # Hand-offs between a Go and a Python holder: 30-59 in local runs.
 MIN_SIDE_SWITCHES = 15

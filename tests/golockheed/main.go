@@ -13,6 +13,7 @@
 //	golockheed contend --kubeconfig K --namespace N --name L --iterations N
 //	    --log FILE --counter FILE --start-fd FD [--duration 10s]
 //	    [--backoff-min 20ms] [--backoff-max 120ms] [--hold-max 0]
+//	golockheed serve --kubeconfig K --namespace N
 //
 // acquire takes the lock once (Go's Acquire does not wait; --retry-for retries
 // it with a short randomised backoff), then, with --hold, keeps it that many
@@ -23,6 +24,8 @@
 // events, so a test sees, for example, a renewal that failed.
 //
 // contend is the Go side of the mixed contention test: see runContend.
+// serve runs the benchmark's Go lockheed operations on commands read from
+// stdin (python -m bench): see runServe.
 //
 // Exit status: 0 done, 1 an operation failed, 2 usage error, 3 not acquired.
 package main
@@ -123,15 +126,21 @@ func (c *common) check(needName bool) error {
 }
 
 func (c *common) clientset() (*kubernetes.Clientset, error) {
+	// client-go's default client-side limit (5 requests/s) would throttle a
+	// contender to about one acquire attempt per second; the tests want the
+	// interleavings that a faster client produces.
+	return c.clientsetQPS(100, 200)
+}
+
+// clientsetQPS is a clientset with client-go's client-side rate limit set to
+// qps and burst; a negative qps switches the limit off.
+func (c *common) clientsetQPS(qps float32, burst int) (*kubernetes.Clientset, error) {
 	config, err := clientcmd.BuildConfigFromFlags("", c.kubeconfig)
 	if err != nil {
 		return nil, err
 	}
-	// client-go's default client-side limit (5 requests/s) would throttle a
-	// contender to about one acquire attempt per second; the tests want the
-	// interleavings that a faster client produces.
-	config.QPS = 100
-	config.Burst = 200
+	config.QPS = qps
+	config.Burst = burst
 	return kubernetes.NewForConfig(config)
 }
 
@@ -505,9 +514,187 @@ func waitForStart(fd int, timeout time.Duration) bool {
 	}
 }
 
+// runServe performs Go lockheed operations for the benchmark (python -m bench)
+// on commands read from stdin, one per line, words separated by spaces, and
+// answers each with one line: {"event":"ok",...} or {"event":"error","error":...}.
+// It prints {"event":"ready"} first. Lock objects are named by a handle H.
+//
+//	lock H NAME DURATION RENEW_INTERVAL   a new lockheed.Lock (Go durations, "0" for none)
+//	acquire H | renew H | release H      one Acquire, Renew or Release
+//	cycle H N                            3 warm-up Acquire+Release cycles, then N timed
+//	handoff HOLDER WAITER N SETTLE JITTER RETRY_DELAY
+//	                                     N hand-offs, see handoffs
+//
+// Timed answers carry "seconds", one sample per cycle or hand-off, measured
+// with Go's monotonic clock (time.Since). client-go's client-side rate limit is
+// off, as the Python clients that the benchmark compares have none. Go
+// lockheed's event log goes to stderr.
+func runServe(args []string) int {
+	fs := flag.NewFlagSet("serve", flag.ContinueOnError)
+	var c common
+	c.register(fs, false)
+	if err := fs.Parse(args); err != nil {
+		return exitUsage
+	}
+	if err := c.check(false); err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		return exitUsage
+	}
+	cset, err := c.clientsetQPS(-1, 0)
+	if err != nil {
+		emit("error", map[string]interface{}{"error": err.Error()})
+		return exitFailed
+	}
+	locker := lockheed.NewKubeLocker(cset, c.namespace)
+	locks := map[string]*lockheed.Lock{}
+	emit("ready", map[string]interface{}{"pid": os.Getpid()})
+	input := bufio.NewScanner(os.Stdin)
+	for input.Scan() {
+		words := strings.Fields(input.Text())
+		if len(words) == 0 {
+			continue
+		}
+		fields, err := serveOne(locker, locks, words)
+		if err != nil {
+			emit("error", map[string]interface{}{"error": err.Error(), "command": words[0]})
+			continue
+		}
+		emit("ok", fields)
+	}
+	return exitOK
+}
+
+func serveOne(locker *lockheed.KubeLocker, locks map[string]*lockheed.Lock, words []string) (map[string]interface{}, error) {
+	get := func(handle string) (*lockheed.Lock, error) {
+		if lock, ok := locks[handle]; ok {
+			return lock, nil
+		}
+		return nil, fmt.Errorf("no lock %q", handle)
+	}
+	want := map[string]int{"lock": 5, "acquire": 2, "renew": 2, "release": 2, "cycle": 3, "handoff": 7}
+	if n, ok := want[words[0]]; !ok || len(words) != n {
+		return nil, fmt.Errorf("bad command %q", strings.Join(words, " "))
+	}
+	switch words[0] {
+	case "lock":
+		duration, err := time.ParseDuration(words[3])
+		if err != nil {
+			return nil, err
+		}
+		interval, err := time.ParseDuration(words[4])
+		if err != nil {
+			return nil, err
+		}
+		lock := lockheed.NewLock(words[2], locker).WithDuration(duration).WithRenewInterval(interval)
+		locks[words[1]] = lock
+		return map[string]interface{}{"instance_id": lock.InstanceID}, nil
+	case "cycle":
+		lock, err := get(words[1])
+		if err != nil {
+			return nil, err
+		}
+		n, err := strconv.Atoi(words[2])
+		if err != nil {
+			return nil, err
+		}
+		samples, err := cycles(lock, n)
+		return map[string]interface{}{"seconds": samples}, err
+	case "handoff":
+		holder, err := get(words[1])
+		if err != nil {
+			return nil, err
+		}
+		waiter, err := get(words[2])
+		if err != nil {
+			return nil, err
+		}
+		n, err := strconv.Atoi(words[3])
+		if err != nil {
+			return nil, err
+		}
+		var times [3]time.Duration
+		for i := range times {
+			if times[i], err = time.ParseDuration(words[4+i]); err != nil {
+				return nil, err
+			}
+		}
+		samples, err := handoffs(holder, waiter, n, times[0], times[1], times[2])
+		return map[string]interface{}{"seconds": samples}, err
+	}
+	lock, err := get(words[1])
+	if err != nil {
+		return nil, err
+	}
+	switch words[0] {
+	case "acquire":
+		err = lock.Acquire()
+	case "renew":
+		err = lock.Renew()
+	default:
+		err = lock.Release()
+	}
+	return map[string]interface{}{}, err
+}
+
+// cycles times n Acquire+Release cycles of one lock, after 3 for warm-up.
+func cycles(lock *lockheed.Lock, n int) ([]float64, error) {
+	samples := make([]float64, 0, n)
+	for i := 0; i < n+3; i++ {
+		start := time.Now()
+		if err := lock.Acquire(); err != nil {
+			return nil, err
+		}
+		if err := lock.Release(); err != nil {
+			return nil, err
+		}
+		if i >= 3 {
+			samples = append(samples, time.Since(start).Seconds())
+		}
+	}
+	return samples, nil
+}
+
+// handoffs measures n hand-offs between two lock objects of one lock, as the
+// benchmark does for the Python systems. Each round the holder acquires, the
+// waiter starts Go lockheed's own retrying acquire in a goroutine
+// (AcquireRetry: an Acquire every retryDelay, Go lockheed having no blocking
+// acquire), the holder releases after settle plus a random pause up to
+// jitter, and the sample runs from the holder's Release returning to the
+// waiter's AcquireRetry returning; then the waiter releases.
+func handoffs(holder, waiter *lockheed.Lock, n int, settle, jitter, retryDelay time.Duration) ([]float64, error) {
+	attempts := int(30*time.Second/retryDelay) + 1
+	samples := make([]float64, 0, n)
+	for i := 0; i < n; i++ {
+		if err := holder.Acquire(); err != nil {
+			return nil, fmt.Errorf("holder: %w", err)
+		}
+		got := make(chan error, 1)
+		var acquiredAt time.Time
+		go func() {
+			err := waiter.AcquireRetry(attempts, retryDelay)
+			acquiredAt = time.Now()
+			got <- err
+		}()
+		time.Sleep(settle + randomUpTo(jitter))
+		if err := holder.Release(); err != nil {
+			<-got
+			return nil, fmt.Errorf("holder release: %w", err)
+		}
+		released := time.Now()
+		if err := <-got; err != nil {
+			return nil, fmt.Errorf("waiter: %w", err)
+		}
+		samples = append(samples, acquiredAt.Sub(released).Seconds())
+		if err := waiter.Release(); err != nil {
+			return nil, fmt.Errorf("waiter release: %w", err)
+		}
+	}
+	return samples, nil
+}
+
 func main() {
 	if len(os.Args) < 2 {
-		fmt.Fprintln(os.Stderr, "usage: golockheed acquire|release|list|contend [flags]")
+		fmt.Fprintln(os.Stderr, "usage: golockheed acquire|release|list|contend|serve [flags]")
 		os.Exit(exitUsage)
 	}
 	log.SetFlags(0)
@@ -526,6 +713,10 @@ func main() {
 		log.SetFlags(log.LstdFlags | log.Lmicroseconds)
 		log.SetOutput(os.Stderr)
 		code = runContend(os.Args[2:])
+	case "serve":
+		log.SetFlags(log.LstdFlags | log.Lmicroseconds)
+		log.SetOutput(os.Stderr)
+		code = runServe(os.Args[2:])
 	default:
 		fmt.Fprintf(os.Stderr, "unknown subcommand %q\n", os.Args[1])
 		code = exitUsage
