@@ -16,7 +16,6 @@ import argparse
 import itertools
 import json
 import os
-import queue
 import random
 import re
 import select
@@ -31,10 +30,11 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
-from typing import IO, Any
+from typing import Any
 
 import pytest
 
+from child_output import Lines
 from golockheed import golockheed_binary
 from lockheed import (
     ConfigMapLocker,
@@ -62,56 +62,6 @@ GO_NEVER = "9999-12-31T23:59:59Z"  # Go lockheed's expiry of a lease without dur
 # ---------------------------------------------------------------- process output
 
 
-class Output:
-    """The lines a child prints, read by a thread so that every wait can time out."""
-
-    def __init__(self, stream: IO[str]):
-        self.stream = stream
-        self.seen: list[str] = []
-        self._queue: queue.Queue[str | None] = queue.Queue()
-        self._ended = False
-        self._thread = threading.Thread(target=self._read, daemon=True)
-        self._thread.start()
-
-    def _read(self) -> None:
-        for line in self.stream:
-            self._queue.put(line.rstrip("\n"))
-        self._queue.put(None)
-
-    def expect(self, match: Callable[[str], bool], what: str, timeout: float) -> str:
-        """The next line for which ``match`` is true; fails after ``timeout`` or at the end."""
-        deadline = time.monotonic() + timeout
-        while not self._ended:
-            try:
-                line = self._queue.get(timeout=max(0.0, deadline - time.monotonic()))
-            except queue.Empty:
-                break
-            if line is None:
-                self._ended = True
-                break
-            self.seen.append(line)
-            if match(line):
-                return line
-        end = "output ended" if self._ended else f"{timeout} s passed"
-        raise AssertionError(f"{end} before {what}; printed: {self.seen}")
-
-    def drain(self) -> list[str]:
-        while not self._ended:
-            try:
-                line = self._queue.get_nowait()
-            except queue.Empty:
-                break
-            if line is None:
-                self._ended = True
-            else:
-                self.seen.append(line)
-        return self.seen
-
-    def close(self) -> None:
-        self._thread.join(10)
-        self.stream.close()
-
-
 def is_event(name: str) -> Callable[[str], bool]:
     prefix = '{"event":' + json.dumps(name)
     return lambda line: line.startswith(prefix + ",") or line == prefix + "}"
@@ -122,7 +72,7 @@ class Child:
     """A Go lockheed program or a Python lock worker, with its output."""
 
     process: subprocess.Popen[str]
-    out: Output
+    out: Lines
     stderr_path: Path
 
     @property
@@ -131,7 +81,7 @@ class Child:
 
     def event(self, name: str, timeout: float = STEP) -> dict[str, Any]:
         """The next JSON event called ``name``."""
-        found: dict[str, Any] = json.loads(self.out.expect(is_event(name), f"{name!r}", timeout))
+        found: dict[str, Any] = json.loads(self.out.expect(is_event(name), timeout, f"{name!r}"))
         return found
 
     def go_log(self, text: str, timeout: float, *, fresh: bool = False) -> str:
@@ -141,8 +91,8 @@ class Child:
             self.out.drain()
         line = self.out.expect(
             lambda raw: is_event("go_log")(raw) and text in json.loads(raw)["message"],
-            f"a Go log line with {text!r}",
             timeout,
+            f"a Go log line with {text!r}",
         )
         message: str = json.loads(line)["message"]
         return message
@@ -202,7 +152,7 @@ class Processes:
                 text=True,
             )
         assert process.stdout is not None
-        child = Child(process, Output(process.stdout), stderr_path)
+        child = Child(process, Lines(process.stdout), stderr_path)
         self.children.append(child)
         return child
 

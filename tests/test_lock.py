@@ -107,8 +107,17 @@ def test_request_counts(locker: Any, requests: Requests, new_lock: NewLock) -> N
     assert requests.total_since(before) <= 2, requests.since(before)
     assert requests.since(before)["list"] == 0
     before = requests.snapshot()
-    lock.acquire()  # the object exists now: GET + PUT
-    assert requests.total_since(before) <= 2, requests.since(before)
+    lock.acquire()  # again by the same instance: one PUT from the object it last wrote
+    assert requests.since(before) == {"update": 1}
+    lock.release()
+    before = requests.snapshot()
+    other = new_lock("counted").with_duration(30)
+    other.acquire()  # an existing free lock, new to this instance: GET + PUT
+    assert requests.since(before) == {"get": 1, "update": 1}
+    other.release()
+    before = requests.snapshot()
+    lock.acquire()  # someone wrote since this instance's last write: a conflict, GET, PUT
+    assert requests.since(before) == {"update": 2, "get": 1}
     lock.release()
     assert requests.snapshot()["list"] == 0
 

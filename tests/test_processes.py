@@ -8,21 +8,19 @@ and the workers are killed in ``finally`` whatever happens.
 from __future__ import annotations
 
 import os
-import queue
 import signal
 import subprocess
 import sys
-import threading
 import time
 import uuid
 from collections import Counter
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO
 
 import pytest
 
+from child_output import Lines
 from lockheed import Lock, LockTimeout
 from lockheed._core import Read
 from lockheed._state import Record
@@ -44,57 +42,6 @@ CLOCK_SLACK = 3.0  # the server clock's one-second uncertainty on both sides, pl
 
 
 # ---------------------------------------------------------------- workers
-
-
-class Lines:
-    """The lines a child prints, read by a thread so that every wait can time out."""
-
-    def __init__(self, stream: IO[str]):
-        self.stream = stream
-        self.seen: list[str] = []
-        self._queue: queue.Queue[str | None] = queue.Queue()
-        self._ended = False
-        self._thread = threading.Thread(target=self._read, daemon=True)
-        self._thread.start()
-
-    def _read(self) -> None:
-        for line in self.stream:
-            self._queue.put(line.rstrip("\n"))
-        self._queue.put(None)
-
-    def expect(self, prefix: str, timeout: float) -> str:
-        """The next line starting with ``prefix``; fails after ``timeout`` or at end of output."""
-        deadline = time.monotonic() + timeout
-        while not self._ended:
-            try:
-                line = self._queue.get(timeout=max(0.0, deadline - time.monotonic()))
-            except queue.Empty:
-                break
-            if line is None:
-                self._ended = True
-                break
-            self.seen.append(line)
-            if line.startswith(prefix):
-                return line
-        end = "output ended" if self._ended else f"{timeout} s passed"
-        raise AssertionError(f"{end} before a {prefix!r} line; printed: {self.seen}")
-
-    def drain(self) -> list[str]:
-        """Everything printed so far, without waiting."""
-        while not self._ended:
-            try:
-                line = self._queue.get_nowait()
-            except queue.Empty:
-                break
-            if line is None:
-                self._ended = True
-            else:
-                self.seen.append(line)
-        return self.seen
-
-    def close(self) -> None:
-        self._thread.join(10)
-        self.stream.close()
 
 
 @dataclass

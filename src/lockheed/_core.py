@@ -343,14 +343,16 @@ def acquire_flow(
     intent: Intent,
     clock: ServerClock,
     deadline: float | None,
-    record: Record | None = None,
-    known: bool = False,
+    cached: Record | None = None,
 ) -> Flow:
     """Acquire, waiting (by watch) until ``deadline`` (monotonic; None = forever).
 
-    ``record``/``known`` let a caller reuse an object it has just read.
+    With the ``cached`` object this instance last wrote (a lock acquired again
+    by the same instance), the first write goes out without a read; if someone
+    wrote since, it meets a conflict, and the flow reads and decides again.
     """
-    if not known:
+    record = cached
+    if record is None:
         record = yield Read(intent.name)
     conflicts = late = 0
     while True:

@@ -84,28 +84,30 @@ def load_config(source: KubeConfigSource = None) -> Any:
     return config
 
 
-def _params(http2: bool) -> Any:
+def _params() -> Any:
     import httpx2
     from lightkube.config.client_adapter import ConnectionParams
 
-    return ConnectionParams(timeout=httpx2.Timeout(REQUEST_TIMEOUT), http2=http2)
+    return ConnectionParams(timeout=httpx2.Timeout(REQUEST_TIMEOUT))
 
 
-# Requests go over HTTP/1.1 keep-alive connections. Watches go over HTTP/2: a
-# watch that ends (every wait does, at the hand-off) then closes one stream and
-# not the connection, so a hand-off never pays for a new TLS handshake.
+# Each API gets two clients: one for requests and one for watches. A wait holds
+# a connection until the watch ends, and ending it closes that connection
+# (HTTP/1.1; over HTTP/2 the client would leave the watch running on the
+# server). With its own pool for watches, the write that completes a hand-off
+# goes out on a warm connection instead of paying for a new TLS handshake.
 
 
-def http_client(config: Any, *, http2: bool = False) -> httpx.Client:
+def http_client(config: Any) -> httpx.Client:
     from lightkube.config.client_adapter import Client
 
-    return Client(config, _params(http2))
+    return Client(config, _params())
 
 
-def async_http_client(config: Any, *, http2: bool = False) -> httpx.AsyncClient:
+def async_http_client(config: Any) -> httpx.AsyncClient:
     from lightkube.config.client_adapter import AsyncClient
 
-    return AsyncClient(config, _params(http2))
+    return AsyncClient(config, _params())
 
 
 def reason(resp: httpx.Response) -> str:

@@ -72,7 +72,7 @@ class AsyncLock(LockBase):
             was_active = self._active
             try:
                 got: Acquired = await self._run(
-                    acquire_flow(self._intent(), self.locker.clock, deadline)
+                    acquire_flow(self._intent(), self.locker.clock, deadline, self._record)
                 )
             except BaseException as exc:
                 if isinstance(exc, LockError):

@@ -55,11 +55,11 @@ class KubeAPI:
             namespace = namespace or cfg.namespace
             if client is None:
                 client = http_client(cfg)
-                watch_client = http_client(cfg, http2=True)
+                watch_client = http_client(cfg)
         assert namespace is not None and client is not None and watch_client is not None
         self.namespace: str = namespace
         self.client = client
-        #: The client for watches (HTTP/2 when this API built its own clients).
+        #: The client for watches: its own pool when this API built its clients.
         self.watch_client = watch_client
         self.clock = clock or ServerClock()
         self.base = f"{api_path}/namespaces/{namespace}/{resource}"

@@ -68,7 +68,9 @@ class Lock(LockBase):
         with self._mutex:
             was_active = self._active
             try:
-                got: Acquired = self._run(acquire_flow(self._intent(), self.locker.clock, deadline))
+                got: Acquired = self._run(
+                    acquire_flow(self._intent(), self.locker.clock, deadline, self._record)
+                )
             except BaseException as exc:
                 if isinstance(exc, LockError):
                     self._event(EventCode.ACQUIRE_FAILED, str(exc), exc)
