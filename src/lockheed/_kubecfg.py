@@ -2,8 +2,7 @@
 
 Settings (kubeconfig, in-cluster service account, exec plugins, TLS) come from
 lightkube's configuration layer, which also builds the ``httpx2`` clients.
-lightkube and httpx2 are imported on first use, so ``import lockheed`` stays
-cheap.
+lightkube is imported on first use (httpx2 is imported by the transports).
 """
 
 from __future__ import annotations
