@@ -56,6 +56,22 @@ WAIT_LIMIT = 30.0  # no single acquire in the benchmark may wait longer
 SETTLE = 0.15  # time given to a waiter to block before the holder releases
 
 
+def timed_cycles(
+    acquire: Callable[[], object], release: Callable[[], object], n: int
+) -> list[float]:
+    """``n`` acquire+release cycles after three warm-up ones, each timed in seconds."""
+    for _ in range(3):
+        acquire()
+        release()
+    samples = []
+    for _ in range(n):
+        start = time.perf_counter()
+        acquire()
+        release()
+        samples.append(time.perf_counter() - start)
+    return samples
+
+
 class Unsupported(Exception):
     """The system cannot do this operation; the message says why."""
 
@@ -233,16 +249,7 @@ class LockheedSync(System):
 
     def cycles(self, n: int) -> list[float]:
         lock = self._lock(self.fresh("cycle"))
-        for _ in range(3):
-            lock.acquire()
-            lock.release()
-        samples = []
-        for _ in range(n):
-            start = time.perf_counter()
-            lock.acquire()
-            lock.release()
-            samples.append(time.perf_counter() - start)
-        return samples
+        return timed_cycles(lock.acquire, lock.release, n)
 
     def handoffs(self, n: int) -> list[float]:
         name = self.fresh("handoff")
@@ -484,16 +491,7 @@ class Sherlock(System):
 
     def cycles(self, n: int) -> list[float]:
         lock = self._lock(self.fresh("cycle"))
-        for _ in range(3):
-            lock.acquire()
-            lock.release()
-        samples = []
-        for _ in range(n):
-            start = time.perf_counter()
-            lock.acquire()
-            lock.release()
-            samples.append(time.perf_counter() - start)
-        return samples
+        return timed_cycles(lock.acquire, lock.release, n)
 
     def handoffs(self, n: int) -> list[float]:
         name = self.fresh("handoff")
