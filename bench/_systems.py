@@ -33,7 +33,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 
-from ._metrics import Meter
+from ._metrics import Batch, Meter
 from ._results import Renewal
 from ._sizes import Election
 
@@ -54,6 +54,31 @@ T = TypeVar("T")
 OPS = ("acquire-new", "acquire-free", "renew", "release")
 WAIT_LIMIT = 30.0  # no single acquire in the benchmark may wait longer
 SETTLE = 0.15  # time given to a waiter to block before the holder releases
+
+
+def renew_in_threads(
+    meter: Meter, renewals: list[Callable[[], object]], interval: float, window: float
+) -> Batch:
+    """Call each renewal every ``interval`` from a thread of its own (for systems
+    without background renewal) and count the requests of a ``window``."""
+    stop = threading.Event()
+
+    def loop(renew: Callable[[], object]) -> None:
+        while not stop.wait(interval):
+            renew()
+
+    threads = [threading.Thread(target=loop, args=(r,), daemon=True) for r in renewals]
+    for thread in threads:
+        thread.start()
+    try:
+        time.sleep(min(0.5, interval / 2))
+        with meter.batch() as batch:
+            time.sleep(window)
+    finally:
+        stop.set()
+        for thread in threads:
+            thread.join(WAIT_LIMIT)
+    return batch
 
 
 def timed_cycles(
@@ -508,23 +533,9 @@ class Sherlock(System):
         held = [self._lock(self.fresh("renew")) for _ in range(locks)]
         for lock in held:
             _check(lock.acquire(blocking=False), "acquire")
-        stop = threading.Event()
-
-        def renew(lock: Any) -> None:
-            while not stop.wait(interval):
-                lock.renew()
-
-        threads = [threading.Thread(target=renew, args=(lock,), daemon=True) for lock in held]
-        for thread in threads:
-            thread.start()
         try:
-            time.sleep(min(0.5, interval / 2))
-            with meter.batch() as batch:
-                time.sleep(window)
+            batch = renew_in_threads(meter, [lock.renew for lock in held], interval, window)
         finally:
-            stop.set()
-            for thread in threads:
-                thread.join(WAIT_LIMIT)
             for lock in held:
                 lock.release()
         return _renewal_from(
@@ -683,21 +694,6 @@ class LeaderElection(System):
         electors = [self._elector(self.fresh("renew"), "renewer", e) for _ in range(locks)]
         for elector in electors:
             self._acquire(elector, e)
-        stop = threading.Event()
-
-        def lead(elector: Any) -> None:
-            while not stop.wait(interval):
-                elector.try_acquire_or_renew()
-
-        threads = [threading.Thread(target=lead, args=(x,), daemon=True) for x in electors]
-        for thread in threads:
-            thread.start()
-        try:
-            time.sleep(min(0.5, interval / 2))
-            with meter.batch() as batch:
-                time.sleep(window)
-        finally:
-            stop.set()
-            for thread in threads:
-                thread.join(WAIT_LIMIT)
+        renewals = [elector.try_acquire_or_renew for elector in electors]
+        batch = renew_in_threads(meter, renewals, interval, window)
         return _renewal_from(batch, locks, interval, f"retry_period={int(interval)}s")
