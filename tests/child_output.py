@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import queue
+import subprocess
 import threading
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
 from typing import IO
 
 
@@ -68,3 +71,26 @@ class Lines:
     def close(self) -> None:
         self._thread.join(10)
         self.stream.close()
+
+
+@dataclass
+class Child:
+    """A child process of a test, with its output read by :class:`Lines` and its
+    standard error in a file."""
+
+    process: subprocess.Popen[str]
+    out: Lines
+    stderr_path: Path
+
+    @property
+    def pid(self) -> int:
+        return self.process.pid
+
+    def stderr(self) -> str:
+        return self.stderr_path.read_text(errors="replace")[-4000:]
+
+    def describe(self) -> str:
+        return (
+            f"process {self.pid} exited {self.process.poll()}; "
+            f"stdout {self.out.drain()}; stderr:\n{self.stderr()}"
+        )

@@ -34,6 +34,7 @@ from typing import Any
 
 import pytest
 
+from child_output import Child as ChildProcess
 from child_output import Lines
 from golockheed import golockheed_binary
 from lockheed import (
@@ -67,17 +68,8 @@ def is_event(name: str) -> Callable[[str], bool]:
     return lambda line: line.startswith(prefix + ",") or line == prefix + "}"
 
 
-@dataclass
-class Child:
+class Child(ChildProcess):
     """A Go lockheed program or a Python lock worker, with its output."""
-
-    process: subprocess.Popen[str]
-    out: Lines
-    stderr_path: Path
-
-    @property
-    def pid(self) -> int:
-        return self.process.pid
 
     def event(self, name: str, timeout: float = STEP) -> dict[str, Any]:
         """The next JSON event called ``name``."""
@@ -101,12 +93,6 @@ class Child:
         assert self.process.stdin is not None
         self.process.stdin.write(text)
         self.process.stdin.flush()
-
-    def describe(self) -> str:
-        return (
-            f"process {self.pid} exited {self.process.poll()}; stdout {self.out.drain()}; "
-            f"stderr:\n{self.stderr_path.read_text(errors='replace')[-4000:]}"
-        )
 
 
 @dataclass(frozen=True)

@@ -20,7 +20,7 @@ from pathlib import Path
 
 import pytest
 
-from child_output import Lines
+from child_output import Child, Lines
 from lockheed import Lock, LockTimeout
 from lockheed._core import Read
 from lockheed._state import Record
@@ -44,24 +44,7 @@ CLOCK_SLACK = 3.0  # the server clock's one-second uncertainty on both sides, pl
 # ---------------------------------------------------------------- workers
 
 
-@dataclass
-class Worker:
-    process: subprocess.Popen[str]
-    out: Lines
-    stderr_path: Path
-
-    @property
-    def pid(self) -> int:
-        return self.process.pid
-
-    def stderr(self) -> str:
-        return self.stderr_path.read_text(errors="replace")[-4000:]
-
-    def describe(self) -> str:
-        return (
-            f"worker {self.pid} exited {self.process.returncode}; "
-            f"stdout {self.out.drain()}; stderr:\n{self.stderr()}"
-        )
+Worker = Child
 
 
 @pytest.fixture
