@@ -17,9 +17,13 @@ strictly increases each time the lock changes hands.
 The asyncio API (:class:`AsyncLock`, :class:`AsyncConfigMapLocker`,
 :class:`AsyncMemoryLocker`, :func:`alist_locks`) has the same semantics and
 adds ``lock.guard()``, a block cancelled as soon as the lock is lost.
+
+:class:`LeaderElector` and :class:`AsyncLeaderElector` elect one leader among
+the holders of a lock, with client-go's timing and callbacks.
 """
 
 from ._async.configmap import AsyncConfigMapLocker
+from ._async.election import AsyncLeaderElector
 from ._async.listing import alist_locks
 from ._async.lock import AsyncLock
 from ._async.memory import AsyncMemoryLocker
@@ -38,12 +42,14 @@ from ._events import Event, EventCode
 from ._listing import Holder, LockInfo
 from ._locker import AsyncLocker, Locker
 from ._sync.configmap import ConfigMapLocker
+from ._sync.election import LeaderElector
 from ._sync.listing import list_locks
 from ._sync.lock import Lock
 from ._sync.memory import MemoryLocker
 
 __all__ = [
     "AsyncConfigMapLocker",
+    "AsyncLeaderElector",
     "AsyncLock",
     "AsyncLocker",
     "AsyncMemoryLocker",
@@ -53,6 +59,7 @@ __all__ = [
     "EventCode",
     "Field",
     "Holder",
+    "LeaderElector",
     "Lock",
     "LockBackendError",
     "LockConflict",

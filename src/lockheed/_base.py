@@ -6,8 +6,9 @@ only run the core's flows against their locker and hold their mutex.
 
 Failure semantics of holding: while held with a duration, the lock has a loss
 deadline on this host's monotonic clock, the send time of the last successful
-write plus the duration minus :func:`loss_margin`. ``held`` turns False at that
-deadline even if no renewal could be made. A loss is declared once: the error
+write plus the duration minus :func:`loss_margin` (or plus a leader elector's
+renew deadline, ``_loss_after``, when that is earlier). ``held`` turns False at
+that deadline even if no renewal could be made. A loss is declared once: the error
 is kept in ``lost``, renewal is cancelled, event 516 is emitted and every
 ``on_lost`` callback is called (a callback that raises is reported as an event
 and does not stop the others).
@@ -80,6 +81,12 @@ class LockBase:
         self._deadline: float | None = None  # monotonic loss deadline; None = never
         self._active = False  # acquired and not released
         self._lost: LockLost | None = None
+        # Set by leader election: a renew deadline shorter than the lease, how often a
+        # waiting acquire checks the stop signal, and an observer of who holds the lock
+        # while an acquire waits (told with each watch, so it costs no request).
+        self._loss_after: timedelta | None = None
+        self._stop_check = STOP_CHECK
+        self._on_wait: Callable[[str | None], Any] | None = None
 
     def __repr__(self) -> str:
         state = "held" if self.held else "lost" if self._lost else "free"
@@ -180,25 +187,30 @@ class LockBase:
         return None if timeout is None else now + timeout
 
     def _guard_effect(self, effect: Any) -> Any:
-        """Check the stop signal before an effect; cut long watches while one is set."""
+        """Check the stop signal before an effect; cut long watches while one is set.
+        Tell the waiting observer who holds the lock before each watch."""
+        if isinstance(effect, Watch) and self._on_wait is not None:
+            self._on_wait(effect.holder)
         stop = self._stop
         if stop is None:
             return effect
         if stop.is_set():
             raise LockError(f"lock {self.name!r}: stopped", lock=self.name)
         if isinstance(effect, Watch):
-            cap = self._clock.monotonic() + STOP_CHECK
+            cap = self._clock.monotonic() + self._stop_check
             if effect.until is None or effect.until > cap:
-                return Watch(effect.name, effect.version, cap)
+                return Watch(effect.name, effect.version, cap, effect.holder)
         return effect
 
     def _hold(self, record: Record, expires: datetime | None, sent: float) -> None:
         self._record = record
         self._expires = expires
-        if self._duration is None:
-            self._deadline = None
-        else:
-            self._deadline = sent + self._duration.total_seconds() - loss_margin(self._duration)
+        ends = []
+        if self._duration is not None:
+            ends.append(self._duration.total_seconds() - loss_margin(self._duration))
+        if self._loss_after is not None:
+            ends.append(self._loss_after.total_seconds())
+        self._deadline = sent + min(ends) if ends else None
 
     def _acquired(self, got: Acquired) -> int:
         keep = self._active and self._lost is None and self._token is not None

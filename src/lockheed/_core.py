@@ -266,11 +266,14 @@ class Replace:
 @dataclass(frozen=True)
 class Watch:
     """Wait for a change after ``version`` until monotonic time ``until`` (None: no
-    limit). The result is the changed Record, None if deleted, or :data:`UNCHANGED`."""
+    limit). The result is the changed Record, None if deleted, or :data:`UNCHANGED`.
+    ``holder`` is who holds the lock meanwhile, as decided (lockers ignore it; a
+    lock's waiting observer, as leader election uses, is told)."""
 
     name: str
     version: str | None
     until: float | None
+    holder: str | None = None
 
 
 Effect = Read | Create | Replace | Watch
@@ -389,7 +392,10 @@ def acquire_flow(
                 expires=decision.expires,
             )
         result = yield Watch(
-            intent.name, record.version if record else None, _wait_until(clock, decision, deadline)
+            intent.name,
+            record.version if record else None,
+            _wait_until(clock, decision, deadline),
+            decision.holder,
         )
         if result is not UNCHANGED:
             record = result
