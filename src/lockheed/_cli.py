@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from ._conditions import Condition, acquired, all_of, tags_contain
+from ._elect_cmd import add_elect_parser
 from ._errors import LockError, LockLost, LockTimeout
 from ._sync.configmap import ConfigMapLocker
 from ._sync.listing import list_locks
@@ -186,6 +187,8 @@ def parser() -> argparse.ArgumentParser:
     run.add_argument("--tag", action="append", default=[], help="tag the lock (repeatable)")
     run.epilog = "The command and its arguments follow '--'."
     run.set_defaults(func=_run)
+
+    add_elect_parser(sub, _common, _locker)
 
     ls = sub.add_parser("list", help="list locks")
     _common(ls)
