@@ -21,6 +21,6 @@ Modules: ``_sizes`` (default and quick sizes), ``_cluster`` (the API server and
 namespaces), ``_metrics`` (``/metrics`` snapshots), ``_systems`` (one adapter per
 system), ``_golockheed`` (Go lockheed's adapter), ``_worker`` and ``_procs``
 (contender processes), ``_ops``, ``_latency``, ``_contention``, ``_renewal``,
-``_listing``, ``_imports`` (the figures), ``_kubectl`` (kubectl built from its Go
+``_election``, ``_listing``, ``_imports`` (the figures), ``_kubectl`` (kubectl built from its Go
 module), ``_results``, ``_report`` and ``_charts`` (output), ``_runner`` (the order of it all).
 """

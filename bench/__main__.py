@@ -5,7 +5,7 @@ Options: ``--quick`` (tiny sizes, about a minute), ``--out DIR`` (default
 may read ``/metrics`` and create namespaces, instead of starting one),
 ``--kubectl PATH`` (use this kubectl instead of building one), ``--only
 FIGURES`` (a comma-separated subset of imports, ops, cycle, handoff, renewal,
-many, contention, listing).
+many, contention, election, listing).
 """
 
 from __future__ import annotations

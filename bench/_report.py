@@ -21,9 +21,11 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+from ._election import ELECTORS
 from ._ops import OP_LABELS
 from ._results import (
     Contention,
+    ElectionRun,
     HeldMany,
     ImportTime,
     Latency,
@@ -234,6 +236,8 @@ def build_table(res: Results) -> Table:
         row.append(f"{3 / interval:.0f}{DAGGER} (GET 2PUT)" if not math.isnan(interval) else "")
     t.add([*row, ""])
 
+    _election_rows(res, t, cell)
+
     many = res.held_many
     if not isinstance(many, NotMeasured) or many.reason != "not run":
         label = "held locks, one process: CPU, RSS"
@@ -288,6 +292,37 @@ def build_table(res: Results) -> Table:
             ]
         )
     return t
+
+
+def _election_rows(res: Results, t: Table, cell: Any) -> None:
+    """Leader election: lockheed's LeaderElector (in the lockheed (sync) column) and
+    the kubernetes client's LeaderElection."""
+    if not res.election:
+        return
+
+    def steady(run: ElectionRun) -> str:
+        parts = [
+            f"{v.per_lock_per_s:.2f}" if isinstance(v, Renewal) else t.na(f"steady: {v.reason}")
+            for v in (run.leader, run.with_candidate)
+        ]
+        return f"{parts[0]} ({parts[1]})"
+
+    rows: list[tuple[str, Any, Any]] = [
+        ("leader election: new leader after clean exit", lambda r: r.after_exit, _pair),
+        ("leader election: new leader after kill -9", lambda r: r.after_kill, _pair),
+        ("leader election: req/s of a leader (+1 candidate)", lambda r: r, steady),
+    ]
+    for label, pick, render in rows:
+        row = [label]
+        for key in COLUMNS:
+            run = res.election.get(key)
+            if key not in ELECTORS:
+                row.append("")
+            elif isinstance(run, ElectionRun):
+                row.append(cell(key, pick(run), render))
+            else:
+                row.append(cell(key, run, render))
+        t.add([*row, ""])
 
 
 def _contention_cell(c: Contention) -> str:
@@ -653,6 +688,8 @@ def _details(res: Results) -> list[str]:
             f"| Go lockheed v0.5.3{DAGGER} | | 1 s | | 3 | GET 1 + PUT 2 per renew | from source |"
         )
 
+    out += _election_details(res)
+
     m = res.held_many
     out += ["", "### One process holding many locks (lockheed sync)", ""]
     if isinstance(m, HeldMany):
@@ -709,6 +746,48 @@ def _details(res: Results) -> list[str]:
     return out
 
 
+def _election_details(res: Results) -> list[str]:
+    if not res.election:
+        return []
+    out = ["", "### Leader election (LeaderElector beside the kubernetes client's)", ""]
+    out += ["| system | new leader after | n | p50 | p99 | min | max |"]
+    out += ["| --- | --- | --- | --- | --- | --- | --- |"]
+    steady = [
+        "",
+        "| system | requests of | window | req/s | by verb |",
+        "| --- | --- | --- | --- | --- |",
+    ]
+    names = {"lockheed-sync": "lockheed LeaderElector"}
+    for key in ELECTORS:
+        name = names.get(key, res.systems.get(key, key))
+        run = res.election.get(key)
+        if not isinstance(run, ElectionRun):
+            reason = run.reason if isinstance(run, NotMeasured) else "not run"
+            out.append(f"| {name} | | | n/a: {reason} | | | |")
+            continue
+        for figure, lat in (("a clean exit", run.after_exit), ("kill -9", run.after_kill)):
+            if isinstance(lat, Latency) and lat.samples:
+                out.append(
+                    f"| {name} | {figure} | {len(lat.samples)} | {_ms(lat.p50)} | "
+                    f"{_ms(lat.p99)} | {_ms(min(lat.samples))} | {_ms(max(lat.samples))} |"
+                )
+            elif isinstance(lat, NotMeasured):
+                out.append(f"| {name} | {figure} | | n/a: {lat.reason} | | | |")
+        for r in (run.leader, run.with_candidate):
+            if isinstance(r, Renewal):
+                steady.append(
+                    f"| {name} | {r.note} | {r.window:.1f} s | {r.per_lock_per_s:.2f} | "
+                    f"{r.requests.describe()} |"
+                )
+            else:
+                steady.append(f"| {name} | | | n/a: {r.reason} | |")
+    out += steady
+    timing = next((r.timing for r in res.election.values() if isinstance(r, ElectionRun)), "")
+    if timing:
+        out += ["", f"Both with {timing}."]
+    return out
+
+
 METHOD = """\
 - Request counts come from the API server's `/metrics` (`apiserver_request_total`,
   summed over response codes by verb for `configmaps` and `leases`), scraped
@@ -734,6 +813,14 @@ METHOD = """\
   free lock polls (a GET every `retry_period`) until the candidate itself has
   watched the record unchanged for `lease_duration`, however long ago the
   leader stopped.
+- Leader election: a leader process and a candidate in the bench process, on
+  a lock of their own, both at the same timing; after a random pause of up
+  to one retry period the leader gets SIGTERM (lockheed's elector releases
+  leadership; the kubernetes client has none, so the process just ends) or
+  SIGKILL, and the sample runs from just before the signal to the
+  candidate's start of leadership. Requests of a steady leader are counted
+  by the server over a window, with and without a campaigning candidate
+  process.
 - Contention: contenders are processes (tasks of one process for asyncio)
   started on one signal; they take and release the lock with no work in
   between. A hand-off is an acquisition by a different contender than the

@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 
 __all__ = [
     "Contention",
+    "ElectionRun",
     "HeldMany",
     "ImportTime",
     "Latency",
@@ -162,6 +163,19 @@ class Renewal:
 
 
 @dataclass(frozen=True)
+class ElectionRun:
+    """One leader-election system: time to a new leader (seconds from the old
+    leader's signal to the candidate leading), and the requests of a steady
+    leader (``locks`` = 1, ``interval`` = the retry period)."""
+
+    timing: str
+    after_exit: Latency | NotMeasured
+    after_kill: Latency | NotMeasured
+    leader: Renewal | NotMeasured
+    with_candidate: Renewal | NotMeasured
+
+
+@dataclass(frozen=True)
 class HeldMany:
     """One process holding many locks, renewed by its one background thread."""
 
@@ -231,6 +245,7 @@ class Results:
     contention: dict[str, dict[int, Contention | NotMeasured]] = field(default_factory=dict)
     renewal: dict[str, Renewal | NotMeasured] = field(default_factory=dict)
     held_many: HeldMany | NotMeasured = NotMeasured("not run")
+    election: dict[str, ElectionRun | NotMeasured] = field(default_factory=dict)
     listing: list[Listing] | NotMeasured = NotMeasured("not run")
     imports: dict[str, ImportTime | NotMeasured] = field(default_factory=dict)
     problems: list[str] = field(default_factory=list)

@@ -30,6 +30,7 @@ from typing import Any, TypeVar
 
 from ._cluster import BenchCluster
 from ._contention import contend
+from ._election import ELECTORS, election
 from ._golockheed import GO_KEY, GO_LABEL, GO_REASON, GoLockheed, find_program
 from ._imports import import_times
 from ._kubectl import ensure_kubectl
@@ -54,7 +55,17 @@ from ._systems import (
 __all__ = ["FIGURES", "GO_KEY", "GO_REASON", "SYSTEM_LABELS", "Options", "run"]
 
 T = TypeVar("T")
-FIGURES = ("imports", "ops", "cycle", "handoff", "renewal", "many", "contention", "listing")
+FIGURES = (
+    "imports",
+    "ops",
+    "cycle",
+    "handoff",
+    "renewal",
+    "many",
+    "contention",
+    "election",
+    "listing",
+)
 SYSTEM_LABELS = {
     "lockheed-sync": "lockheed (sync)",
     "lockheed-async": "lockheed (async)",
@@ -228,6 +239,16 @@ def _figures(
                     f"contention {system.key} {n}",
                     functools.partial(contend, system.contend_mode, system.env, meter, n, s.window),
                 )
+    if r.wanted("election"):
+        for key in ELECTORS:
+            elector = next((x for x in systems if x.key == key), None)
+            if elector is None:
+                res.election[key] = NotMeasured(res.settings.get(key) or "not set up")
+                continue
+            res.election[key] = r.attempt(
+                f"election {key}",
+                functools.partial(election, key, elector.env, meter, s, r.attempt, r.log),
+            )
     if r.wanted("listing"):
         kubectl = _kubectl(r)
         r.log(f"listing at {', '.join(str(n) for n in s.listing)} locks")

@@ -34,6 +34,7 @@ class Sizes:
     raw_puts: int = 200
     rounds: int = 5  # hand-offs and reference PUTs are taken in this many interleaved rounds
     election_pairs: int = 6  # leader-election hand-offs (each waits out a lease), in parallel
+    election_window: float = 20.0  # requests of a steady leader, seconds
     contenders: tuple[int, ...] = (2, 8, 32)
     window: float = 10.0  # contended throughput window, seconds
     renew_interval: float = 1.0
@@ -63,6 +64,7 @@ def quick() -> Sizes:
         raw_puts=20,
         rounds=2,
         election_pairs=1,
+        election_window=2.0,
         contenders=(2, 4),
         window=2.0,
         renew_window=3.0,

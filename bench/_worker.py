@@ -17,6 +17,14 @@ Modes:
     Acquire ``--locks`` locks (lockheed sync) with a duration and renew
     interval, then hold them through the window and report this process's CPU
     time over the window, its VmRSS and VmHWM, and the renewals it saw.
+``elect --elector lockheed|leaderelection``
+    Campaign for leadership of ``--lock`` (``--lease-duration``,
+    ``--renew-deadline``, ``--retry-period``) with lockheed's
+    ``LeaderElector`` or the kubernetes client's ``LeaderElection.run()``:
+    prints ``READY`` when campaigning and ``LEADING`` when it leads, then leads
+    until it is ended. SIGTERM makes lockheed's elector release leadership and
+    exit; the kubernetes client has no release (SIGTERM just ends it). No
+    ``GO``, no ``RESULT``.
 """
 
 from __future__ import annotations
@@ -28,6 +36,7 @@ import importlib
 import json
 import os
 import select
+import signal
 import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -245,9 +254,45 @@ def hold_many(args: argparse.Namespace) -> dict[str, Any]:
     }
 
 
+# ------------------------------------------------------------------ elect
+
+
+def elect(args: argparse.Namespace) -> None:
+    if args.elector == "lockheed":
+        from lockheed import ConfigMapLocker, LeaderElector, Lock
+
+        with ConfigMapLocker(args.namespace, config=args.kubeconfig) as locker:
+            elector = LeaderElector(
+                Lock(args.lock, locker, instance_id=args.identity),
+                lease_duration=args.lease_duration,
+                renew_deadline=args.renew_deadline,
+                retry_period=args.retry_period,
+                on_started_leading=lambda: say("LEADING"),
+            )
+            signal.signal(signal.SIGTERM, lambda signum, frame: elector.stop())
+            say("READY")
+            elector.run()
+        return
+    kubernetes: Any = importlib.import_module("kubernetes")
+    kubernetes.config.load_kube_config(config_file=args.kubeconfig)
+    elections: Any = importlib.import_module("kubernetes.leaderelection.leaderelection")
+    configs: Any = importlib.import_module("kubernetes.leaderelection.electionconfig")
+    locks: Any = importlib.import_module("kubernetes.leaderelection.resourcelock.configmaplock")
+    config = configs.Config(
+        locks.ConfigMapLock(args.lock, args.namespace, args.identity),
+        lease_duration=int(args.lease_duration),
+        renew_deadline=int(args.renew_deadline),
+        retry_period=int(args.retry_period),
+        onstarted_leading=lambda: say("LEADING"),
+        onstopped_leading=lambda: say("STOPPED"),
+    )
+    say("READY")
+    elections.LeaderElection(config).run()
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench._worker")
-    parser.add_argument("mode", choices=["contend", "hold-many"])
+    parser.add_argument("mode", choices=["contend", "hold-many", "elect"])
     parser.add_argument("--system", choices=sorted(CONTENDERS), default="lockheed-sync")
     parser.add_argument("--kubeconfig", required=True)
     parser.add_argument("--namespace", required=True)
@@ -257,9 +302,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--duration", type=float, default=30.0)
     parser.add_argument("--interval", type=float, default=10.0)
     parser.add_argument("--start-timeout", type=float, default=180.0)
+    parser.add_argument("--elector", choices=["lockheed", "leaderelection"], default="lockheed")
+    parser.add_argument("--identity", default=f"bench-{os.getpid()}")
+    parser.add_argument("--lease-duration", type=float, default=17.0)
+    parser.add_argument("--renew-deadline", type=float, default=15.0)
+    parser.add_argument("--retry-period", type=float, default=5.0)
     args = parser.parse_args(argv)
     try:
-        if args.mode == "contend":
+        if args.mode == "elect":
+            elect(args)
+        elif args.mode == "contend":
             stamps, conflicts = CONTENDERS[args.system](args)
             say("RESULT " + json.dumps({"stamps": stamps, "conflicts": conflicts}))
         else:

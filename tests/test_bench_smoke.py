@@ -45,6 +45,12 @@ def test_quick_bench_runs_every_figure(kube_kubeconfig: Path, tmp_path: Path) ->
             assert contention["acquisitions"] > 0, key
     assert results["raw_put"]["samples"]
     assert results["held_many"]["locks"] > 0
+    for key in ("lockheed-sync", "leaderelection"):  # LeaderElector, and the kubernetes client's
+        if key == "leaderelection" and importlib.util.find_spec("kubernetes") is None:
+            continue
+        election = results["election"][key]
+        assert election["after_exit"]["samples"] and election["after_kill"]["samples"], key
+        assert "requests" in election["leader"] and "requests" in election["with_candidate"], key
     assert [item["locks"] for item in results["listing"]] == [20, 50]
     assert "importtime_us" in results["imports"]["lockheed"]
 
