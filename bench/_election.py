@@ -175,13 +175,13 @@ def _steady(
         _leader_command(env, ELECTORS[key], f"steady-{candidates}", f"candidate-{i}", e)
         for i in range(candidates)
     ]
-    with Workers(leader) as lead, Workers(others) as follow:
+    with Workers(leader) as lead:
         lead.wait("LEADING", STARTUP)
-        if others:
+        with Workers(others) as follow:  # started once the leader leads
             follow.wait("READY", STARTUP)
-        time.sleep(e.retry_period + 0.5)  # every candidate has tried (or watches) by now
-        with meter.batch() as batch:
-            time.sleep(window)
+            time.sleep(e.retry_period + 0.5)  # every candidate has tried (or watches) by now
+            with meter.batch() as batch:
+                time.sleep(window)
     assert batch.after is not None
     who = "the leader alone" if not candidates else f"the leader and {candidates} candidate"
     return Renewal(1, e.retry_period, batch.after.at - batch.before.at, batch.requests, who)

@@ -13,7 +13,7 @@ in its environment.
 * SIGTERM, SIGINT or SIGHUP: forwarded to COMMAND while it runs; lockheed
   then releases leadership once COMMAND has exited and exits with COMMAND's
   status. Received while campaigning, lockheed exits with 128 + the signal's
-  number (within one retry period).
+  number (at the leader's next renewal, and within the renew deadline).
 
 Exit statuses: COMMAND's (128 + N if a signal N killed it); 75 with
 ``--once`` after a loss; 128 + N when a signal N stopped the campaign; 1 for a

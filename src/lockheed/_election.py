@@ -94,8 +94,10 @@ def configure(lock: LockBase, timing: Timing) -> None:
         raise ValueError(f"lock {lock.name!r} is held: give the elector a lock it can campaign for")
     lock.with_duration(timing.lease_duration).with_renew_interval(timing.retry_period)
     lock._loss_after = timedelta(seconds=timing.renew_deadline)
-    # A waiting acquire that has a stop signal re-watches this often to notice it.
-    lock._stop_check = timing.retry_period
+    # A waiting acquire that has a stop signal (the sync elector's) re-watches at least
+    # this often to notice it; a renewing leader wakes the watch every retry period
+    # anyway, so a shorter cut would only add requests.
+    lock._stop_check = timing.renew_deadline
 
 
 @dataclass(frozen=True)

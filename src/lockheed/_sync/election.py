@@ -30,8 +30,9 @@ Failure semantics:
   raise :class:`~lockheed.LockLost`.
 * A campaign retries errors from an unreachable API server (and endless write
   conflicts) after the retry period; other errors (permissions, a malformed
-  lock object) end it and propagate. A campaign notices :meth:`stop` within
-  one retry period (its watch is cut into retry periods for that).
+  lock object) end it and propagate. A campaign notices :meth:`stop` at the
+  leader's next renewal (each one wakes its watch), and within the renew
+  deadline in any case (its watch is cut into pieces that long for that).
 * A callback that raises is reported as an event of the lock and does not
   stop the election.
 """
