@@ -33,6 +33,7 @@ from lockheed import (
     AsyncLock,
     AsyncMemoryLocker,
     ConfigMapLocker,
+    Event,
     LeaderElector,
     Lock,
     LockLost,
@@ -161,6 +162,88 @@ def test_campaign_retries_only_what_can_pass() -> None:
     assert not retryable(LockForbidden("forbidden"))
     assert not retryable(LockStateError("malformed"))
     assert not retryable(ValueError("bad"))
+
+
+def test_run_semantics_in_memory() -> None:
+    """How run() ends (unit level; Kubernetes behaviour is tested below)."""
+    store = MemoryLocker()
+    events: list[Event] = []
+
+    def boom(who: str) -> None:
+        raise RuntimeError(f"callback for {who} failed")
+
+    lock = Lock("unit", store).with_event_handler(events.append)
+    elector = LeaderElector(lock, **SHORT, on_new_leader=boom)
+    assert elector.run(lambda ended: "done") == "done"  # a raising callback stops nothing
+    assert any("NewLeader callback failed" in e.message for e in events)
+    assert not lock.held and lock_free_in(store, "unit")
+
+    def fails(ended: threading.Event) -> None:
+        raise KeyError("work failed")
+
+    with pytest.raises(KeyError, match="work failed"):
+        elector.run(fails)
+    assert not lock.held and lock_free_in(store, "unit")  # released before re-raising
+
+    entered = threading.Event()
+
+    def blocks(ended: threading.Event) -> str:
+        entered.set()
+        return "stopped" if ended.wait(WAIT) else "timeout"
+
+    outcome: Future[Any] = Future()
+    thread = threading.Thread(target=lambda: outcome.set_result(elector.run(blocks)))
+    thread.start()
+    assert entered.wait(WAIT)
+    with pytest.raises(RuntimeError, match="already running"):
+        elector.run()
+    elector.stop()
+    assert outcome.result(WAIT) == "stopped"
+    thread.join(WAIT)
+    assert elector.run(lambda ended: "never") is None  # stopped electors stay stopped
+    assert lock_free_in(store, "unit")
+
+
+def test_async_run_semantics_in_memory() -> None:
+    store = MemoryLocker()
+    lock = AsyncLock("unit", AsyncMemoryLocker(store))
+    started = asyncio.Event()
+    elector = AsyncLeaderElector(lock, **SHORT, on_started_leading=started.set)
+
+    async def done() -> str:
+        return "done"
+
+    async def fails() -> None:
+        raise KeyError("work failed")
+
+    async def scenario() -> None:
+        assert await elector.run(done) == "done"
+        assert not lock.held and lock_free_in(store, "unit")
+        with pytest.raises(KeyError, match="work failed"):
+            await elector.run(fails)
+        assert not lock.held and lock_free_in(store, "unit")  # released before re-raising
+        async with elector.leading():
+            assert elector.is_leader
+        assert not elector.is_leader and lock_free_in(store, "unit")
+        started.clear()
+        running = asyncio.ensure_future(elector.run())  # lead until stopped
+        await asyncio.wait_for(started.wait(), WAIT)
+        elector.stop()
+        assert await running is None  # stop() is not a cancellation of the caller
+        assert lock_free_in(store, "unit")
+        assert await elector.run(done) is None  # stopped electors stay stopped
+
+    asyncio.run(scenario())
+
+
+def lock_free_in(store: MemoryLocker, name: str) -> bool:
+    probe = Lock(name, store)
+    try:
+        probe.acquire(blocking=False)
+    except TimeoutError:
+        return False
+    probe.release()
+    return True
 
 
 # ---------------------------------------------------------------- the harness
