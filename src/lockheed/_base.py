@@ -22,16 +22,22 @@ from typing import Any, Protocol, TypeVar
 
 from ._clock import ServerClock
 from ._conditions import Condition
-from ._core import Acquired, Intent, Released, Watch
+from ._core import Acquired, Intent, Released, Sleep, Watch, loss_margin
 from ._errors import LockError, LockLost, LockNotHeld
 from ._events import Event, EventCode, EventHandler, emit
 from ._state import Record
 
 __all__ = ["LockBase", "StopSignal", "loss_margin", "to_timedelta"]
 
-# While a stop signal is given, watches are cut into pieces this long so the
-# signal is noticed.
+# While a stop signal is given, watches and sleeps are cut into pieces this
+# long so the signal is noticed.
 STOP_CHECK = 1.0
+# A failed renewal is tried again after at most this long (sooner for short
+# renew intervals), and never later than the loss deadline.
+RETRY_AFTER = 1.0
+# The shortest pause between two looks at a lock whose renewal is under way or
+# whose deadline passed, so the renewer never spins.
+MIN_PAUSE = 0.05
 _L = TypeVar("_L", bound="LockBase")
 
 
@@ -50,11 +56,6 @@ def to_timedelta(value: float | timedelta | None, what: str) -> timedelta | None
     if td < timedelta(0):
         raise ValueError(f"{what} must not be negative")
     return None if td == timedelta(0) else td
-
-
-def loss_margin(duration: timedelta) -> float:
-    """How long before the lease's end a holder stops believing it holds the lock."""
-    return min(2.0, duration.total_seconds() / 10)
 
 
 class LockBase:
@@ -78,6 +79,7 @@ class LockBase:
         self._token: int | None = None
         self._expires: datetime | None = None
         self._deadline: float | None = None  # monotonic loss deadline; None = never
+        self._sent = 0.0  # monotonic send time of the last write that extended our lease
         self._active = False  # acquired and not released
         self._lost: LockLost | None = None
 
@@ -180,29 +182,35 @@ class LockBase:
         return None if timeout is None else now + timeout
 
     def _guard_effect(self, effect: Any) -> Any:
-        """Check the stop signal before an effect; cut long watches while one is set."""
+        """Check the stop signal before an effect; cut long waits while one is set."""
         stop = self._stop
         if stop is None:
             return effect
         if stop.is_set():
             raise LockError(f"lock {self.name!r}: stopped", lock=self.name)
-        if isinstance(effect, Watch):
+        if isinstance(effect, (Watch, Sleep)):
             cap = self._clock.monotonic() + STOP_CHECK
             if effect.until is None or effect.until > cap:
+                if isinstance(effect, Sleep):
+                    return Sleep(effect.name, cap)
                 return Watch(effect.name, effect.version, cap)
         return effect
+
+    def _held_token(self) -> int | None:
+        """The token to keep when acquiring again while held."""
+        return self._token if self.held else None
 
     def _hold(self, record: Record, expires: datetime | None, sent: float) -> None:
         self._record = record
         self._expires = expires
+        self._sent = sent
         if self._duration is None:
             self._deadline = None
         else:
             self._deadline = sent + self._duration.total_seconds() - loss_margin(self._duration)
 
     def _acquired(self, got: Acquired) -> int:
-        keep = self._active and self._lost is None and self._token is not None
-        self._token = self._token if keep else got.token
+        self._token = got.token
         self._active, self._lost = True, None
         self._hold(got.record, got.expires, got.sent)
         self._event(EventCode.ACQUIRE_OK, f"acquired, fencing token {self._token}")
@@ -220,18 +228,28 @@ class LockBase:
         return self._token
 
     def _next_due(self) -> float | None:
-        """When the renewal thread or task should next look at this lock."""
+        """When the renewal thread or task should next look at this lock: one renew
+        interval after the last renewal was *sent* (the loss deadline counts from
+        then too), or at the loss deadline."""
         if not self._active or self._lost is not None:
             return None
         if self._renew_interval is not None:
-            due = self._clock.monotonic() + self._renew_interval.total_seconds()
+            due = self._sent + self._renew_interval.total_seconds()
             return due if self._deadline is None else min(due, self._deadline)
         return self._deadline
 
     def _retry_due(self) -> float | None:
-        assert self._renew_interval is not None
-        retry = self._clock.monotonic() + min(1.0, self._renew_interval.total_seconds())
-        return retry if self._deadline is None else min(retry, self._deadline)
+        """When to look again after a failed renewal, or while the lock is busy."""
+        if not self._active or self._lost is not None:
+            return None
+        now = self._clock.monotonic()
+        pause = RETRY_AFTER
+        if self._renew_interval is not None:
+            pause = min(pause, self._renew_interval.total_seconds() / 2)
+        retry = now + max(MIN_PAUSE, pause)
+        if self._deadline is None:
+            return retry
+        return max(now + MIN_PAUSE, min(retry, self._deadline))
 
     def _tick_needs_renewal(self) -> bool | None:
         """Decide a renewal tick: True renew now, False just re-schedule, None stop."""
@@ -251,6 +269,13 @@ class LockBase:
 
     def _cancel_renewal(self) -> None:
         """Remove this lock from its renewer; shells override."""
+
+    def _renewal_ended(self, why: str) -> None:
+        """The renewer can no longer renew this lock: a held lock is lost."""
+        if self._active and self._lost is None:
+            self._declare_lost(
+                LockLost(f"lock {self.name!r}: renewal stopped: {why}", lock=self.name)
+            )
 
     def _lost_hook(self) -> None:
         """Called once when the lock is declared lost; shells may override."""

@@ -24,18 +24,31 @@ Failure semantics:
 * A malformed stored document is never overwritten unless forced.
 * Renewal fails with :class:`LockLost` when our lease is gone, expired, or the
   object deleted; release after a loss leaves the new holder's lease alone.
+* An acquire never returns a lease whose loss deadline passed while its write
+  was in flight: it writes our lease again (or, out of time, removes it and
+  raises :class:`LockTimeout`).
+* Acquire and release ride out transient backend failures (refused, reset,
+  5xx, 429) with jittered exponential backoff until their deadline; after a
+  write whose outcome is unknown they re-read and decide again, recognising
+  our own lease by its instance ID. Other failures end them at once.
+* The fencing token is the resourceVersion that the winning write was
+  conditional on, and is written with it (``lockheed/fencing-token``), so a
+  listing always shows the holder's current token. A lock seen for the first
+  time is therefore created free, then taken at the created version.
 """
 
 from __future__ import annotations
 
-from collections.abc import Generator, Mapping
+import contextlib
+import random
+from collections.abc import Callable, Generator, Mapping
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from typing import Any, Final
 
 from ._clock import ServerClock
 from ._conditions import Condition, LockView
-from ._errors import LockConflict, LockLost, LockStateError, LockTimeout
+from ._errors import LockBackendError, LockConflict, LockLost, LockStateError, LockTimeout
 from ._state import MUTEX, NEVER, Lease, LockState, Record, StateFormatError, parse_time
 
 __all__ = [
@@ -46,11 +59,13 @@ __all__ = [
     "Read",
     "Released",
     "Replace",
+    "Sleep",
     "Watch",
     "acquire_flow",
     "decide_acquire",
     "decide_release",
     "decide_renew",
+    "loss_margin",
     "release_flow",
     "renew_flow",
 ]
@@ -61,6 +76,24 @@ TOKEN_KEY: Final = "lockheed/fencing-token"  # noqa: S105 - an annotation key
 TOKEN_HOLDER_KEY: Final = "lockheed/fencing-holder"  # noqa: S105
 # Consecutive write conflicts an operation without a deadline tolerates.
 MAX_CONFLICTS: Final = 100
+# Backoff after a transient backend failure: doubling from BACKOFF_BASE up to
+# BACKOFF_CAP seconds, each delay drawn from its upper half (jitter).
+BACKOFF_BASE: Final = 0.05
+BACKOFF_CAP: Final = 2.0
+# How long a release (without a lease deadline to bound it) keeps retrying.
+RELEASE_PATIENCE: Final = 30.0
+
+
+def loss_margin(duration: timedelta) -> float:
+    """How long before the lease's end a holder stops believing it holds the lock."""
+    return min(2.0, duration.total_seconds() / 10)
+
+
+def safe_span(duration: timedelta | None) -> float | None:
+    """Seconds from a write's send time during which its lease is surely ours."""
+    if duration is None:
+        return None
+    return duration.total_seconds() - loss_margin(duration)
 
 
 @dataclass(frozen=True)
@@ -91,6 +124,7 @@ class Write:
     state: LockState
     meta: Mapping[str, str | None] = field(default_factory=dict)  # None removes a key
     expires: datetime | None = None  # our lease's expiry, when we hold it after
+    token: int | None = None  # the fencing token written, when we hold it after
 
 
 @dataclass(frozen=True)
@@ -153,15 +187,25 @@ def _forced(intent: Intent, record: Record, earliest: datetime) -> bool:
 
 
 def decide_acquire(
-    intent: Intent, record: Record | None, earliest: datetime, latest: datetime
+    intent: Intent,
+    record: Record | None,
+    earliest: datetime,
+    latest: datetime,
+    token: int | None = None,
 ) -> Decision:
-    """Decide an acquire; ``earliest``/``latest`` bound the server's time now."""
+    """Decide an acquire; ``earliest``/``latest`` bound the server's time now.
+
+    ``token`` is the fencing token to keep (this instance holds the lock and
+    takes it again); otherwise the write's token is the version it replaces.
+    A missing object is created free (``Write`` with version None and no lease
+    of ours), so that taking it is a replace with a token like any other.
+    """
     me = intent.instance_id
     expires = intent.expiry(latest)
     mine = Lease(me, expires)
     if record is None:
         fresh = LockState(intent.name, MUTEX, tags=_sync_tags((), intent.tags, intent.reset_tags))
-        return Write(None, fresh.with_leases([mine]), expires=expires)
+        return Write(None, fresh.with_leases([]))
     busy = _reservation(record, me, earliest)
     if busy is not None:
         return busy
@@ -187,7 +231,8 @@ def decide_acquire(
         return Wait(until, holder.instance_id, holder.expires, "held")
     tags = _sync_tags(state.tags, intent.tags, intent.reset_tags)
     new = replace(state, name=intent.name, lock_type=MUTEX, tags=tags).with_leases([mine])
-    return Write(record.version, new, expires=expires)
+    stamp = token if token is not None and me in state.leases else token_of(record)
+    return Write(record.version, new, _token_meta(me, stamp), expires=expires, token=stamp)
 
 
 def decide_renew(
@@ -273,7 +318,16 @@ class Watch:
     until: float | None
 
 
-Effect = Read | Create | Replace | Watch
+@dataclass(frozen=True)
+class Sleep:
+    """Wait until monotonic time ``until`` (performed by the shell, not the locker).
+    The result is ignored; the flow checks the time itself."""
+
+    name: str
+    until: float
+
+
+Effect = Read | Create | Replace | Watch | Sleep
 
 
 class _Sentinel:
@@ -305,12 +359,16 @@ class Released:
 
 
 def token_of(record: Record) -> int:
-    """Fencing token of the write that produced ``record``: its resourceVersion.
+    """Fencing token of a write conditional on ``record``: its resourceVersion.
 
     resourceVersions are etcd revisions, which strictly increase with every
     write in the cluster (Kubernetes 1.35 documents them as comparable
-    integers), so any hand-off, including one by Go lockheed or one that
-    deleted and re-created the object, yields a larger token.
+    integers). A write that takes the lock succeeds only at the current
+    version, which is at least the version of the previous holder's own
+    winning write, itself larger than that holder's token. So every hand-off,
+    including one by Go lockheed or one that deleted and re-created the
+    object, yields a larger token, and the token is known before the write,
+    so it is written with it.
     """
     try:
         return int(record.version)
@@ -339,66 +397,166 @@ def _timed_out(clock: ServerClock, deadline: float | None) -> bool:
     return deadline is not None and clock.monotonic() >= deadline
 
 
+class _Patience:
+    """Backoff after transient backend failures, until a monotonic ``deadline``.
+
+    ``pause`` sleeps before the next try (jittered, doubling, at least the
+    server's ``Retry-After``), or raises: the error itself when it is not
+    transient or, at the deadline, :class:`LockTimeout` for a waiting acquire
+    (``timeout_error``) and the error itself otherwise.
+    """
+
+    def __init__(
+        self,
+        name: str,
+        clock: ServerClock,
+        deadline: float | None,
+        rng: Callable[[], float],
+        timeout_error: bool,
+    ):
+        self.name, self.clock, self.deadline, self.rng = name, clock, deadline, rng
+        self.timeout_error = timeout_error
+        self.failures = 0
+
+    def ok(self) -> None:
+        self.failures = 0
+
+    def pause(self, exc: LockBackendError) -> Flow:
+        if not exc.transient:
+            raise exc
+        now = self.clock.monotonic()
+        if self.deadline is not None and now >= self.deadline:
+            if self.timeout_error:
+                raise LockTimeout(
+                    f"lock {self.name!r}: the API server could not be reached "
+                    f"before the timeout ({exc})",
+                    lock=self.name,
+                ) from exc
+            raise exc
+        step = min(BACKOFF_CAP, BACKOFF_BASE * 2.0 ** min(self.failures, 16))
+        self.failures += 1
+        delay = step * (0.5 + self.rng() / 2)
+        if exc.retry_after is not None:
+            delay = max(delay, exc.retry_after)
+        until = now + delay if self.deadline is None else min(now + delay, self.deadline)
+        while self.clock.monotonic() < until:
+            yield Sleep(self.name, until)
+
+
+def _read(name: str, patience: _Patience) -> Flow:
+    """Read the object, retrying transient failures with ``patience``."""
+    while True:
+        try:
+            record = yield Read(name)
+        except LockBackendError as exc:
+            yield from patience.pause(exc)
+            continue
+        patience.ok()
+        return record
+
+
 def acquire_flow(
     intent: Intent,
     clock: ServerClock,
     deadline: float | None,
     cached: Record | None = None,
+    token: int | None = None,
+    rng: Callable[[], float] = random.random,
 ) -> Flow:
     """Acquire, waiting (by watch) until ``deadline`` (monotonic; None = forever).
 
     With the ``cached`` object this instance last wrote (a lock acquired again
     by the same instance), the first write goes out without a read; if someone
     wrote since, it meets a conflict, and the flow reads and decides again.
+    ``token`` is the fencing token of a lock this instance holds, kept when it
+    takes it again. Transient failures are retried until the deadline.
     """
+    name = intent.name
+    patience = _Patience(
+        name, clock, deadline, rng, timeout_error=deadline is None or deadline > clock.monotonic()
+    )
     record = cached
     if record is None:
-        record = yield Read(intent.name)
+        record = yield from _read(name, patience)
     conflicts = late = 0
     while True:
         earliest, latest = clock.bounds()
-        decision = decide_acquire(intent, record, earliest, latest)
+        decision = decide_acquire(intent, record, earliest, latest, token)
         if isinstance(decision, Refuse):
             raise decision.error
         if isinstance(decision, Write):
             sent = clock.monotonic()
-            result = yield _write_effect(intent.name, record, decision)
+            try:
+                result = yield _write_effect(name, record, decision)
+            except LockBackendError as exc:
+                # The write may or may not have landed: read and decide again (a
+                # lease of ours that landed is recognised by our instance ID).
+                yield from patience.pause(exc)
+                record = yield from _read(name, patience)
+                continue
+            patience.ok()
             if isinstance(result, Record):
-                assert decision.expires is not None
-                return Acquired(result, token_of(result), decision.expires, sent)
+                record = result
+                if decision.token is None:  # created free: now take it
+                    continue
+                span = safe_span(intent.duration)
+                if span is None or clock.monotonic() < sent + span:
+                    assert decision.expires is not None
+                    return Acquired(result, decision.token, decision.expires, sent)
+                # The answer came after the lease's loss deadline: holding it now
+                # would not be safe. Write it again, or give it back if out of time.
+                if _timed_out(clock, deadline):
+                    yield from _withdraw(intent, clock, record, rng)
+                    raise LockTimeout(
+                        f"lock {name!r}: the API server answered too slowly to hold "
+                        f"a lease of {intent.duration}",
+                        lock=name,
+                    )
+                continue
             conflicts += 1
             if deadline is None and conflicts > MAX_CONFLICTS:
-                raise LockConflict(
-                    f"lock {intent.name!r}: too many write conflicts", lock=intent.name
-                )
+                raise LockConflict(f"lock {name!r}: too many write conflicts", lock=name)
             late += _timed_out(clock, deadline)
             if late > 1:  # one more try after the deadline, as a non-blocking acquire gets
                 raise LockTimeout(
-                    f"lock {intent.name!r}: other writers kept changing it until the timeout",
-                    lock=intent.name,
+                    f"lock {name!r}: other writers kept changing it until the timeout",
+                    lock=name,
                 )
-            record = yield Read(intent.name)
+            record = yield from _read(name, patience)
             continue
         assert isinstance(decision, Wait)
         if _timed_out(clock, deadline):
             raise LockTimeout(
-                f"lock {intent.name!r} is {decision.reason} by {decision.holder}"
+                f"lock {name!r} is {decision.reason} by {decision.holder}"
                 + (f" until {decision.expires.isoformat()}" if decision.expires else ""),
-                lock=intent.name,
+                lock=name,
                 holder=decision.holder,
                 expires=decision.expires,
             )
-        result = yield Watch(
-            intent.name, record.version if record else None, _wait_until(clock, decision, deadline)
-        )
+        try:
+            result = yield Watch(
+                name, record.version if record else None, _wait_until(clock, decision, deadline)
+            )
+        except LockBackendError as exc:
+            yield from patience.pause(exc)
+            record = yield from _read(name, patience)
+            continue
+        patience.ok()
         if result is not UNCHANGED:
             record = result
+
+
+def _withdraw(intent: Intent, clock: ServerClock, record: Record, rng: Callable[[], float]) -> Flow:
+    """Remove a lease of ours that we must not hold; best effort (it expires anyway)."""
+    with contextlib.suppress(LockBackendError, LockConflict):
+        yield from release_flow(intent, clock, record, None, rng)
 
 
 def renew_flow(intent: Intent, clock: ServerClock, record: Record | None, token: int) -> Flow:
     """Renew from the cached ``record`` (one PUT when nobody else wrote).
 
-    Returns ``(record, expires, sent)``; raises :class:`LockLost`. A Go
+    Returns ``(record, expires, sent)``; raises :class:`LockLost`, or the
+    backend's error (the renewer retries within the loss deadline). A Go
     reservation does not hold up the renewal of our own live lease: the write
     is conditional on the resourceVersion, so it cannot disturb a writer whose
     update is still to come (that update fails instead), while waiting could
@@ -429,26 +587,47 @@ def renew_flow(intent: Intent, clock: ServerClock, record: Record | None, token:
 
 
 def release_flow(
-    intent: Intent, clock: ServerClock, record: Record | None, token: int | None
+    intent: Intent,
+    clock: ServerClock,
+    record: Record | None,
+    token: int | None,
+    rng: Callable[[], float] = random.random,
 ) -> Flow:
     """Release from the cached ``record``; returns :class:`Released`. Like a
-    renewal, it removes our own lease through a Go reservation."""
+    renewal, it removes our own lease through a Go reservation.
+
+    Transient failures are retried for as long as the lease could still be
+    live (at most :data:`RELEASE_PATIENCE`); after a write whose outcome is
+    unknown, a lease of ours found gone counts as released.
+    """
+    name = intent.name
+    duration = intent.duration.total_seconds() if intent.duration else RELEASE_PATIENCE
+    deadline = clock.monotonic() + min(RELEASE_PATIENCE, duration)
+    patience = _Patience(name, clock, deadline, rng, timeout_error=False)
     if record is None:
-        record = yield Read(intent.name)
+        record = yield from _read(name, patience)
     conflicts = 0
+    unsure = False
     while True:
         earliest, _ = clock.bounds()
         decision = decide_release(intent, record, earliest, token)
         if isinstance(decision, Nothing):
-            return Released(record, decision.reason)
+            return Released(record, None if unsure else decision.reason)
         assert isinstance(decision, Write)
-        result = yield _write_effect(intent.name, record, decision)
+        try:
+            result = yield _write_effect(name, record, decision)
+        except LockBackendError as exc:
+            yield from patience.pause(exc)
+            unsure = True
+            record = yield from _read(name, patience)
+            continue
+        patience.ok()
         if isinstance(result, Record):
             return Released(result, None)
         if result is None:
             return Released(None, "its object was deleted")
         conflicts = _count_conflict(intent, conflicts)
-        record = yield Read(intent.name)
+        record = yield from _read(name, patience)
 
 
 def _count_conflict(intent: Intent, conflicts: int) -> int:

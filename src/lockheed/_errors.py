@@ -78,7 +78,29 @@ class LockNotHeld(LockError, RuntimeError):
 
 
 class LockBackendError(LockError):
-    """The backend could not be reached, or answered with an unexpected error."""
+    """The backend could not be reached, or answered with an unexpected error.
+
+    ``transient`` is True for failures that may go away by themselves (the
+    connection refused, reset or timed out; HTTP 5xx; 429 Too Many Requests),
+    and ``retry_after`` is the server's ``Retry-After`` in seconds, when it gave
+    one. A waiting acquire rides out transient failures until its timeout.
+    """
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        lock: str | None = None,
+        holder: str | None = None,
+        transient: bool = False,
+        retry_after: float | None = None,
+    ):
+        super().__init__(message, lock=lock, holder=holder)
+        self.transient = transient
+        self.retry_after = retry_after
+
+    def _kwargs(self) -> dict[str, Any]:
+        return {**super()._kwargs(), "transient": self.transient, "retry_after": self.retry_after}
 
 
 class LockConflict(LockError):

@@ -28,6 +28,7 @@ __all__ = [
     "reason",
     "request_deadline",
     "request_timeout",
+    "retry_after",
 ]
 
 KubeConfigSource = Any  # a path, a lightkube KubeConfig or SingleConfig, or None
@@ -117,6 +118,18 @@ def reason(resp: httpx.Response) -> str:
     if isinstance(status, dict):
         return str(status.get("message") or status.get("reason") or status)[:300]
     return str(status)[:300]
+
+
+def retry_after(resp: httpx.Response) -> float | None:
+    """The ``Retry-After`` header in seconds (the delay form; at most a minute)."""
+    value = resp.headers.get("retry-after")
+    if not value:
+        return None
+    try:
+        seconds = float(value)
+    except ValueError:
+        return None
+    return min(60.0, seconds) if seconds >= 0 else None
 
 
 def forbidden(

@@ -29,6 +29,8 @@ from lockheed._clock import ServerClock
 from lockheed._conditions import LockView, tags_contain
 from lockheed._core import (
     CONFLICT,
+    TOKEN_HOLDER_KEY,
+    TOKEN_KEY,
     Acquired,
     Create,
     Effect,
@@ -254,8 +256,11 @@ class LockModel(RuleBasedStateMachine):
             event("acquire: busy")
             return
         assert isinstance(got, Acquired)
-        # Fencing: every acquisition's token is larger than all before it.
-        assert got.token == int(got.record.version)
+        # Fencing: every acquisition's token is larger than all before it, and it
+        # is stored with the lock, so a listing shows the holder's current token.
+        assert got.token < int(got.record.version)
+        assert got.record.meta.get(TOKEN_KEY) == str(got.token)
+        assert got.record.meta.get(TOKEN_HOLDER_KEY) == me
         assert all(got.token > t for t in self.tokens)
         self.tokens.append(got.token)
         # Safety on the server's true time: nobody else still holds a live lease,

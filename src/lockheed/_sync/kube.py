@@ -6,9 +6,10 @@ Plain JSON over lightkube's configured ``httpx2`` client: every response's
 objects are built on the hot path. Failures leave this module as
 :class:`~lockheed.LockError` subclasses: 401/403 as
 :class:`~lockheed.LockForbidden` naming the verb, resource and namespace,
-anything unexpected (transport errors, 5xx) as
-:class:`~lockheed.LockBackendError`. 404 and 409 are returned as statuses,
-because the core decides what they mean.
+anything unexpected as :class:`~lockheed.LockBackendError`, marked
+``transient`` for transport errors (refused, reset, timed out), 5xx and 429
+(with ``retry_after`` from the ``Retry-After`` header). 404 and 409 are
+returned as statuses, because the core decides what they mean.
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ from .._kubecfg import (
     load_config,
     reason,
     request_timeout,
+    retry_after,
 )
 
 __all__ = ["KubeAPI"]
@@ -93,7 +95,11 @@ class KubeAPI:
                 timeout=request_timeout(),
             )
         except httpx.HTTPError as exc:
-            raise LockBackendError(f"{method} {self.resource}{path}: {exc!r}", lock=lock) from exc
+            raise LockBackendError(
+                f"{method} {self.resource}{path}: {exc!r}",
+                lock=lock,
+                transient=isinstance(exc, httpx.TransportError),
+            ) from exc
         self.clock.observe_http_date(resp.headers.get("date"), sent, self.clock.monotonic())
         status = resp.status_code
         if status in ok or status in (404, 409):
@@ -101,7 +107,10 @@ class KubeAPI:
         if status in (401, 403):
             raise forbidden(method, resp, self.resource, self.namespace, lock, watch=False)
         raise LockBackendError(
-            f"{method} {self.resource}{path}: HTTP {status}: {reason(resp)}", lock=lock
+            f"{method} {self.resource}{path}: HTTP {status}: {reason(resp)}",
+            lock=lock,
+            transient=status == 429 or status >= 500,
+            retry_after=retry_after(resp),
         )
 
     def watch(
@@ -129,6 +138,8 @@ class KubeAPI:
                     raise LockBackendError(
                         f"watch {self.resource}/{name}: HTTP {resp.status_code}: {reason(resp)}",
                         lock=lock,
+                        transient=resp.status_code == 429 or resp.status_code >= 500,
+                        retry_after=retry_after(resp),
                     )
                 for line in resp.iter_lines():
                     if line:
@@ -137,4 +148,8 @@ class KubeAPI:
         except httpx.TimeoutException:
             return
         except httpx.HTTPError as exc:
-            raise LockBackendError(f"watch {self.resource}/{name}: {exc!r}", lock=lock) from exc
+            raise LockBackendError(
+                f"watch {self.resource}/{name}: {exc!r}",
+                lock=lock,
+                transient=isinstance(exc, httpx.TransportError),
+            ) from exc
