@@ -89,7 +89,7 @@ class FlakyLocker:
 
     def execute(self, effect: Effect) -> Any:
         if self.broken.is_set():
-            raise LockBackendError("connection refused (simulated partition)")
+            raise LockBackendError("connection refused (simulated partition)", transient=True)
         return self.inner.execute(effect)
 
     def list_records(self) -> Any:
