@@ -72,6 +72,7 @@ class LockBase:
         self._tags: tuple[str, ...] = ()
         self._reset_tags = False
         self._force: Condition | None = None
+        self._fair = True
         self._stop: StopSignal | None = None
         self._on_event: EventHandler | None = None
         self._on_lost: list[Callable[[LockLost], Any]] = []
@@ -80,6 +81,7 @@ class LockBase:
         self._expires: datetime | None = None
         self._deadline: float | None = None  # monotonic loss deadline; None = never
         self._sent = 0.0  # monotonic send time of the last write that extended our lease
+        self._claim_by: float | None = None  # renew by then: the lock was handed to us
         self._active = False  # acquired and not released
         self._lost: LockLost | None = None
 
@@ -120,6 +122,13 @@ class LockBase:
         if condition is not None and not isinstance(condition, Condition):
             raise TypeError("with_force takes a Condition")
         self._force = condition
+        return self
+
+    def with_fair(self: _L, fair: bool = True) -> _L:
+        """Wait in line (the default): first come, first served, each release
+        handing the lock to the first waiter. ``False``: race for the lock
+        whenever it is free, as Go lockheed's contenders do."""
+        self._fair = bool(fair)
         return self
 
     def with_stop(self: _L, stop: StopSignal | None) -> _L:
@@ -167,7 +176,13 @@ class LockBase:
 
     def _intent(self) -> Intent:
         return Intent(
-            self.name, self.instance_id, self._duration, self._tags, self._reset_tags, self._force
+            self.name,
+            self.instance_id,
+            self._duration,
+            self._tags,
+            self._reset_tags,
+            self._force,
+            self._fair,
         )
 
     def _event(self, code: EventCode, message: str, error: BaseException | None = None) -> None:
@@ -200,10 +215,14 @@ class LockBase:
         """The token to keep when acquiring again while held."""
         return self._token if self.held else None
 
-    def _hold(self, record: Record, expires: datetime | None, sent: float) -> None:
+    def _hold(
+        self, record: Record, expires: datetime | None, sent: float, handed: bool = False
+    ) -> None:
+        """Hold after a write of ours sent at ``sent`` (or a hand-off seen then)."""
         self._record = record
         self._expires = expires
         self._sent = sent
+        self._claim_by = None
         if self._duration is None:
             self._deadline = None
         else:
@@ -213,6 +232,10 @@ class LockBase:
         self._token = got.token
         self._active, self._lost = True, None
         self._hold(got.record, got.expires, got.sent)
+        self._deadline = got.deadline
+        if got.handed and got.deadline is not None:
+            # A hand-off's short lease becomes a full one with a renewal soon.
+            self._claim_by = got.sent + (got.deadline - got.sent) / 2
         self._event(EventCode.ACQUIRE_OK, f"acquired, fencing token {self._token}")
         if self._renew_interval is not None:
             self._event(EventCode.RENEWAL_STARTED, f"renewing every {self._renew_interval}")
@@ -233,10 +256,10 @@ class LockBase:
         then too), or at the loss deadline."""
         if not self._active or self._lost is not None:
             return None
+        dues = [t for t in (self._deadline, self._claim_by) if t is not None]
         if self._renew_interval is not None:
-            due = self._sent + self._renew_interval.total_seconds()
-            return due if self._deadline is None else min(due, self._deadline)
-        return self._deadline
+            dues.append(self._sent + self._renew_interval.total_seconds())
+        return min(dues) if dues else None
 
     def _retry_due(self) -> float | None:
         """When to look again after a failed renewal, or while the lock is busy."""
@@ -265,7 +288,7 @@ class LockBase:
                 )
             )
             return None
-        return self._renew_interval is not None
+        return self._renew_interval is not None or self._claim_by is not None
 
     def _cancel_renewal(self) -> None:
         """Remove this lock from its renewer; shells override."""

@@ -39,7 +39,6 @@ Failure semantics:
 
 from __future__ import annotations
 
-import contextlib
 import random
 from collections.abc import Callable, Generator, Mapping
 from dataclasses import dataclass, field, replace
@@ -49,6 +48,7 @@ from typing import Any, Final
 from ._clock import ServerClock
 from ._conditions import Condition, LockView
 from ._errors import LockBackendError, LockConflict, LockLost, LockStateError, LockTimeout
+from ._queue import Waiter, queue_meta, read_queue
 from ._state import MUTEX, NEVER, Lease, LockState, Record, StateFormatError, parse_time
 
 __all__ = [
@@ -82,6 +82,13 @@ BACKOFF_BASE: Final = 0.05
 BACKOFF_CAP: Final = 2.0
 # How long a release (without a lease deadline to bound it) keeps retrying.
 RELEASE_PATIENCE: Final = 30.0
+# A release hands the lock to the first waiter in line with a lease this long
+# (or the waiter's own duration, if shorter); the waiter makes it a full lease
+# with its first renewal. So a waiter that died in line holds the others up
+# for at most this long. Likewise, when the lock is free and the waiters
+# ahead of one do not take it, it waits this long per waiter ahead, then
+# takes the lock itself (they are presumed gone).
+CLAIM_WINDOW: Final = 5.0
 
 
 def loss_margin(duration: timedelta) -> float:
@@ -106,6 +113,7 @@ class Intent:
     tags: tuple[str, ...] = ()
     reset_tags: bool = False
     force: Condition | None = None
+    fair: bool = True  # wait in line; False: race for the lock whenever it is free
 
     def expiry(self, latest_now: datetime) -> datetime:
         if self.duration is None or self.duration >= NEVER - latest_now:
@@ -129,12 +137,23 @@ class Write:
 
 @dataclass(frozen=True)
 class Wait:
-    """Not now: wait for a change of the object, or until the server's time ``until``."""
+    """Not now: wait for a change of the object, or until the server's time ``until``
+    (or, with ``after``, that many seconds of this host's monotonic clock)."""
 
     until: datetime | None  # None: only a change can help (a lease that never expires)
     holder: str | None
     expires: datetime | None
     reason: str
+    after: float | None = None
+
+
+@dataclass(frozen=True)
+class Accept:
+    """The object already makes us the holder (the lock was handed to us, or a
+    write of ours whose answer was lost landed): hold it without writing."""
+
+    token: int
+    expires: datetime
 
 
 @dataclass(frozen=True)
@@ -149,7 +168,7 @@ class Nothing:
     reason: str
 
 
-Decision = Write | Wait | Refuse | Nothing
+Decision = Write | Wait | Refuse | Nothing | Accept
 
 
 def _reservation(record: Record, me: str, earliest: datetime) -> Wait | None:
@@ -186,12 +205,27 @@ def _forced(intent: Intent, record: Record, earliest: datetime) -> bool:
     return intent.force is not None and intent.force.matches(_view(record, earliest))
 
 
+def _stamped_token(record: Record, me: str) -> int | None:
+    """The fencing token stored for ``me`` (by our write, or by a hand-off to us)."""
+    if record.meta.get(TOKEN_HOLDER_KEY) != me:
+        return None
+    try:
+        return int(record.meta.get(TOKEN_KEY, ""))
+    except ValueError:
+        return None
+
+
+def _without(queue: tuple[Waiter, ...], me: str) -> tuple[Waiter, ...]:
+    return tuple(w for w in queue if w.instance_id != me)
+
+
 def decide_acquire(
     intent: Intent,
     record: Record | None,
     earliest: datetime,
     latest: datetime,
     token: int | None = None,
+    free_for: float = 0.0,
 ) -> Decision:
     """Decide an acquire; ``earliest``/``latest`` bound the server's time now.
 
@@ -199,6 +233,14 @@ def decide_acquire(
     takes it again); otherwise the write's token is the version it replaces.
     A missing object is created free (``Write`` with version None and no lease
     of ours), so that taking it is a replace with a token like any other.
+
+    Fair (the default): a contender that finds the lock held, or free with
+    others in line ahead of it, joins the line (one write) and waits; the
+    first in line takes a free lock; a release hands the lock to the first
+    in line (:func:`decide_release`), which then finds itself the holder
+    (:class:`Accept`). ``free_for`` is how long (seconds, this host's clock)
+    the caller has seen the lock free at this version: a waiter takes a free
+    lock after :data:`CLAIM_WINDOW` per waiter ahead of it has passed.
     """
     me = intent.instance_id
     expires = intent.expiry(latest)
@@ -216,9 +258,29 @@ def decide_acquire(
             why = record.error if state is None else f"lock type {state.lock_type!r}"
             return Refuse(LockStateError(f"lock {intent.name!r}: {why}", lock=intent.name))
         state = LockState(intent.name, MUTEX)
+    queue = read_queue(record.meta)
+    place = next((i for i, w in enumerate(queue) if w.instance_id == me), None)
     live = state.live_leases(earliest)
     others = [le for le in live if le.instance_id != me]
-    if others and not forced:
+    join = Waiter(me, intent.duration)
+
+    def take(line: tuple[Waiter, ...]) -> Write:
+        assert state is not None and record is not None
+        tags = _sync_tags(state.tags, intent.tags, intent.reset_tags)
+        new = replace(state, name=intent.name, lock_type=MUTEX, tags=tags).with_leases([mine])
+        stamp = token if token is not None and me in state.leases else token_of(record)
+        meta = _token_meta(me, stamp)
+        if line != queue:
+            meta.update(queue_meta(line))
+        return Write(record.version, new, meta, expires=expires, token=stamp)
+
+    def enqueue() -> Write:
+        assert state is not None and record is not None
+        return Write(record.version, state, queue_meta((*queue, join)))
+
+    if forced:
+        return take(_without(queue, me))
+    if others:
         if len(live) > 1:
             ids = ", ".join(sorted(le.instance_id for le in live))
             return Refuse(
@@ -227,12 +289,23 @@ def decide_acquire(
                 )
             )
         holder = others[0]
+        if intent.fair and place is None:
+            return enqueue()
         until = None if holder.expires >= NEVER else holder.expires
         return Wait(until, holder.instance_id, holder.expires, "held")
-    tags = _sync_tags(state.tags, intent.tags, intent.reset_tags)
-    new = replace(state, name=intent.name, lock_type=MUTEX, tags=tags).with_leases([mine])
-    stamp = token if token is not None and me in state.leases else token_of(record)
-    return Write(record.version, new, _token_meta(me, stamp), expires=expires, token=stamp)
+    if live:  # ours, and live
+        stamped = _stamped_token(record, me)
+        if token is None and stamped is not None and place is None:
+            return Accept(stamped, live[0].expires)  # handed to us, or our write landed
+        return take(_without(queue, me))
+    if not intent.fair or not queue or place == 0:
+        return take(_without(queue, me))
+    if place is None:
+        return enqueue()
+    patience = place * CLAIM_WINDOW
+    if free_for >= patience:  # those ahead let the free lock be: presumed gone
+        return take(queue[place + 1 :])
+    return Wait(None, queue[0].instance_id, None, "queued", after=patience - free_for)
 
 
 def decide_renew(
@@ -259,21 +332,43 @@ def decide_renew(
 
 
 def decide_release(
-    intent: Intent, record: Record | None, earliest: datetime, token: int | None
+    intent: Intent,
+    record: Record | None,
+    earliest: datetime,
+    token: int | None,
+    latest: datetime | None = None,
 ) -> Decision:
-    """Remove our lease (and nothing else), syncing tags as Go does."""
+    """Remove our lease and our place in line (and nothing else), syncing tags as
+    Go does. If others wait in line and nobody else holds the lock, the same
+    write hands it to the first of them: a lease of at most
+    :data:`CLAIM_WINDOW` (from ``latest``, the server's latest time now) and
+    the fencing token for it, which that waiter learns from its watch."""
     me = intent.instance_id
     if record is None:
         return Nothing("its object was deleted")
     state = record.state
     if state is None:
         return Nothing("stored state is unreadable")
+    queue = read_queue(record.meta)
+    line = _without(queue, me)
     if me not in state.leases:
+        if line != queue:  # leaving the line
+            return Write(record.version, state, queue_meta(line))
         holders = [le.instance_id for le in state.live_leases(earliest)]
         return Nothing(f"taken over by {holders[0]}" if holders else "our lease was removed")
     rest = [le for le in state.leases.values() if le.instance_id != me]
     tags = _sync_tags(state.tags, intent.tags, intent.reset_tags)
     meta = _token_meta(me, token)
+    if line and not any(le.live(earliest) for le in rest):
+        head, line = line[0], line[1:]
+        span = timedelta(seconds=CLAIM_WINDOW)
+        if head.duration is not None:
+            span = min(span, head.duration)
+        now = latest if latest is not None else earliest
+        rest = [Lease(head.instance_id, now + span)]
+        meta = _token_meta(head.instance_id, token_of(record))
+    if line != queue:
+        meta.update(queue_meta(line))
     return Write(record.version, replace(state, tags=tags).with_leases(rest), meta)
 
 
@@ -349,7 +444,9 @@ class Acquired:
     record: Record
     token: int
     expires: datetime
-    sent: float  # monotonic time the winning write was sent
+    sent: float  # monotonic time the winning write was sent (or the hand-off seen)
+    deadline: float | None  # monotonic loss deadline; None: the lease never expires
+    handed: bool = False  # handed over in line: a short lease, to be made full by a renewal
 
 
 @dataclass(frozen=True)
@@ -387,10 +484,26 @@ def _write_effect(name: str, record: Record | None, decision: Write) -> Effect:
 
 
 def _wait_until(clock: ServerClock, wait: Wait, deadline: float | None) -> float | None:
-    if wait.until is None:
-        return deadline
-    at = clock.monotonic_at(wait.until) + 0.001
-    return at if deadline is None else min(at, deadline)
+    ends = [t for t in (deadline,) if t is not None]
+    if wait.until is not None:
+        ends.append(clock.monotonic_at(wait.until) + 0.001)
+    if wait.after is not None:
+        ends.append(clock.monotonic() + wait.after)
+    return min(ends) if ends else None
+
+
+def _accepted(clock: ServerClock, record: Record, decision: Accept) -> Acquired | None:
+    """Hold a lease that the object already gives us, if enough of it is left to be
+    safe: its loss deadline comes from the server's latest possible time now."""
+    now = clock.monotonic()
+    if decision.expires >= NEVER:
+        return Acquired(record, decision.token, decision.expires, now, None, handed=True)
+    _, latest = clock.bounds()
+    left = decision.expires - latest
+    if left <= timedelta(0):
+        return None
+    deadline = now + left.total_seconds() - loss_margin(left)
+    return Acquired(record, decision.token, decision.expires, now, deadline, handed=True)
 
 
 def _timed_out(clock: ServerClock, deadline: float | None) -> bool:
@@ -479,11 +592,23 @@ def acquire_flow(
     if record is None:
         record = yield from _read(name, patience)
     conflicts = late = 0
+    free_seen: tuple[str, float] | None = None  # (version, when) the lock was first seen free
     while True:
         earliest, latest = clock.bounds()
-        decision = decide_acquire(intent, record, earliest, latest, token)
+        version = record.version if record is not None else None
+        free_for = 0.0
+        if free_seen is not None and free_seen[0] == version:
+            free_for = clock.monotonic() - free_seen[1]
+        decision = decide_acquire(intent, record, earliest, latest, token, free_for)
         if isinstance(decision, Refuse):
             raise decision.error
+        if isinstance(decision, Accept):
+            assert record is not None
+            got = _accepted(clock, record, decision)
+            if got is not None:
+                return got
+            token = decision.token  # too little of it left to trust: write it again
+            continue
         if isinstance(decision, Write):
             sent = clock.monotonic()
             try:
@@ -502,11 +627,12 @@ def acquire_flow(
                 span = safe_span(intent.duration)
                 if span is None or clock.monotonic() < sent + span:
                     assert decision.expires is not None
-                    return Acquired(result, decision.token, decision.expires, sent)
+                    until = None if span is None else sent + span
+                    return Acquired(result, decision.token, decision.expires, sent, until)
                 # The answer came after the lease's loss deadline: holding it now
-                # would not be safe. Write it again, or give it back if out of time.
+                # would not be safe. Write it again; out of time, give up (the
+                # shell then removes the lease, as after any failed acquire).
                 if _timed_out(clock, deadline):
-                    yield from _withdraw(intent, clock, record, rng)
                     raise LockTimeout(
                         f"lock {name!r}: the API server answered too slowly to hold "
                         f"a lease of {intent.duration}",
@@ -525,10 +651,17 @@ def acquire_flow(
             record = yield from _read(name, patience)
             continue
         assert isinstance(decision, Wait)
+        if decision.reason == "queued" and (free_seen is None or free_seen[0] != version):
+            free_seen = (version or "", clock.monotonic())
         if _timed_out(clock, deadline):
+            what = (
+                f"is free, but {decision.holder} is ahead in line"
+                if decision.reason == "queued"
+                else f"is {decision.reason} by {decision.holder}"
+                + (f" until {decision.expires.isoformat()}" if decision.expires else "")
+            )
             raise LockTimeout(
-                f"lock {name!r} is {decision.reason} by {decision.holder}"
-                + (f" until {decision.expires.isoformat()}" if decision.expires else ""),
+                f"lock {name!r} {what}",
                 lock=name,
                 holder=decision.holder,
                 expires=decision.expires,
@@ -544,12 +677,6 @@ def acquire_flow(
         patience.ok()
         if result is not UNCHANGED:
             record = result
-
-
-def _withdraw(intent: Intent, clock: ServerClock, record: Record, rng: Callable[[], float]) -> Flow:
-    """Remove a lease of ours that we must not hold; best effort (it expires anyway)."""
-    with contextlib.suppress(LockBackendError, LockConflict):
-        yield from release_flow(intent, clock, record, None, rng)
 
 
 def renew_flow(intent: Intent, clock: ServerClock, record: Record | None, token: int) -> Flow:
@@ -609,8 +736,8 @@ def release_flow(
     conflicts = 0
     unsure = False
     while True:
-        earliest, _ = clock.bounds()
-        decision = decide_release(intent, record, earliest, token)
+        earliest, latest = clock.bounds()
+        decision = decide_release(intent, record, earliest, token, latest)
         if isinstance(decision, Nothing):
             return Released(record, None if unsure else decision.reason)
         assert isinstance(decision, Write)

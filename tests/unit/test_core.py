@@ -62,9 +62,11 @@ def intent(
     tags: tuple[str, ...] = (),
     reset_tags: bool = False,
     force: Condition | None = None,
+    fair: bool = False,
 ) -> Intent:
+    """An intent; these tests decide for racing contenders (the line: test_queue.py)."""
     length = None if duration is None else timedelta(seconds=duration)
-    return Intent(NAME, instance, length, tags, reset_tags, force)
+    return Intent(NAME, instance, length, tags, reset_tags, force, fair)
 
 
 def lock(

@@ -58,8 +58,7 @@ class AsyncLock(LockBase):
     def __init__(self, name: str, locker: Any, *, instance_id: str | None = None):
         super().__init__(name, locker, instance_id=instance_id)
         self._mutex = asyncio.Lock()
-        self._writing = False  # a write effect is in flight
-        self._unsure = False  # a write of this acquire failed without a definite answer
+        self._wrote = False  # this acquire sent a write (it may have landed)
         # unasync: begin async-only
         self._lost_event = asyncio.Event()
         # unasync: end
@@ -72,7 +71,8 @@ class AsyncLock(LockBase):
             while True:
                 effect = flow.send(result) if error is None else flow.throw(error)
                 effect, error = self._guard_effect(effect), None
-                self._writing = isinstance(effect, (Create, Replace))
+                if isinstance(effect, (Create, Replace)):
+                    self._wrote = True
                 try:
                     if isinstance(effect, Sleep):
                         await sleep(max(0.0, effect.until - self._clock.monotonic()))
@@ -80,9 +80,7 @@ class AsyncLock(LockBase):
                     else:
                         result = await self.locker.execute(effect)
                 except LockBackendError as exc:
-                    self._unsure = self._unsure or self._writing
                     error = exc
-                self._writing = False
         except StopIteration as done:
             return done.value
         finally:
@@ -97,7 +95,7 @@ class AsyncLock(LockBase):
         deadline = self._acquire_deadline(blocking, timeout)
         async with self._mutex:
             was_active = self._active
-            self._unsure = False
+            self._wrote = False
             flow = acquire_flow(
                 self._intent(), self.locker.clock, deadline, self._record, self._held_token()
             )
@@ -106,7 +104,7 @@ class AsyncLock(LockBase):
             except BaseException as exc:
                 if isinstance(exc, LockError):
                     self._event(EventCode.ACQUIRE_FAILED, str(exc), exc)
-                if (self._writing or self._unsure) and not was_active:  # it may have landed
+                if self._wrote and not was_active:  # leave the line, drop what landed
                     await shield(self._abandon())
                 raise
             token = self._acquired(got)
@@ -115,8 +113,8 @@ class AsyncLock(LockBase):
             return token
 
     async def _abandon(self) -> bool:
-        """Remove a lease of ours that an interrupted acquire may have written."""
-        self._writing = self._unsure = False
+        """Remove our place in line, and any lease of ours, after a failed acquire."""
+        self._wrote = False
         try:
             done: Released = await self._run(
                 release_flow(self._intent(), self.locker.clock, None, None)

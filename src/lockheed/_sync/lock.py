@@ -57,8 +57,7 @@ class Lock(LockBase):
     def __init__(self, name: str, locker: Any, *, instance_id: str | None = None):
         super().__init__(name, locker, instance_id=instance_id)
         self._mutex = threading.RLock()
-        self._writing = False  # a write effect is in flight
-        self._unsure = False  # a write of this acquire failed without a definite answer
+        self._wrote = False  # this acquire sent a write (it may have landed)
 
     def _run(self, flow: Any) -> Any:
         """Perform a flow's effects; backend errors go back into the flow to decide."""
@@ -68,7 +67,8 @@ class Lock(LockBase):
             while True:
                 effect = flow.send(result) if error is None else flow.throw(error)
                 effect, error = self._guard_effect(effect), None
-                self._writing = isinstance(effect, (Create, Replace))
+                if isinstance(effect, (Create, Replace)):
+                    self._wrote = True
                 try:
                     if isinstance(effect, Sleep):
                         sleep(max(0.0, effect.until - self._clock.monotonic()))
@@ -76,9 +76,7 @@ class Lock(LockBase):
                     else:
                         result = self.locker.execute(effect)
                 except LockBackendError as exc:
-                    self._unsure = self._unsure or self._writing
                     error = exc
-                self._writing = False
         except StopIteration as done:
             return done.value
         finally:
@@ -93,7 +91,7 @@ class Lock(LockBase):
         deadline = self._acquire_deadline(blocking, timeout)
         with self._mutex:
             was_active = self._active
-            self._unsure = False
+            self._wrote = False
             flow = acquire_flow(
                 self._intent(), self.locker.clock, deadline, self._record, self._held_token()
             )
@@ -102,7 +100,7 @@ class Lock(LockBase):
             except BaseException as exc:
                 if isinstance(exc, LockError):
                     self._event(EventCode.ACQUIRE_FAILED, str(exc), exc)
-                if (self._writing or self._unsure) and not was_active:  # it may have landed
+                if self._wrote and not was_active:  # leave the line, drop what landed
                     shield(self._abandon())
                 raise
             token = self._acquired(got)
@@ -110,8 +108,8 @@ class Lock(LockBase):
             return token
 
     def _abandon(self) -> bool:
-        """Remove a lease of ours that an interrupted acquire may have written."""
-        self._writing = self._unsure = False
+        """Remove our place in line, and any lease of ours, after a failed acquire."""
+        self._wrote = False
         try:
             done: Released = self._run(release_flow(self._intent(), self.locker.clock, None, None))
         except Exception as exc:
