@@ -16,6 +16,8 @@
       failed release), reported on one line.
 ``lockheed list``
     Print the locks of a namespace, filtered by tags and whether they are held.
+    Malformed lock objects are always printed (as ``MALFORMED``, with the
+    error): no filter can tell what they hold.
 ``lockheed demo``
     Start a local control plane (unless ``--kubeconfig`` is given) and let two
     processes take turns on one lock, printing each hand-off and fencing token.
@@ -35,8 +37,9 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from ._conditions import Condition, acquired, all_of, tags_contain
+from ._conditions import Condition, LockView, acquired, all_of, tags_contain
 from ._errors import LockError
+from ._listing import LockInfo
 from ._runcmd import EXIT_ERROR, CommandRun, say
 from ._sync.configmap import ConfigMapLocker
 from ._sync.listing import list_locks
@@ -78,9 +81,18 @@ def _condition(args: argparse.Namespace) -> Condition | None:
     return all_of(*parts) if parts else None
 
 
+def _shown(info: LockInfo, where: Condition | None) -> bool:
+    """Whether ``lockheed list`` prints a lock: a malformed one always, since no
+    filter can tell what it holds."""
+    if where is None or info.error is not None:
+        return True
+    return where.matches(LockView(frozenset(info.tags), info.acquired))
+
+
 def _list(args: argparse.Namespace) -> int:
+    where = _condition(args)
     with _locker(args) as locker:
-        infos = list_locks(locker, _condition(args))
+        infos = [i for i in list_locks(locker) if _shown(i, where)]
     if args.json:
         out = [
             {
