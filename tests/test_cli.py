@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -97,6 +98,11 @@ def test_bad_arguments_fail_clearly(kube_kubeconfig: Path, kube_namespace: str) 
     assert "Traceback" not in done.stderr
     missing = cli(kube_kubeconfig, kube_namespace, "run", "job")
     assert missing.returncode == 2 and "after '--'" in missing.stderr
+    for option, value in [("--duration", "inf"), ("--timeout", "-1"), ("--renew", "soon")]:
+        bad = cli(kube_kubeconfig, kube_namespace, "run", "job", option, value, "--", "true")
+        assert bad.returncode == 2, bad.stderr
+        assert f"argument {option}: expected a number of seconds" in bad.stderr
+        assert "Traceback" not in bad.stderr
 
 
 def test_list_shows_malformed_locks_whatever_the_filter(
@@ -136,3 +142,22 @@ def test_list_shows_malformed_locks_whatever_the_filter(
             assert infos["garbled"]["error"], flags
             assert all(infos[name]["error"] is None for name in others)
         held.release()
+
+
+@pytest.mark.parametrize("content", [None, "{{{"], ids=["dev-null", "garbage"])
+@pytest.mark.parametrize("args", [["list"], ["run", "job", "--", "true"]], ids=["list", "run"])
+def test_a_bad_kubeconfig_is_one_clear_line(
+    tmp_path: Path, content: str | None, args: list[str]
+) -> None:
+    kubeconfig = Path(os.devnull)
+    if content is not None:
+        kubeconfig = tmp_path / "kubeconfig"
+        kubeconfig.write_text(content)
+    command = [sys.executable, "-m", "lockheed", args[0], "--kubeconfig", str(kubeconfig)]
+    done = subprocess.run(
+        [*command, *args[1:]], capture_output=True, text=True, timeout=60, check=False
+    )
+    assert done.returncode == 1
+    (line,) = done.stderr.splitlines()
+    assert line.startswith("lockheed: ")
+    assert "Traceback" not in done.stderr
