@@ -5,7 +5,8 @@ A condition is a tree: leaves test one field (``tags contains X``,
 select locks in :func:`lockheed.list_locks` and permit a forced takeover in
 :meth:`lockheed.Lock.with_force`. They are immutable and validated when built,
 so a malformed condition fails at construction, never in the middle of an
-acquire.
+acquire. Go's strings (``"contains"``, ``"tags"``, ...) are accepted for the
+:class:`Operation` and :class:`Field` members.
 """
 
 from __future__ import annotations

@@ -3,6 +3,12 @@
 Settings (kubeconfig, in-cluster service account, exec plugins, TLS) come from
 lightkube's configuration layer, which also builds the ``httpx2`` clients.
 lightkube is imported on first use (httpx2 is imported by the transports).
+
+Failure semantics: a missing or malformed kubeconfig raises
+:class:`~lockheed.LockConfigError` naming the file and the problem's place,
+never its text; a 401 becomes :class:`~lockheed.LockUnauthorized`, a 403
+:class:`~lockheed.LockForbidden`. The ``SingleConfig`` handed out keeps its
+credentials out of ``repr`` and ``str``.
 """
 
 from __future__ import annotations
