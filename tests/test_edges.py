@@ -310,6 +310,47 @@ def test_missing_kubeconfig_is_a_config_error(tmp_path: Path) -> None:
         ConfigMapLocker("ns", config=tmp_path)  # a directory
 
 
+UNUSABLE_CREDENTIALS = {
+    "missing client certificate": (
+        {"client-certificate": "/nonexistent/c.crt", "client-key": "/nonexistent/c.key"},
+        "cannot use its certificate authority, client certificate or key",
+    ),
+    "token file missing": (
+        {"tokenFile": "/nonexistent/token"},
+        "cannot get credentials: Token file /nonexistent/token not found",
+    ),
+    "exec plugin fails": (
+        {"exec": {"apiVersion": "client.authentication.k8s.io/v1beta1", "command": "false"}},
+        "cannot get credentials: Exec false returned 1",
+    ),
+}
+
+
+@pytest.mark.parametrize(
+    ("user", "message"), UNUSABLE_CREDENTIALS.values(), ids=UNUSABLE_CREDENTIALS.keys()
+)
+def test_unusable_credentials_are_a_config_error(
+    tmp_path: Path, user: dict[str, Any], message: str
+) -> None:
+    """Found when the locker is made (TLS files) or at the first request (a token
+    file, an exec plugin), before anything is sent."""
+    config = _dummy_kubeconfig(tmp_path / "config", user)
+
+    def synchronously() -> None:
+        with ConfigMapLocker("ns", config=config) as locker:
+            Lock("x", locker).acquire(blocking=False)
+
+    with pytest.raises(LockConfigError, match=f"^kubeconfig {config}, context 'x': {message}"):
+        synchronously()
+
+    async def asynchronously() -> None:
+        async with AsyncConfigMapLocker("ns", config=config) as alocker:
+            await AsyncLock("x", alocker).acquire(blocking=False)
+
+    with pytest.raises(LockConfigError, match=message):
+        asyncio.run(asynchronously())
+
+
 # ------------------------------------------------- against the API server
 
 

@@ -6,7 +6,8 @@ lightkube is imported on first use (httpx2 is imported by the transports).
 
 Failure semantics: a missing or malformed kubeconfig raises
 :class:`~lockheed.LockConfigError` naming the file and the problem's place,
-never its text; a 401 becomes :class:`~lockheed.LockUnauthorized`, a 403
+never its text, and so do TLS files or credentials that cannot be used (when
+the locker is made, or at a request for a token file or an exec plugin); a 401 becomes :class:`~lockheed.LockUnauthorized`, a 403
 :class:`~lockheed.LockForbidden`. The ``SingleConfig`` handed out keeps its
 credentials out of ``repr`` and ``str``.
 """
@@ -217,13 +218,74 @@ def _params() -> Any:
 def http_client(config: Any) -> httpx.Client:
     from lightkube.config.client_adapter import Client
 
-    return Client(config, _params())
+    client: httpx.Client = _guarded(Client, config)
+    return client
 
 
 def async_http_client(config: Any) -> httpx.AsyncClient:
     from lightkube.config.client_adapter import AsyncClient
 
-    return AsyncClient(config, _params())
+    client: httpx.AsyncClient = _guarded(AsyncClient, config)
+    return client
+
+
+def _guarded(make: Any, config: Any) -> Any:
+    """A client from ``make``; TLS files or credentials it cannot use, now or when
+    a request needs them (a token file, an exec plugin), raise LockConfigError."""
+    from lightkube.core.exceptions import ConfigError
+
+    where = f"context {config.context_name!r}"
+    if config.fname:
+        where = f"kubeconfig {config.fname}, {where}"
+    try:
+        client = make(config, _params())
+    except (ConfigError, OSError, ValueError) as exc:  # ssl.SSLError is an OSError
+        raise LockConfigError(
+            f"{where}: cannot use its certificate authority, client certificate or key, or "
+            f"credentials: {exc}"
+        ) from None
+    if client.auth is not None:
+        client.auth = _credential_errors()(client.auth, where)
+    return client
+
+
+@functools.cache
+def _credential_errors() -> Any:
+    import httpx2
+    from lightkube.core.exceptions import ConfigError
+
+    class CredentialErrors(httpx2.Auth):
+        """Delegates to lightkube's auth; its ConfigError becomes LockConfigError."""
+
+        def __init__(self, inner: Any, where: str):
+            self.inner, self.where = inner, where
+            self.requires_request_body = inner.requires_request_body
+            self.requires_response_body = inner.requires_response_body
+
+        def _error(self, exc: Exception) -> LockConfigError:
+            return LockConfigError(f"{self.where}: cannot get credentials: {exc}")
+
+        def sync_auth_flow(self, request: Any) -> Any:
+            try:
+                return (yield from self.inner.sync_auth_flow(request))
+            except ConfigError as exc:
+                raise self._error(exc) from None
+
+        async def async_auth_flow(self, request: Any) -> Any:
+            flow = self.inner.async_auth_flow(request)
+            try:
+                outgoing = await flow.__anext__()
+                while True:
+                    response = yield outgoing
+                    outgoing = await flow.asend(response)
+            except StopAsyncIteration:
+                return
+            except ConfigError as exc:
+                raise self._error(exc) from None
+            finally:
+                await flow.aclose()
+
+    return CredentialErrors
 
 
 def reason(resp: httpx.Response) -> str:
