@@ -7,7 +7,8 @@ lightkube is imported on first use (httpx2 is imported by the transports).
 Failure semantics: a missing or malformed kubeconfig raises
 :class:`~lockheed.LockConfigError` naming the file and the problem's place,
 never its text, and so do TLS files or credentials that cannot be used (when
-the locker is made, or at a request for a token file or an exec plugin); a 401 becomes :class:`~lockheed.LockUnauthorized`, a 403
+the locker is made, or at a request for a token file or an exec plugin). A
+401 becomes :class:`~lockheed.LockUnauthorized`, a 403
 :class:`~lockheed.LockForbidden`. The ``SingleConfig`` handed out keeps its
 credentials out of ``repr`` and ``str``.
 """
