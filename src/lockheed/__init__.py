@@ -26,6 +26,7 @@ from ._async.memory import AsyncMemoryLocker
 from ._conditions import Condition, Field, Operation, acquired, all_of, any_of, tags_contain
 from ._errors import (
     LockBackendError,
+    LockConfigError,
     LockConflict,
     LockError,
     LockForbidden,
@@ -33,6 +34,7 @@ from ._errors import (
     LockNotHeld,
     LockStateError,
     LockTimeout,
+    LockUnauthorized,
 )
 from ._events import Event, EventCode
 from ._listing import Holder, LockInfo
@@ -55,6 +57,7 @@ __all__ = [
     "Holder",
     "Lock",
     "LockBackendError",
+    "LockConfigError",
     "LockConflict",
     "LockError",
     "LockForbidden",
@@ -63,6 +66,7 @@ __all__ = [
     "LockNotHeld",
     "LockStateError",
     "LockTimeout",
+    "LockUnauthorized",
     "Locker",
     "MemoryLocker",
     "Operation",

@@ -3,6 +3,9 @@
 Directives, properties and the bookkeeping of holding a lock live here and do
 no I/O; the two shells (``_sync/lock.py``, generated from ``_async/lock.py``)
 only run the core's flows against their locker and hold their mutex.
+Directives and ``acquire`` check their arguments before any request (the
+ranges are in :mod:`lockheed._limits`), and a lock refuses a locker of the
+other API (sync or asyncio) when it is made.
 
 Failure semantics of holding: while held with a duration, the lock has a loss
 deadline on this host's monotonic clock, the send time of the last successful
@@ -15,6 +18,7 @@ and does not stop the others).
 
 from __future__ import annotations
 
+import inspect
 import uuid
 from collections.abc import Callable, Iterable
 from datetime import datetime, timedelta
@@ -25,9 +29,17 @@ from ._conditions import Condition
 from ._core import Acquired, Intent, Released, Sleep, Watch, loss_margin
 from ._errors import LockError, LockLost, LockNotHeld
 from ._events import Event, EventCode, EventHandler, emit
+from ._limits import (
+    MIN_DURATION,
+    MIN_RENEW_INTERVAL,
+    check_locker,
+    check_renewal,
+    check_timeout,
+    to_timedelta,
+)
 from ._state import Record
 
-__all__ = ["LockBase", "StopSignal", "loss_margin", "to_timedelta"]
+__all__ = ["LockBase", "StopSignal", "loss_margin"]
 
 # While a stop signal is given, watches and sleeps are cut into pieces this
 # long so the signal is noticed.
@@ -47,21 +59,13 @@ class StopSignal(Protocol):
     def is_set(self) -> bool: ...
 
 
-def to_timedelta(value: float | timedelta | None, what: str) -> timedelta | None:
-    if value is None:
-        return None
-    if isinstance(value, bool) or not isinstance(value, (int, float, timedelta)):
-        raise TypeError(f"{what} must be seconds or a timedelta, not {type(value).__name__}")
-    td = value if isinstance(value, timedelta) else timedelta(seconds=value)
-    if td < timedelta(0):
-        raise ValueError(f"{what} must not be negative")
-    return None if td == timedelta(0) else td
-
-
 class LockBase:
     """Configuration and state of one lock instance (one instance ID)."""
 
     def __init__(self, name: str, locker: Any, *, instance_id: str | None = None):
+        # The shell's own acquire says which API it is: sync Lock or AsyncLock.
+        asynchronous = inspect.iscoroutinefunction(getattr(type(self), "acquire", None))
+        check_locker(locker, asynchronous, type(self).__name__)
         locker.object_name(name)  # validate before any request
         self.name = name
         self.locker = locker
@@ -95,13 +99,28 @@ class LockBase:
     # ------------------------------------------------------------ directives
 
     def with_duration(self: _L, duration: float | timedelta | None) -> _L:
-        """Lease length for each acquire and renewal; 0 or None: never expires."""
-        self._duration = to_timedelta(duration, "duration")
+        """Lease length for each acquire and renewal; 0 or None: never expires.
+
+        Otherwise between 1 s and 106751 days; raises ValueError outside that
+        range, or when the renew interval is not shorter than the new duration
+        minus :func:`loss_margin`.
+        """
+        value = to_timedelta(duration, "duration", minimum=MIN_DURATION, zero="never expires")
+        check_renewal(value, self._renew_interval, loss_margin)
+        self._duration = value
         return self
 
     def with_renew_interval(self: _L, interval: float | timedelta | None) -> _L:
-        """Renew in the background this often while held; None: never."""
-        self._renew_interval = to_timedelta(interval, "renew interval")
+        """Renew in the background this often while held; 0 or None: never.
+
+        Otherwise between 0.05 s and 106751 days, and shorter than the duration
+        minus :func:`loss_margin` (checked whichever directive comes first).
+        """
+        value = to_timedelta(
+            interval, "renew interval", minimum=MIN_RENEW_INTERVAL, zero="never renew"
+        )
+        check_renewal(self._duration, value, loss_margin)
+        self._renew_interval = value
         return self
 
     def with_tags(self: _L, tags: Iterable[str]) -> _L:
@@ -189,8 +208,7 @@ class LockBase:
         emit(self._on_event, Event(code, self.name, self.instance_id, message, error))
 
     def _acquire_deadline(self, blocking: bool, timeout: float | None) -> float | None:
-        if timeout is not None and timeout < 0:
-            raise ValueError("timeout must not be negative")
+        timeout = check_timeout(timeout)
         now = self._clock.monotonic()
         if not blocking:
             return now

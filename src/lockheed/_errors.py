@@ -14,6 +14,7 @@ from typing import Any
 
 __all__ = [
     "LockBackendError",
+    "LockConfigError",
     "LockConflict",
     "LockError",
     "LockForbidden",
@@ -21,6 +22,7 @@ __all__ = [
     "LockNotHeld",
     "LockStateError",
     "LockTimeout",
+    "LockUnauthorized",
 ]
 
 
@@ -103,6 +105,12 @@ class LockBackendError(LockError):
         return {**super()._kwargs(), "transient": self.transient, "retry_after": self.retry_after}
 
 
+class LockConfigError(LockBackendError):
+    """The Kubernetes configuration (a kubeconfig file, or the in-cluster service
+    account) is missing or malformed; the message names the file and what is
+    wrong, never a credential."""
+
+
 class LockConflict(LockError):
     """Concurrent writers kept changing the lock object; the operation gave up."""
 
@@ -140,3 +148,9 @@ class LockForbidden(LockError, PermissionError):
             "resource": self.resource,
             "namespace": self.namespace,
         }
+
+
+class LockUnauthorized(LockError, PermissionError):
+    """The API server did not accept the credentials (HTTP 401): a login failure,
+    such as an expired or revoked token or an unknown client certificate, not a
+    missing permission (that is :class:`LockForbidden`)."""

@@ -7,8 +7,12 @@ listed to find one lock.
 
 Failure semantics: a 409 is handed back to the core as ``CONFLICT`` (it
 re-reads and decides again); a 404 on write means the object was deleted (a
-holder's loss); 403 raises :class:`~lockheed.LockForbidden`; transport errors
-raise :class:`~lockheed.LockBackendError`. A watch whose version was
+holder's loss); 401 raises :class:`~lockheed.LockUnauthorized`, 403
+:class:`~lockheed.LockForbidden`; transport errors raise
+:class:`~lockheed.LockBackendError`. A ConfigMap of the lock's name without
+the ``lockheed/lock`` label was not made by lockheed (nor Go lockheed) and is
+refused with :class:`~lockheed.LockStateError` unless a force condition
+matches. A bad ``prefix`` is refused at construction. A watch whose version was
 compacted away (410) falls back to a fresh read.
 """
 
@@ -25,6 +29,7 @@ from .._codec import (
     new_configmap,
     updated_configmap,
     validate_object_name,
+    validate_prefix,
 )
 from .._core import CONFLICT, UNCHANGED, Create, Effect, Read, Replace, Watch
 from .._errors import LockBackendError
@@ -42,6 +47,8 @@ class AsyncConfigMapLocker:
     ``config`` is a kubeconfig path, a lightkube ``KubeConfig``/``SingleConfig``,
     or None for in-cluster config, ``$KUBECONFIG`` or ``~/.kube/config``;
     ``client`` is an ``httpx2`` client already set up for the cluster.
+    ``config`` is then kept as ``self.config``, a lightkube ``SingleConfig``
+    whose ``repr`` shows no credentials.
     """
 
     kind = "ConfigMap"
@@ -55,7 +62,7 @@ class AsyncConfigMapLocker:
         client: Any = None,
         clock: ServerClock | None = None,
     ):
-        self.prefix = prefix
+        self.prefix = validate_prefix(prefix)
         self.api = AsyncKubeAPI("configmaps", namespace, config=config, client=client, clock=clock)
         self.namespace = self.api.namespace
         self.config = self.api.config

@@ -8,8 +8,12 @@ listed to find one lock.
 
 Failure semantics: a 409 is handed back to the core as ``CONFLICT`` (it
 re-reads and decides again); a 404 on write means the object was deleted (a
-holder's loss); 403 raises :class:`~lockheed.LockForbidden`; transport errors
-raise :class:`~lockheed.LockBackendError`. A watch whose version was
+holder's loss); 401 raises :class:`~lockheed.LockUnauthorized`, 403
+:class:`~lockheed.LockForbidden`; transport errors raise
+:class:`~lockheed.LockBackendError`. A ConfigMap of the lock's name without
+the ``lockheed/lock`` label was not made by lockheed (nor Go lockheed) and is
+refused with :class:`~lockheed.LockStateError` unless a force condition
+matches. A bad ``prefix`` is refused at construction. A watch whose version was
 compacted away (410) falls back to a fresh read.
 """
 
@@ -26,6 +30,7 @@ from .._codec import (
     new_configmap,
     updated_configmap,
     validate_object_name,
+    validate_prefix,
 )
 from .._core import CONFLICT, UNCHANGED, Create, Effect, Read, Replace, Watch
 from .._errors import LockBackendError
@@ -43,6 +48,8 @@ class ConfigMapLocker:
     ``config`` is a kubeconfig path, a lightkube ``KubeConfig``/``SingleConfig``,
     or None for in-cluster config, ``$KUBECONFIG`` or ``~/.kube/config``;
     ``client`` is an ``httpx2`` client already set up for the cluster.
+    ``config`` is then kept as ``self.config``, a lightkube ``SingleConfig``
+    whose ``repr`` shows no credentials.
     """
 
     kind = "ConfigMap"
@@ -56,7 +63,7 @@ class ConfigMapLocker:
         client: Any = None,
         clock: ServerClock | None = None,
     ):
-        self.prefix = prefix
+        self.prefix = validate_prefix(prefix)
         self.api = KubeAPI("configmaps", namespace, config=config, client=client, clock=clock)
         self.namespace = self.api.namespace
         self.config = self.api.config

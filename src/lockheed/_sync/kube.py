@@ -4,12 +4,15 @@
 Plain JSON over lightkube's configured ``httpx2`` client: every response's
 ``Date`` header feeds the :class:`~lockheed._clock.ServerClock`, and no model
 objects are built on the hot path. Failures leave this module as
-:class:`~lockheed.LockError` subclasses: 401/403 as
-:class:`~lockheed.LockForbidden` naming the verb, resource and namespace,
-anything unexpected as :class:`~lockheed.LockBackendError`, marked
-``transient`` for transport errors (refused, reset, timed out), 5xx and 429
-(with ``retry_after`` from the ``Retry-After`` header). 404 and 409 are
-returned as statuses, because the core decides what they mean.
+:class:`~lockheed.LockError` subclasses: 401 as
+:class:`~lockheed.LockUnauthorized` (the credentials were not accepted), 403
+as :class:`~lockheed.LockForbidden` naming the verb, resource and namespace,
+a missing or malformed kubeconfig as :class:`~lockheed.LockConfigError`
+(naming the file, never a credential), anything unexpected as
+:class:`~lockheed.LockBackendError`, marked ``transient`` for transport
+errors (refused, reset, timed out), 5xx and 429 (with ``retry_after`` from
+the ``Retry-After`` header). 404 and 409 are returned as statuses, because
+the core decides what they mean.
 """
 
 from __future__ import annotations
