@@ -18,6 +18,7 @@ and does not stop the others).
 
 from __future__ import annotations
 
+import dataclasses
 import inspect
 import uuid
 from collections.abc import Callable, Iterable
@@ -224,9 +225,7 @@ class LockBase:
         if isinstance(effect, (Watch, Sleep)):
             cap = self._clock.monotonic() + STOP_CHECK
             if effect.until is None or effect.until > cap:
-                if isinstance(effect, Sleep):
-                    return Sleep(effect.name, cap)
-                return Watch(effect.name, effect.version, cap)
+                return dataclasses.replace(effect, until=cap)
         return effect
 
     def _held_token(self) -> int | None:

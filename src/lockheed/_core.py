@@ -406,11 +406,16 @@ class Replace:
 @dataclass(frozen=True)
 class Watch:
     """Wait for a change after ``version`` until monotonic time ``until`` (None: no
-    limit). The result is the changed Record, None if deleted, or :data:`UNCHANGED`."""
+    limit). The result is the changed Record, None if deleted, or :data:`UNCHANGED`.
+
+    ``session`` (set by the shell, one per operation) lets a locker keep one
+    watch open across the operation's successive waits instead of opening a
+    new one each time; the shell ends the session when the operation ends."""
 
     name: str
     version: str | None
     until: float | None
+    session: Any = None
 
 
 @dataclass(frozen=True)

@@ -17,7 +17,7 @@ the core decides what they mean.
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncGenerator
+from collections.abc import AsyncGenerator, Callable
 from typing import Any
 
 import httpx2 as httpx
@@ -116,12 +116,19 @@ class AsyncKubeAPI:
         )
 
     async def watch(
-        self, name: str, version: str | None, timeout: float | None, *, lock: str | None = None
+        self,
+        name: str,
+        version: str | None,
+        timeout: float | None,
+        *,
+        lock: str | None = None,
+        opened: Callable[[Any], None] | None = None,
     ) -> AsyncGenerator[tuple[str, Any], None]:
         """Yield ``(type, object)`` watch events on one object, from ``version``.
 
-        Ends without an event when ``timeout`` seconds pass (None: the server's
-        own limit, about five minutes).
+        Ends when ``timeout`` seconds pass without an event (None: the server's
+        own limit, about five minutes). ``opened`` is called with the streaming
+        response once it is established.
         """
         params = {"watch": "1", "fieldSelector": f"metadata.name={name}"}
         if version is not None:
@@ -145,6 +152,8 @@ class AsyncKubeAPI:
                         transient=resp.status_code == 429 or resp.status_code >= 500,
                         retry_after=retry_after(resp),
                     )
+                if opened is not None:
+                    opened(resp)
                 async for line in resp.aiter_lines():
                     if line:
                         event = json.loads(line)

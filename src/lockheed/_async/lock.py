@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib  # unasync: async-only
+import dataclasses
 from typing import Any
 
 from .._base import LockBase
@@ -32,6 +33,7 @@ from .._core import (
     Released,
     Replace,
     Sleep,
+    Watch,
     acquire_flow,
     release_flow,
     renew_flow,
@@ -67,11 +69,14 @@ class AsyncLock(LockBase):
         """Perform a flow's effects; backend errors go back into the flow to decide."""
         result: Any = None
         error: LockBackendError | None = None
+        session = object()  # lets the locker keep one watch open across our waits
         try:
             while True:
                 effect = flow.send(result) if error is None else flow.throw(error)
                 effect, error = self._guard_effect(effect), None
-                if isinstance(effect, (Create, Replace)):
+                if isinstance(effect, Watch):
+                    effect = dataclasses.replace(effect, session=session)
+                elif isinstance(effect, (Create, Replace)):
                     self._wrote = True
                 try:
                     if isinstance(effect, Sleep):
@@ -85,6 +90,9 @@ class AsyncLock(LockBase):
             return done.value
         finally:
             flow.close()
+            end_watch = getattr(self.locker, "end_watch", None)
+            if end_watch is not None:
+                await end_watch(session)
 
     async def acquire(self, blocking: bool = True, timeout: float | None = None) -> int:
         """Take the lock; return the fencing token.

@@ -18,7 +18,7 @@ the core decides what they mean.
 from __future__ import annotations
 
 import json
-from collections.abc import Generator
+from collections.abc import Callable, Generator
 from typing import Any
 
 import httpx2 as httpx
@@ -117,12 +117,19 @@ class KubeAPI:
         )
 
     def watch(
-        self, name: str, version: str | None, timeout: float | None, *, lock: str | None = None
+        self,
+        name: str,
+        version: str | None,
+        timeout: float | None,
+        *,
+        lock: str | None = None,
+        opened: Callable[[Any], None] | None = None,
     ) -> Generator[tuple[str, Any], None]:
         """Yield ``(type, object)`` watch events on one object, from ``version``.
 
-        Ends without an event when ``timeout`` seconds pass (None: the server's
-        own limit, about five minutes).
+        Ends when ``timeout`` seconds pass without an event (None: the server's
+        own limit, about five minutes). ``opened`` is called with the streaming
+        response once it is established.
         """
         params = {"watch": "1", "fieldSelector": f"metadata.name={name}"}
         if version is not None:
@@ -144,6 +151,8 @@ class KubeAPI:
                         transient=resp.status_code == 429 or resp.status_code >= 500,
                         retry_after=retry_after(resp),
                     )
+                if opened is not None:
+                    opened(resp)
                 for line in resp.iter_lines():
                     if line:
                         event = json.loads(line)

@@ -22,6 +22,7 @@ Failure semantics (see also :mod:`lockheed._base`):
 
 from __future__ import annotations
 
+import dataclasses
 import threading
 from typing import Any
 
@@ -32,6 +33,7 @@ from .._core import (
     Released,
     Replace,
     Sleep,
+    Watch,
     acquire_flow,
     release_flow,
     renew_flow,
@@ -63,11 +65,14 @@ class Lock(LockBase):
         """Perform a flow's effects; backend errors go back into the flow to decide."""
         result: Any = None
         error: LockBackendError | None = None
+        session = object()  # lets the locker keep one watch open across our waits
         try:
             while True:
                 effect = flow.send(result) if error is None else flow.throw(error)
                 effect, error = self._guard_effect(effect), None
-                if isinstance(effect, (Create, Replace)):
+                if isinstance(effect, Watch):
+                    effect = dataclasses.replace(effect, session=session)
+                elif isinstance(effect, (Create, Replace)):
                     self._wrote = True
                 try:
                     if isinstance(effect, Sleep):
@@ -81,6 +86,9 @@ class Lock(LockBase):
             return done.value
         finally:
             flow.close()
+            end_watch = getattr(self.locker, "end_watch", None)
+            if end_watch is not None:
+                end_watch(session)
 
     def acquire(self, blocking: bool = True, timeout: float | None = None) -> int:
         """Take the lock; return the fencing token.
