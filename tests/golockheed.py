@@ -46,6 +46,7 @@ import subprocess
 import sys
 import tempfile
 import urllib.parse
+from collections.abc import Mapping
 from pathlib import Path
 
 from lockheed.testing._build import (
@@ -122,15 +123,14 @@ def first_error_line(output: str) -> str:
     return "no error output"
 
 
-def goproxy_dir(environ: dict[str, str] | None = None) -> Path | None:
+def goproxy_dir(environ: Mapping[str, str] | None = None) -> Path | None:
     """The module-proxy directory holding Go lockheed, or None when there is none.
 
     ``$LOCKHEED_GOPROXY_DIR`` when set (it must be a directory: a wrong value is
     an error, never silently ignored), else ``../shared/goproxy`` beside the
     repository's root when it is a directory.
     """
-    environ = os.environ if environ is None else environ
-    explicit = environ.get(GOPROXY_DIR_ENV)
+    explicit = (os.environ if environ is None else environ).get(GOPROXY_DIR_ENV)
     if explicit:
         path = Path(explicit).expanduser().resolve()
         if not path.is_dir():
@@ -160,7 +160,7 @@ def _default_goproxy(go: str, env: dict[str, str]) -> str:
     return done.stdout.strip()
 
 
-def go_env(go: str, environ: dict[str, str] | None = None) -> dict[str, str]:
+def go_env(go: str, environ: Mapping[str, str] | None = None) -> dict[str, str]:
     """The environment of the build: the module-proxy directory (if any) ahead of
     the usual proxy, goblain's modules kept from the checksum database, and the
     committed go.sum authoritative (any ``-mod=`` in GOFLAGS is dropped)."""
