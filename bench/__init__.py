@@ -8,10 +8,11 @@ every system where it can do the operation, prints one table and writes
 
 Systems: lockheed (sync and asyncio), sherlock's ``KubernetesLock`` and the
 official ``kubernetes`` client's leader election (``ConfigMapLock``), and Go
-lockheed v0.5.3 through the Go test program ``tests/golockheed`` when it can be
-had (:mod:`bench._golockheed`); when it cannot (the module proxy refuses Go
-lockheed), it is shown as not measured, with the request counts read from its
-source labelled as such.
+lockheed v0.5.3 through the Go test program ``tests/golockheed``
+(:mod:`bench._golockheed`; built from a module-proxy directory holding Go
+lockheed v0.5.3, as for the interoperability tests); when it cannot be built,
+it is shown as not measured, with the request counts read from its source
+labelled as such.
 
 Request counts are never counted on the client: they are read from the API
 server's own ``/metrics`` (``apiserver_request_total``) before and after each

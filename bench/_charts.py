@@ -26,6 +26,7 @@ COLORS = {
     "lockheed-async": "#17becf",
     "sherlock": "#d62728",
     "leaderelection": "#ff7f0e",
+    "go-lockheed": "#2ca02c",
 }
 
 

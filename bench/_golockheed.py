@@ -1,13 +1,15 @@
-"""Go lockheed v0.5.3, measured through the Go test program when it can be had.
+"""Go lockheed v0.5.3, measured through the Go test program.
 
 The program is ``tests/golockheed`` (its ``serve`` subcommand runs Go
 lockheed's own ``Acquire``, ``Renew``, ``Release`` and ``AcquireRetry`` on
-commands from stdin and times cycles and hand-offs with Go's monotonic clock).
+commands from stdin and times cycles and hand-offs with Go's monotonic clock;
+its ``bench-contend`` subcommand is one contender of the contention figure).
 :func:`find_program` uses the lookup of the interoperability tests
 (``tests/golockheed.py``, loaded from its file): the binary cached for the
-current sources, else a build through the Go module proxy. While the proxy
-refuses ``github.com/goblain/lockheed`` (HTTP 403) the build fails, and Go
-lockheed stays a column that says why it was not measured.
+current sources, else a build from a module-proxy directory holding Go
+lockheed v0.5.3 (``$LOCKHEED_GOPROXY_DIR``, else ``../shared/goproxy`` beside
+the repository; the public proxy refuses that version). When it cannot be
+built, Go lockheed stays a column that says why it was not measured.
 
 The adapter, :class:`GoLockheed`, runs one ``serve`` process for the whole
 run, so no figure includes a process start. Its settings: ``WithDuration(30s)``
@@ -15,7 +17,9 @@ as lockheed's, no renewal loop except in the renewal figure (Go lockheed's own
 ``WithRenewInterval``), client-go's client-side rate limit off (the Python
 clients have none), and a waiter that polls with Go lockheed's ``AcquireRetry``
 every :data:`RETRY_DELAY` (go-retry's default delay), Go lockheed having no
-blocking acquire.
+blocking acquire. In the contention figure each contender is a process of
+its own (``bench-contend``) that retries a failed ``Acquire`` after a random
+pause in :data:`CONTEND_BACKOFF`.
 """
 
 from __future__ import annotations
@@ -36,15 +40,23 @@ from ._metrics import Meter
 from ._results import Renewal
 from ._systems import SETTLE, WAIT_LIMIT, Env, System, Unsupported, _renewal_from
 
-__all__ = ["GO_KEY", "GO_LABEL", "GO_REASON", "RETRY_DELAY", "GoLockheed", "find_program"]
+__all__ = [
+    "CONTEND_BACKOFF",
+    "GO_KEY",
+    "GO_LABEL",
+    "GO_REASON",
+    "RETRY_DELAY",
+    "GoLockheed",
+    "find_program",
+]
 
 GO_KEY = "go-lockheed"
 GO_LABEL = "Go lockheed v0.5.3"
-GO_REASON = (
-    "not measured: module not available (the Go module proxy answers 403 for "
-    "github.com/goblain/lockheed v0.5.3)"
-)
+GO_REASON = "not measured: the Go program tests/golockheed could not be built"
 RETRY_DELAY = 1.0  # seconds between a Go waiter's attempts: go-retry's DEFAULT_DELAY
+# A contender's pause after a failed Acquire, drawn uniformly from this range
+# (seconds): short, so that Go's figure is not set by the pause.
+CONTEND_BACKOFF = (0.02, 0.12)
 DURATION = 30.0
 LOOKUP = Path(__file__).resolve().parent.parent / "tests" / "golockheed.py"
 STEP_TIMEOUT = 60.0  # one command (Go retries a reserved ConfigMap for 5 s per step)
@@ -62,8 +74,6 @@ def find_program() -> Path | str:
     found: Path | str = module.find_golockheed()
     if isinstance(found, Path):
         return found
-    if "403" in found:
-        return GO_REASON
     return f"not measured: {found}"
 
 
@@ -74,13 +84,11 @@ def _go_duration(seconds: float) -> str:
 class GoLockheed(System):
     key = GO_KEY
     label = GO_LABEL
-    contend_reason = (
-        "not measured: the benchmark's contenders are Python processes; Go lockheed's "
-        "contended throughput is not part of this suite yet"
-    )
+    contend_mode = GO_KEY
 
     def __init__(self, env: Env, program: Path):
         super().__init__(env)
+        self.program = program
         self._err: IO[str] = tempfile.TemporaryFile("w+")  # noqa: SIM115 (closed in close())
         self._lines: queue.Queue[str | None] = queue.Queue()
         self._handles = 0
@@ -108,8 +116,22 @@ class GoLockheed(System):
             f"NewLock(...).WithDuration({DURATION:g}s), no renewal loop except in the renewal "
             f"figure (WithRenewInterval); a waiter polls with AcquireRetry every "
             f"{RETRY_DELAY:g} s (go-retry's default delay; Go lockheed has no blocking acquire); "
-            "client-go's client-side rate limit off; samples timed in Go (time.Since)"
+            "client-go's client-side rate limit off; samples timed in Go (time.Since); "
+            f"contenders are processes of the Go program (bench-contend) that retry a failed "
+            f"Acquire after a random {CONTEND_BACKOFF[0] * 1000:g}-{CONTEND_BACKOFF[1] * 1000:g} "
+            "ms pause"
         )
+
+    def contend_command(self, lock: str) -> list[str]:
+        """One contender of the contention figure on ``lock`` (bench._worker's protocol)."""
+        low, high = CONTEND_BACKOFF
+        return [
+            str(self.program),
+            "bench-contend",
+            *("--kubeconfig", str(self.env.kubeconfig), "--namespace", self.env.namespace),
+            *("--name", lock, "--duration", _go_duration(DURATION)),
+            *("--backoff-min", _go_duration(low), "--backoff-max", _go_duration(high)),
+        ]
 
     # ------------------------------------------------------------- the process
 

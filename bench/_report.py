@@ -3,7 +3,7 @@ their verdicts, and the details behind every figure.
 
 Go lockheed v0.5.3 is a column of its own. When the Go test program can be
 had (see :mod:`bench._golockheed`) it is measured like the others; when it
-cannot (its module cannot be fetched), its figures say why, and the request
+cannot be built, its figures say why, and the request
 counts shown for it are read from its source (``kubelocker.go``: ``Acquire`` is
 ``Init`` (an unfiltered LIST of the namespace, plus a CREATE when the ConfigMap
 is missing), then a GET and an UPDATE that reserve the object, then the UPDATE
@@ -63,9 +63,8 @@ GO_REQUESTS = {
     "release": (3, "GET 2PUT"),
 }
 GO_NOTE = (
-    f"{DAGGER} Go lockheed v0.5.3: from its source (kubelocker.go), not measured: module not "
-    "available (the Go module proxy answers 403 for github.com/goblain/lockheed). Its LIST is "
-    "of the whole namespace, without a label selector."
+    f"{DAGGER} Go lockheed v0.5.3: from its source (kubelocker.go), {{why}}. Its LIST is of the "
+    "whole namespace, without a label selector."
 )
 GO_MEASURED_NOTE = (
     "Go lockheed v0.5.3: measured through the Go program tests/golockheed (Go lockheed's own "
@@ -80,15 +79,19 @@ def _go_ops(res: Results) -> dict[str, OpCount]:
 
 
 def _go_measured(res: Results) -> bool:
-    return bool(_go_ops(res)) or any(
-        isinstance(figure.get(GO_KEY), (Latency, Renewal))
-        for figure in (res.cycle, res.handoff, res.renewal)
+    return (
+        bool(_go_ops(res))
+        or any(
+            isinstance(figure.get(GO_KEY), (Latency, Renewal))
+            for figure in (res.cycle, res.handoff, res.renewal)
+        )
+        or any(isinstance(c, Contention) for c in res.contention.get(GO_KEY, {}).values())
     )
 
 
 def _go_note(res: Results) -> str:
     if not _go_measured(res):
-        return GO_NOTE
+        return GO_NOTE.format(why=_missing(res, GO_KEY) or "not measured in this run")
     if len(_go_ops(res)) < len(OPS) or not isinstance(res.renewal.get(GO_KEY), Renewal):
         return (
             f"{GO_MEASURED_NOTE} {DAGGER} From its source (kubelocker.go) where that "
@@ -420,7 +423,7 @@ def targets(res: Results) -> list[Verdict]:
         )
     else:
         unmeasured = (
-            "Go lockheed v0.5.3 could not be measured (module not available)"
+            "Go lockheed v0.5.3 could not be measured (its test program could not be built)"
             if go_cycle is None
             else "the figure did not run"
         )
@@ -824,7 +827,9 @@ METHOD = """\
 - Contention: contenders are processes (tasks of one process for asyncio)
   started on one signal; they take and release the lock with no work in
   between. A hand-off is an acquisition by a different contender than the
-  previous one.
+  previous one. Go lockheed's contenders are processes of the Go program;
+  having no way to wait for a lock, each retries a failed `Acquire` after a
+  short random pause.
 - Ratios are taken between figures of the same run; latencies are medians
   (p50) and 99th percentiles over the samples, request counts the median
   repeat."""

@@ -237,7 +237,7 @@ def _figures(
                 r.log(f"contention: {system.label}, {n} contenders, {s.window:g}s")
                 res.contention[system.key][n] = r.attempt(
                     f"contention {system.key} {n}",
-                    functools.partial(contend, system.contend_mode, system.env, meter, n, s.window),
+                    functools.partial(contend, system, meter, n, s.window),
                 )
     if r.wanted("election"):
         for key in ELECTORS:

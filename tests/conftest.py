@@ -79,16 +79,20 @@ def loop_thread() -> Iterator[LoopThread]:
 
 @pytest.fixture(params=["sync", "async"])
 def api(request: pytest.FixtureRequest) -> Iterator[Api]:
-    """The sync API, or the asyncio API (on a debug-mode loop) driven by the same tests."""
+    """The sync API, or the asyncio API (on a debug-mode loop) driven by the same tests.
+
+    An asyncio test fails if anything made a blocking call on the loop's thread
+    (see tests/blocking_calls.py); a callback that was merely slow does not
+    fail it."""
     if request.param == "sync":
         yield Api("sync", None)
         return
     runner: LoopThread = request.getfixturevalue("loop_thread")
-    del runner.slow[:]
+    del runner.blocking[:]
     made = Api("async", runner)
     yield made
     made.close()
-    assert not runner.slow, f"a blocking call on the event loop: {runner.slow}"
+    assert not runner.blocking, f"a blocking call on the event loop: {runner.blocking}"
 
 
 @pytest.fixture

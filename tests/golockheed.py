@@ -6,29 +6,35 @@ binary cache (see :mod:`lockheed.testing._build`) at
 ``<cache>/bin/golockheed-v0.5.3/golockheed``, next to a ``.sources`` file
 holding a digest of the sources it was built from. When that binary is
 missing, or was built from other sources, it is built with the local ``go``
-tool in a temporary copy of ``tests/golockheed``, through the ordinary module
-proxy. The module has no ``go.sum`` (one cannot be produced while the proxy
-refuses Go lockheed), so the build runs with ``-mod=mod``: go.sum is filled
-in as modules are downloaded, each checked against the checksum database.
+tool in a temporary copy of ``tests/golockheed``.
 
-When the program cannot be had (no ``go``, or the proxy or the checksum
-database refuses a module) the calling test is skipped, and the skip reason
-is the first error line of the failing ``go`` command (with its indented
-continuation, on one line). Go lockheed is downloaded on its own first, so
-while the proxy refuses it the reason reads (wrapped here)::
+Where the modules come from. The public module proxy refuses Go lockheed
+v0.5.3 ("This module version is not available"), and the checksum database
+knows neither ``github.com/goblain/lockheed`` nor its dependency
+``github.com/goblain/go-retry``. The build therefore looks first in a
+module-proxy directory holding Go lockheed v0.5.3 and go-retry (laid out in
+the GOPROXY protocol): ``$LOCKHEED_GOPROXY_DIR`` if set, else
+``../shared/goproxy`` beside the repository's root. The build runs with
+``GOPROXY=file://<that directory>,<go env GOPROXY>`` (every other module
+comes from the usual proxy) and ``GONOSUMDB=github.com/goblain``. The
+committed ``go.sum`` pins every module, both goblain ones included, so the
+build is ``-mod=readonly``: a module whose content differs from go.sum fails
+the build, wherever it came from. Without such a directory the build asks the
+usual proxy alone, which refuses Go lockheed.
 
-    Go lockheed v0.5.3 cannot be built: go: github.com/goblain/lockheed@v0.5.3:
-    reading https://proxy.golang.org/github.com/goblain/lockheed/@v/v0.5.3.info:
-    403 Forbidden server response: This module version is not available.
-
-Its dependency ``github.com/goblain/go-retry`` comes next: the checksum
-database does not know it (404), so a build also needs
-``GONOSUMDB=github.com/goblain/go-retry`` in the environment (which the build
-inherits), accepting that module unverified.
+When the program cannot be had (no ``go``, a ``$LOCKHEED_GOPROXY_DIR`` that
+is not a directory, or a module that cannot be downloaded) the calling test
+is skipped, and the skip reason is the first error line of the failing ``go``
+command (with its indented continuation, on one line), followed by the
+GOPROXY used. Go lockheed is downloaded on its own first, so that its refusal
+is what the reason names. With ``$LOCKHEED_REQUIRE_GOLOCKHEED=1`` (which
+``.ci/run`` sets in CI) the test fails instead: a skip there would hide the
+interoperability claim. ``python tests/golockheed.py`` builds (or finds) the
+program and prints its path, or prints why not and exits with status 1.
 
 The outcome is remembered for the session, so a failed build is tried once.
 :func:`find_golockheed` is the same lookup without pytest: the benchmark
-(``python -m bench``) loads this file to measure Go lockheed when it can.
+(``python -m bench``) loads this file to measure Go lockheed.
 """
 
 from __future__ import annotations
@@ -37,7 +43,10 @@ import hashlib
 import os
 import shutil
 import subprocess
+import sys
 import tempfile
+import urllib.parse
+from collections.abc import Mapping
 from pathlib import Path
 
 from lockheed.testing._build import (
@@ -49,17 +58,28 @@ from lockheed.testing._build import (
 )
 
 __all__ = [
+    "GOPROXY_DIR_ENV",
     "GO_LOCKHEED_MODULE",
     "GO_LOCKHEED_VERSION",
+    "REQUIRE_ENV",
     "SOURCE_DIR",
     "find_golockheed",
+    "go_env",
     "golockheed_binary",
+    "goproxy_dir",
 ]
 
 GO_LOCKHEED_MODULE = "github.com/goblain/lockheed"
 GO_LOCKHEED_VERSION = "v0.5.3"
 SOURCE_DIR = Path(__file__).with_name("golockheed")
-_SOURCES = ("go.mod", "go.sum", "main.go")  # go.sum is used when present
+ROOT = Path(__file__).resolve().parent.parent
+GOPROXY_DIR_ENV = "LOCKHEED_GOPROXY_DIR"
+REQUIRE_ENV = "LOCKHEED_REQUIRE_GOLOCKHEED"
+# Beside the repository's root: where a module-proxy directory holding Go lockheed
+# v0.5.3 is looked for when $LOCKHEED_GOPROXY_DIR is not set.
+DEFAULT_GOPROXY_DIR = ROOT.parent / "shared" / "goproxy"
+NOSUMDB = "github.com/goblain"  # the checksum database knows neither goblain module
+_SOURCES = ("go.mod", "go.sum", "main.go")
 # Downloading client-go and its dependencies and compiling them, on a slow host.
 BUILD_TIMEOUT = 600.0
 _PROGRESS_PREFIXES = ("go: downloading", "go: finding", "go: extracting", "go: added")
@@ -103,19 +123,65 @@ def first_error_line(output: str) -> str:
     return "no error output"
 
 
-def _go_env() -> dict[str, str]:
-    env = _build_env()  # GOWORK=off, as for the control plane's binaries
+def goproxy_dir(environ: Mapping[str, str] | None = None) -> Path | None:
+    """The module-proxy directory holding Go lockheed, or None when there is none.
+
+    ``$LOCKHEED_GOPROXY_DIR`` when set (it must be a directory: a wrong value is
+    an error, never silently ignored), else ``../shared/goproxy`` beside the
+    repository's root when it is a directory.
+    """
+    explicit = (os.environ if environ is None else environ).get(GOPROXY_DIR_ENV)
+    if explicit:
+        path = Path(explicit).expanduser().resolve()
+        if not path.is_dir():
+            raise BuildError(f"${GOPROXY_DIR_ENV}={explicit} is not a directory")
+        return path
+    return DEFAULT_GOPROXY_DIR if DEFAULT_GOPROXY_DIR.is_dir() else None
+
+
+def _file_url(path: Path) -> str:
+    # Percent-encoded, so that a ',' or '|' in the path cannot split GOPROXY's list.
+    return "file://" + urllib.parse.quote(str(path), safe="/")
+
+
+def _default_goproxy(go: str, env: dict[str, str]) -> str:
+    """What the go command would use on its own (``go env GOPROXY``)."""
+    done = subprocess.run(
+        [go, "env", "GOPROXY"],
+        env=env,
+        stdin=subprocess.DEVNULL,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    if done.returncode != 0:
+        raise BuildError(f"`go env GOPROXY` failed: {first_error_line(done.stderr)}")
+    return done.stdout.strip()
+
+
+def go_env(go: str, environ: Mapping[str, str] | None = None) -> dict[str, str]:
+    """The environment of the build: the module-proxy directory (if any) ahead of
+    the usual proxy, goblain's modules kept from the checksum database, and the
+    committed go.sum authoritative (any ``-mod=`` in GOFLAGS is dropped)."""
+    env = _build_env() if environ is None else {**environ, "GOWORK": "off"}
     flags = [f for f in env.get("GOFLAGS", "").split() if not f.startswith("-mod=")]
-    env["GOFLAGS"] = " ".join([*flags, "-mod=mod"])  # no go.sum: record sums as modules arrive
+    env["GOFLAGS"] = " ".join(flags)
+    local = goproxy_dir(env)
+    usual = _default_goproxy(go, env)
+    env["GOPROXY"] = ",".join(filter(None, [_file_url(local) if local else "", usual]))
+    nosumdb = [p for p in env.get("GONOSUMDB", "").split(",") if p]
+    if NOSUMDB not in nosumdb:
+        env["GONOSUMDB"] = ",".join([*nosumdb, NOSUMDB])
     return env
 
 
-def _run(command: list[str], workdir: Path) -> None:
+def _run(command: list[str], workdir: Path, env: dict[str, str]) -> None:
     try:
         done = subprocess.run(
             command,
             cwd=workdir,
-            env=_go_env(),
+            env=env,
             stdin=subprocess.DEVNULL,
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,
@@ -127,26 +193,29 @@ def _run(command: list[str], workdir: Path) -> None:
     except subprocess.TimeoutExpired:
         raise BuildError(f"`{' '.join(command[1:])}` took longer than {BUILD_TIMEOUT} s") from None
     if done.returncode != 0:
-        raise BuildError(first_error_line(done.stdout))
+        where = f"GOPROXY={env.get('GOPROXY', '')}"
+        if not env.get("GOPROXY", "").startswith("file://"):
+            where += (
+                f"; no module-proxy directory holding Go lockheed: ${GOPROXY_DIR_ENV} is not "
+                "set and there is no ../shared/goproxy beside the repository"
+            )
+        raise BuildError(f"{first_error_line(done.stdout)} ({where})")
 
 
 def _build(target: Path, digest: str) -> None:
     go = shutil.which("go")
     if go is None:
         raise BuildError("the 'go' tool is not on PATH")
+    env = go_env(go)
     with tempfile.TemporaryDirectory(prefix="lockheed-build-golockheed-") as tmp:
         workdir = Path(tmp)
         for name in _SOURCES:
-            if (SOURCE_DIR / name).exists():
-                shutil.copyfile(SOURCE_DIR / name, workdir / name)
-        # Go lockheed itself first, so that its refusal is what a skip reports
-        # (the whole graph would stop first at go-retry, which the checksum
-        # database does not know), then everything else.
-        _run([go, "mod", "download", f"{GO_LOCKHEED_MODULE}@{GO_LOCKHEED_VERSION}"], workdir)
-        _run([go, "mod", "download"], workdir)
+            shutil.copyfile(SOURCE_DIR / name, workdir / name)
+        # Go lockheed itself first, so that a refusal of it is what a skip reports.
+        _run([go, "mod", "download", f"{GO_LOCKHEED_MODULE}@{GO_LOCKHEED_VERSION}"], workdir, env)
         partial = target.with_name(f".{target.name}.{os.getpid()}.partial")
         try:
-            _run([go, "build", "-trimpath", "-o", str(partial), "."], workdir)
+            _run([go, "build", "-trimpath", "-o", str(partial), "."], workdir, env)
             partial.chmod(0o755)
             os.replace(partial, target)
         finally:
@@ -177,11 +246,32 @@ def find_golockheed() -> Path | str:
     return _outcome
 
 
+def required() -> bool:
+    """Whether a missing program must fail the tests (``$LOCKHEED_REQUIRE_GOLOCKHEED=1``)."""
+    return os.environ.get(REQUIRE_ENV, "") not in ("", "0")
+
+
 def golockheed_binary() -> Path:
-    """The Go lockheed program; skips the calling test when it cannot be built."""
+    """The Go lockheed program; skips the calling test when it cannot be built,
+    or fails it when the program is required."""
     import pytest
 
     found = find_golockheed()
     if isinstance(found, str):
+        if required():
+            pytest.fail(f"{found} (${REQUIRE_ENV} is set)", pytrace=False)
         pytest.skip(found)
     return found
+
+
+def main() -> int:
+    found = find_golockheed()
+    if isinstance(found, str):
+        print(found, file=sys.stderr)
+        return 1
+    print(found)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

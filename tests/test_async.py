@@ -18,10 +18,10 @@ from support import Api, LoopThread
 @pytest.fixture
 def aapi(loop_thread: LoopThread) -> Any:
     api = Api("async", loop_thread)
-    del loop_thread.slow[:]
+    del loop_thread.blocking[:]
     yield api
     api.close()
-    assert not loop_thread.slow, f"a blocking call on the event loop: {loop_thread.slow}"
+    assert not loop_thread.blocking, f"a blocking call on the event loop: {loop_thread.blocking}"
 
 
 Run = Callable[[Callable[[], Coroutine[Any, Any, Any]]], Any]

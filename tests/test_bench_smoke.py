@@ -60,7 +60,13 @@ def test_quick_bench_runs_every_figure(kube_kubeconfig: Path, tmp_path: Path) ->
     assert "Go lockheed v0.5.3" in report
     # Measured where the Go program can be built or is cached; otherwise said why not.
     go_measured = "measured through the Go program tests/golockheed" in report
-    assert go_measured or ("module not available" in report and "from its source" in report)
+    assert go_measured or ("cannot be built" in report and "from its source" in report)
+    if go_measured:  # every figure of Go lockheed's column, contention included
+        for op in OPS:
+            assert "requests" in results["ops"]["go-lockheed"][op], op
+        assert results["cycle"]["go-lockheed"]["samples"]
+        for contention in results["contention"]["go-lockheed"].values():
+            assert contention["acquisitions"] > 0
     if importlib.util.find_spec("matplotlib") is not None:
         for chart in ("handoff.png", "throughput.png", "listing.png"):
             assert (out / chart).stat().st_size > 0, chart

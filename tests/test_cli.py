@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -11,6 +12,8 @@ from typing import Any
 import pytest
 
 from lockheed import ConfigMapLocker, Lock, tags_contain
+from lockheed._codec import LABEL
+from lockheed.testing import Cluster
 
 pytestmark = pytest.mark.kube
 
@@ -95,3 +98,66 @@ def test_bad_arguments_fail_clearly(kube_kubeconfig: Path, kube_namespace: str) 
     assert "Traceback" not in done.stderr
     missing = cli(kube_kubeconfig, kube_namespace, "run", "job")
     assert missing.returncode == 2 and "after '--'" in missing.stderr
+    for option, value in [("--duration", "inf"), ("--timeout", "-1"), ("--renew", "soon")]:
+        bad = cli(kube_kubeconfig, kube_namespace, "run", "job", option, value, "--", "true")
+        assert bad.returncode == 2, bad.stderr
+        assert f"argument {option}: expected a number of seconds" in bad.stderr
+        assert "Traceback" not in bad.stderr
+
+
+def test_list_shows_malformed_locks_whatever_the_filter(
+    kube_cluster: Cluster, kube_kubeconfig: Path, kube_namespace: str
+) -> None:
+    garbled = {
+        "apiVersion": "v1",
+        "kind": "ConfigMap",
+        "metadata": {"name": "lockheed-garbled", "labels": {LABEL: ""}},
+        "data": {"lock": "{{{ not a lock"},
+    }
+    with kube_cluster.http_client() as http:
+        http.post(
+            f"/api/v1/namespaces/{kube_namespace}/configmaps", json=garbled
+        ).raise_for_status()
+    with ConfigMapLocker(kube_namespace, config=kube_kubeconfig) as locker:
+        held = Lock("nightly", locker).with_duration(60).with_tags(["nightly"])
+        held.acquire()
+        with Lock("hourly", locker).with_tags(["hourly"]):
+            pass
+        for flags, others in [
+            ([], ["hourly", "nightly"]),
+            (["--held"], ["nightly"]),
+            (["--free"], ["hourly"]),
+            (["--tag", "hourly"], ["hourly"]),
+        ]:
+            text = cli(kube_kubeconfig, kube_namespace, "list", *flags)
+            assert text.returncode == 0, text.stderr
+            rows = [line.split("\t") for line in text.stdout.splitlines()]
+            assert [r[0] for r in rows] == sorted(["garbled", *others]), flags
+            (bad,) = (r for r in rows if r[0] == "garbled")
+            assert bad[1] == "MALFORMED" and bad[2], flags
+            done = cli(kube_kubeconfig, kube_namespace, "list", "--json", *flags)
+            assert done.returncode == 0, done.stderr
+            infos = {i["name"]: i for i in json.loads(done.stdout)}
+            assert sorted(infos) == sorted(["garbled", *others]), flags
+            assert infos["garbled"]["error"], flags
+            assert all(infos[name]["error"] is None for name in others)
+        held.release()
+
+
+@pytest.mark.parametrize("content", [None, "{{{"], ids=["dev-null", "garbage"])
+@pytest.mark.parametrize("args", [["list"], ["run", "job", "--", "true"]], ids=["list", "run"])
+def test_a_bad_kubeconfig_is_one_clear_line(
+    tmp_path: Path, content: str | None, args: list[str]
+) -> None:
+    kubeconfig = Path(os.devnull)
+    if content is not None:
+        kubeconfig = tmp_path / "kubeconfig"
+        kubeconfig.write_text(content)
+    command = [sys.executable, "-m", "lockheed", args[0], "--kubeconfig", str(kubeconfig)]
+    done = subprocess.run(
+        [*command, *args[1:]], capture_output=True, text=True, timeout=60, check=False
+    )
+    assert done.returncode == 1
+    (line,) = done.stderr.splitlines()
+    assert line.startswith("lockheed: ")
+    assert "Traceback" not in done.stderr

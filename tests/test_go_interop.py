@@ -2,10 +2,12 @@
 
 The Go side is ``tests/golockheed``, a small program that runs Go lockheed's
 own Acquire, Release, renewal loop and GetLocks (see its package comment); it
-is built and cached by :mod:`golockheed`. Every test that runs it is skipped,
-with the ``go`` error as the reason, when it cannot be built (for example while
-the module proxy refuses ``github.com/goblain/lockheed``); the tests of Go's
-reservation protocol write its annotations themselves and need no Go. Go
+is built and cached by :mod:`golockheed`, from a module-proxy directory
+holding Go lockheed v0.5.3 (the public proxy refuses that version). Every test
+that runs it is skipped, with the ``go`` error as the reason, when it cannot
+be built (it fails instead with ``LOCKHEED_REQUIRE_GOLOCKHEED=1``, as in CI);
+the tests of Go's reservation protocol write its annotations themselves and
+need no Go. Go
 processes are killed at the end of each test whatever happens, and every wait
 is bounded.
 """

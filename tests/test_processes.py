@@ -22,7 +22,7 @@ import pytest
 
 from child_output import Child, Lines
 from lockheed import Lock, LockTimeout
-from lockheed._core import Read
+from lockheed._core import TOKEN_HOLDER_KEY, TOKEN_KEY, Read
 from lockheed._state import Record
 from support import ConfigMapLockers
 
@@ -288,6 +288,7 @@ def test_stopped_holder_loses_lock_and_release_reports_it(
     assert after.state is not None
     assert list(after.state.leases) == [b.instance_id]
     assert after.state.leases[b.instance_id].expires == b.expires_at
-    assert after.version == before.version == str(b_token)  # A's release wrote nothing
+    assert after.version == before.version  # A's release wrote nothing
+    assert after.meta[TOKEN_KEY] == str(b_token) and after.meta[TOKEN_HOLDER_KEY] == b.instance_id
     assert b.held
     b.release()

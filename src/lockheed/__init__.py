@@ -30,6 +30,7 @@ from ._async.memory import AsyncMemoryLocker
 from ._conditions import Condition, Field, Operation, acquired, all_of, any_of, tags_contain
 from ._errors import (
     LockBackendError,
+    LockConfigError,
     LockConflict,
     LockError,
     LockForbidden,
@@ -37,6 +38,7 @@ from ._errors import (
     LockNotHeld,
     LockStateError,
     LockTimeout,
+    LockUnauthorized,
 )
 from ._events import Event, EventCode
 from ._listing import Holder, LockInfo
@@ -62,6 +64,7 @@ __all__ = [
     "LeaderElector",
     "Lock",
     "LockBackendError",
+    "LockConfigError",
     "LockConflict",
     "LockError",
     "LockForbidden",
@@ -70,6 +73,7 @@ __all__ = [
     "LockNotHeld",
     "LockStateError",
     "LockTimeout",
+    "LockUnauthorized",
     "Locker",
     "MemoryLocker",
     "Operation",

@@ -3,6 +3,9 @@
 Directives, properties and the bookkeeping of holding a lock live here and do
 no I/O; the two shells (``_sync/lock.py``, generated from ``_async/lock.py``)
 only run the core's flows against their locker and hold their mutex.
+Directives and ``acquire`` check their arguments before any request (the
+ranges are in :mod:`lockheed._limits`), and a lock refuses a locker of the
+other API (sync or asyncio) when it is made.
 
 Failure semantics of holding: while held with a duration, the lock has a loss
 deadline on this host's monotonic clock, the send time of the last successful
@@ -16,6 +19,8 @@ and does not stop the others).
 
 from __future__ import annotations
 
+import dataclasses
+import inspect
 import uuid
 from collections.abc import Callable, Iterable
 from datetime import datetime, timedelta
@@ -23,16 +28,30 @@ from typing import Any, Protocol, TypeVar
 
 from ._clock import ServerClock
 from ._conditions import Condition
-from ._core import Acquired, Intent, Released, Watch
+from ._core import Acquired, Intent, Released, Sleep, Watch, loss_margin
 from ._errors import LockError, LockLost, LockNotHeld
 from ._events import Event, EventCode, EventHandler, emit
+from ._limits import (
+    MIN_DURATION,
+    MIN_RENEW_INTERVAL,
+    check_locker,
+    check_renewal,
+    check_timeout,
+    to_timedelta,
+)
 from ._state import Record
 
-__all__ = ["LockBase", "StopSignal", "loss_margin", "to_timedelta"]
+__all__ = ["LockBase", "StopSignal", "loss_margin"]
 
-# While a stop signal is given, watches are cut into pieces this long so the
-# signal is noticed.
+# While a stop signal is given, watches and sleeps are cut into pieces this
+# long so the signal is noticed.
 STOP_CHECK = 1.0
+# A failed renewal is tried again after at most this long (sooner for short
+# renew intervals), and never later than the loss deadline.
+RETRY_AFTER = 1.0
+# The shortest pause between two looks at a lock whose renewal is under way or
+# whose deadline passed, so the renewer never spins.
+MIN_PAUSE = 0.05
 _L = TypeVar("_L", bound="LockBase")
 
 
@@ -42,26 +61,13 @@ class StopSignal(Protocol):
     def is_set(self) -> bool: ...
 
 
-def to_timedelta(value: float | timedelta | None, what: str) -> timedelta | None:
-    if value is None:
-        return None
-    if isinstance(value, bool) or not isinstance(value, (int, float, timedelta)):
-        raise TypeError(f"{what} must be seconds or a timedelta, not {type(value).__name__}")
-    td = value if isinstance(value, timedelta) else timedelta(seconds=value)
-    if td < timedelta(0):
-        raise ValueError(f"{what} must not be negative")
-    return None if td == timedelta(0) else td
-
-
-def loss_margin(duration: timedelta) -> float:
-    """How long before the lease's end a holder stops believing it holds the lock."""
-    return min(2.0, duration.total_seconds() / 10)
-
-
 class LockBase:
     """Configuration and state of one lock instance (one instance ID)."""
 
     def __init__(self, name: str, locker: Any, *, instance_id: str | None = None):
+        # The shell's own acquire says which API it is: sync Lock or AsyncLock.
+        asynchronous = inspect.iscoroutinefunction(getattr(type(self), "acquire", None))
+        check_locker(locker, asynchronous, type(self).__name__)
         locker.object_name(name)  # validate before any request
         self.name = name
         self.locker = locker
@@ -72,6 +78,7 @@ class LockBase:
         self._tags: tuple[str, ...] = ()
         self._reset_tags = False
         self._force: Condition | None = None
+        self._fair = True
         self._stop: StopSignal | None = None
         self._on_event: EventHandler | None = None
         self._on_lost: list[Callable[[LockLost], Any]] = []
@@ -79,6 +86,8 @@ class LockBase:
         self._token: int | None = None
         self._expires: datetime | None = None
         self._deadline: float | None = None  # monotonic loss deadline; None = never
+        self._sent = 0.0  # monotonic send time of the last write that extended our lease
+        self._claim_by: float | None = None  # renew by then: the lock was handed to us
         self._active = False  # acquired and not released
         self._lost: LockLost | None = None
         # Set by leader election: a renew deadline shorter than the lease, how often a
@@ -98,13 +107,28 @@ class LockBase:
     # ------------------------------------------------------------ directives
 
     def with_duration(self: _L, duration: float | timedelta | None) -> _L:
-        """Lease length for each acquire and renewal; 0 or None: never expires."""
-        self._duration = to_timedelta(duration, "duration")
+        """Lease length for each acquire and renewal; 0 or None: never expires.
+
+        Otherwise between 1 s and 106751 days; raises ValueError outside that
+        range, or when the renew interval is not shorter than the new duration
+        minus :func:`loss_margin`.
+        """
+        value = to_timedelta(duration, "duration", minimum=MIN_DURATION, zero="never expires")
+        check_renewal(value, self._renew_interval, loss_margin)
+        self._duration = value
         return self
 
     def with_renew_interval(self: _L, interval: float | timedelta | None) -> _L:
-        """Renew in the background this often while held; None: never."""
-        self._renew_interval = to_timedelta(interval, "renew interval")
+        """Renew in the background this often while held; 0 or None: never.
+
+        Otherwise between 0.05 s and 106751 days, and shorter than the duration
+        minus :func:`loss_margin` (checked whichever directive comes first).
+        """
+        value = to_timedelta(
+            interval, "renew interval", minimum=MIN_RENEW_INTERVAL, zero="never renew"
+        )
+        check_renewal(self._duration, value, loss_margin)
+        self._renew_interval = value
         return self
 
     def with_tags(self: _L, tags: Iterable[str]) -> _L:
@@ -125,6 +149,13 @@ class LockBase:
         if condition is not None and not isinstance(condition, Condition):
             raise TypeError("with_force takes a Condition")
         self._force = condition
+        return self
+
+    def with_fair(self: _L, fair: bool = True) -> _L:
+        """Wait in line (the default): first come, first served, each release
+        handing the lock to the first waiter. ``False``: race for the lock
+        whenever it is free, as Go lockheed's contenders do."""
+        self._fair = bool(fair)
         return self
 
     def with_stop(self: _L, stop: StopSignal | None) -> _L:
@@ -172,22 +203,27 @@ class LockBase:
 
     def _intent(self) -> Intent:
         return Intent(
-            self.name, self.instance_id, self._duration, self._tags, self._reset_tags, self._force
+            self.name,
+            self.instance_id,
+            self._duration,
+            self._tags,
+            self._reset_tags,
+            self._force,
+            self._fair,
         )
 
     def _event(self, code: EventCode, message: str, error: BaseException | None = None) -> None:
         emit(self._on_event, Event(code, self.name, self.instance_id, message, error))
 
     def _acquire_deadline(self, blocking: bool, timeout: float | None) -> float | None:
-        if timeout is not None and timeout < 0:
-            raise ValueError("timeout must not be negative")
+        timeout = check_timeout(timeout)
         now = self._clock.monotonic()
         if not blocking:
             return now
         return None if timeout is None else now + timeout
 
     def _guard_effect(self, effect: Any) -> Any:
-        """Check the stop signal before an effect; cut long watches while one is set.
+        """Check the stop signal before an effect; cut long waits while one is set.
         Tell the waiting observer who holds the lock before each watch."""
         if isinstance(effect, Watch) and self._on_wait is not None:
             self._on_wait(effect.holder)
@@ -196,27 +232,45 @@ class LockBase:
             return effect
         if stop.is_set():
             raise LockError(f"lock {self.name!r}: stopped", lock=self.name)
-        if isinstance(effect, Watch):
+        if isinstance(effect, (Watch, Sleep)):
             cap = self._clock.monotonic() + self._stop_check
             if effect.until is None or effect.until > cap:
-                return Watch(effect.name, effect.version, cap, effect.holder)
+                return dataclasses.replace(effect, until=cap)
         return effect
 
-    def _hold(self, record: Record, expires: datetime | None, sent: float) -> None:
+    def _held_token(self) -> int | None:
+        """The token to keep when acquiring again while held."""
+        return self._token if self.held else None
+
+    def _hold(
+        self, record: Record, expires: datetime | None, sent: float, handed: bool = False
+    ) -> None:
+        """Hold after a write of ours sent at ``sent`` (or a hand-off seen then)."""
         self._record = record
         self._expires = expires
-        ends = []
-        if self._duration is not None:
-            ends.append(self._duration.total_seconds() - loss_margin(self._duration))
-        if self._loss_after is not None:
-            ends.append(self._loss_after.total_seconds())
-        self._deadline = sent + min(ends) if ends else None
+        self._sent = sent
+        self._claim_by = None
+        if self._duration is None:
+            self._deadline = None
+        else:
+            self._deadline = sent + self._duration.total_seconds() - loss_margin(self._duration)
+        self._deadline = self._capped(self._deadline, sent)
+
+    def _capped(self, deadline: float | None, sent: float) -> float | None:
+        """``deadline``, or earlier: a renew deadline (``_loss_after``) after ``sent``."""
+        if self._loss_after is None:
+            return deadline
+        cap = sent + self._loss_after.total_seconds()
+        return cap if deadline is None else min(deadline, cap)
 
     def _acquired(self, got: Acquired) -> int:
-        keep = self._active and self._lost is None and self._token is not None
-        self._token = self._token if keep else got.token
+        self._token = got.token
         self._active, self._lost = True, None
         self._hold(got.record, got.expires, got.sent)
+        self._deadline = self._capped(got.deadline, got.sent)
+        if got.handed and self._deadline is not None:
+            # A hand-off's short lease becomes a full one with a renewal soon.
+            self._claim_by = got.sent + (self._deadline - got.sent) / 2
         self._event(EventCode.ACQUIRE_OK, f"acquired, fencing token {self._token}")
         if self._renew_interval is not None:
             self._event(EventCode.RENEWAL_STARTED, f"renewing every {self._renew_interval}")
@@ -232,18 +286,28 @@ class LockBase:
         return self._token
 
     def _next_due(self) -> float | None:
-        """When the renewal thread or task should next look at this lock."""
+        """When the renewal thread or task should next look at this lock: one renew
+        interval after the last renewal was *sent* (the loss deadline counts from
+        then too), or at the loss deadline."""
         if not self._active or self._lost is not None:
             return None
+        dues = [t for t in (self._deadline, self._claim_by) if t is not None]
         if self._renew_interval is not None:
-            due = self._clock.monotonic() + self._renew_interval.total_seconds()
-            return due if self._deadline is None else min(due, self._deadline)
-        return self._deadline
+            dues.append(self._sent + self._renew_interval.total_seconds())
+        return min(dues) if dues else None
 
     def _retry_due(self) -> float | None:
-        assert self._renew_interval is not None
-        retry = self._clock.monotonic() + min(1.0, self._renew_interval.total_seconds())
-        return retry if self._deadline is None else min(retry, self._deadline)
+        """When to look again after a failed renewal, or while the lock is busy."""
+        if not self._active or self._lost is not None:
+            return None
+        now = self._clock.monotonic()
+        pause = RETRY_AFTER
+        if self._renew_interval is not None:
+            pause = min(pause, self._renew_interval.total_seconds() / 2)
+        retry = now + max(MIN_PAUSE, pause)
+        if self._deadline is None:
+            return retry
+        return max(now + MIN_PAUSE, min(retry, self._deadline))
 
     def _tick_needs_renewal(self) -> bool | None:
         """Decide a renewal tick: True renew now, False just re-schedule, None stop."""
@@ -259,10 +323,17 @@ class LockBase:
                 )
             )
             return None
-        return self._renew_interval is not None
+        return self._renew_interval is not None or self._claim_by is not None
 
     def _cancel_renewal(self) -> None:
         """Remove this lock from its renewer; shells override."""
+
+    def _renewal_ended(self, why: str) -> None:
+        """The renewer can no longer renew this lock: a held lock is lost."""
+        if self._active and self._lost is None:
+            self._declare_lost(
+                LockLost(f"lock {self.name!r}: renewal stopped: {why}", lock=self.name)
+            )
 
     def _lost_hook(self) -> None:
         """Called once when the lock is declared lost; shells may override."""

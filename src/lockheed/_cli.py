@@ -1,40 +1,53 @@
 """The ``lockheed`` command line.
 
 ``lockheed run NAME -- COMMAND...``
-    Hold lock NAME while COMMAND runs (renewed in the background). If the lock
-    is lost, COMMAND gets SIGTERM and lockheed exits with status 75; otherwise
-    COMMAND's own exit status is returned. Status 73 means the lock could not
-    be acquired within ``--timeout``.
+    Hold lock NAME while COMMAND runs (renewed in the background), then release
+    it, on every way out (see :mod:`lockheed._runcmd` for signals and loss).
+    Exit status:
+
+    * COMMAND's own status; 128+N when it was killed by signal N;
+    * 2: bad usage (options, lock name);
+    * 73: the lock was not had within ``--timeout``;
+    * 75: the lock was lost while COMMAND ran (COMMAND got SIGTERM);
+    * 126: COMMAND cannot be run (not executable); 127: not found;
+    * 128+N: lockheed got signal N (SIGTERM, SIGINT, SIGHUP) while waiting
+      for the lock; COMMAND never started;
+    * 1: any other error (the Kubernetes configuration, the API server, a
+      failed release), reported on one line.
 ``lockheed list``
     Print the locks of a namespace, filtered by tags and whether they are held.
+    Malformed lock objects are always printed (as ``MALFORMED``, with the
+    error): no filter can tell what they hold.
 ``lockheed demo``
     Start a local control plane (unless ``--kubeconfig`` is given) and let two
     processes take turns on one lock, printing each hand-off and fencing token.
+
+Every error is one ``lockheed: ...`` line on standard error, never a traceback.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import os
-import signal
+import math
 import subprocess
 import sys
-import threading
 import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from ._conditions import Condition, acquired, all_of, tags_contain
+from ._conditions import Condition, LockView, acquired, all_of, tags_contain
 from ._elect_cmd import add_elect_parser
-from ._errors import LockError, LockLost, LockTimeout
+from ._errors import LockError
+from ._listing import LockInfo
+from ._runcmd import EXIT_ERROR, CommandRun, say
 from ._sync.configmap import ConfigMapLocker
 from ._sync.listing import list_locks
 from ._sync.lock import Lock
 
-EXIT_TIMEOUT = 73
-EXIT_LOST = 75
+EXIT_USAGE = 2
+EXIT_INTERRUPTED = 130
 
 
 def _locker(args: argparse.Namespace) -> ConfigMapLocker:
@@ -55,35 +68,11 @@ def _run(args: argparse.Namespace) -> int:
     command: list[str] = args.command
     if not command:
         print("lockheed run: give a command after '--'", file=sys.stderr)
-        return 2
+        return EXIT_USAGE
     with _locker(args) as locker:
         lock = Lock(args.name, locker).with_duration(args.duration).with_tags(args.tag)
         lock.with_renew_interval(args.renew if args.renew is not None else args.duration / 3)
-        lost = threading.Event()
-        lock.on_lost(lambda exc: lost.set())
-        try:
-            token = lock.acquire(timeout=args.timeout)
-        except LockTimeout as exc:
-            print(f"lockheed: {exc}", file=sys.stderr)
-            return EXIT_TIMEOUT
-        env = {**os.environ, "LOCKHEED_FENCING_TOKEN": str(token)}
-        child = subprocess.Popen(command, env=env)
-        watcher = threading.Thread(target=_stop_on_loss, args=(lost, child), daemon=True)
-        watcher.start()
-        status = child.wait()
-        try:
-            lock.release()
-        except LockLost as exc:
-            print(f"lockheed: lock lost while the command ran: {exc}", file=sys.stderr)
-            return EXIT_LOST
-        return EXIT_LOST if lost.is_set() else status
-
-
-def _stop_on_loss(lost: threading.Event, child: subprocess.Popen[bytes]) -> None:
-    lost.wait()
-    if child.poll() is None:
-        print("lockheed: lock lost; stopping the command", file=sys.stderr)
-        child.send_signal(signal.SIGTERM)
+        return CommandRun(lock, command, args.timeout).run()
 
 
 def _condition(args: argparse.Namespace) -> Condition | None:
@@ -93,9 +82,18 @@ def _condition(args: argparse.Namespace) -> Condition | None:
     return all_of(*parts) if parts else None
 
 
+def _shown(info: LockInfo, where: Condition | None) -> bool:
+    """Whether ``lockheed list`` prints a lock: a malformed one always, since no
+    filter can tell what it holds."""
+    if where is None or info.error is not None:
+        return True
+    return where.matches(LockView(frozenset(info.tags), info.acquired))
+
+
 def _list(args: argparse.Namespace) -> int:
+    where = _condition(args)
     with _locker(args) as locker:
-        infos = list_locks(locker, _condition(args))
+        infos = [i for i in list_locks(locker) if _shown(i, where)]
     if args.json:
         out = [
             {
@@ -172,6 +170,17 @@ def _demo(args: argparse.Namespace) -> int:
             plane.stop()
 
 
+def _seconds(text: str) -> float:
+    """An argparse type: a finite, non-negative number of seconds."""
+    try:
+        value = float(text)
+    except ValueError:
+        value = math.nan
+    if not math.isfinite(value) or value < 0:
+        raise argparse.ArgumentTypeError(f"expected a number of seconds, not {text!r}")
+    return value
+
+
 def parser() -> argparse.ArgumentParser:
     top = argparse.ArgumentParser(
         prog="lockheed", description="Distributed locks kept in Kubernetes."
@@ -181,9 +190,9 @@ def parser() -> argparse.ArgumentParser:
     run = sub.add_parser("run", help="hold a lock while a command runs")
     _common(run)
     run.add_argument("name", help="lock name")
-    run.add_argument("--duration", type=float, default=30.0, help="lease seconds (default 30)")
-    run.add_argument("--renew", type=float, help="renew interval (default duration/3)")
-    run.add_argument("--timeout", type=float, help="give up after this many seconds")
+    run.add_argument("--duration", type=_seconds, default=30.0, help="lease seconds (default 30)")
+    run.add_argument("--renew", type=_seconds, help="renew interval (default duration/3)")
+    run.add_argument("--timeout", type=_seconds, help="give up after this many seconds")
     run.add_argument("--tag", action="append", default=[], help="tag the lock (repeatable)")
     run.epilog = "The command and its arguments follow '--'."
     run.set_defaults(func=_run)
@@ -225,11 +234,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         code: int = args.func(args)
     except LockError as exc:
-        print(f"lockheed: {exc}", file=sys.stderr)
-        return 1
-    except (ValueError, TypeError) as exc:
-        print(f"lockheed: {exc}", file=sys.stderr)
-        return 2
+        say(exc)
+        return EXIT_ERROR
+    except (ValueError, TypeError) as exc:  # bad input found past argparse, e.g. a lock name
+        say(exc)
+        return EXIT_USAGE
     except KeyboardInterrupt:
-        return 130
+        return EXIT_INTERRUPTED
+    except Exception as exc:
+        say(f"unexpected error: {type(exc).__name__}: {exc}")
+        return EXIT_ERROR
     return code

@@ -5,6 +5,11 @@ and holds the JSON state under ``data.lock`` (see :mod:`lockheed._state`). An
 update changes only ``data.lock`` and lockheed's own annotations of the object
 that was read, so labels and annotations of other tools, and Go's
 ``reserved/*`` reservation, survive.
+
+Go lockheed labels the ConfigMaps it creates in the same way. A ConfigMap of a
+lock's name without the label was made by something else: it decodes as a
+record without state whose ``error`` says so, and the core refuses to take it
+over unless a force condition matches, as it does for malformed state.
 """
 
 from __future__ import annotations
@@ -22,6 +27,7 @@ __all__ = [
     "new_configmap",
     "updated_configmap",
     "validate_object_name",
+    "validate_prefix",
 ]
 
 LABEL = "lockheed/lock"
@@ -29,6 +35,22 @@ DATA_KEY = "lock"
 _DNS1123_SUBDOMAIN = re.compile(
     r"[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*", re.ASCII
 )
+
+
+def validate_prefix(prefix: str) -> str:
+    """Check a locker's prefix: ``<prefix>-<name>`` must be able to be a valid object name.
+
+    The empty prefix is allowed (the object is then named as the lock).
+    """
+    if not isinstance(prefix, str):
+        raise TypeError(f"prefix must be a string, not {type(prefix).__name__}")
+    if prefix and (len(prefix) > 251 or not _DNS1123_SUBDOMAIN.fullmatch(f"{prefix}-x")):
+        raise ValueError(
+            f"prefix {prefix!r} cannot begin object names: it must be at most 251 characters "
+            "of lower-case letters, digits, '-' and '.', start with a letter or digit and "
+            "not end with '.', since objects are named '<prefix>-<lock name>'"
+        )
+    return prefix
 
 
 def validate_object_name(prefix: str, name: str) -> str:
@@ -58,9 +80,17 @@ def decode_configmap(name: str, obj: Mapping[str, Any]) -> Record:
     data = obj.get("data") or {}
     version = str(meta.get("resourceVersion", ""))
     annotations = dict(meta.get("annotations") or {})
+    if LABEL not in (meta.get("labels") or {}):
+        # Not created by lockheed (Go's and ours carry the label): never adopted
+        # silently. The core refuses a record without state unless forced.
+        foreign = (
+            f"ConfigMap {meta.get('name', name)!r} has no {LABEL!r} label: lockheed did not "
+            "create it, so it is not taken over unless a force condition matches"
+        )
+        return Record(name, version, None, annotations, foreign, raw=obj)
     try:
         state: LockState | None = decode_state(data.get(DATA_KEY))
-        error = None
+        error: str | None = None
     except StateFormatError as exc:
         state, error = None, str(exc)
     return Record(name, version, state, annotations, error, raw=obj)

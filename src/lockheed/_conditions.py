@@ -5,7 +5,8 @@ A condition is a tree: leaves test one field (``tags contains X``,
 select locks in :func:`lockheed.list_locks` and permit a forced takeover in
 :meth:`lockheed.Lock.with_force`. They are immutable and validated when built,
 so a malformed condition fails at construction, never in the middle of an
-acquire.
+acquire. Go's strings (``"contains"``, ``"tags"``, ...) are accepted for the
+:class:`Operation` and :class:`Field` members.
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from enum import Enum
-from typing import Any
+from typing import Any, TypeVar
 
 __all__ = [
     "Condition",
@@ -57,6 +58,16 @@ class Condition:
     conditions: tuple[Condition, ...] = ()
 
     def __post_init__(self) -> None:
+        # Go's strings ("contains", "tags", ...) are accepted for the enums' members.
+        object.__setattr__(self, "operation", _member(Operation, self.operation, "operation"))
+        if self.field is not None:
+            object.__setattr__(self, "field", _member(Field, self.field, "field"))
+        if not isinstance(self.conditions, tuple):
+            if isinstance(self.conditions, (str, bytes, Mapping)) or not isinstance(
+                self.conditions, Iterable
+            ):
+                raise TypeError("conditions must be a sequence of Conditions")
+            object.__setattr__(self, "conditions", tuple(self.conditions))
         op, field, value = self.operation, self.field, self.value
         if op in (Operation.AND, Operation.OR):
             if field is not None or value is not None:
@@ -118,6 +129,21 @@ class Condition:
             raise ValueError(f"unknown field {raw_field!r} in condition") from None
         subs = tuple(cls.from_dict(c) for c in data.get("conditions") or ())
         return cls(op, field, data.get("value"), subs)
+
+
+_E = TypeVar("_E", Operation, Field)
+
+
+def _member(enum: type[_E], value: Any, what: str) -> _E:
+    if isinstance(value, enum):
+        return value
+    try:
+        return enum(value)
+    except ValueError:
+        names = ", ".join(repr(m.value) for m in enum)
+        raise ValueError(
+            f"unknown {what} {value!r}: use {enum.__name__}.<member> or one of Go's strings {names}"
+        ) from None
 
 
 def tags_contain(tag: str) -> Condition:

@@ -24,18 +24,31 @@ Failure semantics:
 * A malformed stored document is never overwritten unless forced.
 * Renewal fails with :class:`LockLost` when our lease is gone, expired, or the
   object deleted; release after a loss leaves the new holder's lease alone.
+* An acquire never returns a lease whose loss deadline passed while its write
+  was in flight: it writes our lease again (or, out of time, removes it and
+  raises :class:`LockTimeout`).
+* Acquire and release ride out transient backend failures (refused, reset,
+  5xx, 429) with jittered exponential backoff until their deadline; after a
+  write whose outcome is unknown they re-read and decide again, recognising
+  our own lease by its instance ID. Other failures end them at once.
+* The fencing token is the resourceVersion that the winning write was
+  conditional on, and is written with it (``lockheed/fencing-token``), so a
+  listing always shows the holder's current token. A lock seen for the first
+  time is therefore created free, then taken at the created version.
 """
 
 from __future__ import annotations
 
-from collections.abc import Generator, Mapping
+import random
+from collections.abc import Callable, Generator, Mapping
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from typing import Any, Final
 
 from ._clock import ServerClock
 from ._conditions import Condition, LockView
-from ._errors import LockConflict, LockLost, LockStateError, LockTimeout
+from ._errors import LockBackendError, LockConflict, LockLost, LockStateError, LockTimeout
+from ._queue import Waiter, queue_meta, read_queue
 from ._state import MUTEX, NEVER, Lease, LockState, Record, StateFormatError, parse_time
 
 __all__ = [
@@ -46,11 +59,13 @@ __all__ = [
     "Read",
     "Released",
     "Replace",
+    "Sleep",
     "Watch",
     "acquire_flow",
     "decide_acquire",
     "decide_release",
     "decide_renew",
+    "loss_margin",
     "release_flow",
     "renew_flow",
 ]
@@ -61,6 +76,31 @@ TOKEN_KEY: Final = "lockheed/fencing-token"  # noqa: S105 - an annotation key
 TOKEN_HOLDER_KEY: Final = "lockheed/fencing-holder"  # noqa: S105
 # Consecutive write conflicts an operation without a deadline tolerates.
 MAX_CONFLICTS: Final = 100
+# Backoff after a transient backend failure: doubling from BACKOFF_BASE up to
+# BACKOFF_CAP seconds, each delay drawn from its upper half (jitter).
+BACKOFF_BASE: Final = 0.05
+BACKOFF_CAP: Final = 2.0
+# How long a release (without a lease deadline to bound it) keeps retrying.
+RELEASE_PATIENCE: Final = 30.0
+# A release hands the lock to the first waiter in line with a lease this long
+# (or the waiter's own duration, if shorter); the waiter makes it a full lease
+# with its first renewal. So a waiter that died in line holds the others up
+# for at most this long. Likewise, when the lock is free and the waiters
+# ahead of one do not take it, it waits this long per waiter ahead, then
+# takes the lock itself (they are presumed gone).
+CLAIM_WINDOW: Final = 5.0
+
+
+def loss_margin(duration: timedelta) -> float:
+    """How long before the lease's end a holder stops believing it holds the lock."""
+    return min(2.0, duration.total_seconds() / 10)
+
+
+def safe_span(duration: timedelta | None) -> float | None:
+    """Seconds from a write's send time during which its lease is surely ours."""
+    if duration is None:
+        return None
+    return duration.total_seconds() - loss_margin(duration)
 
 
 @dataclass(frozen=True)
@@ -73,6 +113,7 @@ class Intent:
     tags: tuple[str, ...] = ()
     reset_tags: bool = False
     force: Condition | None = None
+    fair: bool = True  # wait in line; False: race for the lock whenever it is free
 
     def expiry(self, latest_now: datetime) -> datetime:
         if self.duration is None or self.duration >= NEVER - latest_now:
@@ -91,16 +132,28 @@ class Write:
     state: LockState
     meta: Mapping[str, str | None] = field(default_factory=dict)  # None removes a key
     expires: datetime | None = None  # our lease's expiry, when we hold it after
+    token: int | None = None  # the fencing token written, when we hold it after
 
 
 @dataclass(frozen=True)
 class Wait:
-    """Not now: wait for a change of the object, or until the server's time ``until``."""
+    """Not now: wait for a change of the object, or until the server's time ``until``
+    (or, with ``after``, that many seconds of this host's monotonic clock)."""
 
     until: datetime | None  # None: only a change can help (a lease that never expires)
     holder: str | None
     expires: datetime | None
     reason: str
+    after: float | None = None
+
+
+@dataclass(frozen=True)
+class Accept:
+    """The object already makes us the holder (the lock was handed to us, or a
+    write of ours whose answer was lost landed): hold it without writing."""
+
+    token: int
+    expires: datetime
 
 
 @dataclass(frozen=True)
@@ -115,7 +168,7 @@ class Nothing:
     reason: str
 
 
-Decision = Write | Wait | Refuse | Nothing
+Decision = Write | Wait | Refuse | Nothing | Accept
 
 
 def _reservation(record: Record, me: str, earliest: datetime) -> Wait | None:
@@ -152,16 +205,49 @@ def _forced(intent: Intent, record: Record, earliest: datetime) -> bool:
     return intent.force is not None and intent.force.matches(_view(record, earliest))
 
 
+def _stamped_token(record: Record, me: str) -> int | None:
+    """The fencing token stored for ``me`` (by our write, or by a hand-off to us)."""
+    if record.meta.get(TOKEN_HOLDER_KEY) != me:
+        return None
+    try:
+        return int(record.meta.get(TOKEN_KEY, ""))
+    except ValueError:
+        return None
+
+
+def _without(queue: tuple[Waiter, ...], me: str) -> tuple[Waiter, ...]:
+    return tuple(w for w in queue if w.instance_id != me)
+
+
 def decide_acquire(
-    intent: Intent, record: Record | None, earliest: datetime, latest: datetime
+    intent: Intent,
+    record: Record | None,
+    earliest: datetime,
+    latest: datetime,
+    token: int | None = None,
+    free_for: float = 0.0,
 ) -> Decision:
-    """Decide an acquire; ``earliest``/``latest`` bound the server's time now."""
+    """Decide an acquire; ``earliest``/``latest`` bound the server's time now.
+
+    ``token`` is the fencing token to keep (this instance holds the lock and
+    takes it again); otherwise the write's token is the version it replaces.
+    A missing object is created free (``Write`` with version None and no lease
+    of ours), so that taking it is a replace with a token like any other.
+
+    Fair (the default): a contender that finds the lock held, or free with
+    others in line ahead of it, joins the line (one write) and waits; the
+    first in line takes a free lock; a release hands the lock to the first
+    in line (:func:`decide_release`), which then finds itself the holder
+    (:class:`Accept`). ``free_for`` is how long (seconds, this host's clock)
+    the caller has seen the lock free at this version: a waiter takes a free
+    lock after :data:`CLAIM_WINDOW` per waiter ahead of it has passed.
+    """
     me = intent.instance_id
     expires = intent.expiry(latest)
     mine = Lease(me, expires)
     if record is None:
         fresh = LockState(intent.name, MUTEX, tags=_sync_tags((), intent.tags, intent.reset_tags))
-        return Write(None, fresh.with_leases([mine]), expires=expires)
+        return Write(None, fresh.with_leases([]))
     busy = _reservation(record, me, earliest)
     if busy is not None:
         return busy
@@ -172,9 +258,29 @@ def decide_acquire(
             why = record.error if state is None else f"lock type {state.lock_type!r}"
             return Refuse(LockStateError(f"lock {intent.name!r}: {why}", lock=intent.name))
         state = LockState(intent.name, MUTEX)
+    queue = read_queue(record.meta)
+    place = next((i for i, w in enumerate(queue) if w.instance_id == me), None)
     live = state.live_leases(earliest)
     others = [le for le in live if le.instance_id != me]
-    if others and not forced:
+    join = Waiter(me, intent.duration)
+
+    def take(line: tuple[Waiter, ...]) -> Write:
+        assert state is not None and record is not None
+        tags = _sync_tags(state.tags, intent.tags, intent.reset_tags)
+        new = replace(state, name=intent.name, lock_type=MUTEX, tags=tags).with_leases([mine])
+        stamp = token if token is not None and me in state.leases else token_of(record)
+        meta = _token_meta(me, stamp)
+        if line != queue:
+            meta.update(queue_meta(line))
+        return Write(record.version, new, meta, expires=expires, token=stamp)
+
+    def enqueue() -> Write:
+        assert state is not None and record is not None
+        return Write(record.version, state, queue_meta((*queue, join)))
+
+    if forced:
+        return take(_without(queue, me))
+    if others:
         if len(live) > 1:
             ids = ", ".join(sorted(le.instance_id for le in live))
             return Refuse(
@@ -183,11 +289,23 @@ def decide_acquire(
                 )
             )
         holder = others[0]
+        if intent.fair and place is None:
+            return enqueue()
         until = None if holder.expires >= NEVER else holder.expires
         return Wait(until, holder.instance_id, holder.expires, "held")
-    tags = _sync_tags(state.tags, intent.tags, intent.reset_tags)
-    new = replace(state, name=intent.name, lock_type=MUTEX, tags=tags).with_leases([mine])
-    return Write(record.version, new, expires=expires)
+    if live:  # ours, and live
+        stamped = _stamped_token(record, me)
+        if token is None and stamped is not None and place is None:
+            return Accept(stamped, live[0].expires)  # handed to us, or our write landed
+        return take(_without(queue, me))
+    if not intent.fair or not queue or place == 0:
+        return take(_without(queue, me))
+    if place is None:
+        return enqueue()
+    patience = place * CLAIM_WINDOW
+    if free_for >= patience:  # those ahead let the free lock be: presumed gone
+        return take(queue[place + 1 :])
+    return Wait(None, queue[0].instance_id, None, "queued", after=patience - free_for)
 
 
 def decide_renew(
@@ -214,21 +332,43 @@ def decide_renew(
 
 
 def decide_release(
-    intent: Intent, record: Record | None, earliest: datetime, token: int | None
+    intent: Intent,
+    record: Record | None,
+    earliest: datetime,
+    token: int | None,
+    latest: datetime | None = None,
 ) -> Decision:
-    """Remove our lease (and nothing else), syncing tags as Go does."""
+    """Remove our lease and our place in line (and nothing else), syncing tags as
+    Go does. If others wait in line and nobody else holds the lock, the same
+    write hands it to the first of them: a lease of at most
+    :data:`CLAIM_WINDOW` (from ``latest``, the server's latest time now) and
+    the fencing token for it, which that waiter learns from its watch."""
     me = intent.instance_id
     if record is None:
         return Nothing("its object was deleted")
     state = record.state
     if state is None:
         return Nothing("stored state is unreadable")
+    queue = read_queue(record.meta)
+    line = _without(queue, me)
     if me not in state.leases:
+        if line != queue:  # leaving the line
+            return Write(record.version, state, queue_meta(line))
         holders = [le.instance_id for le in state.live_leases(earliest)]
         return Nothing(f"taken over by {holders[0]}" if holders else "our lease was removed")
     rest = [le for le in state.leases.values() if le.instance_id != me]
     tags = _sync_tags(state.tags, intent.tags, intent.reset_tags)
     meta = _token_meta(me, token)
+    if line and not any(le.live(earliest) for le in rest):
+        head, line = line[0], line[1:]
+        span = timedelta(seconds=CLAIM_WINDOW)
+        if head.duration is not None:
+            span = min(span, head.duration)
+        now = latest if latest is not None else earliest
+        rest = [Lease(head.instance_id, now + span)]
+        meta = _token_meta(head.instance_id, token_of(record))
+    if line != queue:
+        meta.update(queue_meta(line))
     return Write(record.version, replace(state, tags=tags).with_leases(rest), meta)
 
 
@@ -267,16 +407,31 @@ class Replace:
 class Watch:
     """Wait for a change after ``version`` until monotonic time ``until`` (None: no
     limit). The result is the changed Record, None if deleted, or :data:`UNCHANGED`.
-    ``holder`` is who holds the lock meanwhile, as decided (lockers ignore it; a
-    lock's waiting observer, as leader election uses, is told)."""
+    ``holder`` is who holds the lock meanwhile, as decided (None: nobody, or only
+    waiters ahead in line); lockers ignore it, a lock's waiting observer (leader
+    election's) is told.
+
+    ``session`` (set by the shell, one per operation) lets a locker keep one
+    watch open across the operation's successive waits instead of opening a
+    new one each time; the shell ends the session when the operation ends."""
 
     name: str
     version: str | None
     until: float | None
+    session: Any = None
     holder: str | None = None
 
 
-Effect = Read | Create | Replace | Watch
+@dataclass(frozen=True)
+class Sleep:
+    """Wait until monotonic time ``until`` (performed by the shell, not the locker).
+    The result is ignored; the flow checks the time itself."""
+
+    name: str
+    until: float
+
+
+Effect = Read | Create | Replace | Watch | Sleep
 
 
 class _Sentinel:
@@ -298,7 +453,9 @@ class Acquired:
     record: Record
     token: int
     expires: datetime
-    sent: float  # monotonic time the winning write was sent
+    sent: float  # monotonic time the winning write was sent (or the hand-off seen)
+    deadline: float | None  # monotonic loss deadline; None: the lease never expires
+    handed: bool = False  # handed over in line: a short lease, to be made full by a renewal
 
 
 @dataclass(frozen=True)
@@ -308,12 +465,16 @@ class Released:
 
 
 def token_of(record: Record) -> int:
-    """Fencing token of the write that produced ``record``: its resourceVersion.
+    """Fencing token of a write conditional on ``record``: its resourceVersion.
 
     resourceVersions are etcd revisions, which strictly increase with every
     write in the cluster (Kubernetes 1.35 documents them as comparable
-    integers), so any hand-off, including one by Go lockheed or one that
-    deleted and re-created the object, yields a larger token.
+    integers). A write that takes the lock succeeds only at the current
+    version, which is at least the version of the previous holder's own
+    winning write, itself larger than that holder's token. So every hand-off,
+    including one by Go lockheed or one that deleted and re-created the
+    object, yields a larger token, and the token is known before the write,
+    so it is written with it.
     """
     try:
         return int(record.version)
@@ -332,14 +493,88 @@ def _write_effect(name: str, record: Record | None, decision: Write) -> Effect:
 
 
 def _wait_until(clock: ServerClock, wait: Wait, deadline: float | None) -> float | None:
-    if wait.until is None:
-        return deadline
-    at = clock.monotonic_at(wait.until) + 0.001
-    return at if deadline is None else min(at, deadline)
+    ends = [t for t in (deadline,) if t is not None]
+    if wait.until is not None:
+        ends.append(clock.monotonic_at(wait.until) + 0.001)
+    if wait.after is not None:
+        ends.append(clock.monotonic() + wait.after)
+    return min(ends) if ends else None
+
+
+def _accepted(clock: ServerClock, record: Record, decision: Accept) -> Acquired | None:
+    """Hold a lease that the object already gives us, if enough of it is left to be
+    safe: its loss deadline comes from the server's latest possible time now."""
+    now = clock.monotonic()
+    if decision.expires >= NEVER:
+        return Acquired(record, decision.token, decision.expires, now, None, handed=True)
+    _, latest = clock.bounds()
+    left = decision.expires - latest
+    if left <= timedelta(0):
+        return None
+    deadline = now + left.total_seconds() - loss_margin(left)
+    return Acquired(record, decision.token, decision.expires, now, deadline, handed=True)
 
 
 def _timed_out(clock: ServerClock, deadline: float | None) -> bool:
     return deadline is not None and clock.monotonic() >= deadline
+
+
+class _Patience:
+    """Backoff after transient backend failures, until a monotonic ``deadline``.
+
+    ``pause`` sleeps before the next try (jittered, doubling, at least the
+    server's ``Retry-After``), or raises: the error itself when it is not
+    transient or, at the deadline, :class:`LockTimeout` for a waiting acquire
+    (``timeout_error``) and the error itself otherwise.
+    """
+
+    def __init__(
+        self,
+        name: str,
+        clock: ServerClock,
+        deadline: float | None,
+        rng: Callable[[], float],
+        timeout_error: bool,
+    ):
+        self.name, self.clock, self.deadline, self.rng = name, clock, deadline, rng
+        self.timeout_error = timeout_error
+        self.failures = 0
+
+    def ok(self) -> None:
+        self.failures = 0
+
+    def pause(self, exc: LockBackendError) -> Flow:
+        if not exc.transient:
+            raise exc
+        now = self.clock.monotonic()
+        if self.deadline is not None and now >= self.deadline:
+            if self.timeout_error:
+                raise LockTimeout(
+                    f"lock {self.name!r}: the API server could not be reached "
+                    f"before the timeout ({exc})",
+                    lock=self.name,
+                ) from exc
+            raise exc
+        step = min(BACKOFF_CAP, BACKOFF_BASE * 2.0 ** min(self.failures, 16))
+        self.failures += 1
+        delay = step * (0.5 + self.rng() / 2)
+        if exc.retry_after is not None:
+            delay = max(delay, exc.retry_after)
+        until = now + delay if self.deadline is None else min(now + delay, self.deadline)
+        while self.clock.monotonic() < until:
+            yield Sleep(self.name, until)
+
+
+def _read(name: str, patience: _Patience) -> Flow:
+    """Read the object, retrying transient failures with ``patience``."""
+    while True:
+        try:
+            record = yield Read(name)
+        except LockBackendError as exc:
+            yield from patience.pause(exc)
+            continue
+        patience.ok()
+        return record
 
 
 def acquire_flow(
@@ -347,56 +582,112 @@ def acquire_flow(
     clock: ServerClock,
     deadline: float | None,
     cached: Record | None = None,
+    token: int | None = None,
+    rng: Callable[[], float] = random.random,
 ) -> Flow:
     """Acquire, waiting (by watch) until ``deadline`` (monotonic; None = forever).
 
     With the ``cached`` object this instance last wrote (a lock acquired again
     by the same instance), the first write goes out without a read; if someone
     wrote since, it meets a conflict, and the flow reads and decides again.
+    ``token`` is the fencing token of a lock this instance holds, kept when it
+    takes it again. Transient failures are retried until the deadline.
     """
+    name = intent.name
+    patience = _Patience(
+        name, clock, deadline, rng, timeout_error=deadline is None or deadline > clock.monotonic()
+    )
     record = cached
     if record is None:
-        record = yield Read(intent.name)
+        record = yield from _read(name, patience)
     conflicts = late = 0
+    free_seen: tuple[str, float] | None = None  # (version, when) the lock was first seen free
     while True:
         earliest, latest = clock.bounds()
-        decision = decide_acquire(intent, record, earliest, latest)
+        version = record.version if record is not None else None
+        free_for = 0.0
+        if free_seen is not None and free_seen[0] == version:
+            free_for = clock.monotonic() - free_seen[1]
+        decision = decide_acquire(intent, record, earliest, latest, token, free_for)
         if isinstance(decision, Refuse):
             raise decision.error
+        if isinstance(decision, Accept):
+            assert record is not None
+            got = _accepted(clock, record, decision)
+            if got is not None:
+                return got
+            token = decision.token  # too little of it left to trust: write it again
+            continue
         if isinstance(decision, Write):
             sent = clock.monotonic()
-            result = yield _write_effect(intent.name, record, decision)
+            try:
+                result = yield _write_effect(name, record, decision)
+            except LockBackendError as exc:
+                # The write may or may not have landed: read and decide again (a
+                # lease of ours that landed is recognised by our instance ID).
+                yield from patience.pause(exc)
+                record = yield from _read(name, patience)
+                continue
+            patience.ok()
             if isinstance(result, Record):
-                assert decision.expires is not None
-                return Acquired(result, token_of(result), decision.expires, sent)
+                record = result
+                if decision.token is None:  # created free: now take it
+                    continue
+                span = safe_span(intent.duration)
+                if span is None or clock.monotonic() < sent + span:
+                    assert decision.expires is not None
+                    until = None if span is None else sent + span
+                    return Acquired(result, decision.token, decision.expires, sent, until)
+                # The answer came after the lease's loss deadline: holding it now
+                # would not be safe. Write it again; out of time, give up (the
+                # shell then removes the lease, as after any failed acquire).
+                if _timed_out(clock, deadline):
+                    raise LockTimeout(
+                        f"lock {name!r}: the API server answered too slowly to hold "
+                        f"a lease of {intent.duration}",
+                        lock=name,
+                    )
+                continue
             conflicts += 1
             if deadline is None and conflicts > MAX_CONFLICTS:
-                raise LockConflict(
-                    f"lock {intent.name!r}: too many write conflicts", lock=intent.name
-                )
+                raise LockConflict(f"lock {name!r}: too many write conflicts", lock=name)
             late += _timed_out(clock, deadline)
             if late > 1:  # one more try after the deadline, as a non-blocking acquire gets
                 raise LockTimeout(
-                    f"lock {intent.name!r}: other writers kept changing it until the timeout",
-                    lock=intent.name,
+                    f"lock {name!r}: other writers kept changing it until the timeout",
+                    lock=name,
                 )
-            record = yield Read(intent.name)
+            record = yield from _read(name, patience)
             continue
         assert isinstance(decision, Wait)
+        if decision.reason == "queued" and (free_seen is None or free_seen[0] != version):
+            free_seen = (version or "", clock.monotonic())
         if _timed_out(clock, deadline):
+            what = (
+                f"is free, but {decision.holder} is ahead in line"
+                if decision.reason == "queued"
+                else f"is {decision.reason} by {decision.holder}"
+                + (f" until {decision.expires.isoformat()}" if decision.expires else "")
+            )
             raise LockTimeout(
-                f"lock {intent.name!r} is {decision.reason} by {decision.holder}"
-                + (f" until {decision.expires.isoformat()}" if decision.expires else ""),
-                lock=intent.name,
+                f"lock {name!r} {what}",
+                lock=name,
                 holder=decision.holder,
                 expires=decision.expires,
             )
-        result = yield Watch(
-            intent.name,
-            record.version if record else None,
-            _wait_until(clock, decision, deadline),
-            decision.holder,
-        )
+        held_by = decision.holder if decision.reason == "held" else None
+        try:
+            result = yield Watch(
+                name,
+                record.version if record else None,
+                _wait_until(clock, decision, deadline),
+                holder=held_by,
+            )
+        except LockBackendError as exc:
+            yield from patience.pause(exc)
+            record = yield from _read(name, patience)
+            continue
+        patience.ok()
         if result is not UNCHANGED:
             record = result
 
@@ -404,7 +695,8 @@ def acquire_flow(
 def renew_flow(intent: Intent, clock: ServerClock, record: Record | None, token: int) -> Flow:
     """Renew from the cached ``record`` (one PUT when nobody else wrote).
 
-    Returns ``(record, expires, sent)``; raises :class:`LockLost`. A Go
+    Returns ``(record, expires, sent)``; raises :class:`LockLost`, or the
+    backend's error (the renewer retries within the loss deadline). A Go
     reservation does not hold up the renewal of our own live lease: the write
     is conditional on the resourceVersion, so it cannot disturb a writer whose
     update is still to come (that update fails instead), while waiting could
@@ -435,26 +727,47 @@ def renew_flow(intent: Intent, clock: ServerClock, record: Record | None, token:
 
 
 def release_flow(
-    intent: Intent, clock: ServerClock, record: Record | None, token: int | None
+    intent: Intent,
+    clock: ServerClock,
+    record: Record | None,
+    token: int | None,
+    rng: Callable[[], float] = random.random,
 ) -> Flow:
     """Release from the cached ``record``; returns :class:`Released`. Like a
-    renewal, it removes our own lease through a Go reservation."""
+    renewal, it removes our own lease through a Go reservation.
+
+    Transient failures are retried for as long as the lease could still be
+    live (at most :data:`RELEASE_PATIENCE`); after a write whose outcome is
+    unknown, a lease of ours found gone counts as released.
+    """
+    name = intent.name
+    duration = intent.duration.total_seconds() if intent.duration else RELEASE_PATIENCE
+    deadline = clock.monotonic() + min(RELEASE_PATIENCE, duration)
+    patience = _Patience(name, clock, deadline, rng, timeout_error=False)
     if record is None:
-        record = yield Read(intent.name)
+        record = yield from _read(name, patience)
     conflicts = 0
+    unsure = False
     while True:
-        earliest, _ = clock.bounds()
-        decision = decide_release(intent, record, earliest, token)
+        earliest, latest = clock.bounds()
+        decision = decide_release(intent, record, earliest, token, latest)
         if isinstance(decision, Nothing):
-            return Released(record, decision.reason)
+            return Released(record, None if unsure else decision.reason)
         assert isinstance(decision, Write)
-        result = yield _write_effect(intent.name, record, decision)
+        try:
+            result = yield _write_effect(name, record, decision)
+        except LockBackendError as exc:
+            yield from patience.pause(exc)
+            unsure = True
+            record = yield from _read(name, patience)
+            continue
+        patience.ok()
         if isinstance(result, Record):
             return Released(result, None)
         if result is None:
             return Released(None, "its object was deleted")
         conflicts = _count_conflict(intent, conflicts)
-        record = yield Read(intent.name)
+        record = yield from _read(name, patience)
 
 
 def _count_conflict(intent: Intent, conflicts: int) -> int:

@@ -3,20 +3,24 @@
 lockheed campaigns for leadership of lock NAME with a
 :class:`~lockheed.LeaderElector` and starts COMMAND when it leads, with
 ``LOCKHEED_FENCING_TOKEN`` and ``LOCKHEED_LEADER`` (this elector's identity)
-in its environment.
+in its environment. Signals are handled as ``lockheed run`` handles them
+(:mod:`lockheed._runcmd`).
 
 * Leadership lost: COMMAND gets SIGTERM at once; once it has exited,
   lockheed campaigns again and starts COMMAND anew when it leads again. With
   ``--once`` it exits with status 75 instead.
 * COMMAND exits by itself: leadership is released (a waiting elector takes
   over at once) and lockheed exits with COMMAND's status.
-* SIGTERM, SIGINT or SIGHUP: forwarded to COMMAND while it runs; lockheed
-  then releases leadership once COMMAND has exited and exits with COMMAND's
-  status. Received while campaigning, lockheed exits with 128 + the signal's
-  number (at the leader's next renewal, and within the renew deadline).
+* SIGTERM, SIGINT or SIGHUP while COMMAND runs: passed on to COMMAND (a
+  second one kills it); lockheed releases leadership once COMMAND has exited
+  and exits with COMMAND's status. Received while campaigning, the campaign
+  stops (at the leader's next renewal, and within the renew deadline), COMMAND
+  never starts, and lockheed exits with 128 + the signal's number. Ignored
+  signals stay ignored.
 
 Exit statuses: COMMAND's (128 + N if a signal N killed it); 75 with
-``--once`` after a loss; 128 + N when a signal N stopped the campaign; 1 for a
+``--once`` after a loss; 126/127 when COMMAND cannot be run / is not found
+(leadership released); 128 + N when a signal N stopped the campaign; 1 for a
 lockheed error (for example RBAC); 2 for bad arguments.
 """
 
@@ -27,24 +31,19 @@ import os
 import signal
 import socket
 import subprocess
-import sys
 import threading
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from types import FrameType
 from typing import Any
 
 from ._errors import LockLost
+from ._runcmd import EXIT_LOST, EXIT_NOT_EXECUTABLE, EXIT_NOT_FOUND, FORWARDED, exit_status, say
 from ._sync.election import LeaderElector
 from ._sync.lock import Lock
 
-__all__ = ["EXIT_LOST", "add_elect_parser"]
-
-EXIT_LOST = 75
-FORWARDED = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
-
-
-def _say(message: str) -> None:
-    print(f"lockheed: {message}", file=sys.stderr, flush=True)
+__all__ = ["add_elect_parser"]
 
 
 def add_elect_parser(
@@ -66,49 +65,77 @@ def add_elect_parser(
     elect.set_defaults(func=lambda args: _elect(args, locker))
 
 
-class _Term:
+class _Campaign:
     """The command of the current term, and the signals lockheed received."""
 
-    def __init__(self) -> None:
+    def __init__(self, elector: LeaderElector, command: list[str]):
+        self.elector = elector
+        self.command = command
         self.child: subprocess.Popen[bytes] | None = None
         self.signals: list[int] = []
 
-    def on_signal(self, elector: LeaderElector) -> Callable[[int, Any], None]:
-        def handle(signum: int, frame: Any) -> None:
-            self.signals.append(signum)
-            elector.stop()
-            child = self.child
-            if child is not None and child.poll() is None:
+    def _on_signal(self, signum: int, frame: FrameType | None) -> None:
+        # Only flags, a queue put and kill(2): safe wherever the main thread was.
+        self.signals.append(signum)
+        self.elector.stop()
+        child = self.child
+        if child is not None and child.poll() is None:
+            if len(self.signals) == 1:
                 child.send_signal(signum)
+            else:
+                child.kill()
 
-        return handle
+    @contextmanager
+    def signals_caught(self) -> Iterator[None]:
+        """Catch the forwarded signals (in the main thread; ignored ones stay ignored)."""
+        previous: dict[int, Any] = {}
+        if threading.current_thread() is threading.main_thread():
+            for signum in FORWARDED:
+                handler = signal.getsignal(signum)
+                if handler is not signal.SIG_IGN:
+                    previous[signum] = signal.SIG_DFL if handler is None else handler
+                    signal.signal(signum, self._on_signal)
+        try:
+            yield
+        finally:
+            for signum, handler in previous.items():
+                signal.signal(signum, handler)
 
-    def run(self, command: list[str], elector: LeaderElector, ended: threading.Event) -> int:
+    def term(self, ended: threading.Event) -> int | None:
+        """The leader's work: run the command until it exits; SIGTERM it on loss."""
+        if ended.is_set():  # stopped as leadership came: never start
+            return None
         env = {
             **os.environ,
-            "LOCKHEED_FENCING_TOKEN": str(elector.lock.fencing_token),
-            "LOCKHEED_LEADER": elector.identity,
+            "LOCKHEED_FENCING_TOKEN": str(self.elector.lock.fencing_token),
+            "LOCKHEED_LEADER": self.elector.identity,
         }
-        self.child = child = subprocess.Popen(command, env=env)
+        try:
+            self.child = child = subprocess.Popen(self.command, env=env)
+        except FileNotFoundError as exc:
+            say(f"{self.command[0]}: command not found ({exc.strerror})")
+            return EXIT_NOT_FOUND
+        except OSError as exc:
+            say(f"{self.command[0]}: cannot run it ({exc.strerror})")
+            return EXIT_NOT_EXECUTABLE
         stopper = threading.Thread(target=self._stop_on_loss, args=(child, ended), daemon=True)
         stopper.start()
         try:
-            status = child.wait()
+            return exit_status(child.wait())
         finally:
             self.child = None
-        return 128 - status if status < 0 else status
 
     def _stop_on_loss(self, child: subprocess.Popen[bytes], ended: threading.Event) -> None:
         ended.wait()
         if not self.signals and child.poll() is None:  # lost, not stopped by a signal
-            _say("leadership lost; stopping the command")
-            child.send_signal(signal.SIGTERM)
+            say("leadership lost; stopping the command (SIGTERM)")
+            child.terminate()
 
 
 def _elect(args: argparse.Namespace, make_locker: Callable[[argparse.Namespace], Any]) -> int:
     command: list[str] = args.command
     if not command:
-        print("lockheed elect: give a command after '--'", file=sys.stderr)
+        say("give a command after '--'")
         return 2
     identity = args.identity or f"{socket.gethostname()}-{uuid.uuid4().hex[:8]}"
     with make_locker(args) as locker:
@@ -118,22 +145,19 @@ def _elect(args: argparse.Namespace, make_locker: Callable[[argparse.Namespace],
             lease_duration=args.lease_duration,
             renew_deadline=args.renew_deadline,
             retry_period=args.retry_period,
-            on_new_leader=lambda who: _say(f"leader is {who}"),
-            on_started_leading=lambda: _say(
+            on_new_leader=lambda who: say(f"leader is {who}"),
+            on_started_leading=lambda: say(
                 f"leading {args.name!r} as {identity} (fencing token {lock.fencing_token})"
             ),
-            on_stopped_leading=lambda: _say("no longer leading"),
+            on_stopped_leading=lambda: say("no longer leading"),
         )
-        term = _Term()
-        previous = {s: signal.signal(s, term.on_signal(elector)) for s in FORWARDED}
-        try:
-            status = elector.run(lambda ended: term.run(command, elector, ended), once=args.once)
-        except LockLost as exc:
-            _say(f"leadership lost: {exc}")
-            return EXIT_LOST
-        finally:
-            for signum, handler in previous.items():
-                signal.signal(signum, handler)
+        campaign = _Campaign(elector, command)
+        with campaign.signals_caught():
+            try:
+                status = elector.run(campaign.term, once=args.once)
+            except LockLost as exc:
+                say(f"leadership lost: {exc}")
+                return EXIT_LOST
     if status is None:
-        return 128 + term.signals[0] if term.signals else 0
+        return 128 + campaign.signals[0] if campaign.signals else 0
     return status

@@ -92,7 +92,12 @@ def configure(lock: LockBase, timing: Timing) -> None:
     """Set the lock's lease, renewal and loss deadline from the election's timing."""
     if lock._active:
         raise ValueError(f"lock {lock.name!r} is held: give the elector a lock it can campaign for")
-    lock.with_duration(timing.lease_duration).with_renew_interval(timing.retry_period)
+    before = (lock._duration, lock._renew_interval)
+    try:  # the lock's own range checks apply too; a refusal leaves the lock as it was
+        lock.with_duration(timing.lease_duration).with_renew_interval(timing.retry_period)
+    except (ValueError, TypeError):
+        lock._duration, lock._renew_interval = before
+        raise
     lock._loss_after = timedelta(seconds=timing.renew_deadline)
     # A waiting acquire that has a stop signal (the sync elector's) re-watches at least
     # this often to notice it; a renewing leader wakes the watch every retry period

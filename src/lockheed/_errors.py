@@ -14,6 +14,7 @@ from typing import Any
 
 __all__ = [
     "LockBackendError",
+    "LockConfigError",
     "LockConflict",
     "LockError",
     "LockForbidden",
@@ -21,6 +22,7 @@ __all__ = [
     "LockNotHeld",
     "LockStateError",
     "LockTimeout",
+    "LockUnauthorized",
 ]
 
 
@@ -78,7 +80,35 @@ class LockNotHeld(LockError, RuntimeError):
 
 
 class LockBackendError(LockError):
-    """The backend could not be reached, or answered with an unexpected error."""
+    """The backend could not be reached, or answered with an unexpected error.
+
+    ``transient`` is True for failures that may go away by themselves (the
+    connection refused, reset or timed out; HTTP 5xx; 429 Too Many Requests),
+    and ``retry_after`` is the server's ``Retry-After`` in seconds, when it gave
+    one. A waiting acquire rides out transient failures until its timeout.
+    """
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        lock: str | None = None,
+        holder: str | None = None,
+        transient: bool = False,
+        retry_after: float | None = None,
+    ):
+        super().__init__(message, lock=lock, holder=holder)
+        self.transient = transient
+        self.retry_after = retry_after
+
+    def _kwargs(self) -> dict[str, Any]:
+        return {**super()._kwargs(), "transient": self.transient, "retry_after": self.retry_after}
+
+
+class LockConfigError(LockBackendError):
+    """The Kubernetes configuration (a kubeconfig file, or the in-cluster service
+    account) is missing or malformed; the message names the file and what is
+    wrong, never a credential."""
 
 
 class LockConflict(LockError):
@@ -118,3 +148,9 @@ class LockForbidden(LockError, PermissionError):
             "resource": self.resource,
             "namespace": self.namespace,
         }
+
+
+class LockUnauthorized(LockError, PermissionError):
+    """The API server did not accept the credentials (HTTP 401): a login failure,
+    such as an expired or revoked token or an unknown client certificate, not a
+    missing permission (that is :class:`LockForbidden`)."""

@@ -15,6 +15,10 @@ __all__ = ["DueQueue"]
 
 T = TypeVar("T")
 
+# The longest a renewer sleeps at once, whatever is due (a timeout too large
+# for the platform's wait would kill the renewer).
+MAX_WAIT = 3600.0
+
 
 class DueQueue(Generic[T]):
     def __init__(self) -> None:
@@ -34,6 +38,11 @@ class DueQueue(Generic[T]):
     def cancel(self, item: T) -> None:
         self._due.pop(id(item), None)
 
+    def pending(self) -> list[T]:
+        """The items scheduled now (each once)."""
+        live = {id(item): item for due, _, item in self._heap if self._due.get(id(item)) == due}
+        return list(live.values())
+
     def pop_due(self, now: float) -> tuple[T | None, float | None]:
         """The next item due by ``now``; else None and how long until one is (None: none)."""
         heap = self._heap
@@ -43,7 +52,7 @@ class DueQueue(Generic[T]):
             return None, None
         due, _, item = heap[0]
         if due > now:
-            return None, due - now
+            return None, min(MAX_WAIT, due - now)
         heapq.heappop(heap)
         del self._due[id(item)]
         return item, None

@@ -1,12 +1,13 @@
 // The Go side of lockheed's interoperability tests (tests/test_go_interop.py):
 // Go lockheed v0.5.3 driven from the command line.
 //
-// Written by hand: the module proxy refuses github.com/goblain/lockheed, so
-// neither `go mod tidy` nor a go.sum can be produced. The versions are those
-// that Go lockheed v0.5.3's own go.mod selects (k8s.io/* v0.18.6 and what they
-// need), so this is the go.mod that `go mod tidy` writes once the module can be
-// downloaded. tests/golockheed.py builds with -mod=mod, which fills in go.sum
-// from the checksum database as modules are downloaded.
+// The versions are those that Go lockheed v0.5.3's own go.mod selects
+// (k8s.io/* v0.18.6 and what they need); this go.mod and go.sum are what
+// `go mod tidy` writes. The public module proxy refuses Go lockheed v0.5.3 and
+// the checksum database knows neither goblain module, so tests/golockheed.py
+// builds with a module-proxy directory holding Go lockheed v0.5.3 and go-retry
+// ahead of the usual proxy, GONOSUMDB=github.com/goblain, and this go.sum
+// (-mod=readonly): see that file.
 module lockheed.testing/golockheed
 
 go 1.22

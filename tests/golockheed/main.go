@@ -14,6 +14,8 @@
 //	    --log FILE --counter FILE --start-fd FD [--duration 10s]
 //	    [--backoff-min 20ms] [--backoff-max 120ms] [--hold-max 0]
 //	golockheed serve --kubeconfig K --namespace N
+//	golockheed bench-contend --kubeconfig K --namespace N --name L [--duration 30s]
+//	    [--backoff-min 20ms] [--backoff-max 120ms] [--start-timeout 180s]
 //
 // acquire takes the lock once (Go's Acquire does not wait; --retry-for retries
 // it with a short randomised backoff), then, with --hold, keeps it that many
@@ -25,7 +27,8 @@
 //
 // contend is the Go side of the mixed contention test: see runContend.
 // serve runs the benchmark's Go lockheed operations on commands read from
-// stdin (python -m bench): see runServe.
+// stdin (python -m bench): see runServe. bench-contend is one contender of
+// the benchmark's contention figure: see runBenchContend.
 //
 // Exit status: 0 done, 1 an operation failed, 2 usage error, 3 not acquired.
 package main
@@ -514,6 +517,108 @@ func waitForStart(fd int, timeout time.Duration) bool {
 	}
 }
 
+// runBenchContend is one contender of the benchmark's contention figure
+// (python -m bench, bench/_contention.py), speaking the protocol of the
+// benchmark's Python workers (bench/_worker.py): it prints READY once
+// connected, waits for "GO <t_end>" on stdin (t_end in seconds of
+// CLOCK_MONOTONIC, the clock of Python's time.monotonic()), then takes and
+// releases the lock as fast as it can until t_end: Go's Acquire, and after a
+// failed one a random pause in [--backoff-min, --backoff-max) (Go lockheed
+// cannot wait for a lock); a Release that fails (the ConfigMap reserved by
+// another contender for Go's five tries) is tried again, up to five times.
+// Then it prints RESULT and a JSON object: "stamps", [CLOCK_MONOTONIC seconds
+// when an Acquire returned, this contender's ID] per acquisition, and counts
+// of failed attempts and releases. Go lockheed's log is discarded (it logs
+// every failed attempt); the last error is reported instead. client-go's
+// client-side rate limit is off, as the Python contenders have none.
+func runBenchContend(args []string) int {
+	fs := flag.NewFlagSet("bench-contend", flag.ContinueOnError)
+	var c common
+	c.register(fs, true)
+	duration := fs.Duration("duration", 30*time.Second, "lease duration")
+	minBackoff := fs.Duration("backoff-min", 20*time.Millisecond, "shortest pause after a failed attempt")
+	maxBackoff := fs.Duration("backoff-max", 120*time.Millisecond, "longest pause after a failed attempt")
+	startTimeout := fs.Duration("start-timeout", 180*time.Second, "how long to wait for GO")
+	if err := fs.Parse(args); err != nil {
+		return exitUsage
+	}
+	fail := func(err error) int {
+		fmt.Printf("ERROR %s\n", strings.ReplaceAll(err.Error(), "\n", " "))
+		return exitFailed
+	}
+	if err := c.check(true); err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		return exitUsage
+	}
+	cset, err := c.clientsetQPS(-1, 0)
+	if err != nil {
+		return fail(err)
+	}
+	// Open the connection before the start, as the Python workers do.
+	_, _ = cset.CoreV1().ConfigMaps(c.namespace).Get(
+		context.Background(), "lockheed-"+c.name, metav1.GetOptions{})
+	lock := lockheed.NewLock(c.name, lockheed.NewKubeLocker(cset, c.namespace)).WithDuration(*duration)
+	fmt.Println("READY")
+
+	line := make(chan string, 1)
+	go func() {
+		text, _ := bufio.NewReader(os.Stdin).ReadString('\n')
+		line <- text
+	}()
+	var start string
+	select {
+	case start = <-line:
+	case <-time.After(*startTimeout):
+	}
+	words := strings.Fields(start)
+	if len(words) != 2 || words[0] != "GO" {
+		return fail(fmt.Errorf("no start signal (got %q)", start))
+	}
+	tEnd, err := strconv.ParseFloat(words[1], 64)
+	if err != nil {
+		return fail(err)
+	}
+	endNs := int64(tEnd * 1e9)
+
+	me := strconv.Itoa(os.Getpid())
+	stamps := [][]interface{}{}
+	failed, releaseRetries, releaseFailures := 0, 0, 0
+	lastError := ""
+	for monotonicNs() < endNs {
+		if err := lock.Acquire(); err != nil {
+			failed++
+			lastError = err.Error()
+			time.Sleep(*minBackoff + randomUpTo(*maxBackoff-*minBackoff))
+			continue
+		}
+		stamps = append(stamps, []interface{}{float64(monotonicNs()) / 1e9, me})
+		var releaseErr error
+		for try := 0; try < 5; try++ {
+			if releaseErr = lock.Release(); releaseErr == nil {
+				break
+			}
+			releaseRetries++
+		}
+		if releaseErr != nil {
+			releaseFailures++
+			lastError = releaseErr.Error()
+		}
+	}
+	result, err := json.Marshal(map[string]interface{}{
+		"stamps":           stamps,
+		"conflicts":        0,
+		"failed_attempts":  failed,
+		"release_retries":  releaseRetries,
+		"release_failures": releaseFailures,
+		"last_error":       lastError,
+	})
+	if err != nil {
+		return fail(err)
+	}
+	fmt.Printf("RESULT %s\n", result)
+	return exitOK
+}
+
 // runServe performs Go lockheed operations for the benchmark (python -m bench)
 // on commands read from stdin, one per line, words separated by spaces, and
 // answers each with one line: {"event":"ok",...} or {"event":"error","error":...}.
@@ -694,7 +799,7 @@ func handoffs(holder, waiter *lockheed.Lock, n int, settle, jitter, retryDelay t
 
 func main() {
 	if len(os.Args) < 2 {
-		fmt.Fprintln(os.Stderr, "usage: golockheed acquire|release|list|contend|serve [flags]")
+		fmt.Fprintln(os.Stderr, "usage: golockheed acquire|release|list|contend|serve|bench-contend [flags]")
 		os.Exit(exitUsage)
 	}
 	log.SetFlags(0)
@@ -717,6 +822,9 @@ func main() {
 		log.SetFlags(log.LstdFlags | log.Lmicroseconds)
 		log.SetOutput(os.Stderr)
 		code = runServe(os.Args[2:])
+	case "bench-contend":
+		log.SetOutput(io.Discard)
+		code = runBenchContend(os.Args[2:])
 	default:
 		fmt.Fprintf(os.Stderr, "unknown subcommand %q\n", os.Args[1])
 		code = exitUsage

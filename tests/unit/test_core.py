@@ -62,9 +62,11 @@ def intent(
     tags: tuple[str, ...] = (),
     reset_tags: bool = False,
     force: Condition | None = None,
+    fair: bool = False,
 ) -> Intent:
+    """An intent; these tests decide for racing contenders (the line: test_queue.py)."""
     length = None if duration is None else timedelta(seconds=duration)
-    return Intent(NAME, instance, length, tags, reset_tags, force)
+    return Intent(NAME, instance, length, tags, reset_tags, force, fair)
 
 
 def lock(
@@ -120,12 +122,27 @@ def refused(decision: Decision, kind: type[Exception]) -> Exception:
 # ================================================================ decide_acquire
 
 
-def test_acquire_creates_a_missing_lock() -> None:
+def test_acquire_creates_a_missing_lock_free() -> None:
+    """Created without our lease, so that taking it is a replace that carries its token."""
     write = written(acquire(None, intent(tags=("a", "b", "a")), now=0, slack=1))
     assert write.version is None
-    assert write.expires == at(31)  # from the latest possible server time
-    assert write.state == lock(Lease(ME, at(31)), tags=("a", "b"))
+    assert write.expires is None and write.token is None
+    assert write.state == lock(tags=("a", "b"))
     assert dict(write.meta) == {}
+
+
+def test_acquire_stamps_the_replaced_version_as_the_token() -> None:
+    write = written(acquire(record(lock(tags=("a",))), now=0, slack=1))
+    assert write.expires == at(31)  # from the latest possible server time
+    assert write.token == 7
+    assert dict(write.meta) == {TOKEN_KEY: "7", TOKEN_HOLDER_KEY: ME}
+
+
+def test_acquire_keeps_the_token_only_while_our_lease_is_stored() -> None:
+    ours = written(decide_acquire(intent(), record(lock(Lease(ME, at(5)))), at(0), at(1), 3))
+    assert ours.token == 3
+    gone = written(decide_acquire(intent(), record(lock(Lease(OTHER, at(-1)))), at(0), at(1), 3))
+    assert gone.token == 7  # someone else held it since: a new, larger token
 
 
 def test_acquire_takes_a_free_lock_at_its_version() -> None:
@@ -161,7 +178,7 @@ def test_acquire_refreshes_our_own_lease() -> None:
 
 
 def test_acquire_without_duration_never_expires() -> None:
-    write = written(acquire(None, intent(duration=None)))
+    write = written(acquire(record(lock()), intent(duration=None)))
     assert write.expires == NEVER
     assert write.state.leases[ME].expires == NEVER
     assert '"expires":"9999-12-31T23:59:59Z"' in encode_state(write.state)
@@ -595,14 +612,15 @@ def bump(locker: MemoryLocker) -> Hook:
 
 def test_acquire_flow_creates_the_object(locker: MemoryLocker, time: FakeTime) -> None:
     got = take(locker, time, intent(tags=("t",)))
-    assert got.token == int(got.record.version) == token_of(got.record)
+    assert got.token < token_of(got.record)  # the created version, replaced by taking it
     assert got.expires == time.now() + timedelta(seconds=30)
     assert got.sent == time.mono
     state, meta = stored(locker)
     assert state == lock(Lease(ME, got.expires), tags=("t",))
-    assert meta == {}
+    assert meta == {TOKEN_KEY: str(got.token), TOKEN_HOLDER_KEY: ME}
     assert locker.requests["get"] == 1
     assert locker.requests["create"] == 1
+    assert locker.requests["update"] == 1
 
 
 def test_acquire_flow_times_out_on_a_live_holder(locker: MemoryLocker, time: FakeTime) -> None:
@@ -684,7 +702,8 @@ def test_acquire_flow_retries_a_conflicting_write(locker: MemoryLocker, time: Fa
     got = drive(acquire_flow(intent(), locker.clock, time.mono), locker, time, once)
     assert isinstance(got, Acquired)
     assert len(writes) == 2
-    assert got.token == int(version(locker))
+    assert isinstance(writes[1], Replace)
+    assert got.token == int(writes[1].version) < int(version(locker))
 
 
 def test_acquire_flow_recovers_when_another_creates_first(
@@ -704,9 +723,11 @@ def test_acquire_flow_recreates_an_object_deleted_under_it(
     locker: MemoryLocker, time: FakeTime
 ) -> None:
     locker.put_raw(NAME, encode_state(lock()))
+    deleted: list[Effect] = []
 
     def delete(effect: Effect) -> None:
-        if isinstance(effect, Replace):
+        if isinstance(effect, Replace) and not deleted:
+            deleted.append(effect)
             locker.delete(NAME)
 
     got = drive(acquire_flow(intent(), locker.clock, None), locker, time, delete)
@@ -916,9 +937,10 @@ def test_release_flow_is_not_held_up_by_a_go_reservation(
 
 def test_release_flow_without_record_reads_first(locker: MemoryLocker, time: FakeTime) -> None:
     take(locker, time, intent())
+    stamped = stored(locker)[1]
     done = drive(release_flow(intent(), locker.clock, None, None), locker, time)
     assert done.lost_reason is None
-    assert stored(locker)[1] == {}  # no token: no fencing annotations
+    assert stored(locker)[1] == stamped  # no token: the fencing annotations are left alone
 
 
 def test_a_mutex_with_our_lease_and_another_live_one_is_refused() -> None:

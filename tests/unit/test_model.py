@@ -29,6 +29,8 @@ from lockheed._clock import ServerClock
 from lockheed._conditions import LockView, tags_contain
 from lockheed._core import (
     CONFLICT,
+    TOKEN_HOLDER_KEY,
+    TOKEN_KEY,
     Acquired,
     Create,
     Effect,
@@ -104,7 +106,8 @@ class LockModel(RuleBasedStateMachine):
         for instance, duration, tags, reset, force, wall_error, offset, rtt in HOSTS:
             length = None if duration is None else timedelta(seconds=duration)
             cond = None if force is None else tags_contain(force)
-            host = Host(Intent(NAME, instance, length, tags, reset, cond), wall_error, offset, rtt)
+            me = Intent(NAME, instance, length, tags, reset, cond, fair=False)  # racing
+            host = Host(me, wall_error, offset, rtt)
             host.clock = self._clock(host)
             self.hosts.append(host)
         self.model: Model | None = None  # None: the object does not exist
@@ -242,7 +245,8 @@ class LockModel(RuleBasedStateMachine):
             live = any(e > earliest for e in self.model.leases.values())
             view = LockView(frozenset(self.model.tags), live)
             forced = host.intent.force is not None and host.intent.force.matches(view)
-        flow = acquire_flow(host.intent, host.clock, host.clock.monotonic())
+        holding = host.token if host.expires is not None and not host.ousted else None
+        flow = acquire_flow(host.intent, host.clock, host.clock.monotonic(), token=holding)
         got = self.attempt(host, flow, interfere, LockTimeout)
         if isinstance(got, LockTimeout):
             exc = got
@@ -254,10 +258,17 @@ class LockModel(RuleBasedStateMachine):
             event("acquire: busy")
             return
         assert isinstance(got, Acquired)
-        # Fencing: every acquisition's token is larger than all before it.
-        assert got.token == int(got.record.version)
-        assert all(got.token > t for t in self.tokens)
-        self.tokens.append(got.token)
+        # Fencing: every acquisition's token is larger than all before it, and it
+        # is stored with the lock, so a listing shows the holder's current token.
+        assert got.token < int(got.record.version)
+        assert got.record.meta.get(TOKEN_KEY) == str(got.token)
+        assert got.record.meta.get(TOKEN_HOLDER_KEY) == me
+        mine = self.model is not None and me in self.model.leases
+        if holding is not None and mine and not others:
+            assert got.token == holding  # taken again while held: no hand-off, same token
+        else:
+            assert all(got.token > t for t in self.tokens)
+            self.tokens.append(got.token)
         # Safety on the server's true time: nobody else still holds a live lease,
         # unless the force condition allowed taking it.
         for other in self.hosts:

@@ -8,6 +8,17 @@ from typing import TypeVar
 
 T = TypeVar("T")
 
+sleep = asyncio.sleep
+
+
+async def try_acquire(mutex: asyncio.Lock) -> bool:
+    """Take ``mutex`` if it is free, without waiting (nothing can take it between
+    the check and the acquire: no other task runs in between)."""
+    if mutex.locked():
+        return False
+    await mutex.acquire()
+    return True
+
 
 async def shield(aw: Awaitable[T]) -> T:
     """Run ``aw`` to completion even if the caller is cancelled meanwhile; the

@@ -7,14 +7,17 @@ listed to find one lock.
 
 Failure semantics: a 409 is handed back to the core as ``CONFLICT`` (it
 re-reads and decides again); a 404 on write means the object was deleted (a
-holder's loss); 403 raises :class:`~lockheed.LockForbidden`; transport errors
-raise :class:`~lockheed.LockBackendError`. A watch whose version was
+holder's loss); 401 raises :class:`~lockheed.LockUnauthorized`, 403
+:class:`~lockheed.LockForbidden`; transport errors raise
+:class:`~lockheed.LockBackendError`. A ConfigMap of the lock's name without
+the ``lockheed/lock`` label was not made by lockheed (nor Go lockheed) and is
+refused with :class:`~lockheed.LockStateError` unless a force condition
+matches. A bad ``prefix`` is refused at construction. A watch whose version was
 compacted away (410) falls back to a fresh read.
 """
 
 from __future__ import annotations
 
-from contextlib import aclosing
 from typing import Any
 
 from .._clock import ServerClock
@@ -25,12 +28,35 @@ from .._codec import (
     new_configmap,
     updated_configmap,
     validate_object_name,
+    validate_prefix,
 )
 from .._core import CONFLICT, UNCHANGED, Create, Effect, Read, Replace, Watch
 from .._errors import LockBackendError
 from .._kubecfg import KubeConfigSource
 from .._state import Record
 from .kube import AsyncKubeAPI
+from .watcher import WatchStream
+
+# A waiting operation keeps its watch open this long at most without events
+# (the server ends it then, and it is opened again): a watch that silently
+# died (a blackholed connection) is replaced within this time.
+WATCH_LIFETIME = 60.0
+
+
+def _transient(error: Any) -> bool:
+    return isinstance(error, LockBackendError) and error.transient
+
+
+def _newer(obj: Any, version: str | None) -> bool:
+    """Whether the watched object ``obj`` is a later version than ``version``."""
+    if version is None:
+        return True
+    seen = str((obj.get("metadata") or {}).get("resourceVersion", ""))
+    try:
+        return int(seen) > int(version)
+    except ValueError:
+        return seen != version
+
 
 __all__ = ["AsyncConfigMapLocker"]
 
@@ -42,6 +68,8 @@ class AsyncConfigMapLocker:
     ``config`` is a kubeconfig path, a lightkube ``KubeConfig``/``SingleConfig``,
     or None for in-cluster config, ``$KUBECONFIG`` or ``~/.kube/config``;
     ``client`` is an ``httpx2`` client already set up for the cluster.
+    ``config`` is then kept as ``self.config``, a lightkube ``SingleConfig``
+    whose ``repr`` shows no credentials.
     """
 
     kind = "ConfigMap"
@@ -55,16 +83,19 @@ class AsyncConfigMapLocker:
         client: Any = None,
         clock: ServerClock | None = None,
     ):
-        self.prefix = prefix
+        self.prefix = validate_prefix(prefix)
         self.api = AsyncKubeAPI("configmaps", namespace, config=config, client=client, clock=clock)
         self.namespace = self.api.namespace
         self.config = self.api.config
         self.clock = self.api.clock
+        self._streams: dict[object, WatchStream] = {}  # open watches by wait session
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}(namespace={self.namespace!r}, prefix={self.prefix!r})"
 
     async def aclose(self) -> None:
+        for session in list(self._streams):
+            await self.end_watch(session)
         await self.api.aclose()
 
     async def __aenter__(self) -> AsyncConfigMapLocker:
@@ -103,29 +134,60 @@ class AsyncConfigMapLocker:
         return CONFLICT if status == 409 else decode_configmap(name, obj)
 
     async def _watch(self, effect: Watch) -> Any:
-        obj_name = self.object_name(effect.name)
-        while True:
-            timeout = None
-            if effect.until is not None:
-                timeout = effect.until - self.clock.monotonic()
-                if timeout <= 0:
-                    return UNCHANGED
-            events = self.api.watch(obj_name, effect.version, timeout, lock=effect.name)
-            try:
-                async with aclosing(events):
-                    async for kind, obj in events:
-                        if kind in ("ADDED", "MODIFIED"):
-                            return decode_configmap(effect.name, obj)
-                        if kind == "DELETED":
-                            return None
-                        if kind == "ERROR":  # e.g. 410 Gone: our version was compacted away
-                            return await self.execute(Read(effect.name))
-            except LockBackendError:
-                # The stream broke (a dropped connection): what changed meanwhile is
-                # unknown, so read; a server that is really gone fails the read.
-                return await self.execute(Read(effect.name))
-            if effect.until is not None and self.clock.monotonic() >= effect.until:
-                return UNCHANGED
+        session = effect.session
+        stream = self._streams.pop(session, None) if session is not None else None
+        try:
+            while True:
+                timeout = None
+                if effect.until is not None:
+                    timeout = effect.until - self.clock.monotonic()
+                    if timeout <= 0:
+                        return UNCHANGED
+                if stream is None:
+                    stream = WatchStream()
+                    events = self.api.watch(
+                        self.object_name(effect.name),
+                        effect.version,
+                        WATCH_LIFETIME,
+                        lock=effect.name,
+                        opened=stream.opened,
+                    )
+                    stream.start(events)
+                item = await stream.next(timeout)
+                if item is None:
+                    continue  # the time is up: said above
+                kind, obj = item
+                if kind in ("ADDED", "MODIFIED"):
+                    if _newer(obj, effect.version):
+                        return decode_configmap(effect.name, obj)
+                    continue  # a change we have seen already (our own write, say)
+                if kind == "DELETED":
+                    return None
+                if kind == "END":  # the server ended the watch: watch again
+                    await stream.close()
+                    stream = None
+                    continue
+                if kind in ("ERROR", "BROKEN"):
+                    await stream.close()
+                    stream = None
+                    if kind == "BROKEN" and not _transient(obj):
+                        raise obj  # refused (403, 401) or a lasting error: not ours to hide
+                    # 410 Gone (our version was compacted away), or the connection
+                    # broke: what changed meanwhile is unknown, so read; a server
+                    # that is really gone fails the read.
+                    return await self.execute(Read(effect.name))
+        finally:
+            if stream is not None:
+                if session is not None:
+                    self._streams[session] = stream  # for the session's next wait
+                else:
+                    await stream.close()
+
+    async def end_watch(self, session: object) -> None:
+        """The operation that waited with ``session`` is over: stop its watch."""
+        stream = self._streams.pop(session, None)
+        if stream is not None:
+            await stream.close()
 
     async def list_records(self, page_size: int = 500) -> list[Record]:
         """Every lock object of this locker (label ``lockheed/lock``), paginated."""

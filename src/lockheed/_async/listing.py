@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import inspect
 from typing import Any
 
 from .._conditions import Condition
+from .._limits import check_locker
 from .._listing import LockInfo, select
 
 __all__ = ["alist_locks"]
@@ -15,6 +17,7 @@ async def alist_locks(locker: Any, where: Condition | None = None) -> list[LockI
 
     One paginated LIST for the ConfigMap locker; see :class:`~lockheed.LockInfo`.
     """
+    check_locker(locker, inspect.iscoroutinefunction(alist_locks), "alist_locks")
     records = await locker.list_records()
     earliest, _ = locker.clock.bounds()
     return select(records, earliest, where)

@@ -1,9 +1,16 @@
-"""One renewal task per event loop, for every lock held on that loop.
+"""One renewer per event loop, for every lock held on that loop.
 
-Locks register a due time; the task sleeps until the earliest (or until a
-registration wakes it) and awaits the lock's ``_tick``, which returns the next
-due time. A tick that raises is logged and does not stop the task. The task is
-created on first use; when its loop closes, it ends with it.
+Locks register a due time; a scheduler task sleeps until the earliest (or
+until a registration wakes it) and starts the lock's ``_tick`` as a task of
+its own, which returns the next due time. Ticks run concurrently, so a
+renewal stuck on a slow request never delays another lock's. The scheduler is
+created on first use.
+
+Failure semantics: a tick that raises (it should not: the lock turns its own
+errors into a retry) is logged and the lock is looked at again shortly. When
+the loop shuts down or closes while locks are still held, renewal ends with
+it, and every such lock is declared lost at once (``on_lost``, event 516)
+rather than silently running out.
 """
 
 from __future__ import annotations
@@ -27,6 +34,7 @@ class _LoopRenewer:
         self.queue: DueQueue[Any] = DueQueue()
         self.wake = asyncio.Event()
         self.task: asyncio.Task[None] | None = None
+        self.ticking: dict[Any, asyncio.Task[None]] = {}
 
     def push(self, lock: Any, due: float) -> None:
         self.queue.push(lock, due)
@@ -44,15 +52,38 @@ class _LoopRenewer:
                 await asyncio.wait_for(self.wake.wait(), wait)
 
     async def _run(self) -> None:
-        while True:
-            lock = await self._next()
+        try:
+            while True:
+                lock = await self._next()
+                task = asyncio.get_running_loop().create_task(self._tick(lock))
+                self.ticking[lock] = task
+        finally:
+            self._orphan()
+
+    async def _tick(self, lock: Any) -> None:
+        try:
+            due = await lock._tick()
+        except Exception:
+            logger.exception("lockheed renewal of %r failed unexpectedly", lock)
+            due = lock._retry_due()
+        finally:
+            self.ticking.pop(lock, None)
+        if due is not None:
+            self.queue.push_if_absent(lock, due)
+            self.wake.set()
+
+    def _orphan(self) -> None:
+        """The loop is going away: no lock scheduled here will be renewed again."""
+        locks = {*self.queue.pending(), *self.ticking}
+        for task in list(self.ticking.values()):
+            with contextlib.suppress(RuntimeError):  # the loop may be closed already
+                task.cancel()
+        for lock in locks:
+            self.queue.cancel(lock)
             try:
-                due = await lock._tick()
+                lock._renewal_ended("its event loop stopped")
             except Exception:
-                logger.exception("lockheed renewal of %r failed unexpectedly", lock)
-                continue
-            if due is not None:
-                self.queue.push_if_absent(lock, due)
+                logger.exception("lockheed: declaring %r lost failed", lock)
 
 
 class _Renewers:

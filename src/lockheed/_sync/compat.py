@@ -2,9 +2,18 @@
 
 from __future__ import annotations
 
+import threading
+import time
 from typing import TypeVar
 
 T = TypeVar("T")
+
+sleep = time.sleep
+
+
+def try_acquire(mutex: threading.RLock) -> bool:
+    """Take ``mutex`` if no other thread holds it, without waiting."""
+    return mutex.acquire(blocking=False)
 
 
 def shield(value: T) -> T:

@@ -4,17 +4,21 @@
 Plain JSON over lightkube's configured ``httpx2`` client: every response's
 ``Date`` header feeds the :class:`~lockheed._clock.ServerClock`, and no model
 objects are built on the hot path. Failures leave this module as
-:class:`~lockheed.LockError` subclasses: 401/403 as
-:class:`~lockheed.LockForbidden` naming the verb, resource and namespace,
-anything unexpected (transport errors, 5xx) as
-:class:`~lockheed.LockBackendError`. 404 and 409 are returned as statuses,
-because the core decides what they mean.
+:class:`~lockheed.LockError` subclasses: 401 as
+:class:`~lockheed.LockUnauthorized` (the credentials were not accepted), 403
+as :class:`~lockheed.LockForbidden` naming the verb, resource and namespace,
+a missing or malformed kubeconfig as :class:`~lockheed.LockConfigError`
+(naming the file, never a credential), anything unexpected as
+:class:`~lockheed.LockBackendError`, marked ``transient`` for transport
+errors (refused, reset, timed out), 5xx and 429 (with ``retry_after`` from
+the ``Retry-After`` header). 404 and 409 are returned as statuses, because
+the core decides what they mean.
 """
 
 from __future__ import annotations
 
 import json
-from collections.abc import Generator
+from collections.abc import Callable, Generator
 from typing import Any
 
 import httpx2 as httpx
@@ -28,6 +32,7 @@ from .._kubecfg import (
     load_config,
     reason,
     request_timeout,
+    retry_after,
 )
 
 __all__ = ["KubeAPI"]
@@ -93,7 +98,11 @@ class KubeAPI:
                 timeout=request_timeout(),
             )
         except httpx.HTTPError as exc:
-            raise LockBackendError(f"{method} {self.resource}{path}: {exc!r}", lock=lock) from exc
+            raise LockBackendError(
+                f"{method} {self.resource}{path}: {exc!r}",
+                lock=lock,
+                transient=isinstance(exc, httpx.TransportError),
+            ) from exc
         self.clock.observe_http_date(resp.headers.get("date"), sent, self.clock.monotonic())
         status = resp.status_code
         if status in ok or status in (404, 409):
@@ -101,16 +110,26 @@ class KubeAPI:
         if status in (401, 403):
             raise forbidden(method, resp, self.resource, self.namespace, lock, watch=False)
         raise LockBackendError(
-            f"{method} {self.resource}{path}: HTTP {status}: {reason(resp)}", lock=lock
+            f"{method} {self.resource}{path}: HTTP {status}: {reason(resp)}",
+            lock=lock,
+            transient=status == 429 or status >= 500,
+            retry_after=retry_after(resp),
         )
 
     def watch(
-        self, name: str, version: str | None, timeout: float | None, *, lock: str | None = None
+        self,
+        name: str,
+        version: str | None,
+        timeout: float | None,
+        *,
+        lock: str | None = None,
+        opened: Callable[[Any], None] | None = None,
     ) -> Generator[tuple[str, Any], None]:
         """Yield ``(type, object)`` watch events on one object, from ``version``.
 
-        Ends without an event when ``timeout`` seconds pass (None: the server's
-        own limit, about five minutes).
+        Ends when ``timeout`` seconds pass without an event (None: the server's
+        own limit, about five minutes). ``opened`` is called with the streaming
+        response once it is established.
         """
         params = {"watch": "1", "fieldSelector": f"metadata.name={name}"}
         if version is not None:
@@ -129,7 +148,11 @@ class KubeAPI:
                     raise LockBackendError(
                         f"watch {self.resource}/{name}: HTTP {resp.status_code}: {reason(resp)}",
                         lock=lock,
+                        transient=resp.status_code == 429 or resp.status_code >= 500,
+                        retry_after=retry_after(resp),
                     )
+                if opened is not None:
+                    opened(resp)
                 for line in resp.iter_lines():
                     if line:
                         event = json.loads(line)
@@ -137,4 +160,8 @@ class KubeAPI:
         except httpx.TimeoutException:
             return
         except httpx.HTTPError as exc:
-            raise LockBackendError(f"watch {self.resource}/{name}: {exc!r}", lock=lock) from exc
+            raise LockBackendError(
+                f"watch {self.resource}/{name}: {exc!r}",
+                lock=lock,
+                transient=isinstance(exc, httpx.TransportError),
+            ) from exc

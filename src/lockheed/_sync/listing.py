@@ -3,9 +3,11 @@
 
 from __future__ import annotations
 
+import inspect
 from typing import Any
 
 from .._conditions import Condition
+from .._limits import check_locker
 from .._listing import LockInfo, select
 
 __all__ = ["list_locks"]
@@ -16,6 +18,7 @@ def list_locks(locker: Any, where: Condition | None = None) -> list[LockInfo]:
 
     One paginated LIST for the ConfigMap locker; see :class:`~lockheed.LockInfo`.
     """
+    check_locker(locker, inspect.iscoroutinefunction(list_locks), "list_locks")
     records = locker.list_records()
     earliest, _ = locker.clock.bounds()
     return select(records, earliest, where)

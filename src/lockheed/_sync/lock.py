@@ -4,28 +4,44 @@
 Failure semantics (see also :mod:`lockheed._base`):
 
 * ``acquire`` waits on a watch of the lock's one object and on the holder's
-  expiry, and raises :class:`~lockheed.LockTimeout` (naming the holder and its
-  expiry) when the timeout passes. If it is interrupted (cancelled) after its
-  write may have reached the server, it removes whatever lease of its own it
-  finds before re-raising, so an abandoned acquire leaves no lease behind.
+  expiry, rides out transient backend failures (the core backs off and reads
+  again), and raises :class:`~lockheed.LockTimeout` (naming the holder and its
+  expiry) when the timeout passes. If it fails or is interrupted (cancelled)
+  after a write of its own may have reached the server, it removes whatever
+  lease of its own it finds before re-raising, so an abandoned acquire leaves
+  no lease behind.
 * Renewal runs in the process's renewer (one for all locks); a renewal that
   finds another holder, our lease gone, or the object deleted declares the
-  loss at once; failing renewals declare it at the loss deadline.
+  loss at once; failing renewals (including unexpected errors) are retried
+  and declare it at the loss deadline. A renewal tick never waits for this
+  lock's mutex: while an acquire, renew or release of the lock is under way,
+  the tick looks again shortly, so one slow lock never holds up another.
 * ``release`` removes only our own lease, runs to completion even when the
   caller is interrupted, and raises :class:`~lockheed.LockLost` after a loss.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import threading
 from typing import Any
 
 from .._base import LockBase
-from .._core import Acquired, Create, Released, Replace, acquire_flow, release_flow, renew_flow
-from .._errors import LockError, LockLost
+from .._core import (
+    Acquired,
+    Create,
+    Released,
+    Replace,
+    Sleep,
+    Watch,
+    acquire_flow,
+    release_flow,
+    renew_flow,
+)
+from .._errors import LockBackendError, LockError, LockLost
 from .._events import EventCode
 from .._kubecfg import request_deadline
-from .compat import shield
+from .compat import shield, sleep, try_acquire
 from .renewer import renewer
 
 __all__ = ["Lock"]
@@ -43,20 +59,36 @@ class Lock(LockBase):
     def __init__(self, name: str, locker: Any, *, instance_id: str | None = None):
         super().__init__(name, locker, instance_id=instance_id)
         self._mutex = threading.RLock()
-        self._writing = False  # a write effect is in flight
+        self._wrote = False  # this acquire sent a write (it may have landed)
 
     def _run(self, flow: Any) -> Any:
+        """Perform a flow's effects; backend errors go back into the flow to decide."""
         result: Any = None
+        error: LockBackendError | None = None
+        session = object()  # lets the locker keep one watch open across our waits
         try:
             while True:
-                effect = self._guard_effect(flow.send(result))
-                self._writing = isinstance(effect, (Create, Replace))
-                result = self.locker.execute(effect)
-                self._writing = False
+                effect = flow.send(result) if error is None else flow.throw(error)
+                effect, error = self._guard_effect(effect), None
+                if isinstance(effect, Watch):
+                    effect = dataclasses.replace(effect, session=session)
+                elif isinstance(effect, (Create, Replace)):
+                    self._wrote = True
+                try:
+                    if isinstance(effect, Sleep):
+                        sleep(max(0.0, effect.until - self._clock.monotonic()))
+                        result = None
+                    else:
+                        result = self.locker.execute(effect)
+                except LockBackendError as exc:
+                    error = exc
         except StopIteration as done:
             return done.value
         finally:
             flow.close()
+            end_watch = getattr(self.locker, "end_watch", None)
+            if end_watch is not None:
+                end_watch(session)
 
     def acquire(self, blocking: bool = True, timeout: float | None = None) -> int:
         """Take the lock; return the fencing token.
@@ -67,14 +99,16 @@ class Lock(LockBase):
         deadline = self._acquire_deadline(blocking, timeout)
         with self._mutex:
             was_active = self._active
+            self._wrote = False
+            flow = acquire_flow(
+                self._intent(), self.locker.clock, deadline, self._record, self._held_token()
+            )
             try:
-                got: Acquired = self._run(
-                    acquire_flow(self._intent(), self.locker.clock, deadline, self._record)
-                )
+                got: Acquired = self._run(flow)
             except BaseException as exc:
                 if isinstance(exc, LockError):
                     self._event(EventCode.ACQUIRE_FAILED, str(exc), exc)
-                if self._writing and not was_active:  # our write may have landed
+                if self._wrote and not was_active:  # leave the line, drop what landed
                     shield(self._abandon())
                 raise
             token = self._acquired(got)
@@ -82,8 +116,8 @@ class Lock(LockBase):
             return token
 
     def _abandon(self) -> bool:
-        """Remove a lease of ours that an interrupted acquire may have written."""
-        self._writing = False
+        """Remove our place in line, and any lease of ours, after a failed acquire."""
+        self._wrote = False
         try:
             done: Released = self._run(release_flow(self._intent(), self.locker.clock, None, None))
         except Exception as exc:
@@ -124,7 +158,9 @@ class Lock(LockBase):
 
     def _tick(self) -> float | None:
         """Called by the renewer when due; returns when to call again (None: never)."""
-        with self._mutex:
+        if not try_acquire(self._mutex):
+            return self._retry_due()  # an acquire, renew or release is under way
+        try:
             renew = self._tick_needs_renewal()
             if not renew:
                 return None if renew is None else self._next_due()
@@ -134,7 +170,12 @@ class Lock(LockBase):
                 return None
             except LockError:
                 return self._retry_due()
+            except Exception as exc:  # a bug must not end renewal silently: retry
+                self._event(EventCode.RENEW_FAILED, f"unexpected error: {exc!r}", exc)
+                return self._retry_due()
             return self._next_due()
+        finally:
+            self._mutex.release()
 
     def release(self) -> None:
         """Remove our lease; runs to completion even if the caller is interrupted.

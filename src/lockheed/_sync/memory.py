@@ -17,7 +17,7 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 from .._clock import ServerClock
-from .._codec import validate_object_name
+from .._codec import validate_object_name, validate_prefix
 from .._core import CONFLICT, UNCHANGED, Create, Effect, Read, Replace, Watch
 from .._state import Record, StateFormatError, decode_state, encode_state
 
@@ -47,7 +47,7 @@ class MemoryLocker:
         wall: Callable[[], float] = time.time,
         monotonic: Callable[[], float] = time.monotonic,
     ):
-        self.prefix = prefix
+        self.prefix = validate_prefix(prefix)
         self._wall = wall
         self.clock = ServerClock(monotonic=monotonic, wall=wall)
         self._objects: dict[str, _Stored] = {}
@@ -169,7 +169,9 @@ class MemoryLocker:
                     remaining = effect.until - self.clock.monotonic()
                     if remaining <= 0:
                         return UNCHANGED
-                self._changed.wait(remaining)
+                self._changed.wait(
+                    None if remaining is None else min(remaining, threading.TIMEOUT_MAX)
+                )
 
     def list_records(self) -> list[Record]:
         self.requests["list"] += 1

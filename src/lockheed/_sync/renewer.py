@@ -1,10 +1,17 @@
-"""One background thread per process that renews every held sync lock.
+"""One background renewer per process for every held sync lock.
 
-Locks register a due time; the thread sleeps until the earliest one (or until
-a registration wakes it), calls the lock's ``_tick`` and re-schedules it at the
-time that returns. It starts on first use (and again if it ever died) and is a
-daemon, so it never keeps a process alive. A tick that raises is logged and
-does not stop the thread.
+Locks register a due time. A scheduler thread sleeps until the earliest one
+(or until a registration wakes it) and hands the lock to a worker thread,
+which calls the lock's ``_tick`` and re-schedules it at the time that returns.
+Workers are started as needed (up to :data:`MAX_WORKERS`), so a renewal stuck
+on a slow request never delays the renewal of another lock; a lock is never
+ticked twice at once. Threads start on first use (and again if one ever died)
+and are daemons, so they never keep a process alive.
+
+Failure semantics: a tick that raises (it should not: the lock turns its own
+errors into a retry) is logged and the lock is looked at again shortly, so its
+loss is still declared at its deadline; one lock's trouble never stops
+another's renewal.
 """
 
 from __future__ import annotations
@@ -12,6 +19,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from collections import deque
 from typing import Any
 
 from .._schedule import DueQueue
@@ -20,12 +28,18 @@ __all__ = ["renewer"]
 
 logger = logging.getLogger("lockheed")
 
+# Ticks running at once; beyond this, due locks wait for a free worker.
+MAX_WORKERS = 16
+
 
 class Renewer:
     def __init__(self) -> None:
         self._queue: DueQueue[Any] = DueQueue()
         self._cond = threading.Condition()
         self._thread: threading.Thread | None = None
+        self._ready: deque[Any] = deque()  # due locks waiting for a worker
+        self._workers = 0
+        self._idle = 0
 
     def schedule(self, lock: Any, due: float) -> None:
         with self._cond:
@@ -35,31 +49,44 @@ class Renewer:
                     target=self._run, name="lockheed-renewer", daemon=True
                 )
                 self._thread.start()
-            self._cond.notify()
+            self._cond.notify_all()
 
     def cancel(self, lock: Any) -> None:
         with self._cond:
             self._queue.cancel(lock)
 
-    def _next(self) -> Any:
+    def _run(self) -> None:
         with self._cond:
             while True:
                 lock, wait = self._queue.pop_due(time.monotonic())
-                if lock is not None:
-                    return lock
-                self._cond.wait(wait)
+                if lock is None:
+                    self._cond.wait(wait)
+                    continue
+                self._ready.append(lock)
+                if self._idle == 0 and self._workers < MAX_WORKERS:
+                    self._workers += 1
+                    threading.Thread(
+                        target=self._work, name="lockheed-renewal", daemon=True
+                    ).start()
+                self._cond.notify_all()
 
-    def _run(self) -> None:
+    def _work(self) -> None:
         while True:
-            lock = self._next()
+            with self._cond:
+                self._idle += 1
+                while not self._ready:
+                    self._cond.wait()
+                self._idle -= 1
+                lock = self._ready.popleft()
             try:
                 due = lock._tick()
             except Exception:
                 logger.exception("lockheed renewal of %r failed unexpectedly", lock)
-                continue
+                due = lock._retry_due()
             if due is not None:
                 with self._cond:
                     self._queue.push_if_absent(lock, due)
+                    self._cond.notify_all()
 
 
 renewer = Renewer()

@@ -1,0 +1,71 @@
+"""The line of waiters kept in a lock's object (pure: no I/O).
+
+Waiters line up in the annotation ``lockheed/queue`` of the lock's object, a
+compact JSON list in arrival order: ``[{"id": "<instance ID>", "d": 30}]``
+(``d``: the waiter's lease duration in seconds, 0 for a lease that never
+expires). Go lockheed keeps annotations it does not know on its own writes,
+so the line survives Go's writes next to its ``data.lock`` document.
+
+An annotation that cannot be read is treated as an empty line (and rewritten
+by the next write that changes the line): a damaged line must not stop the
+lock itself from working.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from datetime import timedelta
+from typing import Final
+
+__all__ = ["QUEUE_KEY", "Waiter", "queue_meta", "read_queue"]
+
+QUEUE_KEY: Final = "lockheed/queue"
+
+
+@dataclass(frozen=True)
+class Waiter:
+    """One instance waiting in line, and the lease it asked for."""
+
+    instance_id: str
+    duration: timedelta | None  # None: its lease would never expire
+
+
+def read_queue(meta: Mapping[str, str]) -> tuple[Waiter, ...]:
+    """The line stored in ``meta`` (an object's annotations), in arrival order."""
+    text = meta.get(QUEUE_KEY)
+    if not text:
+        return ()
+    try:
+        items = json.loads(text)
+    except ValueError:
+        return ()
+    if not isinstance(items, list):
+        return ()
+    out: list[Waiter] = []
+    seen: set[str] = set()
+    for item in items:
+        if not isinstance(item, dict):
+            continue
+        who, seconds = item.get("id"), item.get("d", 0)
+        if not isinstance(who, str) or not who or who in seen:
+            continue
+        if isinstance(seconds, bool) or not isinstance(seconds, (int, float)):
+            continue
+        if not 0 <= seconds < 1e9:
+            continue
+        seen.add(who)
+        out.append(Waiter(who, timedelta(seconds=seconds) if seconds else None))
+    return tuple(out)
+
+
+def queue_meta(queue: Iterable[Waiter]) -> dict[str, str | None]:
+    """The annotation change that stores ``queue`` (removing it when empty)."""
+    items = [
+        {"id": w.instance_id, "d": 0 if w.duration is None else w.duration.total_seconds()}
+        for w in queue
+    ]
+    if not items:
+        return {QUEUE_KEY: None}
+    return {QUEUE_KEY: json.dumps(items, separators=(",", ":"))}

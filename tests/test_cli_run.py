@@ -1,0 +1,248 @@
+"""``lockheed run`` on the real control plane: signals, exit statuses, and the
+lock released on every way out.
+
+lockheed runs as ``python -m lockheed run`` in a session of its own (so that a
+test can signal its process group, and kill whatever is left at the end). The
+command it runs reports on its standard output, read with a timeout on every
+wait. The lease is long (``--duration 60``), so a lease left behind makes the
+check right after lockheed exits fail: the lock must be free at once.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import subprocess
+import sys
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from child_output import Lines
+from lockheed import Lock, LockTimeout, list_locks
+from lockheed._cli import main
+from support import ConfigMapLockers
+
+pytestmark = pytest.mark.kube
+
+STARTUP = 60.0  # interpreter start, imports and the first requests, on a busy host
+WAIT = 30.0  # any other wait; only reached when something is broken
+
+# A command that reports every SIGTERM, SIGINT and SIGHUP it gets, carries on,
+# and exits with status 7 once a line arrives on its standard input.
+TRAPPING = """
+import signal, sys
+def report(signum, frame):
+    print("got", signal.Signals(signum).name, flush=True)
+for s in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+    signal.signal(s, report)
+print("ready", flush=True)
+sys.stdin.readline()
+print("exiting", flush=True)
+sys.exit(7)
+"""
+
+
+@dataclass
+class Run:
+    """A running ``lockheed run``, with the lines of its standard output and error."""
+
+    process: subprocess.Popen[str]
+    out: Lines
+    err: Lines
+
+    def say(self, line: str) -> None:
+        """Write ``line`` to the command's standard input."""
+        assert self.process.stdin is not None
+        self.process.stdin.write(line + "\n")
+        self.process.stdin.flush()
+
+    def describe(self) -> str:
+        return f"exit {self.process.poll()}; stdout {self.out.drain()}; stderr {self.err.drain()}"
+
+
+StartRun = Callable[..., Run]
+
+
+def _require_default_disposition(*signums: int) -> None:
+    """Skip when this process ignores a signal: lockheed and its command would
+    inherit that and rightly keep ignoring it (e.g. a suite started with nohup)."""
+    for signum in signums:
+        if signal.getsignal(signum) is signal.SIG_IGN:
+            pytest.skip(f"{signal.Signals(signum).name} is ignored by the test process")
+
+
+@pytest.fixture
+def start_run(kube_kubeconfig: Path, kube_namespace: str) -> Iterator[StartRun]:
+    """``start_run(name, *options, command=[...])``; each one's session is killed at the end."""
+    runs: list[Run] = []
+
+    def start(name: str, *options: str, command: list[str]) -> Run:
+        argv = [sys.executable, "-m", "lockheed", "run", name, "--kubeconfig", str(kube_kubeconfig)]
+        argv += ["--namespace", kube_namespace, *options, "--", *command]
+        process = subprocess.Popen(
+            argv,
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            start_new_session=True,
+        )
+        assert process.stdout is not None and process.stderr is not None
+        run = Run(process, Lines(process.stdout), Lines(process.stderr))
+        runs.append(run)
+        return run
+
+    yield start
+    for run in runs:
+        with contextlib.suppress(ProcessLookupError):  # lockheed and a command it left behind
+            os.killpg(run.process.pid, signal.SIGKILL)
+        run.process.wait()
+        assert run.process.stdin is not None
+        run.process.stdin.close()
+        run.out.close()
+        run.err.close()
+
+
+def assert_free(locker: object, name: str) -> None:
+    """The lock can be had at once: lockheed left no lease behind."""
+    lock = Lock(name, locker)
+    try:
+        lock.acquire(blocking=False)
+    except LockTimeout as exc:
+        raise AssertionError(f"lockheed left its lease behind: {exc}") from exc
+    lock.release()
+
+
+def assert_held(locker: object, name: str) -> None:
+    with pytest.raises(LockTimeout):
+        Lock(name, locker).acquire(blocking=False)
+
+
+@pytest.mark.parametrize(
+    "signum", [signal.SIGTERM, signal.SIGINT, signal.SIGHUP], ids=lambda s: s.name
+)
+def test_a_signal_is_passed_on_and_the_lock_released_once_the_command_exits(
+    start_run: StartRun, configmap_locker: ConfigMapLockers, signum: signal.Signals
+) -> None:
+    _require_default_disposition(signum)
+    locker = configmap_locker()
+    run = start_run("job", "--duration", "60", command=[sys.executable, "-c", TRAPPING])
+    run.out.expect("ready", STARTUP)
+    run.process.send_signal(signum)
+    run.out.expect(f"got {signum.name}", WAIT)
+    # The command is still running: lockheed waits for it and still holds the lock.
+    assert run.process.poll() is None, run.describe()
+    assert_held(locker, "job")
+    run.say("go")
+    run.out.expect("exiting", WAIT)
+    assert run.process.wait(WAIT) == 7, run.describe()  # the command's own status
+    assert_free(locker, "job")
+
+
+def test_a_second_signal_kills_a_command_that_carries_on(
+    start_run: StartRun, configmap_locker: ConfigMapLockers
+) -> None:
+    run = start_run("job", "--duration", "60", command=[sys.executable, "-c", TRAPPING])
+    run.out.expect("ready", STARTUP)
+    run.process.send_signal(signal.SIGTERM)
+    run.out.expect("got SIGTERM", WAIT)  # passed on; the command carries on
+    run.process.send_signal(signal.SIGTERM)
+    assert run.process.wait(WAIT) == 128 + signal.SIGKILL, run.describe()
+    assert "killing the command" in "\n".join(run.err.drain())
+    assert_free(configmap_locker(), "job")
+
+
+def test_ctrl_c_to_the_process_group_releases_the_lock(
+    start_run: StartRun, configmap_locker: ConfigMapLockers
+) -> None:
+    _require_default_disposition(signal.SIGINT)
+    run = start_run("job", "--duration", "60", command=["sh", "-c", "echo ready; exec sleep 60"])
+    run.out.expect("ready", STARTUP)
+    os.killpg(run.process.pid, signal.SIGINT)  # lockheed and its command both get it
+    assert run.process.wait(WAIT) == 128 + signal.SIGINT, run.describe()
+    assert_free(configmap_locker(), "job")
+
+
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGHUP], ids=lambda s: s.name)
+def test_a_signal_while_waiting_stops_the_wait_and_leaves_no_lease(
+    start_run: StartRun, configmap_locker: ConfigMapLockers, signum: signal.Signals
+) -> None:
+    _require_default_disposition(signum)
+    locker = configmap_locker()
+    holder = Lock("busy", locker).with_duration(60)
+    holder.acquire()
+    run = start_run("busy", "--duration", "60", command=["echo", "the command ran"])
+    run.err.expect(
+        lambda line: "waiting" in line and holder.instance_id in line,
+        STARTUP,
+        "a line saying it waits for the holder",
+    )
+    run.process.send_signal(signum)
+    assert run.process.wait(WAIT) == 128 + signum, run.describe()
+    assert run.out.drain() == []  # the command never started
+    (info,) = list_locks(locker)
+    assert [h.instance_id for h in info.holders] == [holder.instance_id]
+    holder.release()  # still ours: raises if lockheed had disturbed the lease
+
+
+NOT_EXECUTABLE = "not-executable.sh"
+
+
+@pytest.mark.parametrize(
+    ("command", "status"),
+    [
+        (["/no/such/command"], 127),
+        ([NOT_EXECUTABLE], 126),
+        ([sys.executable, "-c", "import os, signal; os.kill(os.getpid(), signal.SIGKILL)"], 137),
+        ([sys.executable, "-c", "import os, signal; os.kill(os.getpid(), signal.SIGTERM)"], 143),
+    ],
+    ids=["not-found", "not-executable", "killed", "terminated"],
+)
+def test_exit_statuses_and_the_lock_released(
+    kube_kubeconfig: Path,
+    kube_namespace: str,
+    configmap_locker: ConfigMapLockers,
+    tmp_path: Path,
+    command: list[str],
+    status: int,
+) -> None:
+    if command == [NOT_EXECUTABLE]:
+        script = tmp_path / NOT_EXECUTABLE
+        script.write_text("#!/bin/sh\necho should not run\n")
+        script.chmod(0o644)
+        command = [str(script)]
+    argv = [sys.executable, "-m", "lockheed", "run", "job", "--kubeconfig", str(kube_kubeconfig)]
+    argv += ["--namespace", kube_namespace, "--duration", "60", "--", *command]
+    done = subprocess.run(argv, capture_output=True, text=True, timeout=STARTUP, check=False)
+    assert done.returncode == status, done.stderr
+    assert "Traceback" not in done.stderr
+    if status in (126, 127):
+        (line,) = done.stderr.splitlines()
+        assert line.startswith(f"lockheed: {command[0]}: ")
+        assert done.stdout == ""
+    assert_free(configmap_locker(), "job")
+
+
+def test_an_unexpected_error_is_one_line_and_the_lock_is_released(
+    kube_kubeconfig: Path,
+    kube_namespace: str,
+    configmap_locker: ConfigMapLockers,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    def broken(*args: object, **kwargs: object) -> None:
+        raise RuntimeError("simulated failure")
+
+    monkeypatch.setattr(subprocess, "Popen", broken)  # fails once the lock is held
+    handlers = {s: signal.getsignal(s) for s in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)}
+    argv = ["run", "job", "--kubeconfig", str(kube_kubeconfig), "--namespace", kube_namespace]
+    code = main([*argv, "--duration", "60", "--", "true"])  # in this process
+    assert code == 1
+    (line,) = capsys.readouterr().err.splitlines()
+    assert line == "lockheed: unexpected error: RuntimeError: simulated failure"
+    assert_free(configmap_locker(), "job")
+    assert {s: signal.getsignal(s) for s in handlers} == handlers  # restored

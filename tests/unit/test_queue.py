@@ -1,0 +1,228 @@
+"""The line of waiters: its stored form and the core's decisions about it (pure)."""
+
+from __future__ import annotations
+
+import json
+from datetime import datetime, timedelta, timezone
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from lockheed._core import (
+    CLAIM_WINDOW,
+    TOKEN_HOLDER_KEY,
+    TOKEN_KEY,
+    Accept,
+    Decision,
+    Intent,
+    Nothing,
+    Wait,
+    Write,
+    decide_acquire,
+    decide_release,
+)
+from lockheed._queue import QUEUE_KEY, Waiter, queue_meta, read_queue
+from lockheed._state import NEVER, Lease, LockState, Record
+
+UTC = timezone.utc
+T0 = datetime(2026, 11, 30, 7, tzinfo=UTC)
+NAME = "jobs"
+
+
+def at(seconds: float) -> datetime:
+    return T0 + timedelta(seconds=seconds)
+
+
+def me(who: str = "me", duration: float | None = 30, fair: bool = True) -> Intent:
+    length = None if duration is None else timedelta(seconds=duration)
+    return Intent(NAME, who, length, fair=fair)
+
+
+def rec(
+    *leases: Lease,
+    line: tuple[str, ...] = (),
+    version: str = "40",
+    meta: dict[str, str] | None = None,
+) -> Record:
+    state = LockState(NAME, "mutex").with_leases(leases)
+    stored = dict(meta or {})
+    stored.update({k: v for k, v in queue_meta(Waiter(w, None) for w in line).items() if v})
+    return Record(NAME, version, state, stored)
+
+
+def line_of(decision: Decision) -> list[str]:
+    assert isinstance(decision, Write), decision
+    return [w.instance_id for w in read_queue(_merged(decision))]
+
+
+def _merged(write: Write) -> dict[str, str]:
+    return {k: v for k, v in write.meta.items() if v is not None}
+
+
+def acquire(r: Record | None, i: Intent | None = None, free_for: float = 0.0) -> Decision:
+    return decide_acquire(i or me(), r, at(0), at(1), None, free_for)
+
+
+# ------------------------------------------------------------ stored form
+
+
+def test_the_line_round_trips_in_order() -> None:
+    line = (
+        Waiter("a", timedelta(seconds=30)),
+        Waiter("b", None),
+        Waiter("c", timedelta(seconds=0.5)),
+    )
+    stored = queue_meta(line)
+    assert json.loads(stored[QUEUE_KEY] or "") == [
+        {"id": "a", "d": 30.0},
+        {"id": "b", "d": 0},
+        {"id": "c", "d": 0.5},
+    ]
+    assert read_queue({QUEUE_KEY: stored[QUEUE_KEY] or ""}) == line
+    assert queue_meta(()) == {QUEUE_KEY: None}  # an empty line leaves no annotation
+
+
+@pytest.mark.parametrize(
+    "text",
+    ["", "not json", "{}", '"x"', "[1, 2]", '[{"d": 3}]', '[{"id": "", "d": 1}]', "[null]"],
+)
+def test_an_unreadable_line_is_empty(text: str) -> None:
+    assert read_queue({QUEUE_KEY: text}) == ()
+
+
+def test_bad_entries_are_skipped_and_duplicates_kept_once() -> None:
+    text = json.dumps(
+        [{"id": "a", "d": 1}, {"id": "b", "d": -1}, {"id": "a", "d": 2}, {"id": "c", "d": True}]
+    )
+    assert read_queue({QUEUE_KEY: text}) == (Waiter("a", timedelta(seconds=1)),)
+
+
+@given(st.lists(st.text(min_size=1, max_size=8), unique=True, max_size=40))
+def test_any_line_round_trips(ids: list[str]) -> None:
+    line = tuple(Waiter(i, timedelta(seconds=n + 1)) for n, i in enumerate(ids))
+    stored = queue_meta(line)[QUEUE_KEY]
+    assert read_queue({QUEUE_KEY: stored} if stored else {}) == line
+
+
+# ------------------------------------------------------------ joining
+
+
+def test_a_contender_joins_the_line_of_a_held_lock() -> None:
+    decision = acquire(rec(Lease("holder", at(20)), line=("a",)))
+    assert line_of(decision) == ["a", "me"]
+    assert isinstance(decision, Write)
+    assert decision.token is None and decision.expires is None  # joining is not taking
+    assert dict(decision.state.leases) == {"holder": Lease("holder", at(20))}
+
+
+def test_a_waiter_already_in_line_waits_for_the_holder() -> None:
+    decision = acquire(rec(Lease("holder", at(20)), line=("a", "me")))
+    assert decision == Wait(at(20), "holder", at(20), "held")
+
+
+def test_a_racing_contender_does_not_join() -> None:
+    decision = acquire(rec(Lease("holder", at(20))), me(fair=False))
+    assert isinstance(decision, Wait)
+
+
+def test_a_newcomer_joins_behind_waiters_of_a_free_lock() -> None:
+    assert line_of(acquire(rec(line=("a",)))) == ["a", "me"]
+
+
+def test_a_racing_newcomer_takes_a_free_lock_ahead_of_the_line() -> None:
+    decision = acquire(rec(line=("a",)), me(fair=False))
+    assert isinstance(decision, Write) and decision.token == 40
+    assert QUEUE_KEY not in decision.meta  # the line is left as it is
+
+
+# ------------------------------------------------------------ taking
+
+
+def test_the_first_in_line_takes_a_free_lock_and_leaves_the_line() -> None:
+    decision = acquire(rec(line=("me", "b")))
+    assert isinstance(decision, Write)
+    assert decision.token == 40 and decision.expires == at(31)
+    assert dict(decision.state.leases) == {"me": Lease("me", at(31))}
+    assert line_of(decision) == ["b"]
+
+
+def test_the_first_in_line_takes_over_an_expired_holder() -> None:
+    decision = acquire(rec(Lease("gone", at(-1)), line=("me", "b")))
+    assert isinstance(decision, Write) and set(decision.state.leases) == {"me"}
+
+
+def test_a_later_waiter_waits_a_window_per_waiter_ahead_of_it() -> None:
+    decision = acquire(rec(line=("a", "b", "me")), free_for=3.0)
+    assert decision == Wait(None, "a", None, "queued", after=2 * CLAIM_WINDOW - 3.0)
+
+
+def test_a_later_waiter_takes_a_free_lock_the_waiters_ahead_let_be() -> None:
+    decision = acquire(rec(line=("a", "b", "me", "d")), free_for=2 * CLAIM_WINDOW)
+    assert isinstance(decision, Write) and set(decision.state.leases) == {"me"}
+    assert line_of(decision) == ["d"]  # those ahead are presumed gone
+
+
+def test_force_takes_over_and_leaves_the_line() -> None:
+    from lockheed._conditions import acquired
+
+    forced = Intent(NAME, "me", timedelta(seconds=30), force=acquired(True))
+    decision = acquire(rec(Lease("holder", at(20)), line=("a", "me")), forced)
+    assert isinstance(decision, Write) and set(decision.state.leases) == {"me"}
+    assert line_of(decision) == ["a"]
+
+
+# ------------------------------------------------------------ hand-off
+
+
+def test_a_release_hands_the_lock_to_the_first_in_line_in_the_same_write() -> None:
+    r = rec(Lease("me", at(20)), line=("a", "b"), meta={TOKEN_KEY: "31", TOKEN_HOLDER_KEY: "me"})
+    decision = decide_release(me(), r, at(0), 31, at(1))
+    assert isinstance(decision, Write)
+    assert dict(decision.state.leases) == {"a": Lease("a", at(1 + CLAIM_WINDOW))}
+    assert decision.meta[TOKEN_KEY] == "40" and decision.meta[TOKEN_HOLDER_KEY] == "a"
+    assert line_of(decision) == ["b"]
+
+
+def test_a_hand_off_lasts_no_longer_than_the_waiters_own_lease() -> None:
+    stored = {k: v for k, v in queue_meta([Waiter("a", timedelta(seconds=2))]).items() if v}
+    r = Record(NAME, "40", LockState(NAME, "mutex").with_leases([Lease("me", at(20))]), stored)
+    decision = decide_release(me(), r, at(0), 31, at(1))
+    assert isinstance(decision, Write)
+    assert dict(decision.state.leases) == {"a": Lease("a", at(3))}
+
+
+def test_a_release_with_nobody_in_line_frees_the_lock() -> None:
+    decision = decide_release(me(), rec(Lease("me", at(20))), at(0), 31, at(1))
+    assert isinstance(decision, Write) and dict(decision.state.leases) == {}
+    assert decision.meta[TOKEN_HOLDER_KEY] == "me"
+
+
+def test_a_waiter_that_gives_up_leaves_the_line() -> None:
+    decision = decide_release(
+        me(), rec(Lease("holder", at(20)), line=("a", "me", "b")), at(0), None
+    )
+    assert line_of(decision) == ["a", "b"]
+    assert isinstance(decision, Write) and set(decision.state.leases) == {"holder"}
+
+
+def test_leaving_a_line_we_are_not_in_writes_nothing() -> None:
+    decision = decide_release(me(), rec(Lease("holder", at(20)), line=("a",)), at(0), None)
+    assert isinstance(decision, Nothing)
+
+
+def test_the_waiter_handed_the_lock_accepts_it_without_writing() -> None:
+    r = rec(Lease("me", at(5)), line=("b",), meta={TOKEN_KEY: "40", TOKEN_HOLDER_KEY: "me"})
+    assert acquire(r) == Accept(40, at(5))
+
+
+def test_a_lease_of_ours_without_our_token_is_written_again() -> None:
+    decision = acquire(rec(Lease("me", at(5)), meta={TOKEN_KEY: "7", TOKEN_HOLDER_KEY: "other"}))
+    assert isinstance(decision, Write) and decision.token == 40
+
+
+def test_a_hand_off_of_a_never_expiring_lock_is_still_short() -> None:
+    r = rec(Lease("me", NEVER), line=("a",))
+    decision = decide_release(me(duration=None), r, at(0), 3, at(1))
+    assert isinstance(decision, Write)
+    assert decision.state.leases["a"].expires == at(1 + CLAIM_WINDOW)
