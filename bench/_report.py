@@ -823,7 +823,8 @@ METHOD = """\
   SIGKILL, and the sample runs from just before the signal to the
   candidate's start of leadership. Requests of a steady leader are counted
   by the server over a window, with and without a campaigning candidate
-  process.
+  process (a WATCH is counted when it ends: lockheed's candidate keeps one
+  open, which the server ends after about a minute).
 - Contention: contenders are processes (tasks of one process for asyncio)
   started on one signal; they take and release the lock with no work in
   between. A hand-off is an acquisition by a different contender than the

@@ -90,11 +90,10 @@ class LockBase:
         self._claim_by: float | None = None  # renew by then: the lock was handed to us
         self._active = False  # acquired and not released
         self._lost: LockLost | None = None
-        # Set by leader election: a renew deadline shorter than the lease, how often a
-        # waiting acquire checks the stop signal, and an observer of who holds the lock
-        # while an acquire waits (told with each watch, so it costs no request).
+        # Set by leader election: a renew deadline shorter than the lease, and an
+        # observer of who holds the lock while an acquire waits (told with each
+        # watch, so it costs no request).
         self._loss_after: timedelta | None = None
-        self._stop_check = STOP_CHECK
         self._on_wait: Callable[[str | None], Any] | None = None
 
     def __repr__(self) -> str:
@@ -233,7 +232,7 @@ class LockBase:
         if stop.is_set():
             raise LockError(f"lock {self.name!r}: stopped", lock=self.name)
         if isinstance(effect, (Watch, Sleep)):
-            cap = self._clock.monotonic() + self._stop_check
+            cap = self._clock.monotonic() + STOP_CHECK
             if effect.until is None or effect.until > cap:
                 return dataclasses.replace(effect, until=cap)
         return effect

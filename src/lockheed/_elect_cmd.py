@@ -14,9 +14,8 @@ in its environment. Signals are handled as ``lockheed run`` handles them
 * SIGTERM, SIGINT or SIGHUP while COMMAND runs: passed on to COMMAND (a
   second one kills it); lockheed releases leadership once COMMAND has exited
   and exits with COMMAND's status. Received while campaigning, the campaign
-  stops (at the leader's next renewal, and within the renew deadline), COMMAND
-  never starts, and lockheed exits with 128 + the signal's number. Ignored
-  signals stay ignored.
+  stops (within about a second), COMMAND never starts, and lockheed exits with
+  128 + the signal's number. Ignored signals stay ignored.
 
 Exit statuses: COMMAND's (128 + N if a signal N killed it); 75 with
 ``--once`` after a loss; 126/127 when COMMAND cannot be run / is not found

@@ -99,10 +99,6 @@ def configure(lock: LockBase, timing: Timing) -> None:
         lock._duration, lock._renew_interval = before
         raise
     lock._loss_after = timedelta(seconds=timing.renew_deadline)
-    # A waiting acquire that has a stop signal (the sync elector's) re-watches at least
-    # this often to notice it; a renewing leader wakes the watch every retry period
-    # anyway, so a shorter cut would only add requests.
-    lock._stop_check = timing.renew_deadline
 
 
 @dataclass(frozen=True)

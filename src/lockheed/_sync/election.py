@@ -30,9 +30,8 @@ Failure semantics:
   raise :class:`~lockheed.LockLost`.
 * A campaign retries errors from an unreachable API server (and endless write
   conflicts) after the retry period; other errors (permissions, a malformed
-  lock object) end it and propagate. A campaign notices :meth:`stop` at the
-  leader's next renewal (each one wakes its watch), and within the renew
-  deadline in any case (its watch is cut into pieces that long for that).
+  lock object) end it and propagate. A campaign notices :meth:`stop` within
+  about a second (the lock's stop signal; its one watch stays open meanwhile).
 * A callback that raises is reported as an event of the lock and does not
   stop the election.
 """
