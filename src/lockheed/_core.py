@@ -328,6 +328,14 @@ def _write_effect(name: str, record: Record | None, decision: Write) -> Effect:
     return Replace(name, decision.version, decision.state, decision.meta, record)
 
 
+def _written_expiry(record: Record, me: str, planned: datetime | None) -> datetime | None:
+    """Our lease's expiry as the written object carries it, which is how every reader
+    judges it (a Lease rounds it to its server stamp and whole seconds); ``planned``
+    when the object does not say."""
+    lease = record.state.leases.get(me) if record.state is not None else None
+    return planned if lease is None else lease.expires
+
+
 def _wait_until(clock: ServerClock, wait: Wait, deadline: float | None) -> float | None:
     if wait.until is None:
         return deadline
@@ -364,8 +372,9 @@ def acquire_flow(
             sent = clock.monotonic()
             result = yield _write_effect(intent.name, record, decision)
             if isinstance(result, Record):
-                assert decision.expires is not None
-                return Acquired(result, token_of(result), decision.expires, sent)
+                expires = _written_expiry(result, intent.instance_id, decision.expires)
+                assert expires is not None
+                return Acquired(result, token_of(result), expires, sent)
             conflicts += 1
             if deadline is None and conflicts > MAX_CONFLICTS:
                 raise LockConflict(
@@ -421,7 +430,7 @@ def renew_flow(intent: Intent, clock: ServerClock, record: Record | None, token:
         sent = clock.monotonic()
         result = yield _write_effect(intent.name, record, decision)
         if isinstance(result, Record):
-            return result, decision.expires, sent
+            return result, _written_expiry(result, intent.instance_id, decision.expires), sent
         if result is None:
             raise LockLost(f"lock {intent.name!r}: its object was deleted", lock=intent.name)
         conflicts = _count_conflict(intent, conflicts)
