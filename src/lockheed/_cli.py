@@ -40,7 +40,10 @@ EXIT_TIMEOUT = 73
 EXIT_LOST = 75
 
 
-BACKENDS = {"configmap": ConfigMapLocker, "lease": LeaseLocker}
+BACKENDS: dict[str, type[ConfigMapLocker | LeaseLocker]] = {
+    "configmap": ConfigMapLocker,
+    "lease": LeaseLocker,
+}
 
 
 def _locker(args: argparse.Namespace) -> ConfigMapLocker | LeaseLocker:
