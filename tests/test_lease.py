@@ -25,6 +25,7 @@ from lockheed import (
     LockTimeout,
     list_locks,
 )
+from lockheed._clock import ServerClock
 from lockheed._leasecodec import STALE_MARGIN, format_micro_time, server_stamp
 from lockheed._state import parse_time
 from lockheed.testing.plugin import RestrictedUserFactory
@@ -198,6 +199,22 @@ def test_a_release_by_client_go_frees_the_lease_at_once(leases: Lockers, api: Ap
     spec = get(writer, "released")["spec"]
     assert (spec["holderIdentity"], spec["leaseTransitions"]) == (lock.instance_id, 3)
     lock.release()
+
+
+@pytest.mark.parametrize("offset", [-600.0, 600.0])
+def test_our_skewed_wall_clock_neither_steals_nor_overwaits(
+    kube_namespace: str, kube_kubeconfig: Path, leases: Lockers, offset: float
+) -> None:
+    """A contender whose host clock is ten minutes off judges a Lease on the server's clock."""
+    holder = Lock("our-skew", leases()).with_duration(3)
+    holder.acquire()
+    clock = ServerClock(wall=lambda: time.time() + offset)
+    with LeaseLocker(kube_namespace, config=kube_kubeconfig, clock=clock) as skewed:
+        contender = Lock("our-skew", skewed).with_duration(30)
+        with pytest.raises(LockTimeout):
+            contender.acquire(timeout=1)  # ahead: a naive contender would take it
+        contender.acquire(timeout=15)  # behind: a naive one would wait ten more minutes
+        contender.release()
 
 
 # ------------------------------------------- a Lease without a server stamp

@@ -13,7 +13,7 @@ __all__ = ["alist_locks"]
 async def alist_locks(locker: Any, where: Condition | None = None) -> list[LockInfo]:
     """Every lock of ``locker`` (sorted by name) whose state matches ``where``.
 
-    One paginated LIST for the ConfigMap locker; see :class:`~lockheed.LockInfo`.
+    One paginated LIST for the ConfigMap and Lease lockers; see :class:`~lockheed.LockInfo`.
     """
     records = await locker.list_records()
     earliest, _ = locker.clock.bounds()
