@@ -34,7 +34,8 @@ from lockheed._state import parse_time
 from support import Requests
 from test_go_interop import check_mixed, parse_mixed
 
-pytestmark = pytest.mark.kube
+# The first test may build client-go from scratch (about 90 s on two busy cores).
+pytestmark = [pytest.mark.kube, pytest.mark.timeout(600)]
 
 STARTUP = 30.0  # a process's first line, on a busy host
 STEP = 20.0  # one client-go step (a retry period, a request) on a busy host
@@ -98,10 +99,19 @@ class Spawner:
             child.out.close()
 
 
+@pytest.fixture(scope="session")
+def clientgo_program() -> Path:
+    """The client-go program; skips the test when it cannot be built."""
+    return clientgo_binary()
+
+
 @pytest.fixture
-def spawn(kube_kubeconfig: Path, kube_namespace: str, tmp_path: Path) -> Iterator[Spawner]:
-    binary = clientgo_binary()
-    spawner = Spawner(binary, kube_kubeconfig, kube_namespace, tmp_path)
+def spawn(
+    clientgo_program: Path, kube_kubeconfig: Path, kube_namespace: str, tmp_path: Path
+) -> Iterator[Spawner]:
+    """client-go processes on the test's namespace. ``clientgo_program`` comes
+    first, so that a test is skipped before the control plane is started for it."""
+    spawner = Spawner(clientgo_program, kube_kubeconfig, kube_namespace, tmp_path)
     yield spawner
     spawner.close()
 
