@@ -17,19 +17,24 @@ from typing import Any
 import pytest
 
 from lockheed import (
+    AsyncLeaseLocker,
+    AsyncLock,
     ConfigMapLocker,
     LeaseLocker,
     Lock,
     LockForbidden,
     LockStateError,
     LockTimeout,
+    acquired,
+    alist_locks,
     list_locks,
+    tags_contain,
 )
 from lockheed._clock import ServerClock
 from lockheed._leasecodec import STALE_MARGIN, format_micro_time, server_stamp
 from lockheed._state import parse_time
 from lockheed.testing.plugin import RestrictedUserFactory
-from support import Api
+from support import Api, LoopThread
 
 pytestmark = pytest.mark.kube
 
@@ -298,6 +303,24 @@ def test_leases_and_configmaps_are_separate_locks(
     obj = get(lease_locker, "both")
     assert obj["metadata"]["annotations"]["lockheed/name"] == "both"
     parse_time(obj["spec"]["renewTime"])
+
+
+def test_alist_locks_filters_leases(
+    kube_namespace: str, kube_kubeconfig: Path, loop_thread: LoopThread
+) -> None:
+    async def scenario() -> list[tuple[str, bool]]:
+        async with AsyncLeaseLocker(kube_namespace, config=kube_kubeconfig) as locker:
+            held = AsyncLock("alist-held", locker).with_duration(30).with_tags(["a"])
+            await held.acquire()
+            async with AsyncLock("alist-free", locker).with_tags(["a", "b"]):
+                pass
+            found = await alist_locks(locker, tags_contain("a") & acquired(True))
+            everything = await alist_locks(locker)
+            await held.release()
+            assert [i.holders[0].instance_id for i in found] == [held.instance_id]
+            return [(i.name, i.acquired) for i in everything]
+
+    assert loop_thread.run(scenario()) == [("alist-free", False), ("alist-held", True)]
 
 
 def test_rbac_on_leases(
