@@ -14,12 +14,16 @@ strictly increases each time the lock changes hands.
     with lock:
         ...
 
+Locks can also be kept in ``coordination.k8s.io/v1`` Leases, the objects of
+client-go's leader election (:class:`LeaseLocker`, :class:`AsyncLeaseLocker`).
+
 The asyncio API (:class:`AsyncLock`, :class:`AsyncConfigMapLocker`,
 :class:`AsyncMemoryLocker`, :func:`alist_locks`) has the same semantics and
 adds ``lock.guard()``, a block cancelled as soon as the lock is lost.
 """
 
 from ._async.configmap import AsyncConfigMapLocker
+from ._async.lease import AsyncLeaseLocker
 from ._async.listing import alist_locks
 from ._async.lock import AsyncLock
 from ._async.memory import AsyncMemoryLocker
@@ -40,12 +44,14 @@ from ._events import Event, EventCode
 from ._listing import Holder, LockInfo
 from ._locker import AsyncLocker, Locker
 from ._sync.configmap import ConfigMapLocker
+from ._sync.lease import LeaseLocker
 from ._sync.listing import list_locks
 from ._sync.lock import Lock
 from ._sync.memory import MemoryLocker
 
 __all__ = [
     "AsyncConfigMapLocker",
+    "AsyncLeaseLocker",
     "AsyncLock",
     "AsyncLocker",
     "AsyncMemoryLocker",
@@ -55,6 +61,7 @@ __all__ = [
     "EventCode",
     "Field",
     "Holder",
+    "LeaseLocker",
     "Lock",
     "LockBackendError",
     "LockConfigError",

@@ -488,6 +488,14 @@ def _write_effect(name: str, record: Record | None, decision: Write) -> Effect:
     return Replace(name, decision.version, decision.state, decision.meta, record)
 
 
+def _written_expiry(record: Record, me: str, planned: datetime | None) -> datetime | None:
+    """Our lease's expiry as the written object carries it, which is how every reader
+    judges it (a Lease rounds it to its server stamp and whole seconds); ``planned``
+    when the object does not say."""
+    lease = record.state.leases.get(me) if record.state is not None else None
+    return planned if lease is None else lease.expires
+
+
 def _wait_until(clock: ServerClock, wait: Wait, deadline: float | None) -> float | None:
     ends = [t for t in (deadline,) if t is not None]
     if wait.until is not None:
@@ -631,9 +639,10 @@ def acquire_flow(
                     continue
                 span = safe_span(intent.duration)
                 if span is None or clock.monotonic() < sent + span:
-                    assert decision.expires is not None
+                    expires = _written_expiry(result, intent.instance_id, decision.expires)
+                    assert expires is not None
                     until = None if span is None else sent + span
-                    return Acquired(result, decision.token, decision.expires, sent, until)
+                    return Acquired(result, decision.token, expires, sent, until)
                 # The answer came after the lease's loss deadline: holding it now
                 # would not be safe. Write it again; out of time, give up (the
                 # shell then removes the lease, as after any failed acquire).
@@ -711,7 +720,7 @@ def renew_flow(intent: Intent, clock: ServerClock, record: Record | None, token:
         sent = clock.monotonic()
         result = yield _write_effect(intent.name, record, decision)
         if isinstance(result, Record):
-            return result, decision.expires, sent
+            return result, _written_expiry(result, intent.instance_id, decision.expires), sent
         if result is None:
             raise LockLost(f"lock {intent.name!r}: its object was deleted", lock=intent.name)
         conflicts = _count_conflict(intent, conflicts)
