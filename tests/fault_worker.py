@@ -20,15 +20,16 @@ for every process of the host, so a test can compare them with its own.
     then for seconds, so it is renewed). Each hold appends one line to
     ``--log`` with a single ``O_APPEND`` write::
 
-        HOLD <pid> <instance> <token> <start> <end> <write> <deadline> <notice> <outcome>
+        HOLD <pid> <instance> <token> <start> <end> <write> <deadline> <notice> <release> <outcome>
 
     ``start``: ``acquire`` returned; ``end``: the last moment the lock believed
     itself held (``t`` as above just before ``release``, or, if it no longer
     did, its loss deadline: when ``held`` turned False); ``write``: when the
     write that made it the holder was sent; ``deadline``: its loss deadline at
     the end (0: none); ``notice``: when ``on_lost`` was called (0: not lost);
-    ``outcome``: ``ok``, ``lost`` or the error's type. A failed acquire appends
-    ``FAIL <pid> <instance> <time> <error type>``.
+    ``release``: when ``release`` was called; ``outcome``: ``ok``, ``lost`` or
+    the error's type. A failed acquire appends
+    ``FAIL <pid> <instance> <time> <error type>``, and the worker pauses briefly.
 """
 
 from __future__ import annotations
@@ -46,6 +47,8 @@ from typing import Any
 from fault_support import Traffic
 from lockheed import AsyncConfigMapLocker, AsyncLock, ConfigMapLocker, Lock, LockError, LockLost
 from lockheed._clock import ServerClock
+
+FAIL_PAUSE = 0.2  # after a failed acquire, as a user's loop would wait before trying again
 
 
 def say(line: str) -> None:
@@ -176,11 +179,11 @@ class Soak:
         deadline = ns(getattr(lock, "_deadline", None))  # when ``held`` turns False
         return (t if held else deadline), deadline
 
-    def record(self, lock: Any, token: int, times: tuple[int, int, int, int], out: str) -> None:
-        start, end, write, deadline = times
+    def record(self, lock: Any, token: int, times: tuple[int, ...], out: str) -> None:
+        start, end, write, deadline, release = times
         self.write(
             f"HOLD {self.pid} {lock.instance_id} {token} {start} {end} {write} {deadline} "
-            f"{self.notice} {out}"
+            f"{self.notice} {release} {out}"
         )
 
     def fail(self, lock: Any, error: BaseException) -> None:
@@ -204,18 +207,19 @@ def soak(args: argparse.Namespace) -> int:
                 token = lock.acquire(timeout=args.acquire_timeout)
             except LockError as error:
                 state.fail(lock, error)
+                time.sleep(FAIL_PAUSE)
                 continue
             start, write = time.monotonic_ns(), ns(traffic.last_write[0])
             time.sleep(state.hold_time())  # the work done under the lock
             end, deadline = state.held_until(lock)
-            outcome = "ok"
+            outcome, release = "ok", time.monotonic_ns()
             try:
                 lock.release()
             except LockLost:
                 outcome = "lost"
             except LockError as error:
                 outcome = type(error).__name__
-            state.record(lock, token, (start, end, write, deadline), outcome)
+            state.record(lock, token, (start, end, write, deadline, release), outcome)
             time.sleep(state.random.uniform(0, 0.01))  # let a waiter in now and then
     finally:
         locker.close()
@@ -236,18 +240,19 @@ async def soak_async(args: argparse.Namespace) -> int:
                 token = await lock.acquire(timeout=args.acquire_timeout)
             except LockError as error:
                 state.fail(lock, error)
+                await asyncio.sleep(FAIL_PAUSE)
                 continue
             start, write = time.monotonic_ns(), ns(traffic.last_write[0])
             await asyncio.sleep(state.hold_time())
             end, deadline = state.held_until(lock)
-            outcome = "ok"
+            outcome, release = "ok", time.monotonic_ns()
             try:
                 await lock.release()
             except LockLost:
                 outcome = "lost"
             except LockError as error:
                 outcome = type(error).__name__
-            state.record(lock, token, (start, end, write, deadline), outcome)
+            state.record(lock, token, (start, end, write, deadline, release), outcome)
             await asyncio.sleep(state.random.uniform(0, 0.01))
     return 0
 
