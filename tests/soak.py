@@ -97,7 +97,7 @@ class Soak:
     random: random.Random
     workers: list[Worker] = field(default_factory=list)
     episodes: Counter[str] = field(default_factory=Counter)
-    kills: list[tuple[float, int]] = field(default_factory=list)  # (monotonic, pid)
+    kills: list[tuple[float, int]] = field(default_factory=list)  # of holders: (monotonic, pid)
     pauses: list[tuple[int, float, float]] = field(default_factory=list)  # (pid, from, to)
     crashes: list[str] = field(default_factory=list)  # what workers that died on their own said
     offsets: Counter[float] = field(default_factory=Counter)  # clock offsets of workers started
@@ -181,7 +181,9 @@ def kill(soak: Soak) -> None:
     assert worker.child is not None
     worker.child.process.kill()
     worker.child.process.wait(30)
-    soak.kills.append((time.monotonic(), worker.pid))
+    killed = time.monotonic()
+    if soak.holder() is worker:  # it died holding the lock (not just after releasing it)
+        soak.kills.append((killed, worker.pid))
     worker.child.out.close()
     soak.spawn(worker)
 
