@@ -607,6 +607,9 @@ def acquire_flow(
     conflicts = late = 0
     free_seen: tuple[str, float] | None = None  # (version, when) the lock was first seen free
     while True:
+        # The send time is taken *before* the server-time bounds: a stall between
+        # the two then only shortens what we believe of the lease, never lengthens it.
+        sent = clock.monotonic()
         earliest, latest = clock.bounds()
         version = record.version if record is not None else None
         free_for = 0.0
@@ -623,7 +626,6 @@ def acquire_flow(
             token = decision.token  # too little of it left to trust: write it again
             continue
         if isinstance(decision, Write):
-            sent = clock.monotonic()
             try:
                 result = yield _write_effect(name, record, decision)
             except LockBackendError as exc:
@@ -708,6 +710,7 @@ def renew_flow(intent: Intent, clock: ServerClock, record: Record | None, token:
         record = yield Read(intent.name)
     conflicts = 0
     while True:
+        sent = clock.monotonic()  # before the bounds: see acquire_flow
         earliest, latest = clock.bounds()
         decision = decide_renew(intent, record, earliest, latest, token)
         if isinstance(decision, Refuse):
@@ -717,7 +720,6 @@ def renew_flow(intent: Intent, clock: ServerClock, record: Record | None, token:
                 continue
             raise decision.error
         assert isinstance(decision, Write)
-        sent = clock.monotonic()
         result = yield _write_effect(intent.name, record, decision)
         if isinstance(result, Record):
             return result, _written_expiry(result, intent.instance_id, decision.expires), sent

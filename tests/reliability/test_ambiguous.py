@@ -22,7 +22,7 @@ from lockheed import (
     LockTimeout,
     list_locks,
 )
-from lockheed._core import Read
+from lockheed._core import TOKEN_KEY, Read
 from lockheed._state import Record
 from lockheed.testing import DropResponse, FaultProxy, Latency
 from support import Api, ConfigMapLockers
@@ -52,7 +52,7 @@ def test_blocking_acquire_whose_create_was_not_answered_holds_the_lock(
 
     record = _stored(direct, "ambiguous-acquire")
     assert _holders(direct, "ambiguous-acquire") == [lock.instance_id]
-    assert token == int(record.version)
+    assert token == int(record.meta[TOKEN_KEY]) < int(record.version)  # stamped with the write
     assert lock.held
     lock.release()
 

@@ -286,11 +286,6 @@ class StallAfterReading(ServerClock):
         return bounds
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="the loss deadline counts from when the write was sent, not from when the "
-    "expiry was computed: a stall longer than the loss margin in between outlives the lease",
-)
 @pytest.mark.parametrize("operation", ["acquire", "renew"])
 def test_holder_stalled_before_its_write_does_not_outlive_its_lease(
     configmap_locker: ConfigMapLockers, operation: str
