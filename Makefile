@@ -7,7 +7,7 @@ BIN    := $(VENV)/bin
 
 LINT   := src tests scripts $(wildcard bench)
 
-.PHONY: setup test lint format typecheck check demo bench build-control-plane up clean
+.PHONY: setup test lint format typecheck check demo bench soak build-control-plane up clean
 
 setup: $(VENV)/.installed
 
@@ -39,6 +39,12 @@ demo: setup
 
 up: setup
 	$(BIN)/python -m lockheed.testing up
+
+# A long run under every fault at once, not part of `make test`; writes RELIABILITY.md.
+# e.g. make soak SOAK_ARGS="--acquisitions 500"
+SOAK_ARGS ?= --acquisitions 10000
+soak: setup
+	$(BIN)/python tests/soak.py $(SOAK_ARGS)
 
 build-control-plane: setup
 	$(BIN)/python -m lockheed.testing build

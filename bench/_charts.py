@@ -24,6 +24,7 @@ __all__ = ["draw"]
 COLORS = {
     "lockheed-sync": "#1f77b4",
     "lockheed-async": "#17becf",
+    "lockheed-lease": "#2ca02c",
     "sherlock": "#d62728",
     "leaderelection": "#ff7f0e",
     "go-lockheed": "#2ca02c",

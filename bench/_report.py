@@ -49,7 +49,7 @@ __all__ = [
     "write_report",
 ]
 
-PYTHON = ("lockheed-sync", "lockheed-async", "sherlock", "leaderelection")
+PYTHON = ("lockheed-sync", "lockheed-async", "lockheed-lease", "sherlock", "leaderelection")
 MEASURED = (*PYTHON, GO_KEY)
 LOCKHEED = ("lockheed-sync", "lockheed-async")
 POLLERS = ("sherlock", "leaderelection")
@@ -247,7 +247,7 @@ def build_table(res: Results) -> Table:
         if isinstance(many, HeldMany):
             label = f"{many.locks:,} held locks: CPU of a core, RSS"
         first = cell("lockheed-sync", many, lambda m: f"{_share(m.cpu_share)}, {m.rss_mb:.0f} MB")
-        t.add([label, first, "", "", "", "", ""])
+        t.add([label, first, *[""] * (len(t.header) - 2)])
 
     if isinstance(res.listing, list):
         for item in res.listing:
@@ -261,14 +261,18 @@ def build_table(res: Results) -> Table:
                     f"list {item.locks:,} locks (with a condition)",
                     f"{_ms(median(item.lockheed))} (CLI {_ms(median(item.cli))})",
                     _ms(median(item.lockheed_async)),
-                    "",
-                    "",
-                    "",
+                    *[""] * (len(t.header) - 4),
                     kubectl,
                 ]
             )
     elif res.listing.reason != "not run":
-        t.add(["list locks (with a condition)", t.na(f"listing: {res.listing.reason}"), *[""] * 5])
+        t.add(
+            [
+                "list locks (with a condition)",
+                t.na(f"listing: {res.listing.reason}"),
+                *[""] * (len(t.header) - 2),
+            ]
+        )
 
     if res.imports:
         imp = res.imports
@@ -286,6 +290,7 @@ def build_table(res: Results) -> Table:
         t.add(
             [
                 "import time (fresh interpreter)",
+                lockheed,
                 lockheed,
                 lockheed,
                 imp_cell("sherlock"),

@@ -45,6 +45,7 @@ from ._systems import (
     Env,
     LeaderElection,
     LockheedAsync,
+    LockheedLease,
     LockheedSync,
     Sherlock,
     System,
@@ -69,6 +70,7 @@ FIGURES = (
 SYSTEM_LABELS = {
     "lockheed-sync": "lockheed (sync)",
     "lockheed-async": "lockheed (async)",
+    "lockheed-lease": "lockheed (sync, Lease)",
     "sherlock": "sherlock KubernetesLock",
     "leaderelection": "kubernetes leader election",
     GO_KEY: GO_LABEL,
@@ -113,6 +115,7 @@ def _make_systems(run: _Run, cluster: BenchCluster) -> list[System]:
     makers: dict[str, tuple[type[System], Callable[[Env], System]]] = {
         "lockheed-sync": (LockheedSync, LockheedSync),
         "lockheed-async": (LockheedAsync, LockheedAsync),
+        "lockheed-lease": (LockheedLease, LockheedLease),
         "sherlock": (Sherlock, Sherlock),
         "leaderelection": (
             LeaderElection,

@@ -8,6 +8,9 @@ library does not have. Every wait is bounded.
 * :class:`LockheedSync` / :class:`LockheedAsync`: ``Lock`` with a
   ``ConfigMapLocker``, ``AsyncLock`` with an ``AsyncConfigMapLocker`` (one event
   loop owned by the adapter; a whole figure runs inside one coroutine).
+* :class:`LockheedLease`: ``Lock`` with a ``LeaseLocker``, otherwise as
+  :class:`LockheedSync` (same core and transport; contention is measured on
+  ConfigMaps only).
 * :class:`Sherlock`: ``sherlock.KubernetesLock`` (a Lease per lock, through the
   official ``kubernetes`` client), defaults ``expire=60``, ``timeout=10``,
   ``retry_interval=0.1`` (a blocked acquire polls).
@@ -42,6 +45,7 @@ __all__ = [
     "Env",
     "LeaderElection",
     "LockheedAsync",
+    "LockheedLease",
     "LockheedSync",
     "Sherlock",
     "System",
@@ -218,21 +222,23 @@ def _renewal_from(batch: Any, locks: int, interval: float, note: str = "") -> Re
 class LockheedSync(System):
     key = "lockheed-sync"
     label = "lockheed (sync)"
-    contend_mode = "lockheed-sync"
+    contend_mode: str | None = "lockheed-sync"
     DURATION = 30.0
     RENEW_INTERVAL = 10.0
 
+    LOCKER = "ConfigMapLocker"
+
     def __init__(self, env: Env):
         super().__init__(env)
-        from lockheed import ConfigMapLocker
+        import lockheed
 
-        self.locker = ConfigMapLocker(env.namespace, config=str(env.kubeconfig))
+        self.locker = getattr(lockheed, self.LOCKER)(env.namespace, config=str(env.kubeconfig))
         self._warm()
 
     def settings(self) -> str:
         return (
             f"Lock.with_duration({self.DURATION:g}).with_renew_interval({self.RENEW_INTERVAL:g}); "
-            "one ConfigMapLocker per process"
+            f"one {self.LOCKER} per process"
         )
 
     def _lock(self, name: str) -> Any:
@@ -310,6 +316,14 @@ class LockheedSync(System):
 
     def close(self) -> None:
         self.locker.close()
+
+
+class LockheedLease(LockheedSync):
+    key = "lockheed-lease"
+    label = "lockheed (sync, Lease)"
+    LOCKER = "LeaseLocker"
+    contend_mode = None
+    contend_reason = "measured on ConfigMaps only: the Lease locker shares their core and transport"
 
 
 class LockheedAsync(System):

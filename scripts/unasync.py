@@ -1,6 +1,6 @@
 """Generate lockheed's sync shells from the asyncio sources.
 
-``src/lockheed/_async/{lock,kube,configmap,listing}.py`` are the sources; this
+``src/lockheed/_async/{lock,kube,configmap,lease,listing}.py`` are the sources; this
 writes their sync twins into ``src/lockheed/_sync/``. With ``--check`` it
 writes nothing and fails if a twin differs from what it would generate, so
 the two can never drift.
@@ -19,7 +19,7 @@ import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent / "src" / "lockheed"
-SOURCES = ["lock.py", "kube.py", "configmap.py", "listing.py"]
+SOURCES = ["lock.py", "kube.py", "configmap.py", "lease.py", "listing.py", "sessions.py"]
 
 REPLACEMENTS = [
     (r"\basync def\b", "def"),
@@ -29,7 +29,9 @@ REPLACEMENTS = [
     (r"__aenter__", "__enter__"),
     (r"__aexit__", "__exit__"),
     (r"\bAsyncConfigMapLocker\b", "ConfigMapLocker"),
+    (r"\bAsyncLeaseLocker\b", "LeaseLocker"),
     (r"\bAsyncKubeAPI\b", "KubeAPI"),
+    (r"\bAsyncWatches\b", "Watches"),
     (r"\bAsyncLocker\b", "Locker"),
     (r"\bAsyncLock\b", "Lock"),
     (r"\bAsyncIterator\b", "Iterator"),

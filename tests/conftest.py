@@ -1,9 +1,9 @@
 """Fixtures shared by the lock tests: every locker, with request counting.
 
-``locker`` is parametrized over the Memory locker and the ConfigMap locker on
-the real control plane (the ``kube_*`` fixtures of lockheed's pytest plugin),
-so each behaviour is proven against Kubernetes and held to the same semantics
-in memory.
+``locker`` is parametrized over the Memory locker, and the ConfigMap and Lease
+lockers on the real control plane (the ``kube_*`` fixtures of lockheed's pytest
+plugin), so each behaviour is proven against Kubernetes, on both kinds of
+object, and held to the same semantics in memory.
 """
 
 from __future__ import annotations
@@ -14,11 +14,15 @@ from typing import Any
 
 import pytest
 
-from lockheed import ConfigMapLocker, MemoryLocker
+from lockheed import ConfigMapLocker, LeaseLocker, MemoryLocker
 from lockheed._clock import ServerClock
 from support import Api, ConfigMapLockers, LoopThread, MakeLocker, NewLock, Requests
 
-LOCKERS = ["memory", pytest.param("configmap", marks=pytest.mark.kube)]
+LOCKERS = [
+    "memory",
+    pytest.param("configmap", marks=pytest.mark.kube),
+    pytest.param("lease", marks=pytest.mark.kube),
+]
 
 
 @pytest.fixture(params=LOCKERS)
@@ -34,9 +38,10 @@ def make_locker(request: pytest.FixtureRequest) -> Iterator[MakeLocker]:
     else:
         namespace: str = request.getfixturevalue("kube_namespace")
         kubeconfig: Path = request.getfixturevalue("kube_kubeconfig")
+        kind = LeaseLocker if request.param == "lease" else ConfigMapLocker
 
         def make(clock: ServerClock | None = None) -> Any:
-            locker = ConfigMapLocker(namespace, config=kubeconfig, clock=clock)
+            locker = kind(namespace, config=kubeconfig, clock=clock)
             made.append(locker)
             return locker
 

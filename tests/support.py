@@ -15,9 +15,11 @@ import httpx2 as httpx
 import blocking_calls
 from lockheed import (
     AsyncConfigMapLocker,
+    AsyncLeaseLocker,
     AsyncLock,
     AsyncMemoryLocker,
     ConfigMapLocker,
+    LeaseLocker,
     Lock,
     MemoryLocker,
 )
@@ -36,7 +38,7 @@ def _verb(request: httpx.Request) -> str:
         return verb
     if "watch" in request.url.params:
         return "watch"
-    return "list" if request.url.path.endswith("/configmaps") else "get"
+    return "list" if request.url.path.endswith(("/configmaps", "/leases")) else "get"
 
 
 class Requests:
@@ -45,7 +47,7 @@ class Requests:
     def __init__(self, locker: Any):
         self.locker = locker
         self.counts: Counter[str] = Counter()
-        if isinstance(locker, ConfigMapLocker):
+        if isinstance(locker, (ConfigMapLocker, LeaseLocker)):
             for client in {locker.api.client, locker.api.watch_client}:
                 client.event_hooks = {"request": [self._hook], "response": []}
         _COUNTERS[locker] = self
@@ -56,7 +58,7 @@ class Requests:
     async def _ahook(self, request: httpx.Request) -> None:
         self.counts[_verb(request)] += 1
 
-    def attach_async(self, locker: AsyncConfigMapLocker) -> None:
+    def attach_async(self, locker: AsyncConfigMapLocker | AsyncLeaseLocker) -> None:
         for client in {locker.api.client, locker.api.watch_client}:
             client.event_hooks = {"request": [self._ahook], "response": []}
 
@@ -183,8 +185,9 @@ class Api:
             twin: Any = FlakyLocker(self.twin(locker.inner), locker.broken)
         elif isinstance(locker, MemoryLocker):
             twin = AsyncMemoryLocker(locker)
-        elif isinstance(locker, ConfigMapLocker):
-            twin = AsyncConfigMapLocker(
+        elif isinstance(locker, (ConfigMapLocker, LeaseLocker)):
+            kind = AsyncLeaseLocker if isinstance(locker, LeaseLocker) else AsyncConfigMapLocker
+            twin = kind(
                 locker.namespace, prefix=locker.prefix, config=locker.config, clock=locker.clock
             )
             counter = _COUNTERS.get(locker)
@@ -202,7 +205,10 @@ class Api:
 
     def close(self) -> None:
         for twin in self._twins.values():
-            if isinstance(twin, AsyncConfigMapLocker) and self.runner is not None:
+            if (
+                isinstance(twin, (AsyncConfigMapLocker, AsyncLeaseLocker))
+                and self.runner is not None
+            ):
                 self.runner.run(twin.aclose())
 
 

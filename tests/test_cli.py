@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 
-from lockheed import ConfigMapLocker, Lock, tags_contain
+from lockheed import ConfigMapLocker, LeaseLocker, Lock, tags_contain
 from lockheed._codec import LABEL
 from lockheed.testing import Cluster
 
@@ -89,6 +89,34 @@ def test_list_filters_by_tag_and_state(kube_kubeconfig: Path, kube_namespace: st
         done = cli(kube_kubeconfig, kube_namespace, "list", "--tag", "hourly")
         assert done.stdout.startswith("hourly\tfree")
         held.release()
+
+
+def test_lease_backend_for_run_and_list(kube_kubeconfig: Path, kube_namespace: str) -> None:
+    """``--backend lease`` keeps the lock in a Lease, apart from the ConfigMap locks."""
+    show = "import os; print(os.environ['LOCKHEED_FENCING_TOKEN'])"
+    with LeaseLocker(kube_namespace, config=kube_kubeconfig) as leases:
+        holder = Lock("report", leases).with_duration(60)
+        holder.acquire()
+        lease = ["--backend", "lease"]
+        done = cli(kube_kubeconfig, kube_namespace, "run", "report", *lease, "--timeout", "0.5")
+        assert done.returncode == 2  # no command
+        busy = ["run", "report", *lease, "--timeout", "0.5", "--", "true"]
+        done = cli(kube_kubeconfig, kube_namespace, *busy)
+        assert done.returncode == 73 and holder.instance_id in done.stderr
+        on_configmap = ["run", "report", "--tag", "cm", "--", sys.executable, "-c", show]
+        assert cli(kube_kubeconfig, kube_namespace, *on_configmap).returncode == 0
+        held = cli(kube_kubeconfig, kube_namespace, "list", *lease, "--held", "--json")
+        (only,) = json.loads(held.stdout)
+        assert only["holders"][0]["instanceID"] == holder.instance_id
+        holder.release()
+        ran = ["run", "report", *lease, "--tag", "lease", "--", sys.executable, "-c", show]
+        done = cli(kube_kubeconfig, kube_namespace, *ran)
+        assert done.returncode == 0, done.stderr
+        assert int(done.stdout) > (holder.fencing_token or 0)
+        listed = cli(kube_kubeconfig, kube_namespace, "list", *lease, "--tag", "lease")
+        assert listed.stdout.startswith("report\tfree\ttags=lease")
+        configmaps = cli(kube_kubeconfig, kube_namespace, "list", "--json")
+        assert [i["tags"] for i in json.loads(configmaps.stdout)] == [["cm"]]
 
 
 def test_bad_arguments_fail_clearly(kube_kubeconfig: Path, kube_namespace: str) -> None:

@@ -35,6 +35,7 @@ from lockheed import (
     ConfigMapLocker,
     Event,
     LeaderElector,
+    LeaseLocker,
     Lock,
     LockLost,
     MemoryLocker,
@@ -393,13 +394,35 @@ class Candidate:
         return "ended" if self.api.runner is None else "cancelled"
 
 
+KubeLockers = Callable[[], Any]
+
+
+@pytest.fixture(params=["configmap", "lease"])
+def kube_lockers(
+    request: pytest.FixtureRequest, kube_namespace: str, kube_kubeconfig: Path
+) -> Iterator[KubeLockers]:
+    """A factory of lockers on the test namespace, of both kinds of object: the
+    elector only uses the lock API, so it must behave the same on each."""
+    kind = LeaseLocker if request.param == "lease" else ConfigMapLocker
+    made: list[Any] = []
+
+    def make() -> Any:
+        locker = kind(kube_namespace, config=kube_kubeconfig)
+        made.append(locker)
+        return locker
+
+    yield make
+    for locker in made:
+        locker.close()
+
+
 def before_expiry(clock: ServerClock, expires: datetime | None) -> bool:
     """Whether even the latest possible server time now is before ``expires``."""
     assert expires is not None
     return clock.bounds()[1] < expires
 
 
-def lock_is_free(locker: ConfigMapLocker, name: str) -> bool:
+def lock_is_free(locker: Any, name: str) -> bool:
     probe = Lock(name, locker).with_duration(5)
     try:
         probe.acquire(blocking=False)
@@ -409,7 +432,7 @@ def lock_is_free(locker: ConfigMapLocker, name: str) -> bool:
     return True
 
 
-def delete_lock_object(locker: ConfigMapLocker, name: str) -> None:
+def delete_lock_object(locker: Any, name: str) -> None:
     status, _ = locker.api.request("DELETE", "/" + locker.object_name(name), lock=name)
     assert status == 200
 
@@ -419,12 +442,12 @@ def delete_lock_object(locker: ConfigMapLocker, name: str) -> None:
 
 @pytest.mark.kube
 def test_release_on_clean_exit_hands_over_within_the_lease(
-    api: Api, configmap_locker: ConfigMapLockers
+    api: Api, kube_lockers: KubeLockers
 ) -> None:
-    locker = configmap_locker()
+    locker = kube_lockers()
     a = Candidate(api, locker, "handoff", "a", LONG).start()
     a.rec.wait_for("work", "started")
-    b = Candidate(api, configmap_locker(), "handoff", "b", LONG).start()
+    b = Candidate(api, kube_lockers(), "handoff", "b", LONG).start()
     b.rec.wait_for("new", "a")  # seen from b's watch while it campaigns
     assert (b.elector.leader, b.elector.is_leader) == ("a", False)
     assert (a.elector.leader, a.elector.is_leader) == ("a", True)
@@ -448,9 +471,9 @@ def test_release_on_clean_exit_hands_over_within_the_lease(
 
 @pytest.mark.kube
 def test_loss_stops_the_work_then_the_elector_campaigns_again(
-    api: Api, configmap_locker: ConfigMapLockers
+    api: Api, kube_lockers: KubeLockers
 ) -> None:
-    locker = configmap_locker()
+    locker = kube_lockers()
     a = Candidate(api, locker, "preempt", "a", SHORT, tags=["preemptible"]).start()
     a.rec.wait_for("work", "started")
     thief = Lock("preempt", locker, instance_id="thief").with_duration(60)
@@ -480,10 +503,8 @@ def test_loss_stops_the_work_then_the_elector_campaigns_again(
 
 
 @pytest.mark.kube
-def test_deleted_lock_object_ends_a_single_term(
-    api: Api, configmap_locker: ConfigMapLockers
-) -> None:
-    locker = configmap_locker()
+def test_deleted_lock_object_ends_a_single_term(api: Api, kube_lockers: KubeLockers) -> None:
+    locker = kube_lockers()
     a = Candidate(api, locker, "vanishing", "a", SHORT).start(once=True)
     a.rec.wait_for("work", "started")
     delete_lock_object(locker, "vanishing")
@@ -496,10 +517,10 @@ def test_deleted_lock_object_ends_a_single_term(
 
 @pytest.mark.kube
 def test_leading_block_is_cancelled_on_loss(
-    loop_thread: LoopThread, configmap_locker: ConfigMapLockers
+    loop_thread: LoopThread, kube_lockers: KubeLockers
 ) -> None:
     api = Api("async", loop_thread)
-    locker = configmap_locker()
+    locker = kube_lockers()
     rec = Recorder()
     lock = AsyncLock("block", api.twin(locker), instance_id="a")
     elector = AsyncLeaderElector(
@@ -530,12 +551,12 @@ def test_leading_block_is_cancelled_on_loss(
 
 @pytest.mark.kube
 def test_leader_steps_down_at_the_renew_deadline_before_its_lease_ends(
-    api: Api, configmap_locker: ConfigMapLockers
+    api: Api, kube_lockers: KubeLockers
 ) -> None:
     """A partitioned leader stops leading once renewals have failed for the renew
     deadline (3 s), while its lease (60 s) still keeps everyone else out; when
     the API server is back it leads again."""
-    locker = configmap_locker()
+    locker = kube_lockers()
     flaky = FlakyLocker(locker)
     timing = {"lease_duration": 60.0, "renew_deadline": 3.0, "retry_period": 1.0}
     a = Candidate(api, flaky, "partition", "a", timing).start()
@@ -570,12 +591,12 @@ def test_leader_steps_down_at_the_renew_deadline_before_its_lease_ends(
 
 @pytest.mark.kube
 def test_candidate_sees_new_leaders_through_its_watch_alone(
-    configmap_locker: ConfigMapLockers,
+    kube_lockers: KubeLockers,
 ) -> None:
     """on_new_leader while campaigning costs no request beyond the acquire's own:
     a change of leader is seen from the watch alone (no GET, no LIST)."""
-    mine = configmap_locker()
-    others = configmap_locker()
+    mine = kube_lockers()
+    others = kube_lockers()
     counts = Requests(mine)
     first = Lock("observed", others, instance_id="first").with_duration(60).with_tags(["x"])
     first.acquire()
@@ -817,13 +838,22 @@ def test_elect_runs_the_command_only_while_leading(
 @pytest.mark.kube
 @pytest.mark.timeout(180)
 def test_elect_exit_statuses(
-    elect_cli: Callable[..., Elect], configmap_locker: ConfigMapLockers
+    elect_cli: Callable[..., Elect],
+    configmap_locker: ConfigMapLockers,
+    kube_namespace: str,
+    kube_kubeconfig: Path,
 ) -> None:
     locker = configmap_locker()
-    # The command's own status, and leadership released when it exits by itself.
-    done = elect_cli("status", *FAST, command=[sys.executable, "-c", CHILD, "3"])
+    # The command's own status, and leadership released when it exits by itself
+    # (here on a Lease: --backend as for run and list).
+    command = [sys.executable, "-c", CHILD, "3"]
+    done = elect_cli("status", "--backend", "lease", *FAST, command=command)
     assert done.process.wait(STARTUP) == 3
     done.out.expect("started", 1)
+    with LeaseLocker(kube_namespace, config=kube_kubeconfig) as leases:
+        assert lock_is_free(leases, "status")
+    missing = elect_cli("status", *FAST, command=["/nonexistent/command"])
+    assert missing.process.wait(STARTUP) == 127
     assert lock_is_free(locker, "status")
 
     # --once: a loss ends lockheed with 75 after the command got SIGTERM.

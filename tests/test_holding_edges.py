@@ -191,21 +191,22 @@ def test_an_acquire_out_of_time_with_a_late_answer_leaves_no_lease(
 # ---------------------------------------------------- 4: waiting through blips
 
 
+@pytest.mark.parametrize("fair", [True, False], ids=["in-line", "racing"])
 def test_a_waiting_acquire_rides_out_an_unreachable_api_server(
-    api: Api, configmap_locker: ConfigMapLockers
+    api: Api, configmap_locker: ConfigMapLockers, fair: bool
 ) -> None:
     admin = configmap_locker()
-    holder = Lock("blip", admin).with_duration(60)
+    holder = Lock("blip", admin).with_duration(2)  # not renewed: it runs out by itself
     holder.acquire()
     wire = Wire()
     waiter = api.lock("blip", wired(api, configmap_locker(), wire)).with_duration(30)
+    waiter.with_fair(fair)
     got: list[Any] = []
     thread = threading.Thread(target=lambda: got.append(_attempt(waiter, 60)))
     thread.start()
     assert wire.watching.wait(30)  # the waiter is waiting on its watch
     wire.refusing.set()  # the API server becomes unreachable for the waiter...
-    holder.release()  # ...just as the lock is freed (the watch still delivers it)
-    deadline = time.monotonic() + 30
+    deadline = time.monotonic() + 30  # ...as the holder's lease runs out
     while wire.refused < 3 and time.monotonic() < deadline:
         time.sleep(0.01)  # polling a counter the hooks bump; no event exists for it
     assert wire.refused >= 3, "the waiter gave up or never retried"

@@ -1,5 +1,5 @@
-"""The sync Lock against every locker: the ConfigMap locker on the real control
-plane, and the Memory locker held to the same semantics."""
+"""The sync Lock against every locker: the ConfigMap and Lease lockers on the real
+control plane, and the Memory locker held to the same semantics."""
 
 from __future__ import annotations
 
@@ -16,6 +16,7 @@ from lockheed import (
     ConfigMapLocker,
     Event,
     EventCode,
+    LeaseLocker,
     LockLost,
     LockNotHeld,
     LockStateError,
@@ -26,7 +27,8 @@ from lockheed import (
     tags_contain,
 )
 from lockheed._core import Read
-from lockheed._state import Record, encode_state, format_time
+from lockheed._leasecodec import format_micro_time, lease_seconds
+from lockheed._state import Record, StateFormatError, decode_state, encode_state, format_time
 from support import FlakyLocker, NewLock, Requests
 
 
@@ -40,14 +42,22 @@ def store_raw(locker: Any, name: str, data: str | None, annotations: dict[str, s
     if isinstance(locker, MemoryLocker):
         locker.put_raw(name, data, annotations)
         return
-    assert isinstance(locker, ConfigMapLocker)
     obj_name = locker.object_name(name)
-    body: dict[str, Any] = {
-        "apiVersion": "v1",
-        "kind": "ConfigMap",
-        "metadata": {"name": obj_name, "labels": {"lockheed/lock": ""}, "annotations": annotations},
-        "data": {} if data is None else {"lock": data},
-    }
+    body: dict[str, Any]
+    if isinstance(locker, LeaseLocker):
+        body = lease_body(locker, obj_name, data, annotations)
+    else:
+        assert isinstance(locker, ConfigMapLocker)
+        body = {
+            "apiVersion": "v1",
+            "kind": "ConfigMap",
+            "metadata": {
+                "name": obj_name,
+                "labels": {"lockheed/lock": ""},
+                "annotations": annotations,
+            },
+            "data": {} if data is None else {"lock": data},
+        }
     status, _ = locker.api.request("GET", "/" + obj_name)
     if status == 404:
         locker.api.request("POST", body=body)
@@ -56,6 +66,43 @@ def store_raw(locker: Any, name: str, data: str | None, annotations: dict[str, s
         assert current is not None
         body["metadata"]["resourceVersion"] = current.version
         locker.api.request("PUT", "/" + obj_name, body=body)
+
+
+def lease_body(
+    locker: LeaseLocker, obj_name: str, data: str | None, annotations: dict[str, str]
+) -> dict[str, Any]:
+    """The Lease another program would write for a ConfigMap document: its one
+    holder in the spec, its tags in lockheed's annotation; a holder without a
+    lease duration for a document that is not a lock state (malformed)."""
+    try:
+        state = decode_state(data)
+    except StateFormatError:
+        state = None
+    spec: dict[str, Any] = {"holderIdentity": "someone"}
+    annotations = dict(annotations)
+    if state is not None:
+        assert len(state.leases) <= 1, "a Lease has one holder"
+        spec = {}
+        if state.tags:
+            annotations["lockheed/tags"] = json.dumps(list(state.tags))
+        _, now = locker.clock.bounds()
+        for lease in state.leases.values():
+            spec = {
+                "holderIdentity": lease.instance_id,
+                "leaseDurationSeconds": lease_seconds(lease.expires, now),
+                "renewTime": format_micro_time(now),
+            }
+    return {
+        "apiVersion": "coordination.k8s.io/v1",
+        "kind": "Lease",
+        "metadata": {"name": obj_name, "labels": {"lockheed/lock": ""}, "annotations": annotations},
+        "spec": spec,
+    }
+
+
+def not_on_leases(locker: Any, why: str) -> None:
+    if isinstance(locker, LeaseLocker):
+        pytest.skip(f"ConfigMap format only: {why}")
 
 
 def holders(locker: Any, name: str) -> list[str]:
@@ -177,7 +224,9 @@ def test_waits_for_expiry_of_dead_holder(
     waiter.acquire(timeout=10)
     waited = time.monotonic() - start
     assert waiter.held
-    assert waited < 1.5 + 2.5  # lease end plus the server clock's one-second uncertainty
+    # lease end plus the server clock's one-second uncertainty; a Lease rounds the
+    # duration up to whole seconds and dates it by the server's one-second stamp
+    assert waited < 1.5 + 2.5 + (2 if isinstance(locker, LeaseLocker) else 0)
     assert requests.since(before)["get"] <= 2  # woke on the expiry time, not by polling
     waiter.release()
     with pytest.raises(LockLost):
@@ -234,6 +283,7 @@ def _state_json(locker: Any, name: str, extra_tag: str) -> str:
 
 
 def test_go_reservation_is_honoured(locker: Any, new_lock: NewLock) -> None:
+    not_on_leases(locker, "Go lockheed's reservations exist only on its ConfigMaps")
     later = datetime.now(timezone.utc) + timedelta(seconds=30)
     reservation = {
         "reserved/by": "go-instance",
@@ -316,6 +366,7 @@ def test_malformed_state_refused_and_kept(locker: Any, new_lock: NewLock) -> Non
 
 
 def test_two_live_leases_in_a_mutex_refused(locker: Any, new_lock: NewLock) -> None:
+    not_on_leases(locker, "a Lease cannot hold two leases (see test_lease.py)")
     later = format_time(datetime.now(timezone.utc) + timedelta(minutes=5))
     doc = (
         '{"name":"double","lockType":"mutex","leases":{'

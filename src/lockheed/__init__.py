@@ -14,6 +14,9 @@ strictly increases each time the lock changes hands.
     with lock:
         ...
 
+Locks can also be kept in ``coordination.k8s.io/v1`` Leases, the objects of
+client-go's leader election (:class:`LeaseLocker`, :class:`AsyncLeaseLocker`).
+
 The asyncio API (:class:`AsyncLock`, :class:`AsyncConfigMapLocker`,
 :class:`AsyncMemoryLocker`, :func:`alist_locks`) has the same semantics and
 adds ``lock.guard()``, a block cancelled as soon as the lock is lost.
@@ -24,6 +27,7 @@ the holders of a lock, with client-go's timing and callbacks.
 
 from ._async.configmap import AsyncConfigMapLocker
 from ._async.election import AsyncLeaderElector
+from ._async.lease import AsyncLeaseLocker
 from ._async.listing import alist_locks
 from ._async.lock import AsyncLock
 from ._async.memory import AsyncMemoryLocker
@@ -45,6 +49,7 @@ from ._listing import Holder, LockInfo
 from ._locker import AsyncLocker, Locker
 from ._sync.configmap import ConfigMapLocker
 from ._sync.election import LeaderElector
+from ._sync.lease import LeaseLocker
 from ._sync.listing import list_locks
 from ._sync.lock import Lock
 from ._sync.memory import MemoryLocker
@@ -52,6 +57,7 @@ from ._sync.memory import MemoryLocker
 __all__ = [
     "AsyncConfigMapLocker",
     "AsyncLeaderElector",
+    "AsyncLeaseLocker",
     "AsyncLock",
     "AsyncLocker",
     "AsyncMemoryLocker",
@@ -62,6 +68,7 @@ __all__ = [
     "Field",
     "Holder",
     "LeaderElector",
+    "LeaseLocker",
     "Lock",
     "LockBackendError",
     "LockConfigError",

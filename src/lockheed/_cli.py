@@ -18,6 +18,9 @@
     Print the locks of a namespace, filtered by tags and whether they are held.
     Malformed lock objects are always printed (as ``MALFORMED``, with the
     error): no filter can tell what they hold.
+
+``run`` and ``list`` take ``--backend configmap|lease``: locks kept in
+ConfigMaps (Go lockheed's format, the default) or in Leases (client-go's).
 ``lockheed demo``
     Start a local control plane (unless ``--kubeconfig`` is given) and let two
     processes take turns on one lock, printing each hand-off and fencing token.
@@ -43,6 +46,7 @@ from ._errors import LockError
 from ._listing import LockInfo
 from ._runcmd import EXIT_ERROR, CommandRun, say
 from ._sync.configmap import ConfigMapLocker
+from ._sync.lease import LeaseLocker
 from ._sync.listing import list_locks
 from ._sync.lock import Lock
 
@@ -50,8 +54,25 @@ EXIT_USAGE = 2
 EXIT_INTERRUPTED = 130
 
 
-def _locker(args: argparse.Namespace) -> ConfigMapLocker:
-    return ConfigMapLocker(args.namespace, prefix=args.prefix, config=args.kubeconfig)
+BACKENDS: dict[str, type[ConfigMapLocker | LeaseLocker]] = {
+    "configmap": ConfigMapLocker,
+    "lease": LeaseLocker,
+}
+
+
+def _locker(args: argparse.Namespace) -> ConfigMapLocker | LeaseLocker:
+    kind = BACKENDS[getattr(args, "backend", "configmap")]
+    return kind(args.namespace, prefix=args.prefix, config=args.kubeconfig)
+
+
+def _backend(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--backend",
+        choices=sorted(BACKENDS),
+        default="configmap",
+        help="keep locks in ConfigMaps (Go lockheed's format) or Leases (client-go's); "
+        "default: configmap",
+    )
 
 
 def _common(parser: argparse.ArgumentParser) -> None:
@@ -60,7 +81,7 @@ def _common(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("-n", "--namespace", help="default: the context's or the pod's namespace")
     parser.add_argument(
-        "--prefix", default="lockheed", help="ConfigMap name prefix (default: lockheed)"
+        "--prefix", default="lockheed", help="object name prefix (default: lockheed)"
     )
 
 
@@ -189,6 +210,7 @@ def parser() -> argparse.ArgumentParser:
 
     run = sub.add_parser("run", help="hold a lock while a command runs")
     _common(run)
+    _backend(run)
     run.add_argument("name", help="lock name")
     run.add_argument("--duration", type=_seconds, default=30.0, help="lease seconds (default 30)")
     run.add_argument("--renew", type=_seconds, help="renew interval (default duration/3)")
@@ -197,10 +219,11 @@ def parser() -> argparse.ArgumentParser:
     run.epilog = "The command and its arguments follow '--'."
     run.set_defaults(func=_run)
 
-    add_elect_parser(sub, _common, _locker)
+    add_elect_parser(sub, _locker, _common, _backend)
 
     ls = sub.add_parser("list", help="list locks")
     _common(ls)
+    _backend(ls)
     ls.add_argument("--tag", action="append", default=[], help="only locks with this tag")
     group = ls.add_mutually_exclusive_group()
     group.add_argument("--held", dest="held", action="store_const", const=True, default=None)

@@ -492,6 +492,14 @@ def _write_effect(name: str, record: Record | None, decision: Write) -> Effect:
     return Replace(name, decision.version, decision.state, decision.meta, record)
 
 
+def _written_expiry(record: Record, me: str, planned: datetime | None) -> datetime | None:
+    """Our lease's expiry as the written object carries it, which is how every reader
+    judges it (a Lease rounds it to its server stamp and whole seconds); ``planned``
+    when the object does not say."""
+    lease = record.state.leases.get(me) if record.state is not None else None
+    return planned if lease is None else lease.expires
+
+
 def _wait_until(clock: ServerClock, wait: Wait, deadline: float | None) -> float | None:
     ends = [t for t in (deadline,) if t is not None]
     if wait.until is not None:
@@ -603,6 +611,9 @@ def acquire_flow(
     conflicts = late = 0
     free_seen: tuple[str, float] | None = None  # (version, when) the lock was first seen free
     while True:
+        # The send time is taken *before* the server-time bounds: a stall between
+        # the two then only shortens what we believe of the lease, never lengthens it.
+        sent = clock.monotonic()
         earliest, latest = clock.bounds()
         version = record.version if record is not None else None
         free_for = 0.0
@@ -619,7 +630,6 @@ def acquire_flow(
             token = decision.token  # too little of it left to trust: write it again
             continue
         if isinstance(decision, Write):
-            sent = clock.monotonic()
             try:
                 result = yield _write_effect(name, record, decision)
             except LockBackendError as exc:
@@ -635,9 +645,10 @@ def acquire_flow(
                     continue
                 span = safe_span(intent.duration)
                 if span is None or clock.monotonic() < sent + span:
-                    assert decision.expires is not None
+                    expires = _written_expiry(result, intent.instance_id, decision.expires)
+                    assert expires is not None
                     until = None if span is None else sent + span
-                    return Acquired(result, decision.token, decision.expires, sent, until)
+                    return Acquired(result, decision.token, expires, sent, until)
                 # The answer came after the lease's loss deadline: holding it now
                 # would not be safe. Write it again; out of time, give up (the
                 # shell then removes the lease, as after any failed acquire).
@@ -707,6 +718,7 @@ def renew_flow(intent: Intent, clock: ServerClock, record: Record | None, token:
         record = yield Read(intent.name)
     conflicts = 0
     while True:
+        sent = clock.monotonic()  # before the bounds: see acquire_flow
         earliest, latest = clock.bounds()
         decision = decide_renew(intent, record, earliest, latest, token)
         if isinstance(decision, Refuse):
@@ -716,10 +728,9 @@ def renew_flow(intent: Intent, clock: ServerClock, record: Record | None, token:
                 continue
             raise decision.error
         assert isinstance(decision, Write)
-        sent = clock.monotonic()
         result = yield _write_effect(intent.name, record, decision)
         if isinstance(result, Record):
-            return result, decision.expires, sent
+            return result, _written_expiry(result, intent.instance_id, decision.expires), sent
         if result is None:
             raise LockLost(f"lock {intent.name!r}: its object was deleted", lock=intent.name)
         conflicts = _count_conflict(intent, conflicts)

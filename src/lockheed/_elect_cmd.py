@@ -3,7 +3,8 @@
 lockheed campaigns for leadership of lock NAME with a
 :class:`~lockheed.LeaderElector` and starts COMMAND when it leads, with
 ``LOCKHEED_FENCING_TOKEN`` and ``LOCKHEED_LEADER`` (this elector's identity)
-in its environment. Signals are handled as ``lockheed run`` handles them
+in its environment. ``--backend configmap|lease`` chooses the locker, as for
+``run``. Signals are handled as ``lockheed run`` handles them
 (:mod:`lockheed._runcmd`).
 
 * Leadership lost: COMMAND gets SIGTERM at once; once it has exited,
@@ -47,12 +48,14 @@ __all__ = ["add_elect_parser"]
 
 def add_elect_parser(
     sub: Any,
-    common: Callable[[argparse.ArgumentParser], None],
     locker: Callable[[argparse.Namespace], Any],
+    *options: Callable[[argparse.ArgumentParser], None],
 ) -> None:
-    """Register ``elect`` with the subcommands of ``lockheed``."""
+    """Register ``elect`` with the subcommands of ``lockheed``: ``locker(args)``
+    makes the locker; ``options`` add the options every command shares."""
     elect = sub.add_parser("elect", help="run a command only while leading")
-    common(elect)
+    for add in options:
+        add(elect)
     elect.add_argument("name", help="lock name")
     elect.add_argument("--identity", help="this candidate's identity (default: host name-random)")
     elect.add_argument("--lease-duration", type=float, default=15.0, help="seconds (default 15)")

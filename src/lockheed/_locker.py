@@ -5,7 +5,7 @@ A locker stores lock objects and performs the core's effects on them
 must return ``CONFLICT``, never overwrite), and watch one object for a change.
 It encodes and decodes its object; it decides nothing. Versions must be
 integers that increase with every write, because fencing tokens are built on
-them. ConfigMap and Memory lockers implement both protocols; a third party can
+them. ConfigMap, Lease and Memory lockers implement both protocols; a third party can
 too, and then every lock feature works on its backend.
 """
 

@@ -15,7 +15,7 @@ __all__ = ["alist_locks"]
 async def alist_locks(locker: Any, where: Condition | None = None) -> list[LockInfo]:
     """Every lock of ``locker`` (sorted by name) whose state matches ``where``.
 
-    One paginated LIST for the ConfigMap locker; see :class:`~lockheed.LockInfo`.
+    One paginated LIST for the ConfigMap and Lease lockers; see :class:`~lockheed.LockInfo`.
     """
     check_locker(locker, inspect.iscoroutinefunction(alist_locks), "alist_locks")
     records = await locker.list_records()

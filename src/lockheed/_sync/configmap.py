@@ -31,33 +31,12 @@ from .._codec import (
     validate_object_name,
     validate_prefix,
 )
-from .._core import CONFLICT, UNCHANGED, Create, Effect, Read, Replace, Watch
+from .._core import CONFLICT, Create, Effect, Read, Replace, Watch
 from .._errors import LockBackendError
 from .._kubecfg import KubeConfigSource
 from .._state import Record
 from .kube import KubeAPI
-from .watcher import WatchStream
-
-# A waiting operation keeps its watch open this long at most without events
-# (the server ends it then, and it is opened again): a watch that silently
-# died (a blackholed connection) is replaced within this time.
-WATCH_LIFETIME = 60.0
-
-
-def _transient(error: Any) -> bool:
-    return isinstance(error, LockBackendError) and error.transient
-
-
-def _newer(obj: Any, version: str | None) -> bool:
-    """Whether the watched object ``obj`` is a later version than ``version``."""
-    if version is None:
-        return True
-    seen = str((obj.get("metadata") or {}).get("resourceVersion", ""))
-    try:
-        return int(seen) > int(version)
-    except ValueError:
-        return seen != version
-
+from .sessions import Watches
 
 __all__ = ["ConfigMapLocker"]
 
@@ -89,14 +68,15 @@ class ConfigMapLocker:
         self.namespace = self.api.namespace
         self.config = self.api.config
         self.clock = self.api.clock
-        self._streams: dict[object, WatchStream] = {}  # open watches by wait session
+        self._watches = Watches(
+            self.api, self.object_name, lambda name, obj: decode_configmap(name, obj), self.execute
+        )
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}(namespace={self.namespace!r}, prefix={self.prefix!r})"
 
     def close(self) -> None:
-        for session in list(self._streams):
-            self.end_watch(session)
+        self._watches.close()
         self.api.close()
 
     def __enter__(self) -> ConfigMapLocker:
@@ -135,60 +115,11 @@ class ConfigMapLocker:
         return CONFLICT if status == 409 else decode_configmap(name, obj)
 
     def _watch(self, effect: Watch) -> Any:
-        session = effect.session
-        stream = self._streams.pop(session, None) if session is not None else None
-        try:
-            while True:
-                timeout = None
-                if effect.until is not None:
-                    timeout = effect.until - self.clock.monotonic()
-                    if timeout <= 0:
-                        return UNCHANGED
-                if stream is None:
-                    stream = WatchStream()
-                    events = self.api.watch(
-                        self.object_name(effect.name),
-                        effect.version,
-                        WATCH_LIFETIME,
-                        lock=effect.name,
-                        opened=stream.opened,
-                    )
-                    stream.start(events)
-                item = stream.next(timeout)
-                if item is None:
-                    continue  # the time is up: said above
-                kind, obj = item
-                if kind in ("ADDED", "MODIFIED"):
-                    if _newer(obj, effect.version):
-                        return decode_configmap(effect.name, obj)
-                    continue  # a change we have seen already (our own write, say)
-                if kind == "DELETED":
-                    return None
-                if kind == "END":  # the server ended the watch: watch again
-                    stream.close()
-                    stream = None
-                    continue
-                if kind in ("ERROR", "BROKEN"):
-                    stream.close()
-                    stream = None
-                    if kind == "BROKEN" and not _transient(obj):
-                        raise obj  # refused (403, 401) or a lasting error: not ours to hide
-                    # 410 Gone (our version was compacted away), or the connection
-                    # broke: what changed meanwhile is unknown, so read; a server
-                    # that is really gone fails the read.
-                    return self.execute(Read(effect.name))
-        finally:
-            if stream is not None:
-                if session is not None:
-                    self._streams[session] = stream  # for the session's next wait
-                else:
-                    stream.close()
+        return self._watches.watch(effect)
 
     def end_watch(self, session: object) -> None:
         """The operation that waited with ``session`` is over: stop its watch."""
-        stream = self._streams.pop(session, None)
-        if stream is not None:
-            stream.close()
+        self._watches.end(session)
 
     def list_records(self, page_size: int = 500) -> list[Record]:
         """Every lock object of this locker (label ``lockheed/lock``), paginated."""

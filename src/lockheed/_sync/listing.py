@@ -16,7 +16,7 @@ __all__ = ["list_locks"]
 def list_locks(locker: Any, where: Condition | None = None) -> list[LockInfo]:
     """Every lock of ``locker`` (sorted by name) whose state matches ``where``.
 
-    One paginated LIST for the ConfigMap locker; see :class:`~lockheed.LockInfo`.
+    One paginated LIST for the ConfigMap and Lease lockers; see :class:`~lockheed.LockInfo`.
     """
     check_locker(locker, inspect.iscoroutinefunction(list_locks), "list_locks")
     records = locker.list_records()

@@ -7,6 +7,12 @@ kubeconfig. The pytest plugin in :mod:`lockheed.testing.plugin` (registered
 automatically) provides the ``kube_*`` fixtures, and
 ``python -m lockheed.testing up`` runs a control plane in the foreground.
 
+Faults: :class:`FaultProxy` sits between clients and the API server and
+injects :class:`Latency`, :class:`Blackhole`, :class:`Reset`, :class:`Refuse`
+and :class:`DropResponse` (an ambiguous write); :meth:`ControlPlane.restart_apiserver`,
+:meth:`ControlPlane.apiserver_down` and :meth:`ControlPlane.outage` take the
+API server away; :func:`throttled` makes it answer one user with 429.
+
 Importing this package is cheap: the heavy modules load on first attribute use.
 """
 
@@ -19,15 +25,35 @@ if TYPE_CHECKING:
     from ._build import Binaries, BuildError, ensure_binaries
     from ._cluster import Cluster, ClusterError, ExistingCluster
     from ._controlplane import ControlPlane
+    from ._faults import (
+        Blackhole,
+        DropResponse,
+        Fault,
+        FaultProxy,
+        FaultRun,
+        Latency,
+        Refuse,
+        Reset,
+    )
+    from ._throttle import throttled
 
 __all__ = [
     "Binaries",
+    "Blackhole",
     "BuildError",
     "Cluster",
     "ClusterError",
     "ControlPlane",
+    "DropResponse",
     "ExistingCluster",
+    "Fault",
+    "FaultProxy",
+    "FaultRun",
+    "Latency",
+    "Refuse",
+    "Reset",
     "ensure_binaries",
+    "throttled",
 ]
 
 _HOMES = {
@@ -38,6 +64,15 @@ _HOMES = {
     "ClusterError": "._cluster",
     "ExistingCluster": "._cluster",
     "ControlPlane": "._controlplane",
+    "Blackhole": "._faults",
+    "DropResponse": "._faults",
+    "Fault": "._faults",
+    "FaultProxy": "._faults",
+    "FaultRun": "._faults",
+    "Latency": "._faults",
+    "Refuse": "._faults",
+    "Reset": "._faults",
+    "throttled": "._throttle",
 }
 
 

@@ -10,18 +10,28 @@ Example::
     with ControlPlane() as cp:
         namespace = cp.create_namespace("demo")
         client = cp.client(namespace=namespace)
+        cp.restart_apiserver()          # same port and etcd: kubeconfigs keep working
+        with cp.apiserver_down():       # requests fail until the block ends
+            ...
+
+Restarts keep etcd and its data; requests in flight when the API server goes
+down fail, and watches end. Starting it again waits for ``/readyz`` and raises
+:class:`~lockheed.testing.ClusterError` (with the log's tail) if it does not
+come up, for example because another process took its port meanwhile.
 """
 
 from __future__ import annotations
 
 import atexit
+import contextlib
 import os
 import shutil
 import socket
 import ssl
 import tempfile
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -193,6 +203,10 @@ class ControlPlane(Cluster):
     ``stop()`` terminates both servers and removes the temporary directory; it
     is idempotent and also registered with :mod:`atexit`.
 
+    :meth:`restart_apiserver`, :meth:`apiserver_down` and :meth:`outage` stop
+    and start kube-apiserver on the same port and etcd, for tests of what
+    clients do meanwhile.
+
     Clients made by this class ignore proxy environment variables; a client
     you make yourself from :attr:`kubeconfig` needs ``127.0.0.1`` in
     ``NO_PROXY`` if a proxy is configured (the pytest plugin sees to that).
@@ -217,6 +231,10 @@ class ControlPlane(Cluster):
         self._pki: _Pki | None = None
         self._etcd: ChildProcess | None = None
         self._apiserver: ChildProcess | None = None
+        self._apiserver_command: list[str] = []
+        # Restarted API servers are started from this thread: a child is killed
+        # when the thread that started it ends (PR_SET_PDEATHSIG).
+        self._launcher: ThreadPoolExecutor | None = None
         self._server: str | None = None
         self.workdir: Path | None = None
         """Temporary directory with certificates, data, logs and kubeconfigs."""
@@ -256,6 +274,8 @@ class ControlPlane(Cluster):
         atexit.unregister(self.stop)
         super().stop()
         self._stop_processes()
+        if self._launcher is not None:
+            self._launcher.shutdown(wait=False)
         if self.workdir is not None:
             shutil.rmtree(self.workdir, ignore_errors=True)
 
@@ -281,14 +301,20 @@ class ControlPlane(Cluster):
         command = _apiserver_command(
             binaries.kube_apiserver, self.workdir, pki, etcd_url, port, self._apiserver_args
         )
+        self._apiserver_command = command
         self._apiserver = ChildProcess(
             "kube-apiserver", command, self.workdir / "kube-apiserver.log"
         )
         self._apiserver.start()
         self._server = f"https://{LOOPBACK}:{port}"
-        with self._admin_http(pki) as http:
-            self._wait_for(self._apiserver, lambda: _apiserver_ready(http))
+        self._wait_for_apiserver(pki)
         self._write_admin_kubeconfig(pki)
+
+    def _wait_for_apiserver(self, pki: _Pki) -> None:
+        assert self._apiserver is not None
+        apiserver = self._apiserver
+        with self._admin_http(pki) as http:
+            self._wait_for(apiserver, lambda: _apiserver_ready(http))
 
     def _launch_etcd(self, binary: Path) -> str:
         assert self.workdir is not None
@@ -339,6 +365,70 @@ class ControlPlane(Cluster):
             namespace="default",
             ca_pem=pki.ca.cert_pem,
         )
+
+    # -- API server restarts and outages -----------------------------------
+
+    def stop_apiserver(self, *, graceful: bool = False) -> None:
+        """Stop kube-apiserver; etcd keeps running. It is killed (SIGKILL, a
+        crash) unless ``graceful``, which sends SIGTERM first. Idempotent."""
+        self._check_running()
+        assert self._apiserver is not None
+        if graceful:
+            self._apiserver.stop(_STOP_GRACE)
+        else:
+            self._apiserver.kill()
+
+    def start_apiserver(self) -> float:
+        """Start kube-apiserver again on the same port and etcd, and wait until
+        it is ready; return the seconds that took. Does nothing if it runs."""
+        self._check_running()
+        assert self._apiserver is not None and self._pki is not None
+        if self._apiserver.running():
+            return 0.0
+        began = time.monotonic()
+        child = ChildProcess("kube-apiserver", self._apiserver_command, self._apiserver.log_path)
+        if self._launcher is None:
+            self._launcher = ThreadPoolExecutor(1, thread_name_prefix="lockheed-launcher")
+        self._launcher.submit(child.start).result()
+        self._apiserver = child
+        self._wait_for_apiserver(self._pki)
+        return time.monotonic() - began
+
+    def restart_apiserver(self, *, graceful: bool = False) -> float:
+        """Stop kube-apiserver and start it again (see :meth:`stop_apiserver`);
+        return the seconds it was down."""
+        began = time.monotonic()
+        self.stop_apiserver(graceful=graceful)
+        self.start_apiserver()
+        return time.monotonic() - began
+
+    @contextlib.contextmanager
+    def apiserver_down(self, *, graceful: bool = False) -> Iterator[None]:
+        """``with cp.apiserver_down():`` the API server is stopped for the block
+        and ready again after it (even if the block raised)."""
+        self.stop_apiserver(graceful=graceful)
+        try:
+            yield
+        finally:
+            self.start_apiserver()
+
+    def outage(self, seconds: float, *, graceful: bool = False) -> float:
+        """Stop the API server, wait ``seconds``, start it again and wait until it
+        is ready; return how long it was down in all (at least ``seconds``)."""
+        if isinstance(seconds, bool) or not isinstance(seconds, (int, float)) or seconds < 0:
+            raise ValueError(f"outage needs a number of seconds >= 0, not {seconds!r}")
+        began = time.monotonic()
+        with self.apiserver_down(graceful=graceful):
+            time.sleep(seconds)  # the length of the outage, not a synchronisation
+        return time.monotonic() - began
+
+    def apiserver_running(self) -> bool:
+        """Whether kube-apiserver runs (it may still be starting)."""
+        return self._apiserver is not None and self._apiserver.running()
+
+    def _check_running(self) -> None:
+        if self._state != "running" or self._apiserver is None:
+            raise ClusterError(f"the ControlPlane is {self._state}")
 
     # -- information -----------------------------------------------------
 

@@ -108,6 +108,14 @@ class ChildProcess:
             self._signal_group(signal.SIGKILL)
             process.wait()
 
+    def kill(self) -> None:
+        """SIGKILL the process group and reap it, as a crash would end it. Idempotent."""
+        process = self._process
+        if process is None or process.poll() is not None:
+            return
+        self._signal_group(signal.SIGKILL)
+        process.wait()
+
     def _signal_group(self, signum: signal.Signals) -> None:
         assert self._process is not None
         # start_new_session made the child a group leader: its pgid is its pid.

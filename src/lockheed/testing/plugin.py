@@ -14,6 +14,17 @@ Fixtures:
 ``kube_restricted_user``
     A factory ``make(rules, name=None) -> Path`` returning the kubeconfig of a
     user allowed only ``rules`` (PolicyRule dicts) in ``kube_namespace``.
+``kube_fault_proxy``
+    A started :class:`~lockheed.testing.FaultProxy` in front of the API server,
+    for this test: ``kube_fault_proxy.kubeconfig()`` is the admin kubeconfig
+    through it, ``kube_fault_proxy.kubeconfig(other)`` any other one's, and
+    ``with kube_fault_proxy.fault(Blackhole()):`` injects a fault. (On an
+    existing cluster, its serving certificate must be valid for 127.0.0.1.)
+``kube_control_plane``
+    The local :class:`~lockheed.testing.ControlPlane`, for tests that restart
+    or stop its API server (``restart_apiserver()``, ``apiserver_down()``,
+    ``outage(seconds)``); it is running again after the test. Tests using it
+    are skipped, with the reason, on an existing cluster.
 
 Tests that name any of them as arguments (directly or through other
 fixtures) are marked ``kube`` automatically, so ``pytest -m "not kube"`` skips
@@ -43,12 +54,16 @@ import pytest
 
 if TYPE_CHECKING:
     from ._cluster import Cluster
+    from ._controlplane import ControlPlane
+    from ._faults import FaultProxy
 
 __all__ = [
     "KUBECONFIG_ENV",
     "KUBE_FIXTURES",
     "RestrictedUserFactory",
     "kube_cluster",
+    "kube_control_plane",
+    "kube_fault_proxy",
     "kube_kubeconfig",
     "kube_namespace",
     "kube_restricted_user",
@@ -56,7 +71,14 @@ __all__ = [
 
 KUBECONFIG_ENV = "LOCKHEED_TEST_KUBECONFIG"
 KUBE_FIXTURES = frozenset(
-    {"kube_cluster", "kube_namespace", "kube_kubeconfig", "kube_restricted_user"}
+    {
+        "kube_cluster",
+        "kube_namespace",
+        "kube_kubeconfig",
+        "kube_restricted_user",
+        "kube_fault_proxy",
+        "kube_control_plane",
+    }
 )
 _MARKER = (
     "kube: needs a Kubernetes API server (the local control plane or LOCKHEED_TEST_KUBECONFIG)"
@@ -245,3 +267,31 @@ def kube_restricted_user(kube_cluster: Cluster, kube_namespace: str) -> Restrict
         return kube_cluster.mint_user(name or unique_name("restricted"), kube_namespace, rules)
 
     return make
+
+
+@pytest.fixture
+def kube_fault_proxy(kube_cluster: Cluster, request: pytest.FixtureRequest) -> Iterator[FaultProxy]:
+    """A fault proxy in front of the API server; ``.kubeconfig()`` is the admin's through it."""
+    from ._faults import FaultProxy
+
+    request.node.stash[_USED_KEY] = True
+    with FaultProxy.for_kubeconfig(kube_cluster.kubeconfig) as proxy:
+        yield proxy
+
+
+@pytest.fixture
+def kube_control_plane(
+    kube_cluster: Cluster, request: pytest.FixtureRequest
+) -> Iterator[ControlPlane]:
+    """The local control plane, whose API server the test may stop and restart."""
+    from ._controlplane import ControlPlane
+
+    if not isinstance(kube_cluster, ControlPlane):
+        pytest.skip(
+            f"needs the local control plane to restart its API server; ${KUBECONFIG_ENV} "
+            "names an existing cluster"
+        )
+    request.node.stash[_USED_KEY] = True
+    yield kube_cluster
+    if not kube_cluster.apiserver_running():
+        kube_cluster.start_apiserver()  # a test that failed during an outage

@@ -1,0 +1,153 @@
+# Generated from lockheed/_async/lease.py by scripts/unasync.py: do not edit.
+"""The Lease locker: one ``coordination.k8s.io/v1`` Lease per lock, as client-go keeps it.
+
+Encoding, and the rule by which a holder's lease is judged expired, are in
+:mod:`lockheed._leasecodec`; this module performs the core's effects exactly as
+the ConfigMap locker does: a read is one GET, a new lock one POST, every other
+write one PUT at the resourceVersion read, a wait one watch of that single
+Lease (by field selector). Nothing is ever listed to find one lock. The locker
+remembers, per lock, when it first saw each resourceVersion (the server's
+time, latest bound): that is client-go's rule for a Lease without a server
+stamp.
+
+Failure semantics: a 409 is handed back to the core as ``CONFLICT`` (it
+re-reads and decides again); a 404 on write means the Lease was deleted (a
+holder's loss); 403 raises :class:`~lockheed.LockForbidden` (for ``leases``);
+transport errors raise :class:`~lockheed.LockBackendError`. A watch whose
+version was compacted away (410) falls back to a fresh read. A state a Lease
+cannot hold (several holders, a lock type other than ``mutex``) raises
+:class:`~lockheed.LockStateError` before any request.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from .._clock import ServerClock
+from .._codec import LABEL, lock_name_of, validate_object_name
+from .._core import CONFLICT, Create, Effect, Read, Replace, Watch
+from .._errors import LockBackendError
+from .._kubecfg import KubeConfigSource
+from .._leasecodec import API_PATH, decode_lease, new_lease, updated_lease
+from .._state import Record
+from .kube import KubeAPI
+from .sessions import Watches
+
+__all__ = ["LeaseLocker"]
+
+# First sightings remembered; past this many lock names they are forgotten, which
+# only makes a later judgement by client-go's rule wait longer.
+_SEEN_LIMIT = 4096
+
+
+class LeaseLocker:
+    """Locks kept in Leases (``coordination.k8s.io/v1``) of one namespace.
+
+    The arguments are those of :class:`~lockheed.ConfigMapLocker`:
+    ``namespace`` defaults to the kubeconfig context's (or the pod's) namespace;
+    ``config`` is a kubeconfig path, a lightkube ``KubeConfig``/``SingleConfig``,
+    or None for in-cluster config, ``$KUBECONFIG`` or ``~/.kube/config``;
+    ``client`` is an ``httpx2`` client already set up for the cluster.
+    """
+
+    kind = "Lease"
+
+    def __init__(
+        self,
+        namespace: str | None = None,
+        *,
+        prefix: str = "lockheed",
+        config: KubeConfigSource = None,
+        client: Any = None,
+        clock: ServerClock | None = None,
+    ):
+        self.prefix = prefix
+        self.api = KubeAPI(
+            "leases", namespace, config=config, client=client, api_path=API_PATH, clock=clock
+        )
+        self.namespace = self.api.namespace
+        self.config = self.api.config
+        self.clock = self.api.clock
+        self._seen: dict[str, tuple[str, datetime]] = {}
+        self._watches = Watches(self.api, self.object_name, self._decode, self.execute)
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}(namespace={self.namespace!r}, prefix={self.prefix!r})"
+
+    def close(self) -> None:
+        self._watches.close()
+        self.api.close()
+
+    def __enter__(self) -> LeaseLocker:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def object_name(self, name: str) -> str:
+        return validate_object_name(self.prefix, name)
+
+    def _decode(self, name: str, obj: Any) -> Record:
+        """Decode, judging expiry with this locker's first sighting of the version."""
+        version = str((obj.get("metadata") or {}).get("resourceVersion", ""))
+        seen = self._seen.get(name)
+        if seen is None or seen[0] != version:
+            if len(self._seen) >= _SEEN_LIMIT:
+                self._seen.clear()
+            seen = (version, self.clock.bounds()[1])
+            self._seen[name] = seen
+        return decode_lease(name, obj, seen[1])
+
+    def _now(self) -> datetime:
+        return self.clock.bounds()[1]
+
+    def execute(self, effect: Effect) -> Any:
+        """Perform one effect of the core's flows; see :mod:`lockheed._core`."""
+        name = effect.name
+        if isinstance(effect, Watch):
+            return self._watch(effect)
+        path = "/" + self.object_name(name)
+        if isinstance(effect, Read):
+            status, obj = self.api.request("GET", path, lock=name)
+            return None if status == 404 else self._decode(name, obj)
+        if isinstance(effect, Create):
+            body = new_lease(
+                self.object_name(name), self.namespace, effect.state, effect.meta, self._now()
+            )
+            status, obj = self.api.request("POST", body=body, lock=name)
+            if status == 404:
+                raise LockBackendError(
+                    f"cannot create lock {name!r}: namespace {self.namespace!r} not found",
+                    lock=name,
+                )
+        elif isinstance(effect, Replace):
+            body = updated_lease(self.object_name(name), effect, self._now())
+            status, obj = self.api.request("PUT", path, body=body, lock=name)
+            if status == 404:
+                return None
+        else:
+            raise TypeError(f"unknown effect {effect!r}")
+        return CONFLICT if status == 409 else self._decode(name, obj)
+
+    def _watch(self, effect: Watch) -> Any:
+        return self._watches.watch(effect)
+
+    def end_watch(self, session: object) -> None:
+        """The operation that waited with ``session`` is over: stop its watch."""
+        self._watches.end(session)
+
+    def list_records(self, page_size: int = 500) -> list[Record]:
+        """Every lock Lease of this locker (label ``lockheed/lock``), paginated."""
+        params = {"labelSelector": LABEL, "limit": str(page_size)}
+        out: list[Record] = []
+        while True:
+            _, body = self.api.request("GET", params=params)
+            for obj in body.get("items") or ():
+                name = lock_name_of(self.prefix, obj.get("metadata", {}).get("name", ""))
+                if name is not None:
+                    out.append(self._decode(name, obj))
+            token = (body.get("metadata") or {}).get("continue")
+            if not token:
+                return out
+            params = {**params, "continue": token}

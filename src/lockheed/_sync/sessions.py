@@ -1,0 +1,126 @@
+# Generated from lockheed/_async/sessions.py by scripts/unasync.py: do not edit.
+"""Waiting on one object with as few requests as possible, for the Kubernetes lockers.
+
+A waiting operation (an acquire) may wait many times in a row; each of its
+waits is a :class:`~lockheed._core.Watch` effect carrying the operation's
+``session``. The first wait opens a watch stream on the object; later waits
+of the same session read on from that stream (skipping changes already seen,
+such as the waiter's own writes), so a waiter that is woken by every change
+of a busy lock still sends one request for its whole wait. The shell ends
+the session when the operation ends, which closes the stream.
+
+Failure semantics: a stream that the server ends is opened again; one that
+breaks, or answers 410 Gone, makes the wait return a fresh read (what
+changed meanwhile is unknown); one that the server refuses (403, 401) or
+that fails for good raises its error. An idle stream is replaced after
+:data:`WATCH_LIFETIME`, so a silently dead connection cannot hide changes
+for longer.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from .._core import UNCHANGED, Read, Watch
+from .._errors import LockBackendError
+from .._state import Record
+from .kube import KubeAPI
+from .watcher import WatchStream
+
+__all__ = ["Watches"]
+
+# A waiting operation keeps its watch open this long at most without events
+# (the server ends it then, and it is opened again).
+WATCH_LIFETIME = 60.0
+
+
+def _transient(error: Any) -> bool:
+    return isinstance(error, LockBackendError) and error.transient
+
+
+def _newer(obj: Any, version: str | None) -> bool:
+    """Whether the watched object ``obj`` is a later version than ``version``."""
+    if version is None:
+        return True
+    seen = str((obj.get("metadata") or {}).get("resourceVersion", ""))
+    try:
+        return int(seen) > int(version)
+    except ValueError:
+        return seen != version
+
+
+class Watches:
+    """The watch sessions of one locker."""
+
+    def __init__(
+        self,
+        api: KubeAPI,
+        object_name: Callable[[str], str],
+        decode: Callable[[str, Any], Record],
+        execute: Callable[[Any], Any],
+    ):
+        self.api, self.object_name, self.decode, self.execute = api, object_name, decode, execute
+        self._streams: dict[object, WatchStream] = {}  # open streams by session
+
+    def watch(self, effect: Watch) -> Any:
+        """Perform a :class:`~lockheed._core.Watch` effect."""
+        clock = self.api.clock
+        session = effect.session
+        stream = self._streams.pop(session, None) if session is not None else None
+        try:
+            while True:
+                timeout = None
+                if effect.until is not None:
+                    timeout = effect.until - clock.monotonic()
+                    if timeout <= 0:
+                        return UNCHANGED
+                if stream is None:
+                    stream = WatchStream()
+                    events = self.api.watch(
+                        self.object_name(effect.name),
+                        effect.version,
+                        WATCH_LIFETIME,
+                        lock=effect.name,
+                        opened=stream.opened,
+                    )
+                    stream.start(events)
+                item = stream.next(timeout)
+                if item is None:
+                    continue  # the time is up: said above
+                kind, obj = item
+                if kind in ("ADDED", "MODIFIED"):
+                    if _newer(obj, effect.version):
+                        return self.decode(effect.name, obj)
+                    continue  # a change we have seen already (our own write, say)
+                if kind == "DELETED":
+                    return None
+                if kind == "END":  # the server ended the watch: watch again
+                    stream.close()
+                    stream = None
+                    continue
+                if kind in ("ERROR", "BROKEN"):
+                    stream.close()
+                    stream = None
+                    if kind == "BROKEN" and not _transient(obj):
+                        raise obj  # refused (403, 401) or a lasting error: not ours to hide
+                    # 410 Gone (our version was compacted away), or the connection
+                    # broke: what changed meanwhile is unknown, so read; a server
+                    # that is really gone fails the read.
+                    return self.execute(Read(effect.name))
+        finally:
+            if stream is not None:
+                if session is not None:
+                    self._streams[session] = stream  # for the session's next wait
+                else:
+                    stream.close()
+
+    def end(self, session: object) -> None:
+        """The operation that waited with ``session`` is over: stop its watch."""
+        stream = self._streams.pop(session, None)
+        if stream is not None:
+            stream.close()
+
+    def close(self) -> None:
+        for session in list(self._streams):
+            self.end(session)

@@ -1,0 +1,1 @@
+"""The reliability suite: lockheed's public API under injected faults."""
