@@ -39,7 +39,6 @@ from lockheed import (
     Lock,
     LockLost,
     MemoryLocker,
-    acquired,
     tags_contain,
 )
 from lockheed._clock import ServerClock
@@ -820,8 +819,8 @@ def test_elect_runs_the_command_only_while_leading(
     e.err.expect("lockheed: leading 'job' as cli", WAIT)
 
     thief = Lock("job", locker, instance_id="thief").with_duration(60)
-    # (Forced on any holder: a lock handed over in line keeps the releaser's tags.)
-    thief_token = thief.with_force(acquired(True)).acquire(timeout=WAIT)
+    # The hand-off gave the lock the new holder's tags: forced on exactly those.
+    thief_token = thief.with_force(tags_contain("preemptible")).acquire(timeout=WAIT)
     e.out.expect("terminated", WAIT)  # SIGTERM at the loss
     e.err.expect("lockheed: leader is thief", WAIT)
     thief.release()

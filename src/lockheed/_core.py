@@ -262,7 +262,7 @@ def decide_acquire(
     place = next((i for i, w in enumerate(queue) if w.instance_id == me), None)
     live = state.live_leases(earliest)
     others = [le for le in live if le.instance_id != me]
-    join = Waiter(me, intent.duration)
+    join = Waiter(me, intent.duration, intent.tags, intent.reset_tags)
 
     def take(line: tuple[Waiter, ...]) -> Write:
         assert state is not None and record is not None
@@ -361,6 +361,7 @@ def decide_release(
     meta = _token_meta(me, token)
     if line and not any(le.live(earliest) for le in rest):
         head, line = line[0], line[1:]
+        tags = _sync_tags(tags, head.tags, head.reset_tags)  # the new holder's, as it asked
         span = timedelta(seconds=CLAIM_WINDOW)
         if head.duration is not None:
             span = min(span, head.duration)

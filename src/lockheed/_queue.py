@@ -3,8 +3,11 @@
 Waiters line up in the annotation ``lockheed/queue`` of the lock's object, a
 compact JSON list in arrival order: ``[{"id": "<instance ID>", "d": 30}]``
 (``d``: the waiter's lease duration in seconds, 0 for a lease that never
-expires). Go lockheed keeps annotations it does not know on its own writes,
-so the line survives Go's writes next to its ``data.lock`` document.
+expires; ``t``: the tags it asks for, and ``r``: true when they replace the
+lock's tags, both only when given), so that the write that hands the lock to
+a waiter also gives the lock that waiter's tags. Go lockheed keeps
+annotations it does not know on its own writes, so the line survives Go's
+writes next to its ``data.lock`` document.
 
 An annotation that cannot be read is treated as an empty line (and rewritten
 by the next write that changes the line): a damaged line must not stop the
@@ -30,6 +33,8 @@ class Waiter:
 
     instance_id: str
     duration: timedelta | None  # None: its lease would never expire
+    tags: tuple[str, ...] = ()
+    reset_tags: bool = False
 
 
 def read_queue(meta: Mapping[str, str]) -> tuple[Waiter, ...]:
@@ -55,17 +60,28 @@ def read_queue(meta: Mapping[str, str]) -> tuple[Waiter, ...]:
             continue
         if not 0 <= seconds < 1e9:
             continue
+        tags = item.get("t", [])
+        if not isinstance(tags, list) or not all(isinstance(t, str) and t for t in tags):
+            tags = []
         seen.add(who)
-        out.append(Waiter(who, timedelta(seconds=seconds) if seconds else None))
+        length = timedelta(seconds=seconds) if seconds else None
+        out.append(Waiter(who, length, tuple(tags), item.get("r") is True))
     return tuple(out)
 
 
 def queue_meta(queue: Iterable[Waiter]) -> dict[str, str | None]:
     """The annotation change that stores ``queue`` (removing it when empty)."""
-    items = [
-        {"id": w.instance_id, "d": 0 if w.duration is None else w.duration.total_seconds()}
-        for w in queue
-    ]
+    items: list[dict[str, object]] = []
+    for w in queue:
+        item: dict[str, object] = {
+            "id": w.instance_id,
+            "d": 0 if w.duration is None else w.duration.total_seconds(),
+        }
+        if w.tags:
+            item["t"] = list(w.tags)
+        if w.reset_tags:
+            item["r"] = True
+        items.append(item)
     if not items:
         return {QUEUE_KEY: None}
     return {QUEUE_KEY: json.dumps(items, separators=(",", ":"))}

@@ -226,3 +226,21 @@ def test_a_hand_off_of_a_never_expiring_lock_is_still_short() -> None:
     decision = decide_release(me(duration=None), r, at(0), 3, at(1))
     assert isinstance(decision, Write)
     assert decision.state.leases["a"].expires == at(1 + CLAIM_WINDOW)
+
+
+def test_a_hand_off_gives_the_lock_the_waiters_tags() -> None:
+    line = [Waiter("a", None, ("nightly", "b"), True)]
+    stored = {k: v for k, v in queue_meta(line).items() if v}
+    assert read_queue(stored) == tuple(line)
+    state = LockState(NAME, "mutex", tags=("old",)).with_leases([Lease("me", at(20))])
+    decision = decide_release(me(), Record(NAME, "40", state, stored), at(0), 31, at(1))
+    assert isinstance(decision, Write)
+    assert decision.state.tags == ("nightly", "b")  # reset: exactly the waiter's tags
+
+
+def test_joining_records_the_tags_asked_for() -> None:
+    tagged = Intent(NAME, "me", timedelta(seconds=30), tags=("x",))
+    decision = acquire(rec(Lease("holder", at(20))), tagged)
+    assert isinstance(decision, Write)
+    (entry,) = read_queue(_merged(decision))
+    assert entry.tags == ("x",) and not entry.reset_tags
