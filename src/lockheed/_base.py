@@ -241,9 +241,7 @@ class LockBase:
         """The token to keep when acquiring again while held."""
         return self._token if self.held else None
 
-    def _hold(
-        self, record: Record, expires: datetime | None, sent: float, handed: bool = False
-    ) -> None:
+    def _hold(self, record: Record, expires: datetime | None, sent: float) -> None:
         """Hold after a write of ours sent at ``sent`` (or a hand-off seen then)."""
         self._record = record
         self._expires = expires
