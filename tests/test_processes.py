@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import bisect
 import os
+import random
 import signal
 import subprocess
 import sys
@@ -27,8 +28,9 @@ from pathlib import Path
 import pytest
 
 from child_output import Child, Lines
+from line_watch import LineWatch, holders_of, line_of
 from lockheed import Lock, LockTimeout
-from lockheed._core import TOKEN_HOLDER_KEY, TOKEN_KEY, Read
+from lockheed._core import CLAIM_WINDOW, TOKEN_HOLDER_KEY, TOKEN_KEY, Read
 from lockheed._state import Record
 from support import ConfigMapLockers
 
@@ -371,3 +373,91 @@ def test_stopped_holder_loses_lock_and_release_reports_it(
     assert after.meta[TOKEN_KEY] == str(b_token) and after.meta[TOKEN_HOLDER_KEY] == b.instance_id
     assert b.held
     b.release()
+
+
+# ---------------------------------------------------------------- dead waiters
+
+LINE_WAITERS = 8
+KILLED = 3
+LINE_DURATION = 60.0  # a lease: how long the line would stall without the claim window
+# Beyond CLAIM_WINDOW per dead waiter: the server clock's uncertainty (the dead
+# waiter's short lease is judged expired on the earliest server time), the
+# hand-off to a live waiter, and a busy host. Well below LINE_DURATION, so a
+# line that stalled for a lease fails.
+LINE_SLACK = 15.0
+
+
+@pytest.mark.timeout(300)
+def test_dead_waiters_hold_the_line_up_only_briefly(
+    spawn: Callable[..., Worker],
+    kube_namespace: str,
+    kube_kubeconfig: Path,
+    configmap_locker: ConfigMapLockers,
+    request: pytest.FixtureRequest,
+) -> None:
+    """Waiters SIGKILLed in line keep their entries; the line still moves: every
+    live waiter gets the lock, in the order they joined, each dead waiter
+    costing at most about CLAIM_WINDOW although leases last a minute."""
+    seed = int(os.environ.get("LOCKHEED_SEED") or random.randrange(2**32))
+    killed = sorted(random.Random(seed).sample(range(LINE_WAITERS), KILLED))
+    holder = Lock("line", configmap_locker()).with_duration(LINE_DURATION)
+    holder.acquire()
+    line = LineWatch(configmap_locker(), "line")
+    try:
+        waiters = []
+        for i in range(LINE_WAITERS):
+            worker = spawn(
+                [
+                    "wait",
+                    *cluster_args(kube_namespace, kube_kubeconfig, "line"),
+                    *("--duration", str(LINE_DURATION), "--renew-interval", "20"),
+                    *("--instance-id", f"waiter-{i}", "--acquire-timeout", "240"),
+                ]
+            )
+            worker.out.expect("READY", STARTUP_TIMEOUT)
+            line.until(lambda r, n=i: line_of(r)[-1:] == [f"waiter-{n}"])
+            waiters.append(worker)
+        assert line_of(line.record) == [f"waiter-{i}" for i in range(LINE_WAITERS)]
+
+        for i in killed:
+            os.kill(waiters[i].pid, signal.SIGKILL)
+            waiters[i].process.wait(30)
+        still = line_of(line.locker.execute(Read("line")))
+        assert still == [f"waiter-{i}" for i in range(LINE_WAITERS)]  # the dead keep their place
+
+        holder.release()
+        released = time.monotonic_ns()
+        order: list[int] = []
+        gaps: list[tuple[int, float]] = []  # (dead waiters passed, seconds)
+        previous = -1
+        for i, worker in enumerate(waiters):
+            if i in killed:
+                continue
+            # The next live waiter's HELD: whoever holds the lock prints it first.
+            _, _, acquired = worker.out.expect("HELD", 4 * LINE_DURATION).split()
+            gaps.append((sum(previous < k < i for k in killed), (int(acquired) - released) / 1e9))
+            released = int(worker.out.expect("RELEASED", 30).split()[1])
+            assert worker.process.wait(30) == 0, worker.describe()
+            order.append(i)
+            previous = i
+    finally:
+        line.close()
+
+    figures = {
+        "seed": seed,
+        "killed": killed,
+        "delays_s": [(dead, round(gap, 2)) for dead, gap in gaps],
+    }
+    for key, value in figures.items():
+        record(request, key, value)
+    print("\ndead waiters:", ", ".join(f"{key}={value}" for key, value in figures.items()))
+    assert order == [i for i in range(LINE_WAITERS) if i not in killed]
+    for dead, gap in gaps:
+        assert gap < dead * CLAIM_WINDOW + LINE_SLACK, (seed, gaps)
+    final = configmap_locker().execute(Read("line"))
+    assert line_of(final) == []  # every entry consumed
+    # Only a dead waiter's short handed lease can be left; it runs out soon.
+    assert set(holders_of(final)) <= {f"waiter-{i}" for i in killed}
+    after = Lock("line", configmap_locker()).with_duration(LINE_DURATION)
+    after.acquire(timeout=CLAIM_WINDOW + LINE_SLACK)
+    after.release()
