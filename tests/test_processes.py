@@ -13,6 +13,7 @@ instead, and ``LOCKHEED_SOAK=<n>`` n each.
 from __future__ import annotations
 
 import bisect
+import functools
 import os
 import random
 import signal
@@ -415,7 +416,7 @@ def test_dead_waiters_hold_the_line_up_only_briefly(
                 ]
             )
             worker.out.expect("READY", STARTUP_TIMEOUT)
-            line.until(lambda r, n=i: line_of(r)[-1:] == [f"waiter-{n}"])
+            line.until(functools.partial(lambda n, r: line_of(r)[-1:] == [n], f"waiter-{i}"))
             waiters.append(worker)
         assert line_of(line.record) == [f"waiter-{i}" for i in range(LINE_WAITERS)]
 

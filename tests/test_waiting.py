@@ -9,6 +9,7 @@ lock instance (each has its own locker).
 from __future__ import annotations
 
 import asyncio
+import functools
 import itertools
 import subprocess
 import sys
@@ -118,7 +119,7 @@ def test_waiters_get_the_lock_in_the_order_they_joined(
             .with_event_handler(count_renewals)
         )
         waiters.append((lock, requests, pool.submit(acquire_counting, lock, requests)))
-        line.until(lambda r, n=i + 1: len(line_of(r)) == n)
+        line.until(functools.partial(lambda n, r: len(line_of(r)) == n, i + 1))
     ids = [lock.instance_id for lock, _, _ in waiters]
     assert line_of(line.record) == ids  # the join order, as stored
     joined = line.record
