@@ -7,7 +7,7 @@ BIN    := $(VENV)/bin
 
 LINT   := src tests scripts $(wildcard bench)
 
-.PHONY: setup test lint format typecheck check demo bench soak build-control-plane up clean
+.PHONY: setup test contend lint format typecheck check demo bench soak build-control-plane up clean
 
 setup: $(VENV)/.installed
 
@@ -19,6 +19,10 @@ $(VENV)/.installed: pyproject.toml
 
 test: setup
 	$(BIN)/python -m pytest
+
+# The multi-process contention run at full size (32 processes, 10,240 acquisitions).
+contend: setup
+	LOCKHEED_SOAK=1 $(BIN)/python -m pytest tests/test_processes.py -k mutual_exclusion -s
 
 lint: setup
 	$(BIN)/ruff check $(LINT)

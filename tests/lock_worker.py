@@ -9,12 +9,21 @@ own; it reports on stdout, one flushed line per step.
     on ``--start-fd`` (end of file without a byte means "abort"). It then
     acquires and releases the lock ``--iterations`` times. Inside each hold it
     increments a counter file by a plain read-modify-write, and after each
-    release it appends ``token start_ns end_ns pid`` to the shared log with a
-    single ``O_APPEND`` write. ``start_ns`` is taken as soon as ``acquire``
-    returns and ``end_ns`` just before ``release`` is called, both from
+    release it appends ``token start_ns end_ns pid call_ns joined`` to the
+    shared log with a single ``O_APPEND`` write. ``call_ns`` is taken just
+    before ``acquire`` is called, ``start_ns`` as soon as it returns and
+    ``end_ns`` just before ``release`` is called, all from
     ``time.monotonic_ns``. That is CLOCK_MONOTONIC on Linux: one system-wide
     clock, so stamps from different processes on this host can be compared.
-    Prints ``DONE <pid> <count>`` at the end.
+    ``joined`` is the resourceVersion of the write by which this acquire last
+    joined the line of waiters (``lockheed/queue``), 0 if it never joined
+    (it took the lock at once). Prints ``DONE <pid> <count>`` at the end.
+
+``wait``
+    Connects, prints ``READY <pid>``, then acquires once (joining the line
+    when the lock is held), prints ``HELD <token> <acquired_ns>``, releases at
+    once and prints ``RELEASED <released_ns>`` (``time.monotonic_ns`` after
+    ``release`` returned).
 
 ``hold``
     Acquires once with a short lease renewed in the background, registers an
@@ -28,14 +37,18 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import inspect
 import os
 import select
 import sys
 import threading
 import time
+from typing import Any
 
 from lockheed import AsyncConfigMapLocker, AsyncLock, ConfigMapLocker, Lock, LockLost
-from lockheed._core import Read
+from lockheed._core import Read, Replace
+from lockheed._queue import read_queue
+from lockheed._state import Record
 
 
 def say(line: str) -> None:
@@ -48,6 +61,41 @@ def wait_for_start(fd: int, timeout: float) -> bool:
     return bool(ready) and os.read(fd, 1) != b""
 
 
+def _joined(effect: Any, result: Any, me: str) -> int | None:
+    """The version of a write of ours that put ``me`` in the line, else None."""
+    if not isinstance(effect, Replace) or not isinstance(result, Record):
+        return None
+    before = {w.instance_id for w in read_queue(effect.base.meta)}
+    after = {w.instance_id for w in read_queue(result.meta)}
+    return int(result.version) if me in after and me not in before else None
+
+
+def observe_joins(locker: Any, me: str, joins: list[int]) -> None:
+    """Append to ``joins`` the version of every write of ``locker`` that put
+    ``me`` in the line (the locker's ``execute`` is wrapped; sync or async)."""
+    inner = locker.execute
+    if inspect.iscoroutinefunction(inner):
+
+        async def aexecute(effect: Any) -> Any:
+            result = await inner(effect)
+            joined = _joined(effect, result, me)
+            if joined is not None:
+                joins.append(joined)
+            return result
+
+        locker.execute = aexecute
+        return
+
+    def execute(effect: Any) -> Any:
+        result = inner(effect)
+        joined = _joined(effect, result, me)
+        if joined is not None:
+            joins.append(joined)
+        return result
+
+    locker.execute = execute
+
+
 def contend(args: argparse.Namespace) -> int:
     if args.api == "async":
         return asyncio.run(contend_async(args))
@@ -58,6 +106,8 @@ def contend(args: argparse.Namespace) -> int:
         .with_duration(args.duration)
         .with_renew_interval(args.renew_interval)
     )
+    joins: list[int] = []
+    observe_joins(locker, lock.instance_id, joins)
     log = os.open(args.log, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
     counter = os.open(args.counter, os.O_RDWR)
     try:
@@ -70,12 +120,15 @@ def contend(args: argparse.Namespace) -> int:
             return 2
         os.close(args.start_fd)
         for _ in range(args.iterations):
+            joins.clear()
+            called = time.monotonic_ns()
             token = lock.acquire(timeout=args.acquire_timeout)
             start, end = critical_section(counter)
             try:
                 lock.release()
             finally:  # a hold that ended in LockLost is logged too, then fails the worker
-                os.write(log, f"{token} {start} {end} {pid}\n".encode())
+                joined = joins[-1] if joins else 0
+                os.write(log, f"{token} {start} {end} {pid} {called} {joined}\n".encode())
         say(f"DONE {pid} {args.iterations}")
         return 0
     finally:
@@ -104,6 +157,8 @@ async def contend_async(args: argparse.Namespace) -> int:
                 .with_duration(args.duration)
                 .with_renew_interval(args.renew_interval)
             )
+            joins: list[int] = []
+            observe_joins(locker, lock.instance_id, joins)
             await locker.execute(Read(args.lock))
             say(f"READY {pid}")
             started = await asyncio.to_thread(wait_for_start, args.start_fd, args.start_timeout)
@@ -112,17 +167,39 @@ async def contend_async(args: argparse.Namespace) -> int:
                 return 2
             os.close(args.start_fd)
             for _ in range(args.iterations):
+                joins.clear()
+                called = time.monotonic_ns()
                 token = await lock.acquire(timeout=args.acquire_timeout)
                 start, end = critical_section(counter)
                 try:
                     await lock.release()
                 finally:
-                    os.write(log, f"{token} {start} {end} {pid}\n".encode())
+                    joined = joins[-1] if joins else 0
+                    os.write(log, f"{token} {start} {end} {pid} {called} {joined}\n".encode())
         say(f"DONE {pid} {args.iterations}")
         return 0
     finally:
         os.close(counter)
         os.close(log)
+
+
+def wait(args: argparse.Namespace) -> int:
+    locker = ConfigMapLocker(args.namespace, config=args.kubeconfig)
+    try:
+        lock = (
+            Lock(args.lock, locker, instance_id=args.instance_id)
+            .with_duration(args.duration)
+            .with_renew_interval(args.renew_interval)
+        )
+        locker.execute(Read(args.lock))  # connect first: READY means about to join
+        say(f"READY {os.getpid()}")
+        token = lock.acquire(timeout=args.acquire_timeout)
+        say(f"HELD {token} {time.monotonic_ns()}")
+        lock.release()
+        say(f"RELEASED {time.monotonic_ns()}")
+        return 0
+    finally:
+        locker.close()
 
 
 def hold(args: argparse.Namespace) -> int:
@@ -176,6 +253,10 @@ def parse(argv: list[str]) -> argparse.Namespace:
     c.add_argument("--start-fd", type=int, required=True)
     c.add_argument("--start-timeout", type=float, default=120.0)
     c.set_defaults(run=contend)
+
+    w = modes.add_parser("wait", parents=[common])
+    w.add_argument("--instance-id", required=True)
+    w.set_defaults(run=wait)
 
     h = modes.add_parser("hold", parents=[common])
     h.add_argument("--instance-id")

@@ -15,6 +15,7 @@ is bounded.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import itertools
 import json
 import os
@@ -39,6 +40,7 @@ import pytest
 from child_output import Child as ChildProcess
 from child_output import Lines
 from golockheed import golockheed_binary
+from line_watch import LineWatch, holders_of, line_of
 from lockheed import (
     ConfigMapLocker,
     Lock,
@@ -49,6 +51,7 @@ from lockheed import (
     tags_contain,
 )
 from lockheed._core import Read
+from lockheed._queue import QUEUE_KEY
 from lockheed._state import NEVER, Lease, LockState, Record, encode_state, parse_time
 from support import ConfigMapLockers
 
@@ -345,6 +348,60 @@ def test_python_waits_for_go_release(
     assert waiter.held
     assert go.process.wait(STEP) == 0, go.describe()
     waiter.release()
+
+
+def test_go_keeps_the_line_on_its_own_writes(
+    procs: Processes,
+    py: ConfigMapLocker,
+    configmap_locker: ConfigMapLockers,
+    background: ThreadPoolExecutor,
+) -> None:
+    """Go v0.5.3 keeps the annotation ``lockheed/queue`` as it is on every write
+    of its own: the reservation and release of a Go holder with a Python waiter
+    in line, and a refused Go acquire (reserve, then unreserve) while a Python
+    holder has a waiter in line."""
+    go = procs.go(
+        "acquire",
+        *("--name", "line", "--duration", "30s", "--instance-id", "go-holder"),
+        "--wait-stdin",
+        stdin=True,
+    )
+    go.event("acquired", STARTUP)
+    line = LineWatch(configmap_locker(), "line")
+    try:
+        first = Lock("line", py).with_duration(30)
+        taking = background.submit(first.acquire, timeout=STEP)
+        joined = line.until(lambda r: line_of(r) == [first.instance_id])
+        stored_line = joined.meta[QUEUE_KEY]
+        go.say()  # Go releases: its reservation write, then its release write
+        go.event("released")
+        taking.result(STEP)  # first in line takes the free lock
+        took = line.until(lambda r: holders_of(r) == [first.instance_id])
+        by_go = line.history[line.history.index(joined) + 1 : line.history.index(took)]
+        assert len(by_go) >= 2, [(holders_of(r), r.meta) for r in by_go if r is not None]
+        for record in by_go:
+            assert record is not None and record.meta.get(QUEUE_KEY) == stored_line, record
+
+        second = Lock("line", configmap_locker()).with_duration(30)
+        waiting = background.submit(second.acquire, timeout=STEP)
+        joined = line.until(lambda r: line_of(r) == [second.instance_id])
+        stored_line = joined.meta[QUEUE_KEY]
+        refused = procs.acquire("line", "--duration", "30s")
+        assert refused.returncode == 3, refused
+        assert line_of(py.execute(Read("line"))) == [second.instance_id]
+        first.renew()  # a version of ours after Go's: every one of Go's is seen before it
+        now = stored(py, "line").version
+        renewed = line.until(lambda r: r is not None and r.version == now)
+        by_go = line.history[line.history.index(joined) + 1 : line.history.index(renewed)]
+        assert len(by_go) >= 2, by_go  # Go reserved the ConfigMap and removed the reservation
+        for record in by_go:
+            assert record is not None and record.meta.get(QUEUE_KEY) == stored_line, record
+        first.release()  # hands the lock to the waiter in line
+        waiting.result(STEP)
+        assert second.held
+        second.release()
+    finally:
+        line.close()
 
 
 def test_python_takes_over_after_killed_go_lease_expires(
@@ -945,8 +1002,17 @@ def spawn_python_contender(procs: Processes, args: Sequence[str], start_fd: int)
 
 @pytest.mark.timeout(MIXED_TIMEOUT + 120)
 def test_mixed_go_and_python_contention(
-    procs: Processes, tmp_path: Path, request: pytest.FixtureRequest
+    procs: Processes,
+    tmp_path: Path,
+    request: pytest.FixtureRequest,
+    configmap_locker: ConfigMapLockers,
+    background: ThreadPoolExecutor,
 ) -> None:
+    """Go contenders race fair Python waiters (who wait in line) on one lock: no
+    overlap, Python's tokens increase, and everyone finishes (no deadlock or
+    livelock): Go may take a free lock ahead of the line, a Python release
+    hands the lock to the first Python waiter in line."""
+    stop = threading.Event()
     log, counter = tmp_path / "holds.log", tmp_path / "counter"
     log.touch()
     counter.touch()
@@ -978,8 +1044,11 @@ def test_mixed_go_and_python_contention(
         ]
         os.close(start_read)
         start_read = -1
+        python_ids = set()
         for child in [*gos, *pys]:
-            child.event("ready", STARTUP)
+            ready = child.event("ready", STARTUP)
+            if child in pys:
+                python_ids.add(ready["instance_id"])
         os.write(start_write, b"g" * (GO_CONTENDERS + PY_CONTENDERS))  # atomic: < PIPE_BUF
     finally:
         os.close(start_write)
@@ -989,17 +1058,21 @@ def test_mixed_go_and_python_contention(
     began = time.monotonic()
     deadline = began + MIXED_TIMEOUT
     everyone = [*gos, *pys]
+    observer = background.submit(follow, LineWatch(configmap_locker(), "mixed"), stop)
     for child in everyone:
         try:
             child.process.wait(max(0.0, deadline - time.monotonic()))
         except subprocess.TimeoutExpired:
             pytest.fail(f"not finished within {MIXED_TIMEOUT} s: {child.describe()}")
     wall_s = time.monotonic() - began
+    stop.set()
+    versions = observer.result(STEP)
     for child in everyone:
         assert child.process.returncode == 0, child.describe()
     done = [go.event("done", 10) for go in gos]
     for worker in pys:
         worker.event("done", 10)
+    line = line_figures(versions, python_ids)
 
     holds = parse_mixed(log.read_text())
     verdict = check_mixed(holds)
@@ -1015,6 +1088,7 @@ def test_mixed_go_and_python_contention(
         "side_switches": verdict.side_switches,
         "go_attempts": sum(d["attempts"] for d in done),
         "go_release_retries": sum(d["release_retries"] for d in done),
+        **line,
         "wall_s": round(wall_s, 2),
     }
     for key, value in figures.items():
@@ -1033,3 +1107,34 @@ def test_mixed_go_and_python_contention(
     assert verdict.token_inversions == [], verdict.token_inversions[:3]
     assert int(counter.read_bytes()) == expected  # no lost increment
     assert verdict.side_switches >= MIN_SIDE_SWITCHES  # the sides did contend with each other
+    # Python waited in line, and releases handed the lock over in line.
+    assert line["max_line"] >= 1 and line["python_handoffs"] >= 1, line
+
+
+def follow(line: LineWatch, stop: threading.Event) -> list[Record | None]:
+    """Every version of the lock's object until ``stop`` is set."""
+    try:
+        while not stop.is_set():
+            with contextlib.suppress(AssertionError):  # no change for a while
+                line.next(1.0)
+        return line.history
+    finally:
+        line.close()
+
+
+def line_figures(versions: Sequence[Record | None], python_ids: set[str]) -> dict[str, int]:
+    """What the line did during a mixed run, from every version of the object:
+    its longest length; Go taking the lock while Python waiters were in line
+    (ahead of the line); releases handing the lock to a Python waiter in line."""
+    figures = {"max_line": 0, "go_ahead_of_line": 0, "python_handoffs": 0, "versions": 0}
+    for before, after in itertools.pairwise(versions):
+        figures["versions"] += 1
+        figures["max_line"] = max(figures["max_line"], len(line_of(after)))
+        had, has = holders_of(before), holders_of(after)
+        if has == had or not has:
+            continue
+        if has[0] not in python_ids and line_of(before):
+            figures["go_ahead_of_line"] += 1
+        elif has[0] in python_ids and has[0] in line_of(before) and had:
+            figures["python_handoffs"] += 1  # one write: the release and the hand-off
+    return figures

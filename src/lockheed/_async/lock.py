@@ -5,10 +5,10 @@ Failure semantics (see also :mod:`lockheed._base`):
 * ``acquire`` waits on a watch of the lock's one object and on the holder's
   expiry, rides out transient backend failures (the core backs off and reads
   again), and raises :class:`~lockheed.LockTimeout` (naming the holder and its
-  expiry) when the timeout passes. If it fails or is interrupted (cancelled)
-  after a write of its own may have reached the server, it removes whatever
-  lease of its own it finds before re-raising, so an abandoned acquire leaves
-  no lease behind.
+  expiry) when the timeout passes. If it fails or is interrupted (cancelled,
+  or stopped by ``with_stop``) after a write of its own may have reached the
+  server, it removes whatever lease of its own it finds, and its place in the
+  line, before re-raising, so an abandoned acquire leaves neither behind.
 * Renewal runs in the process's renewer (one for all locks); a renewal that
   finds another holder, our lease gone, or the object deleted declares the
   loss at once; failing renewals (including unexpected errors) are retried
@@ -65,15 +65,16 @@ class AsyncLock(LockBase):
         self._lost_event = asyncio.Event()
         # unasync: end
 
-    async def _run(self, flow: Any) -> Any:
-        """Perform a flow's effects; backend errors go back into the flow to decide."""
+    async def _run(self, flow: Any, guard: bool = True) -> Any:
+        """Perform a flow's effects; backend errors go back into the flow to decide.
+        ``guard=False``: the stop signal does not stop it (cleanup after a stop)."""
         result: Any = None
         error: LockBackendError | None = None
         session = object()  # lets the locker keep one watch open across our waits
         try:
             while True:
                 effect = flow.send(result) if error is None else flow.throw(error)
-                effect, error = self._guard_effect(effect), None
+                effect, error = self._guard_effect(effect) if guard else effect, None
                 if isinstance(effect, Watch):
                     effect = dataclasses.replace(effect, session=session)
                 elif isinstance(effect, (Create, Replace)):
@@ -125,7 +126,7 @@ class AsyncLock(LockBase):
         self._wrote = False
         try:
             done: Released = await self._run(
-                release_flow(self._intent(), self.locker.clock, None, None)
+                release_flow(self._intent(), self.locker.clock, None, None), guard=False
             )
         except Exception as exc:
             self._event(

@@ -1,0 +1,286 @@
+"""Fair waiting on the real control plane: the line in ``lockheed/queue``.
+
+Every join and every hand-off is observed on the lock's object itself, through
+a watch that sees each version in turn (:class:`LineWatch`), so nothing here
+sleeps to synchronise. Requests are counted on the wire (``Requests``), per
+lock instance (each has its own locker).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import itertools
+import subprocess
+import sys
+import threading
+from collections import Counter
+from collections.abc import Callable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from line_watch import LineWatch, holders_of, line_of
+from lockheed import (
+    AsyncConfigMapLocker,
+    AsyncLock,
+    Event,
+    EventCode,
+    Lock,
+    LockError,
+    LockTimeout,
+)
+from lockheed._core import Read
+from lockheed._state import Record
+from support import Api, ConfigMapLockers, LoopThread, Requests, SyncFacade
+
+pytestmark = pytest.mark.kube
+
+WAIT = 60.0  # any wait here; only reached when something is broken
+WAITERS = 4
+
+
+@pytest.fixture
+def watch_line(configmap_locker: ConfigMapLockers) -> Iterator[Callable[[str], LineWatch]]:
+    made: list[LineWatch] = []
+
+    def start(name: str) -> LineWatch:
+        made.append(LineWatch(configmap_locker(), name))
+        return made[-1]
+
+    yield start
+    for watch in made:
+        watch.close()
+
+
+@pytest.fixture
+def pool() -> Iterator[ThreadPoolExecutor]:
+    executor = ThreadPoolExecutor(max_workers=WAITERS + 2, thread_name_prefix="waiter")
+    yield executor
+    executor.shutdown(wait=True, cancel_futures=True)
+
+
+def acquire_counting(
+    lock: Any, requests: Requests, timeout: float | None = WAIT
+) -> tuple[int, Any]:
+    """Acquire, and count this instance's requests the moment ``acquire`` returns
+    (before its renewal, which the short lease of a hand-off calls for soon)."""
+    if isinstance(lock, SyncFacade):
+        inner: AsyncLock = lock._lock
+        runner: LoopThread = lock._runner
+
+        async def go() -> tuple[int, Any]:
+            token = await inner.acquire(timeout=timeout)
+            return token, requests.snapshot()  # no other task ran in between
+
+        return runner.run(go(), timeout=None)
+    token = lock.acquire(timeout=timeout)
+    return token, requests.snapshot()
+
+
+def writes(counts: Any) -> int:
+    return int(counts["update"] + counts["create"])
+
+
+# ---------------------------------------------------------------- order
+
+
+def test_waiters_get_the_lock_in_the_order_they_joined(
+    api: Api,
+    configmap_locker: ConfigMapLockers,
+    watch_line: Callable[[str], LineWatch],
+    pool: ThreadPoolExecutor,
+) -> None:
+    """N waiters that joined one after another (each join seen in the object)
+    get the lock in that order; each release hands the lock over in its one
+    write, and the waiter that receives it sends no write to take it."""
+    holder_locker = configmap_locker()
+    holder_requests = Requests(holder_locker)
+    holder = api.lock("line", holder_locker).with_duration(60)
+    holder.acquire()
+    line = watch_line("line")
+
+    renewals: Counter[str] = Counter()  # renewals sent, by instance ID
+
+    def count_renewals(event: Event) -> None:
+        if event.code in (EventCode.RENEW_OK, EventCode.RENEW_FAILED):
+            renewals[event.instance_id] += 1
+
+    waiters: list[tuple[Any, Requests, Future[tuple[int, Any]]]] = []
+    for i in range(WAITERS):
+        locker = configmap_locker()
+        requests = Requests(locker)
+        lock = (
+            api.lock("line", locker)
+            .with_duration(30)
+            .with_renew_interval(10)
+            .with_event_handler(count_renewals)
+        )
+        waiters.append((lock, requests, pool.submit(acquire_counting, lock, requests)))
+        line.until(functools.partial(lambda n, r: len(line_of(r)) == n, i + 1))
+    ids = [lock.instance_id for lock, _, _ in waiters]
+    assert line_of(line.record) == ids  # the join order, as stored
+    joined = line.record
+    assert joined is not None and holders_of(joined) == [holder.instance_id]
+    for _, requests, _ in waiters:  # each joined with one write and waits on one watch
+        assert writes(requests.snapshot()) == 1, requests.snapshot()
+
+    # The holder's copy of the object predates the joins; a renewal brings it up to
+    # date (otherwise its release meets a conflict first: 409, GET, then the write).
+    holder.renew()
+    before = holder_requests.snapshot()
+    holder.release()
+    assert holder_requests.since(before) == {"update": 1}  # the hand-off is the release
+
+    order = []
+    tokens = []
+    for i, (lock, requests, future) in enumerate(waiters):
+        token, counts = future.result(WAIT)
+        order.append(lock.instance_id)
+        tokens.append(token)
+        # Only this waiter holds it: the ones behind it are still waiting.
+        assert not any(f.done() for _, _, f in waiters[i + 1 :])
+        assert writes(counts) == 1, f"a write to take a handed lock: {counts}"
+        assert lock.held
+        # The release is one write (plus the renewal that makes the handed lease
+        # full, should it come first on a slow host).
+        before, renewed = requests.snapshot(), renewals[lock.instance_id]
+        lock.release()
+        sent = requests.since(before)
+        assert sent == {"update": 1 + renewals[lock.instance_id] - renewed}, sent
+    assert order == ids
+    assert tokens == sorted(tokens) and len(set(tokens)) == WAITERS
+
+    final = line.until(lambda r: not holders_of(r) and not line_of(r))
+    assert final.state is not None and not final.state.leases
+    # Every version from the join of the last waiter on: the lock passed from one
+    # holder to the next in single writes, and was never free while a waiter was
+    # in line.
+    seen = line.history[line.history.index(joined) :]
+    holders = [holders_of(r) for r in seen]
+    lines = [line_of(r) for r in seen]
+    assert all(holders[:-1]), f"free with waiters in line: {list(zip(holders, lines, strict=True))}"
+    changes = [h for a, h in itertools.pairwise([[], *holders]) if h != a]
+    assert changes == [[holder.instance_id], *([i] for i in ids), []]
+    for record in seen:  # a holder is never in line as well
+        assert not set(holders_of(record)) & set(line_of(record))
+
+
+# ---------------------------------------------------------------- leaving the line
+
+
+def test_a_waiter_that_times_out_leaves_the_line(
+    api: Api,
+    configmap_locker: ConfigMapLockers,
+    watch_line: Callable[[str], LineWatch],
+    pool: ThreadPoolExecutor,
+) -> None:
+    holder = api.lock("timeout", configmap_locker()).with_duration(60)
+    holder.acquire()
+    line = watch_line("timeout")
+    first = api.lock("timeout", configmap_locker()).with_duration(30)
+    stays = pool.submit(first.acquire, timeout=WAIT)
+    line.until(lambda r: line_of(r) == [first.instance_id])
+    waiter = api.lock("timeout", configmap_locker()).with_duration(30)
+    gives_up = pool.submit(waiter.acquire, timeout=3)
+    line.until(lambda r: line_of(r) == [first.instance_id, waiter.instance_id])
+    with pytest.raises(LockTimeout) as timed_out:
+        gives_up.result(WAIT)
+    assert timed_out.value.holder == holder.instance_id
+    # Gone from the line by the time acquire raised; the waiter ahead kept its place.
+    assert line_of(line.locker.execute(Read("timeout"))) == [first.instance_id]
+    holder.release()
+    stays.result(WAIT)
+    first.release()
+
+
+def test_a_stopped_waiter_leaves_the_line(
+    configmap_locker: ConfigMapLockers,
+    watch_line: Callable[[str], LineWatch],
+    pool: ThreadPoolExecutor,
+) -> None:
+    holder = Lock("stop", configmap_locker()).with_duration(60)
+    holder.acquire()
+    line = watch_line("stop")
+    stop = threading.Event()
+    waiter = Lock("stop", configmap_locker()).with_duration(30).with_stop(stop)
+    waiting = pool.submit(waiter.acquire, timeout=WAIT)
+    line.until(lambda r: line_of(r) == [waiter.instance_id])
+    stop.set()
+    with pytest.raises(LockError, match="stopped"):
+        waiting.result(WAIT)
+    assert line_of(line.locker.execute(Read("stop"))) == []
+    holder.release()
+
+
+def test_a_cancelled_async_acquire_leaves_the_line(
+    kube_namespace: str,
+    kube_kubeconfig: Path,
+    configmap_locker: ConfigMapLockers,
+    watch_line: Callable[[str], LineWatch],
+    loop_thread: LoopThread,
+) -> None:
+    holder = Lock("cancel", configmap_locker()).with_duration(60)
+    holder.acquire()
+    line = watch_line("cancel")
+    locker = AsyncConfigMapLocker(kube_namespace, config=kube_kubeconfig)
+    waiter = AsyncLock("cancel", locker).with_duration(30)
+    outer = AsyncLock("cancel", locker).with_duration(30)
+
+    async def start() -> tuple[asyncio.Task[int], asyncio.Task[int]]:
+        plain = asyncio.ensure_future(waiter.acquire())
+        bounded = asyncio.ensure_future(asyncio.wait_for(outer.acquire(), WAIT / 2))
+        return plain, bounded
+
+    try:
+        plain, bounded = loop_thread.run(start())
+        both = sorted([waiter.instance_id, outer.instance_id])
+        line.until(lambda r: sorted(line_of(r)) == both)
+
+        async def cancel(task: asyncio.Task[int]) -> BaseException | int | None:
+            task.cancel()
+            done = await asyncio.gather(task, return_exceptions=True)
+            return done[0]
+
+        assert isinstance(loop_thread.run(cancel(plain)), asyncio.CancelledError)
+        assert line_of(line.locker.execute(Read("cancel"))) == [outer.instance_id]
+        assert isinstance(loop_thread.run(cancel(bounded)), asyncio.CancelledError)
+        assert line_of(line.locker.execute(Read("cancel"))) == []
+        assert not waiter.held and not outer.held
+    finally:
+        loop_thread.run(locker.aclose())
+    holder.release()
+
+
+def test_lockheed_run_that_gives_up_leaves_no_entry(
+    kube_namespace: str,
+    kube_kubeconfig: Path,
+    configmap_locker: ConfigMapLockers,
+    watch_line: Callable[[str], LineWatch],
+) -> None:
+    holder = Lock("job", configmap_locker()).with_duration(60)
+    holder.acquire()
+    line = watch_line("job")
+    argv = [sys.executable, "-m", "lockheed", "run", "job", "--kubeconfig", str(kube_kubeconfig)]
+    argv += ["--namespace", kube_namespace, "--duration", "30", "--timeout", "3", "--", "true"]
+    done = subprocess.run(argv, capture_output=True, text=True, timeout=WAIT, check=False)
+    assert done.returncode == 73, done.stderr
+    assert holder.instance_id in done.stderr
+    # It did wait in line (one entry, then none), and left nothing behind.
+    lengths = []
+    while True:
+        lengths.append(len(line_of(line.record)))
+        if line.record is not None and line.record.version == holder_version(line):
+            break
+        line.next(WAIT)
+    assert max(lengths) == 1 and lengths[-1] == 0, lengths
+    holder.release()
+
+
+def holder_version(line: LineWatch) -> str:
+    """The object's current version."""
+    record: Record | None = line.locker.execute(Read(line.name))
+    assert record is not None
+    return record.version

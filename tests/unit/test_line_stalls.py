@@ -1,0 +1,126 @@
+"""Two ways the line of waiters misbehaves, driven through the core's flows on
+the Memory locker with a fake clock (no I/O, no real time). Both are strict
+xfails documenting open bugs; see docs/waiting.md."""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta, timezone
+from typing import Any
+
+import pytest
+
+from lockheed import Lock, LockTimeout, MemoryLocker
+from lockheed._core import (
+    CLAIM_WINDOW,
+    Acquired,
+    Flow,
+    Intent,
+    Read,
+    Sleep,
+    Watch,
+    acquire_flow,
+    release_flow,
+)
+from lockheed._queue import read_queue
+
+NAME = "jobs"
+
+
+class World:
+    def __init__(self) -> None:
+        self.mono = 100.0
+        self.wall = datetime(2026, 11, 30, 7, tzinfo=timezone.utc).timestamp()
+        self.store = MemoryLocker(wall=lambda: self.wall, monotonic=lambda: self.mono)
+
+    def advance(self, seconds: float) -> None:
+        self.mono += seconds
+        self.wall += seconds
+
+    def intent(self, who: str) -> Intent:
+        return Intent(NAME, who, timedelta(seconds=60))
+
+    def until_wait(self, flow: Flow) -> Watch:
+        """Run ``flow`` until it waits (it has joined the line); return that wait."""
+        result: Any = None
+        while True:
+            effect = flow.send(result)
+            if isinstance(effect, Watch):
+                return effect
+            result = self.store.execute(effect)
+
+    def finish(self, flow: Flow) -> Any:
+        result: Any = None
+        while True:
+            try:
+                effect = flow.send(result)
+            except StopIteration as done:
+                return done.value
+            result = self.store.execute(effect)
+
+    def line(self) -> list[str]:
+        record = self.store.execute(Read(NAME))
+        return [w.instance_id for w in read_queue(record.meta)]
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="a waiter's patience with dead waiters ahead restarts at every write, "
+    "so joins behind it keep it waiting",
+)
+def test_newcomers_joining_behind_do_not_stall_a_waiter_behind_dead_ones() -> None:
+    """Line [dead-1, dead-2, me] behind a holder; the holder releases (handing
+    the lock to dead-1). A newcomer joins behind every 2 s. The lock should be
+    mine within about 2 x CLAIM_WINDOW: dead-1's handed lease runs out, then
+    I wait one CLAIM_WINDOW for dead-2. Instead every join changes the
+    object's version, which restarts my CLAIM_WINDOW, and I time out."""
+    world = World()
+    clock = world.store.clock
+    world.finish(acquire_flow(world.intent("holder"), clock, None))
+    for dead in ("dead-1", "dead-2"):
+        world.until_wait(acquire_flow(world.intent(dead), clock, None))  # then never runs again
+    started = world.mono
+    mine = acquire_flow(world.intent("me"), clock, world.mono + 60)
+    watch = world.until_wait(mine)
+    assert world.line() == ["dead-1", "dead-2", "me"]
+    world.finish(release_flow(world.intent("holder"), clock, None, None))
+
+    newcomers = 0
+    got: Acquired | None = None
+    while True:
+        current = world.store.execute(Read(NAME))
+        if current.version == watch.version:  # nothing new: time passes, someone joins
+            step = 2.0 if watch.until is None else min(2.0, watch.until - world.mono)
+            world.advance(max(step, 0.0))
+            if world.mono >= started + 60:
+                break
+            newcomers += 1
+            world.until_wait(acquire_flow(world.intent(f"new-{newcomers}"), clock, None))
+            current = world.store.execute(Read(NAME))
+        try:
+            effect = mine.send(current)
+            while not isinstance(effect, Watch):
+                answer = None if isinstance(effect, Sleep) else world.store.execute(effect)
+                effect = mine.send(answer)
+            watch = effect
+        except StopIteration as done:
+            got = done.value
+            break
+        except LockTimeout:
+            break
+    waited = world.mono - started
+    assert isinstance(got, Acquired), f"timed out behind {newcomers} newcomers"
+    assert waited <= 2 * CLAIM_WINDOW + 3, f"waited {waited:.0f} s behind {newcomers} newcomers"
+
+
+@pytest.mark.xfail(
+    strict=True, reason="a non-blocking acquire of a held lock joins the line and leaves it"
+)
+def test_a_non_blocking_try_on_a_held_lock_writes_nothing() -> None:
+    store = MemoryLocker()
+    holder = Lock(NAME, store).with_duration(30)
+    holder.acquire()
+    before = dict(store.requests)
+    with pytest.raises(LockTimeout):
+        Lock(NAME, store).with_duration(30).acquire(blocking=False)
+    writes = sum(store.requests[v] - before.get(v, 0) for v in ("update", "create"))
+    assert writes == 0, dict(store.requests)
