@@ -226,6 +226,7 @@ def decide_acquire(
     latest: datetime,
     token: int | None = None,
     free_for: float = 0.0,
+    join: bool = True,
 ) -> Decision:
     """Decide an acquire; ``earliest``/``latest`` bound the server's time now.
 
@@ -238,7 +239,8 @@ def decide_acquire(
     others in line ahead of it, joins the line (one write) and waits; the
     first in line takes a free lock; a release hands the lock to the first
     in line (:func:`decide_release`), which then finds itself the holder
-    (:class:`Accept`). ``free_for`` is how long (seconds, this host's clock)
+    (:class:`Accept`). ``join`` False (a caller that cannot wait any more)
+    returns the wait instead of joining. ``free_for`` is how long (seconds, this host's clock)
     the caller has seen the lock free at this version: a waiter takes a free
     lock after :data:`CLAIM_WINDOW` per waiter ahead of it has passed.
     """
@@ -262,7 +264,7 @@ def decide_acquire(
     place = next((i for i, w in enumerate(queue) if w.instance_id == me), None)
     live = state.live_leases(earliest)
     others = [le for le in live if le.instance_id != me]
-    join = Waiter(me, intent.duration, intent.tags, intent.reset_tags)
+    entry = Waiter(me, intent.duration, intent.tags, intent.reset_tags)
 
     def take(line: tuple[Waiter, ...]) -> Write:
         assert state is not None and record is not None
@@ -276,7 +278,7 @@ def decide_acquire(
 
     def enqueue() -> Write:
         assert state is not None and record is not None
-        return Write(record.version, state, queue_meta((*queue, join)))
+        return Write(record.version, state, queue_meta((*queue, entry)))
 
     if forced:
         return take(_without(queue, me))
@@ -289,7 +291,7 @@ def decide_acquire(
                 )
             )
         holder = others[0]
-        if intent.fair and place is None:
+        if intent.fair and place is None and join:
             return enqueue()
         until = None if holder.expires >= NEVER else holder.expires
         return Wait(until, holder.instance_id, holder.expires, "held")
@@ -301,7 +303,9 @@ def decide_acquire(
     if not intent.fair or not queue or place == 0:
         return take(_without(queue, me))
     if place is None:
-        return enqueue()
+        if join:
+            return enqueue()
+        return Wait(None, queue[0].instance_id, None, "queued", after=CLAIM_WINDOW * len(queue))
     patience = place * CLAIM_WINDOW
     if free_for >= patience:  # those ahead let the free lock be: presumed gone
         return take(queue[place + 1 :])
@@ -510,6 +514,12 @@ def _wait_until(clock: ServerClock, wait: Wait, deadline: float | None) -> float
     return min(ends) if ends else None
 
 
+def _ahead(record: Record | None, me: str) -> tuple[str, ...]:
+    """The waiters ahead of ``me`` in the stored line (none if not in it)."""
+    line = [] if record is None else [w.instance_id for w in read_queue(record.meta)]
+    return tuple(line[: line.index(me)]) if me in line else ()
+
+
 def _accepted(clock: ServerClock, record: Record, decision: Accept) -> Acquired | None:
     """Hold a lease that the object already gives us, if enough of it is left to be
     safe: its loss deadline comes from the server's latest possible time now."""
@@ -610,17 +620,20 @@ def acquire_flow(
     if record is None:
         record = yield from _read(name, patience)
     conflicts = late = 0
-    free_seen: tuple[str, float] | None = None  # (version, when) the lock was first seen free
+    # When this waiter first saw the lock free with the same waiters ahead of it:
+    # writes that do not change those (newcomers joining behind) keep the count.
+    free_seen: tuple[tuple[str, ...], float] | None = None
     while True:
         # The send time is taken *before* the server-time bounds: a stall between
         # the two then only shortens what we believe of the lease, never lengthens it.
         sent = clock.monotonic()
         earliest, latest = clock.bounds()
-        version = record.version if record is not None else None
+        ahead = _ahead(record, intent.instance_id)
         free_for = 0.0
-        if free_seen is not None and free_seen[0] == version:
+        if free_seen is not None and free_seen[0] == ahead:
             free_for = clock.monotonic() - free_seen[1]
-        decision = decide_acquire(intent, record, earliest, latest, token, free_for)
+        can_wait = not _timed_out(clock, deadline)
+        decision = decide_acquire(intent, record, earliest, latest, token, free_for, can_wait)
         if isinstance(decision, Refuse):
             raise decision.error
         if isinstance(decision, Accept):
@@ -672,8 +685,10 @@ def acquire_flow(
             record = yield from _read(name, patience)
             continue
         assert isinstance(decision, Wait)
-        if decision.reason == "queued" and (free_seen is None or free_seen[0] != version):
-            free_seen = (version or "", clock.monotonic())
+        if decision.reason != "queued":
+            free_seen = None
+        elif free_seen is None or free_seen[0] != ahead:
+            free_seen = (ahead, clock.monotonic())
         if _timed_out(clock, deadline):
             what = (
                 f"is free, but {decision.holder} is ahead in line"

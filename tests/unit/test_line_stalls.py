@@ -1,6 +1,7 @@
-"""Two ways the line of waiters misbehaves, driven through the core's flows on
-the Memory locker with a fake clock (no I/O, no real time). Both are strict
-xfails documenting open bugs; see docs/waiting.md."""
+"""Two ways the line of waiters once misbehaved, driven through the core's flows
+on the Memory locker with a fake clock (no I/O, no real time): a waiter behind
+dead ones stalled by newcomers joining behind it, and a non-blocking try that
+joined the line only to leave it."""
 
 from __future__ import annotations
 
@@ -62,11 +63,6 @@ class World:
         return [w.instance_id for w in read_queue(record.meta)]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="a waiter's patience with dead waiters ahead restarts at every write, "
-    "so joins behind it keep it waiting",
-)
 def test_newcomers_joining_behind_do_not_stall_a_waiter_behind_dead_ones() -> None:
     """Line [dead-1, dead-2, me] behind a holder; the holder releases (handing
     the lock to dead-1). A newcomer joins behind every 2 s. The lock should be
@@ -112,9 +108,6 @@ def test_newcomers_joining_behind_do_not_stall_a_waiter_behind_dead_ones() -> No
     assert waited <= 2 * CLAIM_WINDOW + 3, f"waited {waited:.0f} s behind {newcomers} newcomers"
 
 
-@pytest.mark.xfail(
-    strict=True, reason="a non-blocking acquire of a held lock joins the line and leaves it"
-)
 def test_a_non_blocking_try_on_a_held_lock_writes_nothing() -> None:
     store = MemoryLocker()
     holder = Lock(NAME, store).with_duration(30)
