@@ -136,6 +136,10 @@ class AsyncLeaseLocker:
         """The operation that waited with ``session`` is over: stop its watch."""
         await self._watches.end(session)
 
+    async def latest(self, session: object, record: Record | None) -> Record | None:
+        """``record``, or a newer version that ``session``'s watch has received (no request)."""
+        return await self._watches.latest(session, record)
+
     async def list_records(self, page_size: int = 500) -> list[Record]:
         """Every lock Lease of this locker (label ``lockheed/lock``), paginated."""
         params = {"labelSelector": LABEL, "limit": str(page_size)}

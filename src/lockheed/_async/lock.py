@@ -61,16 +61,20 @@ class AsyncLock(LockBase):
         super().__init__(name, locker, instance_id=instance_id)
         self._mutex = asyncio.Lock()
         self._wrote = False  # this acquire sent a write (it may have landed)
+        self._session: object = None  # the watch session kept while held
         # unasync: begin async-only
         self._lost_event = asyncio.Event()
         # unasync: end
 
-    async def _run(self, flow: Any, guard: bool = True) -> Any:
+    async def _run(self, flow: Any, guard: bool = True, session: object = None) -> Any:
         """Perform a flow's effects; backend errors go back into the flow to decide.
-        ``guard=False``: the stop signal does not stop it (cleanup after a stop)."""
+        ``guard=False``: the stop signal does not stop it (cleanup after a stop).
+        The flow's waits share one watch session (the locker keeps one watch open
+        across them); it ends with the flow unless the caller passes ``session``."""
         result: Any = None
         error: LockBackendError | None = None
-        session = object()  # lets the locker keep one watch open across our waits
+        own = session is None
+        session = object() if session is None else session
         try:
             while True:
                 effect = flow.send(result) if error is None else flow.throw(error)
@@ -91,9 +95,25 @@ class AsyncLock(LockBase):
             return done.value
         finally:
             flow.close()
-            end_watch = getattr(self.locker, "end_watch", None)
-            if end_watch is not None:
-                await end_watch(session)
+            if own:
+                await self._end_watch(session)
+
+    async def _end_watch(self, session: object) -> None:
+        end_watch = getattr(self.locker, "end_watch", None)
+        if end_watch is not None and session is not None:
+            await end_watch(session)
+
+    async def _latest_record(self) -> None:
+        """Bring the cached object up to date from the watch kept open since the
+        acquire waited (no request): renewal and release then write at the current
+        version instead of meeting a conflict after waiters joined the line."""
+        latest = getattr(self.locker, "latest", None)
+        if latest is not None and self._session is not None:
+            self._record = await latest(self._session, self._record)
+
+    async def _drop_session(self) -> None:
+        session, self._session = self._session, None
+        await self._end_watch(session)
 
     async def acquire(self, blocking: bool = True, timeout: float | None = None) -> int:
         """Take the lock; return the fencing token.
@@ -108,14 +128,18 @@ class AsyncLock(LockBase):
             flow = acquire_flow(
                 self._intent(), self.locker.clock, deadline, self._record, self._held_token()
             )
+            session = object()
             try:
-                got: Acquired = await self._run(flow)
+                got: Acquired = await self._run(flow, session=session)
             except BaseException as exc:
+                await self._end_watch(session)
                 if isinstance(exc, LockError):
                     self._event(EventCode.ACQUIRE_FAILED, str(exc), exc)
                 if self._wrote and not was_active:  # leave the line, drop what landed
                     await shield(self._abandon())
                 raise
+            await self._drop_session()
+            self._session = session  # its watch, if it waited, is kept while held
             token = self._acquired(got)
             self._lost_event.clear()  # unasync: async-only
             self._schedule()
@@ -150,6 +174,7 @@ class AsyncLock(LockBase):
 
     async def _renew_locked(self) -> None:
         token = self._check_renewable()
+        await self._latest_record()
         try:
             with request_deadline(self._deadline):
                 record, expires, sent = await self._run(
@@ -197,6 +222,7 @@ class AsyncLock(LockBase):
         async with self._mutex:
             token = self._begin_release()
             try:
+                await self._latest_record()
                 done: Released = await self._run(
                     release_flow(self._intent(), self.locker.clock, self._record, token)
                 )
@@ -204,6 +230,7 @@ class AsyncLock(LockBase):
                 self._event(EventCode.RELEASE_FAILED, str(exc), exc)
                 raise
             finally:
+                await self._drop_session()
                 self._active = False
                 self._expires = None
             self._released(done)

@@ -114,6 +114,26 @@ class AsyncWatches:
                 else:
                     await stream.close()
 
+    async def latest(self, session: object, record: Record | None) -> Record | None:
+        """The newest version of the object that ``session``'s stream has received
+        and nobody has read yet, if it is newer than ``record``; else ``record``.
+        Sends no request: a holder that kept its watch open renews and releases
+        from a current copy instead of meeting a conflict."""
+        stream = self._streams.get(session)
+        if stream is None or record is None:
+            return record
+        newest: Any = None
+        version = record.version
+        while (item := stream.poll()) is not None:
+            kind, obj = item
+            if kind in ("ADDED", "MODIFIED") and _newer(obj, version):
+                newest = obj
+                version = str((obj.get("metadata") or {}).get("resourceVersion", ""))
+            elif kind not in ("ADDED", "MODIFIED"):  # deleted, ended or broken: stop using it
+                await self.end(session)
+                break
+        return record if newest is None else self.decode(record.name, newest)
+
     async def end(self, session: object) -> None:
         """The operation that waited with ``session`` is over: stop its watch."""
         stream = self._streams.pop(session, None)

@@ -43,6 +43,13 @@ class WatchStream:
             return
         self._queue.put_nowait(("END", None))
 
+    def poll(self) -> tuple[str, Any] | None:
+        """The next event if one has arrived, else None (never waits)."""
+        try:
+            return self._queue.get_nowait()
+        except asyncio.QueueEmpty:
+            return None
+
     async def next(self, timeout: float | None) -> tuple[str, Any] | None:
         """The next event, or None when ``timeout`` seconds pass first."""
         try:

@@ -121,6 +121,10 @@ class ConfigMapLocker:
         """The operation that waited with ``session`` is over: stop its watch."""
         self._watches.end(session)
 
+    def latest(self, session: object, record: Record | None) -> Record | None:
+        """``record``, or a newer version that ``session``'s watch has received (no request)."""
+        return self._watches.latest(session, record)
+
     def list_records(self, page_size: int = 500) -> list[Record]:
         """Every lock object of this locker (label ``lockheed/lock``), paginated."""
         params = {"labelSelector": LABEL, "limit": str(page_size)}

@@ -60,13 +60,17 @@ class Lock(LockBase):
         super().__init__(name, locker, instance_id=instance_id)
         self._mutex = threading.RLock()
         self._wrote = False  # this acquire sent a write (it may have landed)
+        self._session: object = None  # the watch session kept while held
 
-    def _run(self, flow: Any, guard: bool = True) -> Any:
+    def _run(self, flow: Any, guard: bool = True, session: object = None) -> Any:
         """Perform a flow's effects; backend errors go back into the flow to decide.
-        ``guard=False``: the stop signal does not stop it (cleanup after a stop)."""
+        ``guard=False``: the stop signal does not stop it (cleanup after a stop).
+        The flow's waits share one watch session (the locker keeps one watch open
+        across them); it ends with the flow unless the caller passes ``session``."""
         result: Any = None
         error: LockBackendError | None = None
-        session = object()  # lets the locker keep one watch open across our waits
+        own = session is None
+        session = object() if session is None else session
         try:
             while True:
                 effect = flow.send(result) if error is None else flow.throw(error)
@@ -87,9 +91,25 @@ class Lock(LockBase):
             return done.value
         finally:
             flow.close()
-            end_watch = getattr(self.locker, "end_watch", None)
-            if end_watch is not None:
-                end_watch(session)
+            if own:
+                self._end_watch(session)
+
+    def _end_watch(self, session: object) -> None:
+        end_watch = getattr(self.locker, "end_watch", None)
+        if end_watch is not None and session is not None:
+            end_watch(session)
+
+    def _latest_record(self) -> None:
+        """Bring the cached object up to date from the watch kept open since the
+        acquire waited (no request): renewal and release then write at the current
+        version instead of meeting a conflict after waiters joined the line."""
+        latest = getattr(self.locker, "latest", None)
+        if latest is not None and self._session is not None:
+            self._record = latest(self._session, self._record)
+
+    def _drop_session(self) -> None:
+        session, self._session = self._session, None
+        self._end_watch(session)
 
     def acquire(self, blocking: bool = True, timeout: float | None = None) -> int:
         """Take the lock; return the fencing token.
@@ -104,14 +124,18 @@ class Lock(LockBase):
             flow = acquire_flow(
                 self._intent(), self.locker.clock, deadline, self._record, self._held_token()
             )
+            session = object()
             try:
-                got: Acquired = self._run(flow)
+                got: Acquired = self._run(flow, session=session)
             except BaseException as exc:
+                self._end_watch(session)
                 if isinstance(exc, LockError):
                     self._event(EventCode.ACQUIRE_FAILED, str(exc), exc)
                 if self._wrote and not was_active:  # leave the line, drop what landed
                     shield(self._abandon())
                 raise
+            self._drop_session()
+            self._session = session  # its watch, if it waited, is kept while held
             token = self._acquired(got)
             self._schedule()
             return token
@@ -145,6 +169,7 @@ class Lock(LockBase):
 
     def _renew_locked(self) -> None:
         token = self._check_renewable()
+        self._latest_record()
         try:
             with request_deadline(self._deadline):
                 record, expires, sent = self._run(
@@ -192,6 +217,7 @@ class Lock(LockBase):
         with self._mutex:
             token = self._begin_release()
             try:
+                self._latest_record()
                 done: Released = self._run(
                     release_flow(self._intent(), self.locker.clock, self._record, token)
                 )
@@ -199,6 +225,7 @@ class Lock(LockBase):
                 self._event(EventCode.RELEASE_FAILED, str(exc), exc)
                 raise
             finally:
+                self._drop_session()
                 self._active = False
                 self._expires = None
             self._released(done)

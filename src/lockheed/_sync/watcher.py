@@ -50,6 +50,13 @@ class WatchStream:
             return
         self._queue.put(("END", None))
 
+    def poll(self) -> tuple[str, Any] | None:
+        """The next event if one has arrived, else None (never waits)."""
+        try:
+            return self._queue.get_nowait()
+        except queue.Empty:
+            return None
+
     def next(self, timeout: float | None) -> tuple[str, Any] | None:
         """The next event, or None when ``timeout`` seconds pass first."""
         try:
