@@ -36,6 +36,7 @@ class Sizes:
     election_pairs: int = 6  # leader-election hand-offs (each waits out a lease), in parallel
     contenders: tuple[int, ...] = (2, 8, 32)
     window: float = 10.0  # contended throughput window, seconds
+    many_tasks: tuple[int, int] = (128, 4)  # asyncio contenders, and the processes they run in
     renew_interval: float = 1.0
     renew_window: float = 10.0
     renew_locks: int = 4  # locks held at once for the renewal load (divided out)
@@ -65,6 +66,7 @@ def quick() -> Sizes:
         election_pairs=1,
         contenders=(2, 4),
         window=2.0,
+        many_tasks=(8, 2),
         renew_window=3.0,
         renew_locks=2,
         many_locks=50,

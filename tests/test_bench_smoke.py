@@ -43,8 +43,13 @@ def test_quick_bench_runs_every_figure(kube_kubeconfig: Path, tmp_path: Path) ->
         assert "requests" in results["renewal"][key], key
         for contention in results["contention"][key].values():
             assert contention["acquisitions"] > 0, key
+            assert contention["fairness"]["acquisitions"] >= contention["acquisitions"], key
+    assert len(results["contention"]["lockheed-async"]) == 3  # 2, 4, and 8 tasks in 2 processes
+    for contention in results["contention"]["lockheed-racing"].values():
+        assert contention["fairness"]["acquisitions"] > 0
     assert results["raw_put"]["samples"]
     assert results["held_many"]["locks"] > 0
+    assert results["held_many_httpx2"]["locks"] > 0
     assert [item["locks"] for item in results["listing"]] == [20, 50]
     assert "importtime_us" in results["imports"]["lockheed"]
 
@@ -62,5 +67,5 @@ def test_quick_bench_runs_every_figure(kube_kubeconfig: Path, tmp_path: Path) ->
         for contention in results["contention"]["go-lockheed"].values():
             assert contention["acquisitions"] > 0
     if importlib.util.find_spec("matplotlib") is not None:
-        for chart in ("handoff.png", "throughput.png", "listing.png"):
+        for chart in ("handoff.png", "throughput.png", "fairness.png", "listing.png"):
             assert (out / chart).stat().st_size > 0, chart

@@ -75,16 +75,22 @@ class _TokenFile:
     """A bearer token read from a file, read again when the server answers 401
     (a service account's token is rotated by the kubelet)."""
 
-    def __init__(self, path: str):
-        self.path = path
+    def __init__(self, path: str, where: str):
+        self.path, self.where = path, where
         self.header: str | None = None
 
     def read(self) -> str:
         try:
             token = Path(self.path).read_text().strip()
-        except OSError as exc:
-            why = exc.strerror or type(exc).__name__
-            raise LockConfigError(f"cannot read the token file {self.path}: {why}") from None
+        except OSError as exc:  # worded as with the httpx2 client (lightkube's auth)
+            why = (
+                "not found"
+                if isinstance(exc, FileNotFoundError)
+                else f"cannot be read: {exc.strerror or type(exc).__name__}"
+            )
+            raise LockConfigError(
+                f"{self.where}: cannot get credentials: Token file {self.path} {why}"
+            ) from None
         self.header = f"Bearer {token}"
         return self.header
 
@@ -110,14 +116,16 @@ def _proxied(scheme: str, host: str) -> bool:
     proxies = urllib.request.getproxies_environment()
     if not (proxies.get(scheme) or proxies.get("all")):
         return False
-    return not urllib.request.proxy_bypass_environment(host, proxies)
+    bypass: Any = getattr(urllib.request, "proxy_bypass_environment")  # noqa: B009 (untyped)
+    return not bypass(host, proxies)
 
 
-def endpoint_for(config: Any, verify: Any) -> Endpoint | None:
+def endpoint_for(config: Any, verify: Any, where: str = "the kubeconfig") -> Endpoint | None:
     """The lean client's endpoint for a lightkube ``SingleConfig`` whose ``httpx2``
     client was built with ``verify`` (its SSL context), or None when the lean
     client cannot serve it the same way (an exec plugin or auth provider, a
-    proxy, a TLS setting that is not an SSL context)."""
+    proxy, a TLS setting that is not an SSL context). ``where`` names the
+    configuration in errors."""
     server = urlsplit(str(config.cluster.server))
     user = config.user
     if server.scheme not in ("https", "http") or not server.hostname or user is None:
@@ -136,7 +144,7 @@ def endpoint_for(config: Any, verify: Any) -> Endpoint | None:
     port = server.port or (443 if server.scheme == "https" else 80)
     endpoint = Endpoint(server.hostname, port, context, server.netloc.rpartition("@")[2])
     if user.token_file is not None:
-        endpoint.token_file = _TokenFile(os.fspath(user.token_file))
+        endpoint.token_file = _TokenFile(os.fspath(user.token_file), where)
     elif user.token is not None:
         endpoint.authorization = f"Bearer {user.token}"
     elif user.username and user.password:

@@ -232,7 +232,10 @@ def lean_endpoint(config: Any) -> Any:
         verify = None
         if str(config.cluster.server).startswith("https:"):
             verify = verify_cluster(config.cluster, config.user, config.abs_file)
-        return endpoint_for(config, verify)
+        where = f"context {config.context_name!r}"
+        if config.fname:
+            where = f"kubeconfig {config.fname}, {where}"
+        return endpoint_for(config, verify, where)
     except Exception:  # whatever the lean client cannot use, httpx2 serves (or reports)
         return None
 

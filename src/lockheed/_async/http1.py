@@ -159,7 +159,9 @@ class Http1Pool:
             resp = await self._send(method, target, body, endpoint.token_file.read())
         return resp
 
-    async def _send(self, method: str, target: str, body: bytes | None, auth: str | None) -> Response:
+    async def _send(
+        self, method: str, target: str, body: bytes | None, auth: str | None
+    ) -> Response:
         data = request_bytes(self.endpoint, method, target, body, auth)
         conn = self._take()
         reused = conn is not None
