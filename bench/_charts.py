@@ -3,8 +3,10 @@
 * ``handoff.png``: distribution (ECDF, log time axis) of hand-off latency per
   system, with the API server's single PUT p50 and twice it marked; beside it
   the same for the uncontended acquire+release cycle.
-* ``throughput.png``: hand-offs per second, and API requests per hand-off,
-  against the number of contenders.
+* ``throughput.png``: acquisitions per second, and API requests per
+  acquisition, against the number of contenders (lockheed racing dashed).
+* ``fairness.png``: distribution (ECDF) of the waits of the largest
+  process-contender row, per system.
 * ``listing.png``: listing time against the number of locks, lockheed against
   kubectl.
 
@@ -28,6 +30,7 @@ COLORS = {
     "sherlock": "#d62728",
     "leaderelection": "#ff7f0e",
     "go-lockheed": "#2ca02c",
+    "lockheed-racing": "#9467bd",
 }
 
 
@@ -104,21 +107,16 @@ def draw(res: Results, out: Path) -> list[str]:
             xs = [n for n, _ in points]
             label = res.systems.get(key, key)
             color = COLORS.get(key, "gray")
-            left.plot(xs, [c.handoffs_per_s for _, c in points], "o-", label=label, color=color)
+            style = "o--" if key == "lockheed-racing" else "o-"
             left.plot(
-                xs,
-                [c.acquisitions_per_s for _, c in points],
-                "x:",
-                label=f"{label}: all acquisitions",
-                color=color,
+                xs, [c.acquisitions_per_s for _, c in points], style, label=label, color=color
             )
-            per_handoff = [
-                c.requests.total / c.handoffs if c.handoffs else math.nan for _, c in points
-            ]
-            right.plot(xs, per_handoff, "o-", label=label, color=color)
+            per_acquisition = [c.requests_per_acquisition for _, c in points]
+            right.plot(xs, per_acquisition, style, label=label, color=color)
+        right.axhline(3, color="gray", linestyle=":", label="3 (target)")
         for ax, title, ylabel in (
-            (left, "Contended throughput on one lock", "per second"),
-            (right, "API requests per hand-off", "requests (server-counted)"),
+            (left, "Contended throughput on one lock", "acquisitions per second"),
+            (right, "API requests per acquisition", "requests (server-counted)"),
         ):
             ax.set_xscale("log", base=2)
             ax.set_xticks(sorted({n for per in res.contention.values() for n in per}))
@@ -130,12 +128,37 @@ def draw(res: Results, out: Path) -> list[str]:
             ax.legend(fontsize=8)
         right.set_yscale("log")
         _plain(right.yaxis)
-        left.set_title("Contended throughput on one lock: hand-offs (solid), acquisitions (dotted)")
         fig.tight_layout()
         path = out / "throughput.png"
         fig.savefig(path, dpi=110)
         plt.close(fig)
         paths.append(str(path))
+
+        sizes = list(res.contention.get("lockheed-sync", {})) or [0]
+        biggest = {key: per.get(max(sizes)) for key, per in res.contention.items()}
+        waits = {
+            key: c
+            for key, c in biggest.items()
+            if isinstance(c, Contention) and c.fairness is not None
+        }
+        if waits:
+            fig, ax = plt.subplots(figsize=(7, 5))
+            for key, c in waits.items():
+                assert c.fairness is not None
+                label = f"{res.systems.get(key, key)}: {c.fairness.overtakes} overtakes"
+                _ecdf(ax, c.fairness.waits, label, COLORS.get(key, "gray"))
+            ax.set_xscale("log")
+            _plain(ax.xaxis)
+            ax.set_xlabel("milliseconds from asking to holding (log scale)")
+            ax.set_ylabel("fraction of acquisitions ≤ x")
+            ax.set_title(f"Waits of {max(sizes)} greedy contenders on one lock")
+            ax.grid(True, which="both", alpha=0.3)
+            ax.legend(fontsize=8, loc="lower right")
+            fig.tight_layout()
+            path = out / "fairness.png"
+            fig.savefig(path, dpi=110)
+            plt.close(fig)
+            paths.append(str(path))
 
     if isinstance(res.listing, list) and res.listing:
         fig, ax = plt.subplots(figsize=(7, 5))

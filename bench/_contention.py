@@ -1,47 +1,107 @@
-"""Figure 4: contended throughput on one lock.
+"""Figure 4: contended throughput and fairness on one lock.
 
-``n`` contenders (processes; for asyncio, ``n`` tasks in one process; for Go
-lockheed, ``n`` processes of the Go program, see
-:meth:`bench._golockheed.GoLockheed.contend_command`) take and release one
-lock as fast as they can for a fixed window, all starting on one signal.
+``n`` greedy contenders take and release one lock as fast as they can for a
+fixed window, all starting on one signal: processes for lockheed (sync) and
+sherlock; for lockheed (asyncio), ``n`` tasks in one process, or spread over
+``processes`` processes (the 128-task row); for Go lockheed, ``n`` processes
+of the Go program (see :meth:`bench._golockheed.GoLockheed.contend_command`).
+lockheed is run waiting in line (its default) and, for the before/after,
+racing (``with_fair(False)``).
+
 Every acquisition is stamped with ``time.monotonic()`` (CLOCK_MONOTONIC, one
-clock for all processes of the host, read by the Go contenders too).
+clock for all processes of the host, read by the Go contenders too) when its
+contender began to ask (Python contenders only) and when it got the lock.
 Reported: acquisitions per second, hand-offs per second (acquisitions by a
 different contender than the one before; a releaser that immediately wins
-again is not a hand-off), and the API requests per acquisition, counted by
-the server from the start signal until every contender has exited.
+again is not a hand-off), the API requests per acquisition and per hand-off,
+counted by the server from the start signal until every contender has
+exited, and the fairness of who was served when (:class:`bench._results.Fairness`:
+overtakes, Jain's index of acquisitions per contender, waits).
 """
 
 from __future__ import annotations
 
 import itertools
+import math
 import time
+from collections import Counter
+from collections.abc import Sequence
 
 from ._golockheed import GoLockheed
 from ._metrics import Meter
 from ._procs import Workers, worker_command
-from ._results import Contention
+from ._results import Contention, Fairness
 from ._systems import System
 
-__all__ = ["contend"]
+__all__ = ["contend", "fairness", "jain", "overtakes"]
 
 STARTUP_TIMEOUT = 240.0  # interpreters, imports and a first request, 32 at once on 2 cores
 
+Stamp = tuple[float, float, str]  # asked, got, contender
 
-def contend(system: System, meter: Meter, contenders: int, window: float) -> Contention:
+
+def overtakes(stamps: Sequence[tuple[float, float]]) -> int:
+    """How many acquisitions ``(asked, got)`` were served while an acquisition
+    that had asked strictly earlier was still waiting (it got the lock later)."""
+    ordered = sorted(stamps)
+    count = 0
+    latest_got = -math.inf  # the latest `got` among acquisitions that asked strictly earlier
+    for _, group in itertools.groupby(ordered, key=lambda s: s[0]):
+        same = list(group)
+        count += sum(1 for _, got in same if got < latest_got)
+        latest_got = max(latest_got, *(got for _, got in same))
+    return count
+
+
+def jain(counts: Sequence[int]) -> float:
+    """Jain's fairness index: 1 when every contender got as many, 1/n when one got all."""
+    total, squares = sum(counts), sum(c * c for c in counts)
+    return total * total / (len(counts) * squares) if squares else math.nan
+
+
+def fairness(stamps: Sequence[Stamp], contenders: Sequence[str], t_end: float) -> Fairness:
+    inside = [s for s in stamps if s[1] <= t_end]
+    per = Counter(who for _, _, who in inside)
+    return Fairness(
+        acquisitions=len(stamps),
+        contenders=len(contenders),
+        overtakes=overtakes([(asked, got) for asked, got, _ in stamps]),
+        jain=jain([per.get(who, 0) for who in contenders]),
+        waits=tuple(got - asked for asked, got, _ in inside),
+    )
+
+
+def _commands(
+    system: System, lock: str, contenders: int, fair: bool, processes: int
+) -> list[list[str]]:
     mode, env = system.contend_mode, system.env
-    lock = f"contended-{contenders}"
     common = ["--kubeconfig", str(env.kubeconfig), "--namespace", env.namespace, "--lock", lock]
+    if not fair:
+        common.append("--unfair")
     if isinstance(system, GoLockheed):
-        commands = [system.contend_command(lock)] * contenders
-    elif mode == "lockheed-async":
-        commands = [
-            worker_command("contend", "--system", mode, "--tasks", str(contenders), *common)
+        return [system.contend_command(lock)] * contenders
+    assert mode is not None
+    if mode == "lockheed-async":
+        shares = [contenders // processes + (i < contenders % processes) for i in range(processes)]
+        return [
+            worker_command("contend", "--system", mode, "--tasks", str(k), *common) for k in shares
         ]
-    else:
-        assert mode is not None
-        commands = [worker_command("contend", "--system", mode, *common)] * contenders
-    with Workers(commands) as workers:
+    return [worker_command("contend", "--system", mode, *common)] * contenders
+
+
+def contend(
+    system: System,
+    meter: Meter,
+    contenders: int,
+    window: float,
+    *,
+    fair: bool = True,
+    processes: int = 1,
+) -> Contention:
+    """``contenders`` greedy contenders on one fresh lock for ``window`` seconds
+    (``processes``: how many processes the asyncio tasks are spread over)."""
+    lock = f"contended-{contenders}{'' if fair else '-racing'}"
+    with Workers(_commands(system, lock, contenders, fair, processes)) as workers:
         workers.wait("READY", STARTUP_TIMEOUT)
         before = meter.snapshot()
         t_end = time.monotonic() + window
@@ -49,16 +109,29 @@ def contend(system: System, meter: Meter, contenders: int, window: float) -> Con
         results = workers.results(window + 90.0)
         workers.join(30.0)
     after = meter.settle(before)
-    stamps = sorted((float(t), str(who)) for r in results for t, who in r["stamps"])
-    inside = [s for s in stamps if s[0] <= t_end]
+    raw = [stamp for r in results for stamp in r["stamps"]]
+    got = sorted((float(s[-2]), str(s[-1])) for s in raw)
+    inside = [s for s in got if s[0] <= t_end]
     handoffs = sum(1 for a, b in itertools.pairwise(inside) if a[1] != b[1])
+    fair_figures = None
+    if raw and all(len(s) == 3 for s in raw):
+        who = [str(w) for r in results for w in r.get("contenders", ())]
+        stamps = [(float(a), float(g), str(w)) for a, g, w in raw]
+        fair_figures = fairness(stamps, who or sorted({s[2] for s in stamps}), t_end)
+    if isinstance(system, GoLockheed) or system.contend_mode != "lockheed-async":
+        how = "processes"
+    elif processes == 1:
+        how = "tasks in one process"
+    else:
+        how = f"tasks in {processes} processes"
     return Contention(
         contenders=contenders,
         window=window,
         acquisitions=len(inside),
         handoffs=handoffs,
-        all_acquisitions=len(stamps),
+        all_acquisitions=len(got),
         requests=meter.diff(before, after),
         conflicts=sum(int(r.get("conflicts", 0)) for r in results),
-        mode="tasks in one process" if mode == "lockheed-async" else "processes",
+        mode=how + ("" if fair else ", racing: with_fair(False)"),
+        fairness=fair_figures,
     )

@@ -10,13 +10,14 @@ from __future__ import annotations
 
 import contextlib
 import json
+import os
 import queue
 import subprocess
 import sys
 import tempfile
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from types import TracebackType
 from typing import IO, Any
@@ -37,8 +38,9 @@ def worker_command(mode: str, *options: str) -> list[str]:
 class Workers:
     """``with Workers(commands) as w: w.wait("READY"); w.go(t_end); w.results()``."""
 
-    def __init__(self, commands: Sequence[list[str]]):
+    def __init__(self, commands: Sequence[list[str]], env: Mapping[str, str] | None = None):
         self.commands = list(commands)
+        self.env = None if env is None else {**os.environ, **env}
         self.procs: list[subprocess.Popen[str]] = []
         self._errs: list[IO[str]] = []
         self._lines: queue.Queue[tuple[int, str | None]] = queue.Queue()
@@ -59,6 +61,7 @@ class Workers:
                     stderr=err,
                     text=True,
                     bufsize=1,
+                    env=self.env,
                 )
                 self.procs.append(proc)
                 reader = threading.Thread(target=self._read, args=(i, proc), daemon=True)

@@ -8,7 +8,9 @@
   ``many_locks`` locks with lockheed's sync API, then holds them for the
   window while the one renewal thread renews them; it reports its CPU time
   over the window (``time.process_time()``, all threads) and its VmRSS/VmHWM
-  from ``/proc/self/status``.
+  from ``/proc/self/status``. It runs twice: as lockheed runs by default, and
+  with ``LOCKHEED_HTTP1=0`` (every request through ``httpx2``, as before the
+  lean HTTP/1.1 client), so that the two costs come from one run.
 """
 
 from __future__ import annotations
@@ -24,7 +26,7 @@ from ._systems import Env
 __all__ = ["held_many"]
 
 
-def held_many(env: Env, meter: Meter, sizes: Sizes) -> HeldMany:
+def held_many(env: Env, meter: Meter, sizes: Sizes, *, lean: bool = True) -> HeldMany:
     command = worker_command(
         "hold-many",
         "--kubeconfig",
@@ -38,7 +40,7 @@ def held_many(env: Env, meter: Meter, sizes: Sizes) -> HeldMany:
         "--interval",
         str(sizes.many_interval),
     )
-    with Workers([command]) as workers:
+    with Workers([command], None if lean else {"LOCKHEED_HTTP1": "0"}) as workers:
         workers.wait("READY", 300.0)
         before = meter.snapshot()
         t_end = time.monotonic() + sizes.many_window

@@ -16,7 +16,8 @@ from __future__ import annotations
 
 import json
 import math
-from collections.abc import Sequence
+import operator
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -26,6 +27,7 @@ from ._ops import OP_LABELS
 from ._results import (
     Contention,
     ElectionRun,
+    Fairness,
     HeldMany,
     ImportTime,
     Latency,
@@ -35,8 +37,9 @@ from ._results import (
     Requests,
     Results,
     median,
+    percentile,
 )
-from ._runner import GO_KEY, GO_REASON
+from ._runner import GO_KEY, GO_REASON, RACING_KEY
 from ._systems import OPS
 
 __all__ = [
@@ -213,11 +216,29 @@ def build_table(res: Results) -> Table:
     t.add([*row, ref])
 
     sizes = sorted({n for per in res.contention.values() for n in per})
+    racing = res.contention.get(RACING_KEY, {})
     for n in sizes:
-        row = [f"{n} contenders: hand-offs/s (acq/s), req/hand-off"]
+        row = [f"{n} contenders: acquisitions/s, req/acquisition"]
         for key in COLUMNS:
             c = res.contention.get(key, {}).get(n)
-            row.append(cell(key, c, _contention_cell))
+            text = "" if c is None else cell(key, c, _contention_cell)
+            race = racing.get(n)
+            if key == "lockheed-sync" and isinstance(race, Contention):
+                text += f" (racing: {_contention_cell(race)})"
+            row.append(text)
+        t.add([*row, ""])
+    fair_n = _fair_n(res)
+    if fair_n is not None:
+        n = fair_n
+        row = [f"{n} contenders: overtakes, Jain's index, wait p50 / p99"]
+        for key in COLUMNS:
+            c = res.contention.get(key, {}).get(n)
+            f = c.fairness if isinstance(c, Contention) else None
+            text = _fairness_cell(f) if f is not None else ""
+            race = racing.get(n)
+            if key == "lockheed-sync" and isinstance(race, Contention) and race.fairness:
+                text += f" (racing: {_fairness_cell(race.fairness)})"
+            row.append(text)
         t.add([*row, ""])
 
     interval = next(
@@ -334,9 +355,18 @@ def _election_rows(res: Results, t: Table, cell: Any) -> None:
 
 
 def _contention_cell(c: Contention) -> str:
-    per = c.requests.total / c.handoffs if c.handoffs else math.inf
-    per_text = f"{per:.1f}" if not math.isinf(per) else "∞"
-    return f"{c.handoffs_per_s:.0f}/s ({c.acquisitions_per_s:.0f}), {per_text}"
+    return f"{c.acquisitions_per_s:.0f}/s, {c.requests_per_acquisition:.1f}"
+
+
+def _fairness_cell(f: Fairness) -> str:
+    waits = f"{_ms(percentile(f.waits, 50)).removesuffix(' ms')} / {_ms(percentile(f.waits, 99))}"
+    return f"{_share(f.overtake_share)}, {f.jain:.2f}, {waits}"
+
+
+def _fair_n(res: Results) -> int | None:
+    """The contender count of the fairness figure: the most processes measured."""
+    sizes = [n for n, c in res.contention.get("lockheed-sync", {}).items()]
+    return max(sizes) if sizes else None
 
 
 # --------------------------------------------------------------------- targets
@@ -494,6 +524,8 @@ def targets(res: Results) -> list[Verdict]:
             )
         )
 
+    out += _contention_targets(res)
+
     renewals = {k: res.renewal.get(k) for k in LOCKHEED}
     found = {k: v for k, v in renewals.items() if isinstance(v, Renewal)}
     go_renewal = res.renewal.get(GO_KEY)
@@ -535,13 +567,14 @@ def targets(res: Results) -> list[Verdict]:
             Verdict(
                 f"{size} renewed by one background thread: ≤ 5% of a core",
                 f"{_share(many.cpu_share)} ({many.cpu_seconds:.2f} s CPU in {many.window:.0f} s, "
-                f"{many.renewals} renewals)",
+                f"{many.renewals} renewals, {many.cpu_per_renewal * 1000:.2f} ms each)"
+                + _httpx2_many(res),
                 "met" if met else "not met",
                 f"{_ratio(many.cpu_share / 0.05)} the limit",
                 ""
                 if met
                 else f"one renewal costs {many.cpu_per_renewal * 1000:.2f} ms of CPU, a bare PUT "
-                f"with the same HTTP client {many.bare_put_cpu * 1000:.2f} ms; at {rate:g} "
+                f"through httpx2 {many.bare_put_cpu * 1000:.2f} ms; at {rate:g} "
                 f"renewals/s that is {_share(many.steady_share)} of a core in steady state, and "
                 f"the bare PUTs alone would be {_share(many.bare_put_cpu * rate)}",
             )
@@ -598,6 +631,142 @@ def targets(res: Results) -> list[Verdict]:
         )
     else:
         out.append(Verdict(target, "not measured", "not measurable", "", "the figure did not run"))
+    return out
+
+
+def _httpx2_many(res: Results) -> str:
+    h = res.held_many_httpx2
+    if not isinstance(h, HeldMany):
+        return ""
+    return (
+        f"; every request through httpx2 (LOCKHEED_HTTP1=0), same run: {_share(h.cpu_share)}, "
+        f"{h.cpu_per_renewal * 1000:.2f} ms per renewal"
+    )
+
+
+def _contended(res: Results, key: str, n: int | None) -> Contention | None:
+    c = res.contention.get(key, {}).get(n) if n is not None else None
+    return c if isinstance(c, Contention) else None
+
+
+def _contention_targets(res: Results) -> list[Verdict]:
+    out: list[Verdict] = []
+    sizes = sorted(res.contention.get("lockheed-sync", {}))
+    if not sizes:
+        return [
+            Verdict("contended throughput and fairness", "not measured", "not measurable", "", "")
+        ]
+    low, high = sizes[0], sizes[-1]
+    short = {"lockheed-sync": "sync", "lockheed-async": "async", RACING_KEY: "racing"}
+
+    target = f"contended throughput at {high} contenders ≥ 0.8 x at {low} (same run)"
+    got = {
+        k: (a, b)
+        for k in (*LOCKHEED, RACING_KEY)
+        if (a := _contended(res, k, low)) and (b := _contended(res, k, high))
+    }
+    if not all(k in got for k in LOCKHEED):
+        out.append(Verdict(target, "not measured", "not measurable", "", "a figure failed"))
+    else:
+        ratios = {
+            k: b.acquisitions_per_s / max(a.acquisitions_per_s, 1e-9) for k, (a, b) in got.items()
+        }
+        out.append(
+            Verdict(
+                target,
+                ", ".join(
+                    f"{short[k]} {a.acquisitions_per_s:.0f}/s → {b.acquisitions_per_s:.0f}/s"
+                    for k, (a, b) in got.items()
+                ),
+                "met" if all(ratios[k] >= 0.8 for k in LOCKHEED) else "not met",
+                ", ".join(f"{short[k]} {_ratio(r)}" for k, r in ratios.items()),
+            )
+        )
+
+    target = f"contended throughput at {high} contenders ≥ sherlock KubernetesLock's"
+    theirs = _contended(res, "sherlock", high)
+    mine = {k: c for k in LOCKHEED if (c := _contended(res, k, high))}
+    if theirs is None or len(mine) < len(LOCKHEED):
+        out.append(Verdict(target, "not measured", "not measurable", "", "a figure did not run"))
+    else:
+        ratios = {
+            k: c.acquisitions_per_s / max(theirs.acquisitions_per_s, 1e-9) for k, c in mine.items()
+        }
+        out.append(
+            Verdict(
+                target,
+                ", ".join(f"{short[k]} {c.acquisitions_per_s:.0f}/s" for k, c in mine.items())
+                + f"; sherlock {theirs.acquisitions_per_s:.0f}/s",
+                "met" if min(ratios.values()) >= 1 else "not met",
+                ", ".join(f"{short[k]} {_ratio(r)}" for k, r in ratios.items()),
+            )
+        )
+
+    rows = [(k, n, c) for k in LOCKHEED for n in sizes if (c := _contended(res, k, n))]
+    figures: tuple[tuple[str, Callable[[Contention], float]], ...] = (
+        ("acquisition", operator.attrgetter("requests_per_acquisition")),
+        ("hand-off", operator.attrgetter("requests_per_handoff")),
+    )
+    for what, value in figures:
+        target = f"API requests per {what} ≤ 3 at {', '.join(map(str, sizes))} contenders"
+        if not rows:
+            out.append(Verdict(target, "not measured", "not measurable", "", ""))
+            continue
+        worst = max(value(c) for _, _, c in rows)
+        race = [c for n in sizes if (c := _contended(res, RACING_KEY, n))]
+        out.append(
+            Verdict(
+                target,
+                "; ".join(
+                    f"{short[k]}: " + ", ".join(f"{value(c):.2f}" for kk, _, c in rows if kk == k)
+                    for k in LOCKHEED
+                )
+                + ("; racing: " + ", ".join(f"{value(c):.1f}" for c in race) if race else ""),
+                "met" if worst <= 3 + 1e-9 else "not met",
+                f"{_ratio(worst / 3)} the limit",
+            )
+        )
+
+    fairs = {k: c.fairness for k in (*LOCKHEED, RACING_KEY) if (c := _contended(res, k, high))}
+    fairs_ok = {k: f for k, f in fairs.items() if f is not None}
+    mine_f = {k: f for k, f in fairs_ok.items() if k in LOCKHEED}
+    enough = min((f.acquisitions for f in mine_f.values()), default=0)
+    for target, kind in (
+        (f"overtakes ≤ 5% of acquisitions ({high} greedy contenders)", "overtakes"),
+        (f"Jain's fairness index ≥ 0.9 ({high} greedy contenders)", "jain"),
+    ):
+        if len(mine_f) < len(LOCKHEED):
+            out.append(Verdict(target, "not measured", "not measurable", "", "a figure failed"))
+            continue
+        if kind == "overtakes":
+            met = all(f.overtake_share <= 0.05 for f in mine_f.values())
+            measured = (
+                ", ".join(
+                    f"{short[k]} {_share(f.overtake_share)} ({f.overtakes} of {f.acquisitions:,})"
+                    for k, f in fairs_ok.items()
+                )
+                + "; waits p50/p99/max "
+                + ", ".join(
+                    f"{short[k]} {_ms(percentile(f.waits, 50))}/{_ms(percentile(f.waits, 99))}/"
+                    f"{_ms(max(f.waits, default=math.nan))}"
+                    for k, f in fairs_ok.items()
+                )
+            )
+            ratio = ", ".join(
+                f"{short[k]} {_ratio(f.overtake_share / 0.05)} the limit" for k, f in mine_f.items()
+            )
+        else:
+            met = all(f.jain >= 0.9 for f in mine_f.values())
+            measured = ", ".join(f"{short[k]} {f.jain:.3f}" for k, f in fairs_ok.items())
+            ratio = ", ".join(
+                f"{short[k]} {_ratio(f.jain / 0.9)} the floor" for k, f in mine_f.items()
+            )
+        why = (
+            ""
+            if enough >= 1000
+            else (f"only {enough:,} acquisitions in the run (the target asks for ≥ 1,000)")
+        )
+        out.append(Verdict(target, measured, "met" if met else "not met", ratio, why))
     return out
 
 
@@ -660,24 +829,32 @@ def _details(res: Results) -> list[str]:
         elif isinstance(lat, NotMeasured):
             out.append(f"| {figure} | {name} | | n/a: {lat.reason} | | | |")
 
-    out += ["", "### Contended throughput (one lock)", ""]
+    out += ["", "### Contended throughput and fairness (one lock)", ""]
     out += [
         "| system | contenders | window | acquisitions/s | hand-offs/s | requests | "
-        "req/acquisition | req/hand-off | by verb | LockConflict at the end |",
-        "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
+        "req/acquisition | req/hand-off | by verb | overtakes | Jain's index | "
+        "wait p50 / p99 / max | LockConflict at the end |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
     ]
-    for key in MEASURED:
+    for key in (*MEASURED, RACING_KEY):
         for n, c in sorted(res.contention.get(key, {}).items()):
             if isinstance(c, Contention):
-                per = c.requests.total / c.handoffs if c.handoffs else math.inf
+                f = c.fairness
+                fair = (
+                    f"{_share(f.overtake_share)} ({f.overtakes} of {f.acquisitions}) | "
+                    f"{f.jain:.3f} | {_ms(percentile(f.waits, 50))} / "
+                    f"{_ms(percentile(f.waits, 99))} / {_ms(max(f.waits, default=math.nan))}"
+                    if f is not None
+                    else "n/a | n/a | n/a"
+                )
                 out.append(
                     f"| {res.systems[key]} | {n} {c.mode} | {c.window:g} s | "
                     f"{c.acquisitions_per_s:.1f} | {c.handoffs_per_s:.1f} | {c.requests.total:g} | "
-                    f"{c.requests_per_acquisition:.1f} | {per:.1f} | {c.requests.describe()} | "
-                    f"{c.conflicts} |"
+                    f"{c.requests_per_acquisition:.2f} | {c.requests_per_handoff:.2f} | "
+                    f"{c.requests.describe()} | {fair} | {c.conflicts} |"
                 )
             else:
-                out.append(f"| {res.systems[key]} | {n} | | n/a: {c.reason} | | | | | | |")
+                out.append(f"| {res.systems[key]} | {n} | | n/a: {c.reason} |{' |' * 9}")
 
     out += ["", "### Renewal load", ""]
     out += ["| system | locks | interval | window | req/s per lock | by verb | how |"]
@@ -707,7 +884,7 @@ def _details(res: Results) -> list[str]:
             f"- window {m.window:.1f} s: CPU {m.cpu_seconds:.2f} s = {_share(m.cpu_share)} of a "
             f"core; VmRSS {m.rss_mb:.1f} MB, VmHWM {m.hwm_mb:.1f} MB",
             f"- CPU per renewal {m.cpu_per_renewal * 1000:.2f} ms; a bare PUT of a small "
-            f"ConfigMap with the same HTTP client (lightkube's httpx2 client, measured in the "
+            f"ConfigMap through httpx2 (lightkube's client, measured in the "
             f"same process before the window) {m.bare_put_cpu * 1000:.2f} ms; steady state "
             f"({m.locks / m.interval:g} renewals/s) {_share(m.steady_share)} of a core. The "
             "window need not hold a whole number of renewal rounds: each lock is next due one "
@@ -715,6 +892,16 @@ def _details(res: Results) -> list[str]:
             f"- renewals seen by the process: {m.renewals} (lost: {m.lost}); the server counted "
             f"{m.requests.describe()} = {m.requests.total / max(m.window, 1e-9):.1f} requests/s",
         ]
+        h = res.held_many_httpx2
+        if isinstance(h, HeldMany):
+            out.append(
+                f"- the same with every request through httpx2 (`LOCKHEED_HTTP1=0`, as before the "
+                f"lean HTTP/1.1 client), same run: CPU {h.cpu_seconds:.2f} s = "
+                f"{_share(h.cpu_share)} of a core, {h.cpu_per_renewal * 1000:.2f} ms per renewal "
+                f"({h.renewals} renewals, lost {h.lost}); VmRSS {h.rss_mb:.1f} MB"
+            )
+        elif h.reason != "not run":
+            out.append(f"- with every request through httpx2: n/a: {h.reason}")
     else:
         out.append(f"- n/a: {m.reason}")
 
@@ -836,6 +1023,22 @@ METHOD = """\
   previous one. Go lockheed's contenders are processes of the Go program;
   having no way to wait for a lock, each retries a failed `Acquire` after a
   short random pause.
+- Contention: contenders are processes (tasks of one process for asyncio, and
+  of a few processes for the largest asyncio row) started on one signal;
+  they take and release the lock with no work in between. lockheed waits in
+  line by default; the racing rows are the same contenders with
+  `with_fair(False)`. A hand-off is an acquisition by a different contender
+  than the previous one.
+- Fairness: every acquisition is stamped on the host's monotonic clock when
+  its contender began to ask (its first acquire call since its previous
+  acquisition; a call again after a timeout is the same request) and when it
+  got the lock. An acquisition *overtakes* when another that asked earlier got
+  the lock later (A.asked > B.asked and A.got < B.got), counted over every
+  acquisition of the run; Jain's index is (Σx)² / (n·Σx²) over the
+  acquisitions x of each of the n contenders inside the window (1: all
+  equal); a wait is got - asked. Go lockheed's contenders are processes of
+  the Go program; having no way to wait for a lock, each retries a failed
+  `Acquire` after a short random pause (they stamp only when they got it).
 - Ratios are taken between figures of the same run; latencies are medians
   (p50) and 99th percentiles over the samples, request counts the median
   repeat."""

@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 __all__ = [
     "Contention",
     "ElectionRun",
+    "Fairness",
     "HeldMany",
     "ImportTime",
     "Latency",
@@ -122,6 +123,30 @@ class Latency:
 
 
 @dataclass(frozen=True)
+class Fairness:
+    """Who was served when, among greedy contenders on one lock.
+
+    Every acquisition has two stamps on one monotonic clock: ``asked`` (the
+    contender began to want the lock: its first acquire call since its last
+    acquisition) and ``got`` (its acquire returned). An acquisition A
+    *overtakes* when some acquisition B asked earlier and got later
+    (``B.asked < A.asked`` and ``B.got > A.got``): A was served while B, who
+    asked first, was still waiting. ``overtakes`` counts such A, so it is at
+    most ``acquisitions``.
+    """
+
+    acquisitions: int  # every acquisition of the run, the ones after the window included
+    contenders: int
+    overtakes: int
+    jain: float  # Jain's index of acquisitions per contender, inside the window
+    waits: tuple[float, ...]  # got - asked of the acquisitions inside the window, seconds
+
+    @property
+    def overtake_share(self) -> float:
+        return self.overtakes / self.acquisitions if self.acquisitions else math.nan
+
+
+@dataclass(frozen=True)
 class Contention:
     """Contenders taking turns on one lock for a fixed window."""
 
@@ -133,6 +158,7 @@ class Contention:
     requests: Requests  # every request from the start signal until all contenders exited
     conflicts: int = 0  # acquires that ended in LockConflict (not LockTimeout) at the window's end
     mode: str = ""
+    fairness: Fairness | None = None  # None: the contenders do not stamp when they asked
 
     @property
     def handoffs_per_s(self) -> float:
@@ -145,6 +171,10 @@ class Contention:
     @property
     def requests_per_acquisition(self) -> float:
         return self.requests.total / max(1, self.all_acquisitions)
+
+    @property
+    def requests_per_handoff(self) -> float:
+        return self.requests.total / self.handoffs if self.handoffs else math.inf
 
 
 @dataclass(frozen=True)
@@ -246,6 +276,7 @@ class Results:
     renewal: dict[str, Renewal | NotMeasured] = field(default_factory=dict)
     held_many: HeldMany | NotMeasured = NotMeasured("not run")
     election: dict[str, ElectionRun | NotMeasured] = field(default_factory=dict)
+    held_many_httpx2: HeldMany | NotMeasured = NotMeasured("not run")  # LOCKHEED_HTTP1=0
     listing: list[Listing] | NotMeasured = NotMeasured("not run")
     imports: dict[str, ImportTime | NotMeasured] = field(default_factory=dict)
     problems: list[str] = field(default_factory=list)

@@ -53,9 +53,10 @@ from ._systems import (
     package_version,
 )
 
-__all__ = ["FIGURES", "GO_KEY", "GO_REASON", "SYSTEM_LABELS", "Options", "run"]
+__all__ = ["FIGURES", "GO_KEY", "GO_REASON", "RACING_KEY", "SYSTEM_LABELS", "Options", "run"]
 
 T = TypeVar("T")
+RACING_KEY = "lockheed-racing"  # lockheed (sync) contenders with with_fair(False)
 FIGURES = (
     "imports",
     "ops",
@@ -74,6 +75,7 @@ SYSTEM_LABELS = {
     "sherlock": "sherlock KubernetesLock",
     "leaderelection": "kubernetes leader election",
     GO_KEY: GO_LABEL,
+    RACING_KEY: "lockheed (sync), with_fair(False)",
 }
 
 
@@ -230,6 +232,11 @@ def _figures(
         r.log(f"{s.many_locks} locks held by one process for {s.many_window:g}s")
         env = Env(cluster.kubeconfig, cluster.namespace("many"))
         res.held_many = r.attempt("held locks", lambda: held_many(env, meter, s))
+        r.log(f"{s.many_locks} locks held by one process, every request through httpx2")
+        env = Env(cluster.kubeconfig, cluster.namespace("many-httpx2"))
+        res.held_many_httpx2 = r.attempt(
+            "held locks (httpx2)", lambda: held_many(env, meter, s, lean=False)
+        )
     if r.wanted("contention"):
         for system in systems:
             res.contention[system.key] = {}
@@ -242,6 +249,21 @@ def _figures(
                     f"contention {system.key} {n}",
                     functools.partial(contend, system, meter, n, s.window),
                 )
+            if isinstance(system, LockheedAsync):
+                n, processes = s.many_tasks
+                r.log(f"contention: {system.label}, {n} tasks in {processes} processes")
+                res.contention[system.key][n] = r.attempt(
+                    f"contention {system.key} {n}",
+                    functools.partial(contend, system, meter, n, s.window, processes=processes),
+                )
+            if isinstance(system, LockheedSync) and not isinstance(system, LockheedLease):
+                res.contention[RACING_KEY] = {}
+                for n in s.contenders:
+                    r.log(f"contention: {system.label} racing (with_fair(False)), {n} contenders")
+                    res.contention[RACING_KEY][n] = r.attempt(
+                        f"contention {RACING_KEY} {n}",
+                        functools.partial(contend, system, meter, n, s.window, fair=False),
+                    )
     if r.wanted("election"):
         for key in ELECTORS:
             elector = next((x for x in systems if x.key == key), None)

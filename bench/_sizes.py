@@ -37,6 +37,7 @@ class Sizes:
     election_window: float = 20.0  # requests of a steady leader, seconds
     contenders: tuple[int, ...] = (2, 8, 32)
     window: float = 10.0  # contended throughput window, seconds
+    many_tasks: tuple[int, int] = (128, 4)  # asyncio contenders, and the processes they run in
     renew_interval: float = 1.0
     renew_window: float = 10.0
     renew_locks: int = 4  # locks held at once for the renewal load (divided out)
@@ -67,6 +68,7 @@ def quick() -> Sizes:
         election_window=2.0,
         contenders=(2, 4),
         window=2.0,
+        many_tasks=(8, 2),
         renew_window=3.0,
         renew_locks=2,
         many_locks=50,

@@ -9,10 +9,14 @@ host); it works until then and prints ``RESULT <json>``. A failure prints
 
 Modes:
 
-``contend --system lockheed-sync|lockheed-async|sherlock``
+``contend --system lockheed-sync|lockheed-async|sherlock [--unfair]``
     Take and release one lock as fast as possible until ``t_end``, recording
-    the monotonic time of every acquisition. ``lockheed-async`` runs
-    ``--tasks`` contenders as tasks of this one process.
+    for every acquisition the monotonic time its contender began to ask (its
+    first acquire call since its previous acquisition: an acquire that timed
+    out and is called again is still the same request) and the time it got
+    the lock. ``lockheed-async`` runs ``--tasks`` contenders as tasks of this
+    one process. ``--unfair``: lockheed's locks race (``with_fair(False)``)
+    instead of waiting in line.
 ``hold-many``
     Acquire ``--locks`` locks (lockheed sync) with a duration and renew
     interval, then hold them through the window and report this process's CPU
@@ -69,8 +73,9 @@ def _status_mb(field: str) -> float:
 # ------------------------------------------------------------------ contend
 
 
-Stamps = list[tuple[float, str]]
-Outcome = tuple[Stamps, int]  # acquisitions, and LockConflict raised instead of LockTimeout
+Stamps = list[tuple[float, float, str]]  # asked, got, contender
+# acquisitions, the contenders, and how many acquires raised LockConflict instead of LockTimeout
+Outcome = tuple[Stamps, list[str], int]
 
 
 def contend_lockheed(args: argparse.Namespace) -> Outcome:
@@ -78,6 +83,7 @@ def contend_lockheed(args: argparse.Namespace) -> Outcome:
 
     locker = ConfigMapLocker(args.namespace, config=args.kubeconfig)
     lock = Lock(args.lock, locker).with_duration(30).with_renew_interval(10)
+    lock = lock.with_fair(not args.unfair)
     warm = Lock(f"{args.lock}-warm-{os.getpid()}", locker).with_duration(30)
     warm.acquire()
     warm.release()
@@ -86,10 +92,13 @@ def contend_lockheed(args: argparse.Namespace) -> Outcome:
     me = str(os.getpid())
     stamps: Stamps = []
     conflicts = 0
+    asked: float | None = None
     while True:
-        remaining = t_end - time.monotonic()
+        now = time.monotonic()
+        remaining = t_end - now
         if remaining <= 0:
             break
+        asked = now if asked is None else asked
         try:
             lock.acquire(timeout=min(LIMIT, remaining))
         except LockTimeout:
@@ -97,10 +106,11 @@ def contend_lockheed(args: argparse.Namespace) -> Outcome:
         except LockConflict:  # the timeout passed while writes kept conflicting
             conflicts += 1
             continue
-        stamps.append((time.monotonic(), me))
+        stamps.append((asked, time.monotonic(), me))
+        asked = None
         lock.release()
     locker.close()
-    return stamps, conflicts
+    return stamps, [me], conflicts
 
 
 def contend_lockheed_async(args: argparse.Namespace) -> Outcome:
@@ -118,15 +128,19 @@ async def _contend_async(args: argparse.Namespace) -> Outcome:
     t_end = await asyncio.to_thread(wait_for_go, args.start_timeout)
     stamps: Stamps = []
     conflicts = 0
+    who = [f"{os.getpid()}-{i}" for i in range(args.tasks)]
 
-    async def contender(i: int) -> None:
+    async def contender(me: str) -> None:
         nonlocal conflicts
         lock = AsyncLock(args.lock, locker).with_duration(30).with_renew_interval(10)
-        me = f"{os.getpid()}-{i}"
+        lock = lock.with_fair(not args.unfair)
+        asked: float | None = None
         while True:
-            remaining = t_end - time.monotonic()
+            now = time.monotonic()
+            remaining = t_end - now
             if remaining <= 0:
                 return
+            asked = now if asked is None else asked
             try:
                 await lock.acquire(timeout=min(LIMIT, remaining))
             except LockTimeout:
@@ -134,12 +148,13 @@ async def _contend_async(args: argparse.Namespace) -> Outcome:
             except LockConflict:  # the timeout passed while writes kept conflicting
                 conflicts += 1
                 continue
-            stamps.append((time.monotonic(), me))
+            stamps.append((asked, time.monotonic(), me))
+            asked = None
             await lock.release()
 
-    await asyncio.gather(*(contender(i) for i in range(args.tasks)))
+    await asyncio.gather(*(contender(me) for me in who))
     await locker.aclose()
-    return stamps, conflicts
+    return stamps, who, conflicts
 
 
 def contend_sherlock(args: argparse.Namespace) -> Outcome:
@@ -155,20 +170,24 @@ def contend_sherlock(args: argparse.Namespace) -> Outcome:
     t_end = wait_for_go(args.start_timeout)
     me = str(os.getpid())
     stamps: Stamps = []
+    asked: float | None = None
     while True:
-        remaining = t_end - time.monotonic()
+        now = time.monotonic()
+        remaining = t_end - now
         if remaining <= 0:
             break
+        asked = now if asked is None else asked
         lock.timeout = min(default_timeout, remaining)
         try:
             lock.acquire()
         except sherlock.LockTimeoutException:
             continue
-        stamps.append((time.monotonic(), me))
+        stamps.append((asked, time.monotonic(), me))
+        asked = None
         lock.release()
     lock._owner = None  # KubernetesLock.__del__ would send one more GET
     api_client.close()
-    return stamps, 0
+    return stamps, [me], 0
 
 
 CONTENDERS = {
@@ -298,6 +317,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--namespace", required=True)
     parser.add_argument("--lock", default="contended")
     parser.add_argument("--tasks", type=int, default=1)
+    parser.add_argument("--unfair", action="store_true", help="lockheed: with_fair(False)")
     parser.add_argument("--locks", type=int, default=1000)
     parser.add_argument("--duration", type=float, default=30.0)
     parser.add_argument("--interval", type=float, default=10.0)
@@ -312,8 +332,9 @@ def main(argv: list[str] | None = None) -> int:
         if args.mode == "elect":
             elect(args)
         elif args.mode == "contend":
-            stamps, conflicts = CONTENDERS[args.system](args)
-            say("RESULT " + json.dumps({"stamps": stamps, "conflicts": conflicts}))
+            stamps, who, conflicts = CONTENDERS[args.system](args)
+            result = {"stamps": stamps, "contenders": who, "conflicts": conflicts}
+            say("RESULT " + json.dumps(result))
         else:
             say("RESULT " + json.dumps(hold_many(args)))
     except Exception as exc:

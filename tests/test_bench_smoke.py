@@ -43,6 +43,10 @@ def test_quick_bench_runs_every_figure(kube_kubeconfig: Path, tmp_path: Path) ->
         assert "requests" in results["renewal"][key], key
         for contention in results["contention"][key].values():
             assert contention["acquisitions"] > 0, key
+            assert contention["fairness"]["acquisitions"] >= contention["acquisitions"], key
+    assert len(results["contention"]["lockheed-async"]) == 3  # 2, 4, and 8 tasks in 2 processes
+    for contention in results["contention"]["lockheed-racing"].values():
+        assert contention["fairness"]["acquisitions"] > 0
     assert results["raw_put"]["samples"]
     assert results["held_many"]["locks"] > 0
     for key in ("lockheed-sync", "leaderelection"):  # LeaderElector, and the kubernetes client's
@@ -51,6 +55,7 @@ def test_quick_bench_runs_every_figure(kube_kubeconfig: Path, tmp_path: Path) ->
         election = results["election"][key]
         assert election["after_exit"]["samples"] and election["after_kill"]["samples"], key
         assert "requests" in election["leader"] and "requests" in election["with_candidate"], key
+    assert results["held_many_httpx2"]["locks"] > 0
     assert [item["locks"] for item in results["listing"]] == [20, 50]
     assert "importtime_us" in results["imports"]["lockheed"]
 
@@ -68,5 +73,5 @@ def test_quick_bench_runs_every_figure(kube_kubeconfig: Path, tmp_path: Path) ->
         for contention in results["contention"]["go-lockheed"].values():
             assert contention["acquisitions"] > 0
     if importlib.util.find_spec("matplotlib") is not None:
-        for chart in ("handoff.png", "throughput.png", "listing.png"):
+        for chart in ("handoff.png", "throughput.png", "fairness.png", "listing.png"):
             assert (out / chart).stat().st_size > 0, chart

@@ -33,6 +33,7 @@ __all__ = [
     "async_http_client",
     "forbidden",
     "http_client",
+    "lean_endpoint",
     "load_config",
     "reason",
     "request_deadline",
@@ -215,6 +216,28 @@ def _params() -> Any:
 # (HTTP/1.1; over HTTP/2 the client would leave the watch running on the
 # server). With its own pool for watches, the write that completes a hand-off
 # goes out on a warm connection instead of paying for a new TLS handshake.
+
+
+def lean_endpoint(config: Any) -> Any:
+    """Where the lean HTTP/1.1 client (:mod:`lockheed._http1`) sends the plain
+    requests for ``config``: the same server, TLS context and credentials as the
+    ``httpx2`` client's; None when only ``httpx2`` can serve it the same way."""
+    from lightkube.config.client_adapter import verify_cluster
+
+    from ._http1 import endpoint_for
+
+    if os.environ.get("LOCKHEED_HTTP1", "1") == "0":
+        return None
+    try:
+        verify = None
+        if str(config.cluster.server).startswith("https:"):
+            verify = verify_cluster(config.cluster, config.user, config.abs_file)
+        where = f"context {config.context_name!r}"
+        if config.fname:
+            where = f"kubeconfig {config.fname}, {where}"
+        return endpoint_for(config, verify, where)
+    except Exception:  # whatever the lean client cannot use, httpx2 serves (or reports)
+        return None
 
 
 def http_client(config: Any) -> httpx.Client:

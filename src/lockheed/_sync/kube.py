@@ -13,6 +13,13 @@ a missing or malformed kubeconfig as :class:`~lockheed.LockConfigError`
 errors (refused, reset, timed out), 5xx and 429 (with ``retry_after`` from
 the ``Retry-After`` header). 404 and 409 are returned as statuses, because
 the core decides what they mean.
+
+Plain requests (everything but watches) go through the lean HTTP/1.1 client
+of :mod:`lockheed._http1` when this API built its own clients and the
+configuration allows (same TLS context and credentials; not for exec plugins
+or proxies), and through ``httpx2`` otherwise, or while ``httpx2`` event
+hooks are set on ``self.client`` (they see every request), or when the
+environment sets ``LOCKHEED_HTTP1=0``. Both paths fail in the same way.
 """
 
 from __future__ import annotations
@@ -25,15 +32,18 @@ import httpx2 as httpx
 
 from .._clock import ServerClock
 from .._errors import LockBackendError
+from .._http1 import ProtocolError, request_target
 from .._kubecfg import (
     KubeConfigSource,
     forbidden,
     http_client,
+    lean_endpoint,
     load_config,
     reason,
     request_timeout,
     retry_after,
 )
+from .http1 import Http1Pool
 
 __all__ = ["KubeAPI"]
 
@@ -55,12 +65,17 @@ class KubeAPI:
         #: The lightkube ``SingleConfig`` used, when this client built its own connection.
         self.config: Any = None
         watch_client = client
+        #: The lean client for plain requests (None: httpx2 serves them).
+        self.lean: Http1Pool | None = None
         if client is None or namespace is None:
             cfg = self.config = load_config(config)
             namespace = namespace or cfg.namespace
             if client is None:
                 client = http_client(cfg)
                 watch_client = http_client(cfg)
+                endpoint = lean_endpoint(cfg)
+                if endpoint is not None:
+                    self.lean = Http1Pool(endpoint)
         assert namespace is not None and client is not None and watch_client is not None
         self.namespace: str = namespace
         self.client = client
@@ -70,6 +85,8 @@ class KubeAPI:
         self.base = f"{api_path}/namespaces/{namespace}/{resource}"
 
     def close(self) -> None:
+        if self.lean is not None:
+            self.lean.close()
         self.client.close()
         if self.watch_client is not self.client:
             self.watch_client.close()
@@ -86,23 +103,39 @@ class KubeAPI:
     ) -> tuple[int, Any]:
         """Send one request; return ``(status, json)`` for statuses in ``ok``, 404 or 409."""
         content = None if body is None else json.dumps(body, separators=(",", ":"))
-        headers = {"Content-Type": "application/json"} if content is not None else None
         sent = self.clock.monotonic()
-        try:
-            resp = self.client.request(
-                method,
-                self.base + path,
-                content=content,
-                params=params,
-                headers=headers,
-                timeout=request_timeout(),
-            )
-        except httpx.HTTPError as exc:
-            raise LockBackendError(
-                f"{method} {self.resource}{path}: {exc!r}",
-                lock=lock,
-                transient=isinstance(exc, httpx.TransportError),
-            ) from exc
+        resp: Any
+        lean = self.lean
+        hooks = self.client.event_hooks
+        if lean is not None and not hooks["request"] and not hooks["response"]:
+            try:
+                resp = lean.request(
+                    method,
+                    request_target(self.base + path, params),
+                    None if content is None else content.encode(),
+                    request_timeout(),
+                )
+            except (OSError, ProtocolError, TimeoutError) as exc:
+                raise LockBackendError(
+                    f"{method} {self.resource}{path}: {exc!r}", lock=lock, transient=True
+                ) from exc
+        else:
+            headers = {"Content-Type": "application/json"} if content is not None else None
+            try:
+                resp = self.client.request(
+                    method,
+                    self.base + path,
+                    content=content,
+                    params=params,
+                    headers=headers,
+                    timeout=request_timeout(),
+                )
+            except httpx.HTTPError as exc:
+                raise LockBackendError(
+                    f"{method} {self.resource}{path}: {exc!r}",
+                    lock=lock,
+                    transient=isinstance(exc, httpx.TransportError),
+                ) from exc
         self.clock.observe_http_date(resp.headers.get("date"), sent, self.clock.monotonic())
         status = resp.status_code
         if status in ok or status in (404, 409):

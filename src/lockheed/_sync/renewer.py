@@ -35,7 +35,13 @@ MAX_WORKERS = 16
 class Renewer:
     def __init__(self) -> None:
         self._queue: DueQueue[Any] = DueQueue()
-        self._cond = threading.Condition()
+        # One lock, two conditions: the scheduler waits on one, idle workers on
+        # the other, so each change wakes only the one thread that must act (a
+        # wake-up of every thread per renewal cost more CPU than the renewal).
+        self._mutex = threading.Lock()
+        self._cond = threading.Condition(self._mutex)  # the scheduler's
+        self._work = threading.Condition(self._mutex)  # idle workers'
+        self._wake_at: float | None = None  # when the scheduler wakes by itself (None: never)
         self._thread: threading.Thread | None = None
         self._ready: deque[Any] = deque()  # due locks waiting for a worker
         self._workers = 0
@@ -49,7 +55,13 @@ class Renewer:
                     target=self._run, name="lockheed-renewer", daemon=True
                 )
                 self._thread.start()
-            self._cond.notify_all()
+            self._wake_for(due)
+
+    def _wake_for(self, due: float) -> None:
+        """Wake the scheduler if ``due`` comes before it would wake by itself."""
+        if self._wake_at is None or due < self._wake_at:
+            self._wake_at = due
+            self._cond.notify()
 
     def cancel(self, lock: Any) -> None:
         with self._cond:
@@ -58,24 +70,28 @@ class Renewer:
     def _run(self) -> None:
         with self._cond:
             while True:
-                lock, wait = self._queue.pop_due(time.monotonic())
+                now = time.monotonic()
+                lock, wait = self._queue.pop_due(now)
                 if lock is None:
+                    self._wake_at = None if wait is None else now + wait
                     self._cond.wait(wait)
+                    self._wake_at = None
                     continue
                 self._ready.append(lock)
                 if self._idle == 0 and self._workers < MAX_WORKERS:
                     self._workers += 1
                     threading.Thread(
-                        target=self._work, name="lockheed-renewal", daemon=True
+                        target=self._serve, name="lockheed-renewal", daemon=True
                     ).start()
-                self._cond.notify_all()
+                else:
+                    self._work.notify()
 
-    def _work(self) -> None:
+    def _serve(self) -> None:
         while True:
             with self._cond:
                 self._idle += 1
                 while not self._ready:
-                    self._cond.wait()
+                    self._work.wait()
                 self._idle -= 1
                 lock = self._ready.popleft()
             try:
@@ -86,7 +102,7 @@ class Renewer:
             if due is not None:
                 with self._cond:
                     self._queue.push_if_absent(lock, due)
-                    self._cond.notify_all()
+                    self._wake_for(due)
 
 
 renewer = Renewer()

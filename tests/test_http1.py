@@ -1,0 +1,134 @@
+"""The lean HTTP/1.1 client that carries plain requests (lockheed._http1).
+
+On the real API server: a locker built from a kubeconfig uses it, and a
+kept-alive connection that died while idle in the pool costs nothing but a
+new connection (the renewal still succeeds, with one PUT). Against a small
+local HTTP server: the answer framings the server may choose (chunked,
+Content-Length, until close) are read correctly, and a connection is reused
+only when the server allows it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from lockheed import AsyncConfigMapLocker, AsyncLock, ConfigMapLocker, Lock
+from lockheed._http1 import Endpoint
+from lockheed._sync.http1 import Http1Pool
+
+
+def _kill_idle(pool: object) -> int:
+    """Shut down every idle connection of a pool under it (as a server that
+    dropped them would); return how many there were."""
+    idle = list(pool._idle)  # type: ignore[attr-defined]
+    for conn in idle:
+        sock = conn.sock if hasattr(conn, "sock") else conn.writer.get_extra_info("socket")
+        sock.shutdown(socket.SHUT_RDWR)
+    return len(idle)
+
+
+def test_a_dead_kept_alive_connection_is_replaced(
+    kube_namespace: str, kube_kubeconfig: Path
+) -> None:
+    with ConfigMapLocker(kube_namespace, config=kube_kubeconfig) as locker:
+        assert locker.api.lean is not None  # a client certificate: the lean client serves it
+        lock = Lock("lean", locker).with_duration(30)
+        lock.acquire()
+        assert _kill_idle(locker.api.lean) >= 1
+        lock.renew()  # on a new connection
+        assert lock.held
+        lock.release()
+        assert not lock.held
+
+
+def test_a_dead_kept_alive_connection_is_replaced_async(
+    kube_namespace: str, kube_kubeconfig: Path
+) -> None:
+    async def main() -> None:
+        async with AsyncConfigMapLocker(kube_namespace, config=kube_kubeconfig) as locker:
+            assert locker.api.lean is not None
+            lock = AsyncLock("lean-async", locker).with_duration(30)
+            await lock.acquire()
+            assert _kill_idle(locker.api.lean) >= 1
+            await asyncio.sleep(0)  # let the transport see its end
+            await lock.renew()
+            assert lock.held
+            await lock.release()
+
+    asyncio.run(main())
+
+
+# ---------------------------------------------------------- a local HTTP server
+
+ANSWERS = {
+    "/chunked": (
+        b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\nDate: x\r\n\r\n"
+        b'5\r\n{"a":\r\n3;ext=1\r\n 1}\r\n0\r\n\r\n'
+    ),
+    "/length": b'HTTP/1.1 409 Conflict\r\nContent-Length: 7\r\n\r\n{"b":2}',
+    "/close": b'HTTP/1.1 200 OK\r\nConnection: close\r\n\r\n{"c":3}',
+}
+
+
+@pytest.fixture
+def server() -> Iterator[tuple[int, list[int]]]:
+    """A server answering each request line from ANSWERS; yields its port and,
+    per accepted connection, how many requests it carried."""
+    listener = socket.create_server(("127.0.0.1", 0))
+    port = listener.getsockname()[1]
+    carried: list[int] = []
+
+    def serve(conn: socket.socket) -> None:
+        index = len(carried)
+        carried.append(0)
+        reader = conn.makefile("rb")
+        with conn, reader:
+            while True:
+                line = reader.readline()
+                if not line:
+                    return
+                while reader.readline() not in (b"\r\n", b""):
+                    pass
+                carried[index] += 1
+                path = line.split()[1].decode()
+                conn.sendall(ANSWERS[path])
+                if path == "/close":
+                    return
+
+    def accept() -> None:
+        with listener:
+            while True:
+                try:
+                    conn, _ = listener.accept()
+                except OSError:
+                    return
+                threading.Thread(target=serve, args=(conn,), daemon=True).start()
+
+    threading.Thread(target=accept, daemon=True).start()
+    yield port, carried
+    listener.close()
+
+
+def test_framings_and_reuse(server: tuple[int, list[int]]) -> None:
+    port, carried = server
+    pool = Http1Pool(Endpoint("127.0.0.1", port, None, f"127.0.0.1:{port}"))
+    try:
+        chunked = pool.request("GET", "/chunked", None, 5.0)
+        assert (chunked.status_code, chunked.json()) == (200, {"a": 1})
+        assert chunked.headers["date"] == "x"
+        length = pool.request("PUT", "/length", b"{}", 5.0)
+        assert (length.status_code, length.json()) == (409, {"b": 2})
+        assert carried == [2]  # both on one kept-alive connection
+        closing = pool.request("GET", "/close", None, 5.0)
+        assert closing.json() == {"c": 3}
+        again = pool.request("GET", "/length", None, 5.0)
+        assert again.json() == {"b": 2}
+        assert carried == [3, 1]  # the server closed the first: a new one
+    finally:
+        pool.close()
