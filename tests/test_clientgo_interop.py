@@ -20,7 +20,7 @@ import time
 from collections import Counter
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
-from datetime import timedelta
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -28,7 +28,7 @@ import pytest
 
 from child_output import Child, Lines
 from clientgo import clientgo_binary
-from lockheed import LeaseLocker, Lock, LockTimeout
+from lockheed import LeaderElector, LeaseLocker, Lock, LockTimeout
 from lockheed._leasecodec import server_stamp
 from lockheed._state import parse_time
 from support import Requests
@@ -313,3 +313,143 @@ def test_python_and_client_go_never_hold_at_once(
     assert verdict.overlaps == [], verdict.overlaps[:3]
     assert verdict.token_inversions == []
     assert verdict.side_switches >= 3  # the two sides did hand the Lease to each other
+
+
+# ------------------------------------------------- electors on both sides of one Lease
+#
+# Python LeaderElectors and client-go's LeaderElector campaign for one Lease with
+# client-go's timing 3 s / 2 s / 250 ms. Bounds on a hand-over are taken from the
+# Lease's own times (both sides stamp this host's clock: client-go its wall clock,
+# lockheed the latest bound on the server's), never from a stopwatch.
+
+LEASE, DEADLINE, RETRY = 3.0, 2.0, 0.25
+GO_TIMING = ["--lease-duration", "3s", "--renew-deadline", "2s", "--retry-period", "250ms"]
+PY_TIMING = {"lease_duration": LEASE, "renew_deadline": DEADLINE, "retry_period": RETRY}
+#: client-go tries every retry period stretched by up to JitterFactor 1.2 (wait.JitterUntil).
+GO_TRY = RETRY * 2.2
+#: Stamps: lockheed writes the latest bound on the server's time, up to 1 s after
+#: the true time (the server's Date has whole seconds), and takes a client-go
+#: Lease at its server stamp (truncated to the second) + 1 s + the lease, judged
+#: by the earliest bound; so a Python stamp can be up to 2 s from the event.
+STAMP_SLACK = 2.0
+SECOND = 10**9
+
+
+class PyLeader:
+    """A sync LeaderElector in a thread, its term's start and end on CLOCK_MONOTONIC."""
+
+    def __init__(self, locker: LeaseLocker, name: str, identity: str):
+        self.seen: list[str] = []
+        self.saw_other = threading.Event()
+        self.started = threading.Event()
+        self.start_ns = self.end_ns = 0
+        self.elector = LeaderElector(
+            Lock(name, locker, instance_id=identity),
+            **PY_TIMING,
+            on_new_leader=self._new_leader,
+        )
+        self.thread = threading.Thread(target=self._run, name=f"py-{identity}", daemon=True)
+        self.error: BaseException | None = None
+        self.thread.start()
+
+    def _new_leader(self, who: str) -> None:
+        self.seen.append(who)
+        if who != self.elector.identity:
+            self.saw_other.set()
+
+    def _work(self, ended: threading.Event) -> None:
+        self.start_ns = time.monotonic_ns()
+        self.started.set()
+        ended.wait(5 * 60)
+        self.end_ns = time.monotonic_ns()
+
+    def _run(self) -> None:
+        try:
+            self.elector.run(self._work, once=True)
+        except BaseException as exc:
+            self.error = exc
+
+    def stop(self) -> None:
+        self.elector.stop()
+        self.thread.join(STEP)
+        assert not self.thread.is_alive() and self.error is None, self.error
+
+
+def spec_times(spec: dict[str, Any]) -> tuple[datetime, datetime, timedelta]:
+    """acquireTime, renewTime and the lease of a Lease's spec."""
+    lease = timedelta(seconds=spec["leaseDurationSeconds"])
+    return parse_time(spec["acquireTime"]), parse_time(spec["renewTime"]), lease
+
+
+def test_client_go_does_not_lead_while_a_python_elector_leads_and_takes_over_on_stop(
+    spawn: Spawner, py: LeaseLocker, request: pytest.FixtureRequest
+) -> None:
+    """client-go finds a Python elector's Lease valid for more than two lease
+    durations and never leads; after ``stop()`` it leads while the Python
+    leader's last written lease would still have been live: the release freed it."""
+    leader = PyLeader(py, "elected", "py-leader")
+    assert leader.started.wait(STEP)
+    go = spawn.go("elect", "lockheed-elected", "go-follower", *GO_TIMING)
+    assert go.event("new_leader")["leader"] == "py-leader"
+    first = json.loads(go.child.out.expect(held_by_log("py-leader"), STEP))["mono"]
+    go.child.out.expect(
+        lambda line: (
+            held_by_log("py-leader")(line) and json.loads(line)["mono"] > first + 2 * 3 * SECOND
+        ),
+        STEP + 2 * LEASE,
+        "a client-go attempt more than two lease durations later that found it held",
+    )
+    assert not [s for s in go.child.out.seen if is_event("started")(s)], "client-go led"
+    assert leader.elector.is_leader and leader.seen == ["py-leader"]
+    _, py_renewed, py_lease = spec_times(lease_of(py, "elected")["spec"])
+    stopped = time.monotonic_ns()
+    leader.stop()
+    started = go.event("started", STEP)["mono"]
+    assert started > leader.end_ns  # never two leaders
+    spec = lease_of(py, "elected")["spec"]
+    assert spec["holderIdentity"] == "go-follower"
+    go_acquired, _, _ = spec_times(spec)
+    # The Python lease read before stop() ran until at least py_renewed + lease
+    # (a later renewal only moves it on); client-go took it before that.
+    assert go_acquired < py_renewed + py_lease
+    handover = (started - stopped) / 1e6
+    request.node.user_properties.append(("python_stop_to_client_go_leader_ms", round(handover)))
+    print(f"\nPython elector stop() -> client-go leads: {handover:.0f} ms")
+    go.stop()
+    go.event("exited")
+
+
+def test_python_elector_does_not_lead_while_client_go_leads_and_takes_over_on_release(
+    spawn: Spawner, py: LeaseLocker, request: pytest.FixtureRequest
+) -> None:
+    """A Python elector sees client-go's leader and does not lead for more than two
+    lease durations of client-go's renewals; after client-go's ReleaseOnCancel it
+    leads while client-go's last written lease would still have been live."""
+    go = spawn.go("elect", "lockheed-goleads", "go-leader", *GO_TIMING)
+    go.event("started")
+    candidate = PyLeader(py, "goleads", "py-candidate")
+    assert candidate.saw_other.wait(STEP)
+    assert candidate.seen == ["go-leader"]
+    assert not candidate.started.wait(2 * LEASE + 1)  # the window must hold renewals
+    spec = lease_of(py, "goleads")["spec"]
+    go_acquired, go_renewed, go_lease = spec_times(spec)
+    assert spec["holderIdentity"] == "go-leader"
+    assert go_renewed - go_acquired > 2 * go_lease  # client-go renewed all along
+    assert not candidate.elector.is_leader
+    go.stop()
+    stopping = go.event("stopping")["mono"]
+    assert candidate.started.wait(STEP)
+    work_done = go.event("work_done")["mono"]
+    go.event("exited")
+    assert candidate.start_ns > work_done  # never two leaders
+    spec = lease_of(py, "goleads")["spec"]
+    assert spec["holderIdentity"] == "py-candidate"
+    py_acquired, _, _ = spec_times(spec)
+    # Taking an expired client-go Lease needs its server stamp (>= go_renewed) + 1 s
+    # + the lease to have passed; a stamp before go_renewed + lease means the release
+    # freed it (lockheed's stamp is late if anything, which only works against this).
+    assert py_acquired < go_renewed + go_lease
+    handover = (candidate.start_ns - stopping) / 1e6
+    request.node.user_properties.append(("client_go_release_to_python_leader_ms", round(handover)))
+    print(f"\nclient-go ReleaseOnCancel -> Python elector leads: {handover:.0f} ms")
+    candidate.stop()
