@@ -15,6 +15,7 @@ import os
 import random
 import signal
 import subprocess
+import sys
 import threading
 import time
 from collections import Counter
@@ -453,3 +454,102 @@ def test_python_elector_does_not_lead_while_client_go_leads_and_takes_over_on_re
     request.node.user_properties.append(("client_go_release_to_python_leader_ms", round(handover)))
     print(f"\nclient-go ReleaseOnCancel -> Python elector leads: {handover:.0f} ms")
     candidate.stop()
+
+
+WORKER = Path(__file__).with_name("elect_worker.py")
+#: Two requests of client-go's attempt (a get and an update) on a busy host.
+REQUESTS_SLACK = 1.0
+
+
+def python_leader_process(
+    spawner: Spawner, namespace: str, kubeconfig: Path, name: str, identity: str
+) -> Child:
+    """``elect_worker.py lead`` on a Lease: a Python elector that leads until killed."""
+    stderr_path = spawner.tmp_path / f"elect-worker-{len(spawner.children)}.stderr"
+    args = ["lead", "--backend", "lease", "--identity", identity, "--lock", name]
+    args += ["--kubeconfig", str(kubeconfig), "--namespace", namespace]
+    for key, value in PY_TIMING.items():
+        args += [f"--{key.replace('_', '-')}", str(value)]
+    with stderr_path.open("w") as stderr:
+        process = subprocess.Popen(
+            [sys.executable, str(WORKER), *args],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=stderr,
+            text=True,
+        )
+    assert process.stdout is not None
+    child = Child(process, Lines(process.stdout), stderr_path)
+    spawner.children.append(child)
+    return child
+
+
+def killed(child: Child) -> None:
+    os.kill(child.pid, signal.SIGKILL)
+    child.process.wait(10)
+
+
+def test_python_elector_takes_over_once_a_killed_client_go_leaders_lease_runs_out(
+    spawn: Spawner, py: LeaseLocker, request: pytest.FixtureRequest
+) -> None:
+    """After ``kill -9`` of client-go's leader, a campaigning Python elector leads
+    once the Lease's server stamp W + 1 s + the lease has passed (never before),
+    and within a retry period and STAMP_SLACK after that."""
+    go = spawn.go("elect", "lockheed-gokilled", "go-killed", *GO_TIMING)
+    go.event("started")
+    candidate = PyLeader(py, "gokilled", "py-successor")
+    assert candidate.saw_other.wait(STEP)
+    killed(go.child)
+    last = lease_of(py, "gokilled")
+    assert last["spec"]["holderIdentity"] == "go-killed"
+    _, go_renewed, go_lease = spec_times(last["spec"])
+    stamp = server_stamp(last["metadata"])
+    assert stamp is not None
+    assert candidate.started.wait(STEP + LEASE)
+    spec = lease_of(py, "gokilled")["spec"]
+    assert spec["holderIdentity"] == "py-successor"
+    assert spec["leaseTransitions"] == last["spec"]["leaseTransitions"] + 1
+    py_acquired, _, _ = spec_times(spec)
+    expired = stamp + timedelta(seconds=1) + go_lease
+    assert py_acquired >= expired  # not before the lease could have run out
+    assert py_acquired >= go_renewed + go_lease
+    assert py_acquired <= expired + timedelta(seconds=RETRY + STAMP_SLACK)
+    late = (py_acquired - (go_renewed + go_lease)).total_seconds() * 1000
+    request.node.user_properties.append(("python_after_go_lease_ran_out_ms", round(late)))
+    print(f"\nkill -9 of client-go: Python leads {late:.0f} ms after renewTime + lease")
+    candidate.stop()
+
+
+def test_client_go_takes_over_once_a_killed_python_leaders_lease_runs_out(
+    spawn: Spawner, py: LeaseLocker, kube_namespace: str, kube_kubeconfig: Path,
+    request: pytest.FixtureRequest,
+) -> None:  # fmt: skip
+    """After ``kill -9`` of a Python leader process, client-go leads once it has
+    seen the Lease unchanged for the lease (so after the server stamp W of the
+    last renewal + the lease), and within W + 1 s + the lease + two of its
+    jittered retries (one to see the last renewal, one to find it expired) and
+    REQUESTS_SLACK."""
+    leader = python_leader_process(spawn, kube_namespace, kube_kubeconfig, "pykilled", "py-killed")
+    leader.out.expect("LEADING", STARTUP)
+    go = spawn.go("elect", "lockheed-pykilled", "go-successor", *GO_TIMING)
+    assert go.event("new_leader")["leader"] == "py-killed"
+    go.child.out.expect(held_by_log("py-killed"), STEP)
+    killed(leader)
+    last = lease_of(py, "pykilled")
+    assert last["spec"]["holderIdentity"] == "py-killed"
+    stamp = server_stamp(last["metadata"])
+    assert stamp is not None
+    _, _, py_lease = spec_times(last["spec"])
+    go.event("started", STEP + LEASE)
+    spec = lease_of(py, "pykilled")["spec"]
+    assert spec["holderIdentity"] == "go-successor"
+    assert spec["leaseTransitions"] == last["spec"]["leaseTransitions"] + 1
+    go_acquired, _, _ = spec_times(spec)
+    assert go_acquired > stamp + py_lease  # not before it could have run out
+    bound = timedelta(seconds=1 + 2 * GO_TRY + REQUESTS_SLACK) + py_lease
+    assert go_acquired <= stamp + bound
+    late = (go_acquired - (stamp + timedelta(seconds=1) + py_lease)).total_seconds() * 1000
+    request.node.user_properties.append(("client_go_after_python_lease_ran_out_ms", round(late)))
+    print(f"\nkill -9 of Python: client-go leads {late:.0f} ms after W + 1 s + lease")
+    go.stop()
+    go.event("exited")
