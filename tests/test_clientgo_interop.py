@@ -1,4 +1,10 @@
-"""Python locks on Leases and client-go's leader election sharing one Lease.
+"""Python locks and electors on Leases and client-go's leader election sharing one Lease.
+
+Python ``LeaderElector``/``AsyncLeaderElector`` and client-go electors each find
+the other's Lease valid and never lead beside it, take over on its release
+before it could have expired, and after ``kill -9`` once it has run out (bounds
+from the Lease's own times); a mixed run of both kinds of elector never has two
+leaders.
 
 The Go side is ``tests/clientgo``: client-go v0.35.4's ``tools/leaderelection``
 with ``resourcelock.LeaseLock``, every decision client-go's own (see its
@@ -10,6 +16,7 @@ is bounded.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import random
@@ -29,7 +36,15 @@ import pytest
 
 from child_output import Child, Lines
 from clientgo import clientgo_binary
-from lockheed import LeaderElector, LeaseLocker, Lock, LockTimeout
+from lockheed import (
+    AsyncLeaderElector,
+    AsyncLeaseLocker,
+    AsyncLock,
+    LeaderElector,
+    LeaseLocker,
+    Lock,
+    LockTimeout,
+)
 from lockheed._leasecodec import server_stamp
 from lockheed._state import parse_time
 from support import Requests
@@ -553,3 +568,107 @@ def test_client_go_takes_over_once_a_killed_python_leaders_lease_runs_out(
     print(f"\nkill -9 of Python: client-go leads {late:.0f} ms after W + 1 s + lease")
     go.stop()
     go.event("exited")
+
+
+ELECTOR_ROUNDS = 6
+
+
+def sync_elector_contender(
+    locker: LeaseLocker, log: list[str], rounds: int, rng: random.Random
+) -> None:
+    """``rounds`` terms of a LeaderElector, each logged from inside its work."""
+    elector = LeaderElector(Lock("electors", locker, instance_id="py-sync"), **PY_TIMING)
+
+    def work(ended: threading.Event) -> None:
+        start = time.monotonic_ns()
+        assert elector.is_leader and not ended.is_set()
+        ended.wait(rng.uniform(0, 0.1))
+        end = time.monotonic_ns()
+        log.append(f"py {elector.lock.fencing_token} {start} {end} {os.getpid()}")
+
+    for _ in range(rounds):
+        elector.run(work, once=True)
+        time.sleep(rng.uniform(0, 0.4))  # outside the term: the others' turn
+
+
+def async_elector_contender(
+    namespace: str, kubeconfig: Path, log: list[str], rounds: int, rng: random.Random
+) -> None:
+    """The same with an AsyncLeaderElector on its own event loop and locker."""
+
+    async def main() -> None:
+        async with AsyncLeaseLocker(namespace, config=kubeconfig) as locker:
+            lock = AsyncLock("electors", locker, instance_id="py-async")
+            elector = AsyncLeaderElector(lock, **PY_TIMING)
+
+            async def work() -> None:
+                start = time.monotonic_ns()
+                assert elector.is_leader
+                await asyncio.sleep(rng.uniform(0, 0.1))
+                end = time.monotonic_ns()
+                log.append(f"py {lock.fencing_token} {start} {end} {os.getpid()}")
+
+            for _ in range(rounds):
+                await elector.run(work, once=True)
+                await asyncio.sleep(rng.uniform(0, 0.4))
+
+    asyncio.run(main())
+
+
+def test_python_and_client_go_electors_never_lead_at_once(
+    spawn: Spawner,
+    py: LeaseLocker,
+    kube_namespace: str,
+    kube_kubeconfig: Path,
+    tmp_path: Path,
+    request: pytest.FixtureRequest,
+) -> None:
+    """Two client-go electors, a LeaderElector and an AsyncLeaderElector take one
+    Lease in turn; the terms all four logged (CLOCK_MONOTONIC, from inside each
+    side's leader callback) never overlap, and Python's fencing tokens increase
+    across client-go's terms."""
+    go_log = tmp_path / "go-terms.log"
+    contend = ["--rounds", str(ELECTOR_ROUNDS), "--log", str(go_log)]
+    contend += ["--lease-duration", "2s", "--renew-deadline", "1500ms", "--retry-period", "100ms"]
+    contend += ["--hold-max", "100ms", "--pause-max", "300ms"]
+    gos = [spawn.go("contend", "lockheed-electors", f"go-{i}", *contend) for i in range(2)]
+    py_log: list[str] = []
+    failures: list[BaseException] = []
+
+    def guarded(target: Callable[[], None]) -> threading.Thread:
+        def run() -> None:
+            try:
+                target()
+            except BaseException as exc:
+                failures.append(exc)
+
+        return threading.Thread(target=run, daemon=True)
+
+    threads = [
+        guarded(lambda: sync_elector_contender(py, py_log, ELECTOR_ROUNDS, random.Random(5))),
+        guarded(
+            lambda: async_elector_contender(
+                kube_namespace, kube_kubeconfig, py_log, ELECTOR_ROUNDS, random.Random(7)
+            )
+        ),
+    ]
+    for go in gos:
+        go.stop()  # the start signal
+    for thread in threads:
+        thread.start()
+    for go in gos:
+        go.event("done", 120)
+    for thread in threads:
+        thread.join(120)
+        assert not thread.is_alive()
+    assert failures == []
+    holds = parse_mixed(go_log.read_text() + "\n".join(py_log) + "\n")
+    verdict = check_mixed(holds)
+    sides = Counter(h.side for h in holds)
+    figures = {"terms": verdict.holds, "side_switches": verdict.side_switches}
+    request.node.user_properties.extend(figures.items())
+    print("\nmixed elector run:", ", ".join(f"{k}={v}" for k, v in figures.items()))
+    assert sides == {"go": 2 * ELECTOR_ROUNDS, "py": 2 * ELECTOR_ROUNDS}
+    assert verdict.overlaps == [], verdict.overlaps[:3]
+    assert verdict.token_inversions == []
+    assert verdict.side_switches >= 3  # the Lease did pass between the two sides
