@@ -130,6 +130,7 @@ async def terms_async(args: argparse.Namespace) -> int:
 def lead(args: argparse.Namespace) -> int:
     if args.api == "async":
         return asyncio.run(lead_async(args))
+    lockers: dict[str, type[ConfigMapLocker | LeaseLocker]]
     lockers = {"configmap": ConfigMapLocker, "lease": LeaseLocker}
     with lockers[args.backend](args.namespace, config=args.kubeconfig) as locker:
         lock = Lock(args.lock, locker, instance_id=args.identity)
@@ -152,6 +153,7 @@ def lead(args: argparse.Namespace) -> int:
 
 
 async def lead_async(args: argparse.Namespace) -> int:
+    lockers: dict[str, type[AsyncConfigMapLocker | AsyncLeaseLocker]]
     lockers = {"configmap": AsyncConfigMapLocker, "lease": AsyncLeaseLocker}
     async with lockers[args.backend](args.namespace, config=args.kubeconfig) as locker:
         lock = AsyncLock(args.lock, locker, instance_id=args.identity)

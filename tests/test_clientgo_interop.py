@@ -361,7 +361,9 @@ class PyLeader:
         self.start_ns = self.end_ns = 0
         self.elector = LeaderElector(
             Lock(name, locker, instance_id=identity),
-            **PY_TIMING,
+            lease_duration=LEASE,
+            renew_deadline=DEADLINE,
+            retry_period=RETRY,
             on_new_leader=self._new_leader,
         )
         self.thread = threading.Thread(target=self._run, name=f"py-{identity}", daemon=True)
@@ -577,7 +579,12 @@ def sync_elector_contender(
     locker: LeaseLocker, log: list[str], rounds: int, rng: random.Random
 ) -> None:
     """``rounds`` terms of a LeaderElector, each logged from inside its work."""
-    elector = LeaderElector(Lock("electors", locker, instance_id="py-sync"), **PY_TIMING)
+    elector = LeaderElector(
+        Lock("electors", locker, instance_id="py-sync"),
+        lease_duration=LEASE,
+        renew_deadline=DEADLINE,
+        retry_period=RETRY,
+    )
 
     def work(ended: threading.Event) -> None:
         start = time.monotonic_ns()
@@ -599,7 +606,9 @@ def async_elector_contender(
     async def main() -> None:
         async with AsyncLeaseLocker(namespace, config=kubeconfig) as locker:
             lock = AsyncLock("electors", locker, instance_id="py-async")
-            elector = AsyncLeaderElector(lock, **PY_TIMING)
+            elector = AsyncLeaderElector(
+                lock, lease_duration=LEASE, renew_deadline=DEADLINE, retry_period=RETRY
+            )
 
             async def work() -> None:
                 start = time.monotonic_ns()
