@@ -1,6 +1,11 @@
 """Figure: leader election, lockheed's ``LeaderElector`` beside the kubernetes
-client's ``LeaderElection``, both over a ConfigMap with the same timing
-(``sizes.election``: the kubernetes client example's 17/15/5 s by default).
+client's ``LeaderElection``, both over a ConfigMap, and client-go's
+``tools/leaderelection`` (v0.35.4, ``ReleaseOnCancel``) over a Lease (client-go
+has no ConfigMap lock any more), all with the same timing (``sizes.election``:
+the kubernetes client example's 17/15/5 s by default). client-go is the
+program ``tests/clientgo`` (built and cached by ``tests/clientgo.py``; not
+measured when it cannot be built): its leader and its candidate are both
+processes, its stamps CLOCK_MONOTONIC, which is ``time.monotonic()``.
 
 * Time to a new leader: a leader process (``bench._worker elect``) leads; a
   candidate in this process campaigns (lockheed: until it has seen the leader,
@@ -18,26 +23,59 @@ client's ``LeaderElection``, both over a ConfigMap with the same timing
 from __future__ import annotations
 
 import importlib
+import importlib.util
+import json
 import os
 import random
 import signal
+import sys
 import threading
 import time
 from collections.abc import Callable
 from concurrent.futures import Future
+from pathlib import Path
 from typing import Any
 
 from ._metrics import Meter
-from ._procs import Workers, worker_command
+from ._procs import ROOT, Workers, worker_command
 from ._results import ElectionRun, Latency, Renewal
 from ._sizes import Election, Sizes
-from ._systems import Env
+from ._systems import Env, Unsupported
 
-__all__ = ["ELECTORS", "election"]
+__all__ = ["CLIENT_GO_KEY", "ELECTORS", "election"]
 
-#: bench system key -> the worker's ``--elector``
-ELECTORS = {"lockheed-sync": "lockheed", "leaderelection": "leaderelection"}
+CLIENT_GO_KEY = "client-go"
+#: bench system key -> the worker's ``--elector`` (client-go: its own program)
+ELECTORS = {
+    "lockheed-sync": "lockheed",
+    "leaderelection": "leaderelection",
+    CLIENT_GO_KEY: "client-go",
+}
 STARTUP = 120.0
+CLIENT_GO_LOOKUP = ROOT / "tests" / "clientgo.py"
+#: the first line of each step, by elector: (campaigning, leading)
+_WORDS = {CLIENT_GO_KEY: ('{"event":"ready"', '{"event":"started"')}
+_PYTHON_WORDS = ("READY", "LEADING")
+
+
+def find_clientgo() -> Path:
+    """The client-go program (built once and cached); Unsupported when it cannot be had."""
+    tests = str(CLIENT_GO_LOOKUP.parent)
+    if tests not in sys.path:
+        sys.path.append(tests)  # tests/clientgo.py imports its neighbour golockheed
+    spec = importlib.util.spec_from_file_location("bench_clientgo_lookup", CLIENT_GO_LOOKUP)
+    if spec is None or spec.loader is None:
+        raise Unsupported(f"not measured: cannot load {CLIENT_GO_LOOKUP.name}")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    found: Path | str = module.find_clientgo()
+    if isinstance(found, str):
+        raise Unsupported(f"not measured: {found}")
+    return found
+
+
+def _go_duration(seconds: float) -> str:
+    return f"{round(seconds * 1000)}ms"
 
 
 def _timing(e: Election) -> dict[str, Any]:
@@ -49,6 +87,15 @@ def _timing(e: Election) -> dict[str, Any]:
 
 
 def _leader_command(env: Env, elector: str, lock: str, identity: str, e: Election) -> list[str]:
+    if elector == "client-go":
+        return [
+            str(find_clientgo()), "elect",
+            *("--kubeconfig", str(env.kubeconfig), "--namespace", env.namespace),
+            *("--name", lock, "--identity", identity, "--release-on-cancel=true"),
+            *("--lease-duration", _go_duration(e.lease_duration)),
+            *("--renew-deadline", _go_duration(e.renew_deadline)),
+            *("--retry-period", _go_duration(e.retry_period)),
+        ]  # fmt: skip
     return worker_command(
         "elect",
         *("--elector", elector, "--kubeconfig", str(env.kubeconfig)),
@@ -118,6 +165,26 @@ def _kubernetes_candidate(env: Env, lock: str, e: Election) -> Candidate:
     return campaign
 
 
+def _clientgo_candidate(env: Env, lock: str, e: Election) -> Candidate:
+    """A client-go process campaigning: ``seen`` at its first OnNewLeader (the
+    leader), resolved with the CLOCK_MONOTONIC time of its OnStartedLeading."""
+
+    def campaign(seen: threading.Event, led: Future[float]) -> None:
+        command = _leader_command(env, "client-go", lock, f"candidate-{lock}", e)
+        with Workers([command]) as candidate:
+            candidate.wait('{"event":"new_leader"', STARTUP)
+            seen.set()
+            started = candidate.wait('{"event":"started"', 5 * e.lease_duration + STARTUP)[0]
+            led.set_result(json.loads(started)["mono"] / 1e9)
+            stdin = candidate.procs[0].stdin
+            assert stdin is not None
+            stdin.write("stop\n")  # release, as the other candidates resign
+            stdin.flush()
+            candidate.join(STARTUP)
+
+    return campaign
+
+
 def _takeovers(
     env: Env,
     key: str,
@@ -131,7 +198,7 @@ def _takeovers(
     names = [f"{tag}-{i}" for i in range(pairs)]
     commands = [_leader_command(env, ELECTORS[key], n, f"leader-{n}", e) for n in names]
     with Workers(commands) as workers:
-        workers.wait("LEADING", STARTUP)
+        workers.wait(_WORDS.get(key, _PYTHON_WORDS)[1], STARTUP)
         pauses = [rng.uniform(0.0, e.retry_period) for _ in names]
         samples: list[Future[float]] = [Future() for _ in names]
 
@@ -175,10 +242,11 @@ def _steady(
         _leader_command(env, ELECTORS[key], f"steady-{candidates}", f"candidate-{i}", e)
         for i in range(candidates)
     ]
+    ready, leading = _WORDS.get(key, _PYTHON_WORDS)
     with Workers(leader) as lead:
-        lead.wait("LEADING", STARTUP)
+        lead.wait(leading, STARTUP)
         with Workers(others) as follow:  # started once the leader leads
-            follow.wait("READY", STARTUP)
+            follow.wait(ready, STARTUP)
             time.sleep(e.retry_period + 0.5)  # every candidate has tried (or watches) by now
             with meter.batch() as batch:
                 time.sleep(window)
@@ -195,10 +263,17 @@ def election(
     attempt: Callable[[str, Callable[[], Any]], Any],
     log: Callable[[str], None],
 ) -> ElectionRun:
-    """Every election figure of one system (``lockheed-sync`` or ``leaderelection``)."""
+    """Every election figure of one system (a key of :data:`ELECTORS`)."""
     e = sizes.election
     rng = random.Random(11)
-    if key == "lockheed-sync":
+    locker: Any = None
+    if key == CLIENT_GO_KEY:
+        find_clientgo()  # or Unsupported: not measured
+
+        def candidate(lock: str) -> Candidate:
+            return _clientgo_candidate(env, lock, e)
+
+    elif key == "lockheed-sync":
         from lockheed import ConfigMapLocker
 
         locker = ConfigMapLocker(env.namespace, config=str(env.kubeconfig))
@@ -209,7 +284,6 @@ def election(
     else:
         kubernetes: Any = importlib.import_module("kubernetes")
         kubernetes.config.load_kube_config(config_file=str(env.kubeconfig))
-        locker = None
 
         def candidate(lock: str) -> Candidate:
             return _kubernetes_candidate(env, lock, e)

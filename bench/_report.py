@@ -944,7 +944,11 @@ def _details(res: Results) -> list[str]:
 def _election_details(res: Results) -> list[str]:
     if not res.election:
         return []
-    out = ["", "### Leader election (LeaderElector beside the kubernetes client's)", ""]
+    out = [
+        "",
+        "### Leader election (LeaderElector beside the kubernetes client's and client-go's)",
+        "",
+    ]
     out += ["| system | new leader after | n | p50 | p99 | min | max |"]
     out += ["| --- | --- | --- | --- | --- | --- | --- |"]
     steady = [
@@ -952,7 +956,10 @@ def _election_details(res: Results) -> list[str]:
         "| system | requests of | window | req/s | by verb |",
         "| --- | --- | --- | --- | --- |",
     ]
-    names = {"lockheed-sync": "lockheed LeaderElector"}
+    names = {
+        "lockheed-sync": "lockheed LeaderElector",
+        "client-go": "client-go v0.35.4 LeaderElector (Lease)",
+    }
     for key in ELECTORS:
         name = names.get(key, res.systems.get(key, key))
         run = res.election.get(key)
@@ -979,7 +986,7 @@ def _election_details(res: Results) -> list[str]:
     out += steady
     timing = next((r.timing for r in res.election.values() if isinstance(r, ElectionRun)), "")
     if timing:
-        out += ["", f"Both with {timing}."]
+        out += ["", f"All with {timing}; client-go on a Lease, the others on a ConfigMap."]
     return out
 
 
@@ -1016,7 +1023,9 @@ METHOD = """\
   candidate's start of leadership. Requests of a steady leader are counted
   by the server over a window, with and without a campaigning candidate
   process (a WATCH is counted when it ends: lockheed's candidate keeps one
-  open, which the server ends after about a minute).
+  open, which the server ends after about a minute). client-go's elector
+  (`tests/clientgo`, `ReleaseOnCancel`, on a Lease) runs the same steps with
+  its candidate a process too, stamped with the same monotonic clock.
 - Contention: contenders are processes (tasks of one process for asyncio)
   started on one signal; they take and release the lock with no work in
   between. A hand-off is an acquisition by a different contender than the

@@ -30,7 +30,7 @@ from typing import Any, TypeVar
 
 from ._cluster import BenchCluster
 from ._contention import contend
-from ._election import ELECTORS, election
+from ._election import CLIENT_GO_KEY, ELECTORS, election
 from ._golockheed import GO_KEY, GO_LABEL, GO_REASON, GoLockheed, find_program
 from ._imports import import_times
 from ._kubectl import ensure_kubectl
@@ -267,12 +267,16 @@ def _figures(
     if r.wanted("election"):
         for key in ELECTORS:
             elector = next((x for x in systems if x.key == key), None)
-            if elector is None:
+            if key == CLIENT_GO_KEY:  # a program of its own, not a System
+                env = Env(cluster.kubeconfig, cluster.namespace(key))
+            elif elector is None:
                 res.election[key] = NotMeasured(res.settings.get(key) or "not set up")
                 continue
+            else:
+                env = elector.env
             res.election[key] = r.attempt(
                 f"election {key}",
-                functools.partial(election, key, elector.env, meter, s, r.attempt, r.log),
+                functools.partial(election, key, env, meter, s, r.attempt, r.log),
             )
     if r.wanted("listing"):
         kubectl = _kubectl(r)

@@ -16,7 +16,8 @@ worker always exits on its own; it reports on stdout, one flushed line per step.
     Leads once until SIGTERM: prints ``NEW-LEADER <identity>`` for each leader
     it sees, ``LEADING <token> <lease expiry, ISO>`` when it leads, and on
     SIGTERM (handled by ``stop()``, as the README shows) releases and prints
-    ``STOPPED`` before exiting 0.
+    ``STOPPED`` before exiting 0. ``--backend lease`` campaigns on a Lease
+    (client-go's record) instead of a ConfigMap.
 """
 
 from __future__ import annotations
@@ -34,9 +35,11 @@ from typing import Any
 from lockheed import (
     AsyncConfigMapLocker,
     AsyncLeaderElector,
+    AsyncLeaseLocker,
     AsyncLock,
     ConfigMapLocker,
     LeaderElector,
+    LeaseLocker,
     Lock,
 )
 from lockheed._core import Read
@@ -127,7 +130,9 @@ async def terms_async(args: argparse.Namespace) -> int:
 def lead(args: argparse.Namespace) -> int:
     if args.api == "async":
         return asyncio.run(lead_async(args))
-    with ConfigMapLocker(args.namespace, config=args.kubeconfig) as locker:
+    lockers: dict[str, type[ConfigMapLocker | LeaseLocker]]
+    lockers = {"configmap": ConfigMapLocker, "lease": LeaseLocker}
+    with lockers[args.backend](args.namespace, config=args.kubeconfig) as locker:
         lock = Lock(args.lock, locker, instance_id=args.identity)
         elector = LeaderElector(
             lock, on_new_leader=lambda who: say(f"NEW-LEADER {who}"), **timing(args)
@@ -148,7 +153,9 @@ def lead(args: argparse.Namespace) -> int:
 
 
 async def lead_async(args: argparse.Namespace) -> int:
-    async with AsyncConfigMapLocker(args.namespace, config=args.kubeconfig) as locker:
+    lockers: dict[str, type[AsyncConfigMapLocker | AsyncLeaseLocker]]
+    lockers = {"configmap": AsyncConfigMapLocker, "lease": AsyncLeaseLocker}
+    async with lockers[args.backend](args.namespace, config=args.kubeconfig) as locker:
         lock = AsyncLock(args.lock, locker, instance_id=args.identity)
         elector = AsyncLeaderElector(
             lock, on_new_leader=lambda who: say(f"NEW-LEADER {who}"), **timing(args)
@@ -194,6 +201,7 @@ def parse(argv: list[str]) -> argparse.Namespace:
     lead_mode = modes.add_parser("lead", parents=[common])
     lead_mode.add_argument("--identity", required=True)
     lead_mode.add_argument("--lead-timeout", type=float, default=120.0)
+    lead_mode.add_argument("--backend", choices=["configmap", "lease"], default="configmap")
     lead_mode.set_defaults(run=lead)
     return parser.parse_args(argv)
 
