@@ -55,8 +55,12 @@ def test_a_dead_kept_alive_connection_is_replaced_async(
             assert locker.api.lean is not None
             lock = AsyncLock("lean-async", locker).with_duration(30)
             await lock.acquire()
+            idle = list(locker.api.lean._idle)
             assert _kill_idle(locker.api.lean) >= 1
-            await asyncio.sleep(0)  # let the transport see its end
+            for _ in range(500):  # the loop notices the end of a connection when it reads
+                if all(conn.stale() for conn in idle):
+                    break
+                await asyncio.sleep(0.01)
             await lock.renew()
             assert lock.held
             await lock.release()

@@ -11,8 +11,9 @@ Failure semantics: connection and TLS errors (``OSError``), timeouts
 (:class:`~lockheed._http1.ProtocolError`) propagate; the connection is
 closed, never reused. A connection that was idle in the pool and turns out
 closed by the server before answering (the keep-alive race) is replaced and
-the request sent once more on a new connection; a request whose answer had
-begun is never sent twice. A 401 with a token file reads the file again and
+a GET sent once more on a new connection; a write is never sent twice (its
+outcome is unknown: the caller reads and decides), nor is a request whose
+answer had begun. A 401 with a token file reads the file again and
 retries once, as lightkube's client does.
 """
 
@@ -172,7 +173,10 @@ class Http1Pool:
                 resp, keep = await conn.exchange(method, data)
             except _Unanswered:
                 conn.close()
-                if not reused:
+                if not reused or method != "GET":
+                    # A write may have been done before its answer was lost: sending
+                    # it again would turn that into a conflict and hide it. The
+                    # caller (the core) reads and decides instead.
                     raise
                 reused, conn = False, None  # the keep-alive race: once more, on a new one
                 continue
