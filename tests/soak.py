@@ -324,7 +324,12 @@ def overlaps(holds: list[Hold]) -> tuple[int, int]:
     overlapping = inversions = 0
     latest: Hold | None = None
     for previous, hold in zip([None, *ordered], ordered, strict=False):
-        if previous is not None and hold.token <= previous.token:
+        if previous is not None and (
+            hold.token < previous.token
+            # The same token again is right only for the same instance taking its
+            # own lease back (its release had failed and nobody held it since).
+            or (hold.token == previous.token and hold.instance != previous.instance)
+        ):
             inversions += 1
         if hold.end < hold.start:
             continue  # never believed held after acquire returned
@@ -351,7 +356,11 @@ def margins(soak: Soak, holds: list[Hold]) -> tuple[list[float], list[float], in
     for hold, successor in itertools.pairwise(by_token):
         if hold.outcome != "lost" or not hold.deadline:
             continue
-        held.append(successor.write - hold.deadline)
+        # The successor got the lock by its own write, or, when its last write came
+        # before this release (it had only joined the line), by this release's
+        # hand-off, written just after the release began.
+        taken = successor.write if successor.write > hold.release else hold.release
+        held.append(taken - hold.deadline)
         if not hold.notice or hold.notice >= hold.release:
             at_release += 1
         elif not _paused(soak, hold.pid, hold.start, successor.write):
