@@ -360,7 +360,8 @@ def margins(soak: Soak, holds: list[Hold]) -> tuple[list[float], list[float], in
         # before this release (it had only joined the line), by this release's
         # hand-off, written just after the release began.
         taken = successor.write if successor.write > hold.release else hold.release
-        held.append(taken - hold.deadline)
+        # The holder stopped believing at its deadline, or when it chose to release.
+        held.append(taken - min(hold.deadline, hold.release))
         if not hold.notice or hold.notice >= hold.release:
             at_release += 1
         elif not _paused(soak, hold.pid, hold.start, successor.write):
