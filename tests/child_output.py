@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import queue
 import subprocess
+import sys
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO
@@ -94,3 +96,37 @@ class Child:
             f"process {self.pid} exited {self.process.poll()}; "
             f"stdout {self.out.drain()}; stderr:\n{self.stderr()}"
         )
+
+
+@contextmanager
+def python_children(script: Path, tmp_path: Path) -> Iterator[Callable[..., Child]]:
+    """``start(args, pass_fds=())`` runs ``script`` with this Python, its output read
+    by :class:`Lines` and its standard error in a file of ``tmp_path``; every
+    child still running at the end is killed (SIGKILL ends a stopped one too)."""
+    children: list[Child] = []
+
+    def start(args: Sequence[str], pass_fds: Sequence[int] = ()) -> Child:
+        stderr_path = tmp_path / f"{script.stem}-{len(children)}.stderr"
+        with stderr_path.open("w") as stderr:
+            process = subprocess.Popen(
+                [sys.executable, str(script), *args],
+                stdin=subprocess.DEVNULL,
+                stdout=subprocess.PIPE,
+                stderr=stderr,
+                pass_fds=tuple(pass_fds),
+                text=True,
+            )
+        assert process.stdout is not None
+        child = Child(process, Lines(process.stdout), stderr_path)
+        children.append(child)
+        return child
+
+    try:
+        yield start
+    finally:
+        for child in children:
+            if child.process.poll() is None:
+                child.process.kill()
+        for child in children:
+            child.process.wait(30)
+            child.out.close()

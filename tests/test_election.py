@@ -27,7 +27,7 @@ from typing import Any
 
 import pytest
 
-from child_output import Child, Lines
+from child_output import Child, Lines, python_children
 from lockheed import (
     AsyncLeaderElector,
     AsyncLock,
@@ -621,33 +621,8 @@ def test_candidate_sees_new_leaders_through_its_watch_alone(
 @pytest.fixture
 def spawn(tmp_path: Path) -> Iterator[Callable[..., Child]]:
     """Start ``elect_worker.py`` with arguments; every worker is killed at the end."""
-    children: list[Child] = []
-
-    def start(args: Sequence[str], pass_fds: Sequence[int] = ()) -> Child:
-        stderr_path = tmp_path / f"elect-worker-{len(children)}.stderr"
-        with stderr_path.open("w") as stderr:
-            process = subprocess.Popen(
-                [sys.executable, str(WORKER), *args],
-                stdin=subprocess.DEVNULL,
-                stdout=subprocess.PIPE,
-                stderr=stderr,
-                pass_fds=tuple(pass_fds),
-                text=True,
-            )
-        assert process.stdout is not None
-        child = Child(process, Lines(process.stdout), stderr_path)
-        children.append(child)
-        return child
-
-    try:
+    with python_children(WORKER, tmp_path) as start:
         yield start
-    finally:
-        for child in children:
-            if child.process.poll() is None:
-                child.process.kill()
-        for child in children:
-            child.process.wait(30)
-            child.out.close()
 
 
 def worker_args(namespace: str, kubeconfig: Path, lock: str, timing: dict[str, Any]) -> list[str]:

@@ -18,7 +18,6 @@ import os
 import random
 import signal
 import subprocess
-import sys
 import time
 import uuid
 from collections import Counter
@@ -28,7 +27,7 @@ from pathlib import Path
 
 import pytest
 
-from child_output import Child, Lines
+from child_output import Child, python_children
 from line_watch import LineWatch, holders_of, line_of
 from lockheed import Lock, LockTimeout
 from lockheed._core import CLAIM_WINDOW, TOKEN_HOLDER_KEY, TOKEN_KEY, Read
@@ -72,33 +71,8 @@ Worker = Child
 @pytest.fixture
 def spawn(tmp_path: Path) -> Iterator[Callable[..., Worker]]:
     """Start ``lock_worker.py`` with arguments; every worker is killed at the end."""
-    workers: list[Worker] = []
-
-    def start(args: Sequence[str], pass_fds: Sequence[int] = ()) -> Worker:
-        stderr_path = tmp_path / f"worker-{len(workers)}.stderr"
-        with stderr_path.open("w") as stderr:
-            process = subprocess.Popen(
-                [sys.executable, str(WORKER), *args],
-                stdin=subprocess.DEVNULL,
-                stdout=subprocess.PIPE,
-                stderr=stderr,
-                pass_fds=tuple(pass_fds),
-                text=True,
-            )
-        assert process.stdout is not None
-        worker = Worker(process, Lines(process.stdout), stderr_path)
-        workers.append(worker)
-        return worker
-
-    try:
+    with python_children(WORKER, tmp_path) as start:
         yield start
-    finally:
-        for worker in workers:
-            if worker.process.poll() is None:
-                worker.process.kill()  # SIGKILL ends a stopped process as well
-        for worker in workers:
-            worker.process.wait(30)
-            worker.out.close()
 
 
 def record(request: pytest.FixtureRequest, key: str, value: object) -> None:

@@ -4,16 +4,14 @@ restarts and throttled)."""
 
 from __future__ import annotations
 
-import subprocess
-import sys
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from child_output import Child, Lines
+from child_output import python_children
 from fault_support import Spawn
 from lockheed.testing import Cluster, ControlPlane
 
@@ -23,32 +21,8 @@ WORKER = Path(__file__).parent.parent / "fault_worker.py"
 @pytest.fixture
 def spawn(tmp_path: Path) -> Iterator[Spawn]:
     """Start ``fault_worker.py`` with arguments; every worker is killed at the end."""
-    workers: list[Child] = []
-
-    def start(args: Sequence[str]) -> Child:
-        stderr_path = tmp_path / f"worker-{len(workers)}.stderr"
-        with stderr_path.open("w") as stderr:
-            process = subprocess.Popen(
-                [sys.executable, str(WORKER), *args],
-                stdin=subprocess.DEVNULL,
-                stdout=subprocess.PIPE,
-                stderr=stderr,
-                text=True,
-            )
-        assert process.stdout is not None
-        worker = Child(process, Lines(process.stdout), stderr_path)
-        workers.append(worker)
-        return worker
-
-    try:
+    with python_children(WORKER, tmp_path) as start:
         yield start
-    finally:
-        for worker in workers:
-            if worker.process.poll() is None:
-                worker.process.kill()  # SIGKILL ends a stopped process as well
-        for worker in workers:
-            worker.process.wait(30)
-            worker.out.close()
 
 
 @pytest.fixture
