@@ -28,18 +28,24 @@ from __future__ import annotations
 
 import argparse
 import os
-import signal
 import socket
 import subprocess
 import threading
 import uuid
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
+from contextlib import AbstractContextManager
 from types import FrameType
 from typing import Any
 
 from ._errors import LockLost
-from ._runcmd import EXIT_LOST, EXIT_NOT_EXECUTABLE, EXIT_NOT_FOUND, FORWARDED, exit_status, say
+from ._runcmd import (
+    EXIT_LOST,
+    EXIT_NOT_EXECUTABLE,
+    EXIT_NOT_FOUND,
+    exit_status,
+    say,
+    signals_caught,
+)
 from ._sync.election import LeaderElector
 from ._sync.lock import Lock
 
@@ -87,21 +93,9 @@ class _Campaign:
             else:
                 child.kill()
 
-    @contextmanager
-    def signals_caught(self) -> Iterator[None]:
+    def signals_caught(self) -> AbstractContextManager[None]:
         """Catch the forwarded signals (in the main thread; ignored ones stay ignored)."""
-        previous: dict[int, Any] = {}
-        if threading.current_thread() is threading.main_thread():
-            for signum in FORWARDED:
-                handler = signal.getsignal(signum)
-                if handler is not signal.SIG_IGN:
-                    previous[signum] = signal.SIG_DFL if handler is None else handler
-                    signal.signal(signum, self._on_signal)
-        try:
-            yield
-        finally:
-            for signum, handler in previous.items():
-                signal.signal(signum, handler)
+        return signals_caught(self._on_signal)
 
     def term(self, ended: threading.Event) -> int | None:
         """The leader's work: run the command until it exits; SIGTERM it on loss."""

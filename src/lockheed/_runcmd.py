@@ -37,8 +37,8 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import AbstractContextManager, contextmanager
 from types import FrameType
 from typing import Any
 
@@ -77,6 +77,29 @@ def exit_status(returncode: int) -> int:
 
 def _signal_name(signum: int) -> str:
     return signal.Signals(signum).name
+
+
+@contextmanager
+def signals_caught(handler: Callable[[int, FrameType | None], Any]) -> Iterator[None]:
+    """Catch the forwarded signals with ``handler`` in this block; restore the
+    handlers after.
+
+    Signals can be caught only in the main thread; elsewhere (called from a
+    thread) they keep their handlers. Ignored signals stay ignored, so that the
+    command inherits that.
+    """
+    previous: dict[int, Any] = {}
+    if threading.current_thread() is threading.main_thread():
+        for signum in FORWARDED:
+            current = signal.getsignal(signum)
+            if current is not signal.SIG_IGN:
+                previous[signum] = signal.SIG_DFL if current is None else current
+                signal.signal(signum, handler)
+    try:
+        yield
+    finally:
+        for caught, restored in previous.items():
+            signal.signal(caught, restored)
 
 
 class CommandRun:
@@ -204,23 +227,5 @@ class CommandRun:
         self.stop.set()
         self._events.put(("signal", signum))
 
-    @contextmanager
-    def _signals(self) -> Iterator[None]:
-        """Catch the forwarded signals in this block; restore the handlers after.
-
-        Signals can be caught only in the main thread; elsewhere (lockheed run
-        called from a thread) they keep their handlers. Ignored signals stay
-        ignored, so that the command inherits that.
-        """
-        previous: dict[int, Any] = {}
-        if threading.current_thread() is threading.main_thread():
-            for signum in FORWARDED:
-                handler = signal.getsignal(signum)
-                if handler is not signal.SIG_IGN:
-                    previous[signum] = signal.SIG_DFL if handler is None else handler
-                    signal.signal(signum, self._on_signal)
-        try:
-            yield
-        finally:
-            for caught, handler in previous.items():
-                signal.signal(caught, handler)
+    def _signals(self) -> AbstractContextManager[None]:
+        return signals_caught(self._on_signal)
