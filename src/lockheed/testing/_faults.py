@@ -45,6 +45,7 @@ import socket
 import struct
 import tempfile
 import threading
+import weakref
 from collections import Counter
 from collections.abc import Coroutine, Iterator
 from dataclasses import dataclass, field
@@ -279,6 +280,8 @@ class FaultProxy:
         self._listener: socket.socket | None = None
         self._conns: dict[int, _Conn] = {}
         self._serving: set[asyncio.Task[Any]] = set()
+        # Every stream writer made, so that stopping closes each one for certain.
+        self._writers: weakref.WeakSet[asyncio.StreamWriter] = weakref.WeakSet()
         self._runs: list[FaultRun] = []
         self._last_seq = 0
         self._changed: asyncio.Event | None = None
@@ -339,6 +342,10 @@ class FaultProxy:
         loop.call_soon_threadsafe(loop.stop)
         thread.join(_STOP_TIMEOUT)
         if not thread.is_alive():
+            # The loop has stopped: run it here once more to close every transport
+            # and end every task, so nothing is left for the garbage collector.
+            with contextlib.suppress(Exception):
+                loop.run_until_complete(self._sweep())
             loop.close()
         if self._dir is not None:
             shutil.rmtree(self._dir, ignore_errors=True)
@@ -496,6 +503,16 @@ class FaultProxy:
         if self._serving:
             await asyncio.wait(list(self._serving), timeout=_STOP_TIMEOUT)
 
+    async def _sweep(self) -> None:
+        for writer in list(self._writers):
+            writer.transport.abort()
+        tasks = [t for t in asyncio.all_tasks() if t is not asyncio.current_task()]
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        for _ in range(3):  # connection_lost callbacks run on the next iterations
+            await asyncio.sleep(0)
+
     def _signal(self) -> None:
         """Wake every pump waiting on a fault change."""
         if self._changed is not None:
@@ -565,6 +582,7 @@ class FaultProxy:
             return
         try:
             reader, writer = await asyncio.open_connection(sock=sock)
+            self._writers.add(writer)
         except OSError:
             sock.close()
             return
@@ -583,6 +601,7 @@ class FaultProxy:
                 up_reader, up_writer = await asyncio.wait_for(
                     asyncio.open_connection(*self.upstream), _CONNECT_TIMEOUT
                 )
+                self._writers.add(up_writer)
             except (OSError, asyncio.TimeoutError):
                 self._close(conn, rst=True)  # what a client sees of an unreachable server
                 return
