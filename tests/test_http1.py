@@ -11,8 +11,10 @@ only when the server allows it.
 from __future__ import annotations
 
 import asyncio
+import gc
 import socket
 import threading
+import warnings
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -66,6 +68,32 @@ def test_a_dead_kept_alive_connection_is_replaced_async(
             await lock.release()
 
     asyncio.run(main())
+
+
+def test_closing_the_async_client_leaves_no_socket_to_the_collector(
+    kube_namespace: str, kube_kubeconfig: Path
+) -> None:
+    """Closed connections are shut at once: none is left for garbage
+    collection to find open after its event loop ended (which pytest, with
+    warnings as errors, pins on whatever test happens to run next)."""
+
+    async def main() -> None:
+        async with AsyncConfigMapLocker(kube_namespace, config=kube_kubeconfig) as locker:
+            assert locker.api.lean is not None
+            locks = [AsyncLock(f"shut-{i}", locker).with_duration(30) for i in range(3)]
+            await asyncio.gather(*(lock.acquire() for lock in locks))  # several connections
+            await asyncio.gather(*(lock.release() for lock in locks))
+            assert locker.api.lean._idle  # kept alive until the locker closes
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", ResourceWarning)
+        loop = asyncio.new_event_loop()
+        try:
+            loop.run_until_complete(main())  # no turn of the loop after the close
+        finally:
+            loop.close()
+        gc.collect()
+    assert [str(w.message) for w in caught if w.category is ResourceWarning] == []
 
 
 # ---------------------------------------------------------- a local HTTP server

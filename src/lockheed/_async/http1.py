@@ -4,7 +4,9 @@ See :mod:`lockheed._http1` for why it exists and what it serves. A pool keeps
 up to :data:`~lockheed._http1.IDLE_CONNECTIONS` kept-alive connections; a task
 takes one, sends its request in one write, reads the answer, and gives the
 connection back only after a complete exchange that the server did not mark
-to close. A task cancelled in the middle closes its connection.
+to close. A task cancelled in the middle closes its connection. Connections
+are closed at once (the socket is shut without a TLS close handshake), so
+none outlives its pool or its event loop.
 
 Failure semantics: connection and TLS errors (``OSError``), timeouts
 (``asyncio.TimeoutError``) and unparsable answers
@@ -64,7 +66,11 @@ class _Connection:
         return self.writer.is_closing() or self.reader.at_eof()
 
     def close(self) -> None:
-        self.writer.close()
+        # Abort, not close: over TLS, close() starts a shutdown handshake that
+        # finishes only on a later loop iteration (or after 30 s), so a loop
+        # that ends first would leave the socket open until garbage collection.
+        # The API server needs no close_notify: every answer is length-framed.
+        self.writer.transport.abort()
 
     async def _line(self) -> bytes:
         try:
