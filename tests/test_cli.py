@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -24,6 +25,18 @@ def cli(
     command = [sys.executable, "-m", "lockheed", args[0], "--kubeconfig", str(kubeconfig)]
     command += ["--namespace", namespace, *args[1:]]
     return subprocess.run(command, capture_output=True, text=True, timeout=60, check=False, **kw)
+
+
+def table(text: str) -> list[dict[str, str]]:
+    """The rows of a table ``lockheed list`` printed, by column name."""
+    header, *lines = text.splitlines()
+    starts = [m.start() for m in re.finditer(r"(?<!\S)\S+(?: \S+)?", header)]
+    names = [header[a:b].strip() for a, b in zip(starts, [*starts[1:], None], strict=True)]
+    rows = []
+    for line in lines:
+        cells = [line[a:b].strip() for a, b in zip(starts, [*starts[1:], None], strict=True)]
+        rows.append(dict(zip(names, cells, strict=True)))
+    return rows
 
 
 def test_run_passes_the_token_and_the_exit_status(
@@ -87,7 +100,8 @@ def test_list_filters_by_tag_and_state(kube_kubeconfig: Path, kube_namespace: st
         assert only["name"] == "nightly"
         assert only["holders"][0]["instanceID"] == held.instance_id
         done = cli(kube_kubeconfig, kube_namespace, "list", "--tag", "hourly")
-        assert done.stdout.startswith("hourly\tfree")
+        (row,) = table(done.stdout)
+        assert row["NAME"] == "hourly" and row["HOLDERS"] == "<none>"
         held.release()
 
 
@@ -114,7 +128,8 @@ def test_lease_backend_for_run_and_list(kube_kubeconfig: Path, kube_namespace: s
         assert done.returncode == 0, done.stderr
         assert int(done.stdout) > (holder.fencing_token or 0)
         listed = cli(kube_kubeconfig, kube_namespace, "list", *lease, "--tag", "lease")
-        assert listed.stdout.startswith("report\tfree\ttags=lease")
+        (row,) = table(listed.stdout)
+        assert (row["NAME"], row["HOLDERS"], row["TAGS"]) == ("report", "<none>", "lease")
         configmaps = cli(kube_kubeconfig, kube_namespace, "list", "--json")
         assert [i["tags"] for i in json.loads(configmaps.stdout)] == [["cm"]]
 
@@ -159,10 +174,12 @@ def test_list_shows_malformed_locks_whatever_the_filter(
         ]:
             text = cli(kube_kubeconfig, kube_namespace, "list", *flags)
             assert text.returncode == 0, text.stderr
-            rows = [line.split("\t") for line in text.stdout.splitlines()]
-            assert [r[0] for r in rows] == sorted(["garbled", *others]), flags
-            (bad,) = (r for r in rows if r[0] == "garbled")
-            assert bad[1] == "MALFORMED" and bad[2], flags
+            rows = table(text.stdout)
+            assert [r["NAME"] for r in rows] == sorted(["garbled", *others]), flags
+            (bad,) = (r for r in rows if r["NAME"] == "garbled")
+            assert bad["TYPE"] == "MALFORMED", flags
+            (why,) = text.stderr.splitlines()  # the error, on standard error
+            assert why.startswith("lockheed: lock 'garbled' in namespace") and "malformed" in why
             done = cli(kube_kubeconfig, kube_namespace, "list", "--json", *flags)
             assert done.returncode == 0, done.stderr
             infos = {i["name"]: i for i in json.loads(done.stdout)}
