@@ -150,7 +150,25 @@ complete -o default -F _lockheed {" ".join(PROGRAMS)}
 
 
 def _fish(commands: dict[str, tuple[argparse.ArgumentParser, str]]) -> str:
-    lines = ["# lockheed completion for fish (lockheed completion fish | source)"]
+    passed = " ".join(PASSED)
+    lines = [
+        "# lockheed completion for fish (lockheed completion fish | source)",
+        "function __lockheed_locks",
+        "    # the lock names, from the cluster and namespace already typed",
+        "    set -l tokens (commandline -opc)",
+        "    set -l options",
+        "    set -l i 2",
+        "    while test $i -lt (count $tokens)",
+        "        set -l next (math $i + 1)",
+        f"        if contains -- $tokens[$i] {passed}",
+        "            set -a options $tokens[$i] $tokens[$next]",
+        "            set i $next",
+        "        end",
+        "        set i (math $i + 1)",
+        "    end",
+        "    $tokens[1] list -o name $options 2>/dev/null",
+        "end",
+    ]
     names = " ".join(commands)
     for program in PROGRAMS:
         c = f"complete -c {program}"
@@ -169,12 +187,12 @@ def _fish(commands: dict[str, tuple[argparse.ArgumentParser, str]]) -> str:
                     else:
                         flags.append(f"-s {option[1:]}")
                 value = ""
-                if _takes_value(action):
-                    value = " -r"
+                if "--kubeconfig" in action.option_strings:
+                    value = " -r -F"
+                elif _takes_value(action):
+                    value = " -x"
                     if action.choices:
                         value += " -a " + shlex.quote(" ".join(str(x) for x in action.choices))
-                    elif "--kubeconfig" in action.option_strings:
-                        value += " -F"
                 helptext = shlex.quote((action.help or "").replace("%(prog)s", "lockheed"))
                 lines.append(f"{c} {when} {' '.join(flags)}{value} -d {helptext}")
             positional = [a for a in p._actions if not a.option_strings and a.choices]
@@ -182,5 +200,5 @@ def _fish(commands: dict[str, tuple[argparse.ArgumentParser, str]]) -> str:
                 words = " ".join(str(x) for x in action.choices or ())
                 lines.append(f"{c} {when} -a {shlex.quote(words)}")
             if name in NAMED:
-                lines.append(f"{c} {when} -a '({program} list -o name 2>/dev/null)'")
+                lines.append(f"{c} {when} -a '(__lockheed_locks)'")
     return "\n".join(lines) + "\n"
