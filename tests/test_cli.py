@@ -380,8 +380,9 @@ def test_show_describes_holder_token_tags_and_waiters(
                 assert doc["state"]["lockType"] == "mutex"  # the stored Go document
                 assert list(doc["state"]["leases"]) == [held.instance_id]
                 assert doc["annotations"]["lockheed/fencing-token"] == str(token)
-                assert doc["object"]["metadata"]["name"] == "lockheed-nightly"
-                assert "managedFields" not in doc["object"]["metadata"]
+                assert doc["object"] == "lockheed-nightly"
+                assert doc["raw"]["metadata"]["name"] == "lockheed-nightly"
+                assert "managedFields" not in doc["raw"]["metadata"]
         finally:
             held.release()  # hands the lock to the waiter
             waiting.join(30)

@@ -23,7 +23,7 @@ from typing import Any
 from ._errors import LockConfigError
 from ._listing import Holder, _info
 from ._queue import Waiter, read_queue
-from ._state import Record, encode_state, parse_time
+from ._state import Record, encode_state, format_time, parse_time
 from ._sync.configmap import ConfigMapLocker
 from ._sync.lease import LeaseLocker
 
@@ -168,7 +168,7 @@ class LockRow:
             "holders": [
                 {
                     "instanceID": h.instance_id,
-                    "expires": h.expires.isoformat() if h.expires else None,
+                    "expires": format_time(h.expires) if h.expires else None,
                     "expiresIn": _seconds_or_none(h.expires, self.now),
                 }
                 for h in self.holders
@@ -182,7 +182,7 @@ class LockRow:
                 }
                 for w in self.waiters
             ],
-            "created": self.created.isoformat() if self.created else None,
+            "created": format_time(self.created) if self.created else None,
             "resourceVersion": self.version,
             "error": self.error,
         }
@@ -190,7 +190,7 @@ class LockRow:
             state = self.record.state
             out["state"] = json.loads(encode_state(state)) if state is not None else None
             out["annotations"] = dict(self.record.meta)
-            out["object"] = _without_managed_fields(self.record.raw)
+            out["raw"] = _without_managed_fields(self.record.raw)
         return out
 
 

@@ -5,7 +5,8 @@ across every namespace) and prints a table, ``wide`` table, ``json``,
 ``yaml`` or lock names (``-o name``); ``--where``, ``-l``, ``--tag``,
 ``--held`` and ``--free`` select locks, all of them at once. ``show`` reads
 one lock object (one GET) and describes it; ``-o json|yaml`` adds its raw
-state: the stored Go document, lockheed's annotations and the object itself.
+state: the stored Go document (``state``), lockheed's annotations and the object
+itself (``raw``, without ``managedFields``).
 Times are judged on the API server's clock.
 
 Failure semantics: nothing is written. A bad ``--where`` or ``-l`` exits 2
@@ -36,6 +37,7 @@ from ._cli_common import (
 from ._cli_where import Facts, Where, WhereError, all_where, parse_selector, parse_where
 from ._core import Read
 from ._runcmd import say
+from ._state import format_time
 
 __all__ = ["add_list_parser", "add_show_parser"]
 
@@ -231,7 +233,7 @@ def _describe(r: LockRow, kind: str) -> None:
                     left = "never expires"
                 else:
                     secs = (h.expires - r.now).total_seconds()
-                    left = f"expires in {human_seconds(max(0.0, secs))} ({h.expires.isoformat()})"
+                    left = f"expires in {human_seconds(max(0.0, secs))} ({format_time(h.expires)})"
                 lines.append(("Holder" if i == 0 else "", f"{h.instance_id}, {left}"))
         else:
             lines.append(("Holder", "<none> (free)"))
@@ -248,7 +250,7 @@ def _describe(r: LockRow, kind: str) -> None:
             lines.append(("Waiters" if i == 0 else "", f"{i + 1}. {w.instance_id} ({lease})"))
     else:
         lines.append(("Waiters", "<none>"))
-    age = "-" if r.created is None else f"{r.created.isoformat()} ({_age(r)} ago)"
+    age = "-" if r.created is None else f"{format_time(r.created)} ({_age(r)} ago)"
     lines.append(("Created", age))
     width = max(len(k) for k, _ in lines) + 2
     for key, value in lines:
