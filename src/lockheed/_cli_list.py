@@ -5,8 +5,9 @@ across every namespace) and prints a table, ``wide`` table, ``json``,
 ``yaml`` or lock names (``-o name``); ``--where``, ``-l``, ``--tag``,
 ``--held`` and ``--free`` select locks, all of them at once. ``show`` reads
 one lock object (one GET) and describes it; ``-o json|yaml`` adds its raw
-state: the stored Go document (``state``), lockheed's annotations and the object
-itself (``raw``, without ``managedFields``).
+state: the Go document (``state``: as stored in a ConfigMap, as read from a
+Lease), lockheed's annotations and the object itself (``raw``, without
+``managedFields``).
 Times are judged on the API server's clock.
 
 Failure semantics: nothing is written. A bad ``--where`` or ``-l`` exits 2
