@@ -16,6 +16,7 @@ import re
 import signal
 import subprocess
 import sys
+import threading
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,7 +24,7 @@ from pathlib import Path
 import pytest
 
 from child_output import Lines
-from lockheed import Lock, LockTimeout, acquired, list_locks
+from lockheed import Lock, LockLost, LockTimeout, acquired, list_locks
 from lockheed._cli import main
 from support import ConfigMapLockers
 
@@ -337,3 +338,41 @@ def test_verbose_says_whom_it_waits_for_and_each_change(
     run.out.expect("the command ran", WAIT)
     assert run.process.wait(WAIT) == 0, run.describe()
     assert_free(locker, "busy")
+
+
+def test_force_if_takes_over_only_when_the_condition_holds(
+    kube_kubeconfig: Path, kube_namespace: str, configmap_locker: ConfigMapLockers
+) -> None:
+    locker = configmap_locker()
+    holder = Lock("batch", locker).with_duration(600).with_tags(["preemptible"])
+    lost = threading.Event()
+    holder.on_lost(lambda exc: lost.set())
+    holder.with_renew_interval(0.5).acquire()
+    argv = [sys.executable, "-m", "lockheed", "run", "batch", "--kubeconfig", str(kube_kubeconfig)]
+    argv += ["-n", kube_namespace, "--no-wait"]
+
+    def run(*options: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [*argv, *options, "--", "echo", "the command ran"],
+            capture_output=True,
+            text=True,
+            timeout=STARTUP,
+            check=False,
+        )
+
+    kept = run("--force-if", "tags contains urgent")
+    assert kept.returncode == 73 and kept.stdout == ""
+    bad = run("--force-if", "acquired and expires < 30s")
+    assert bad.returncode == 2 and bad.stdout == ""
+    assert bad.stderr.splitlines()[0] == (
+        "lockheed run: --force-if: 'expires' has no equivalent in Go lockheed's conditions "
+        "(tags contains, acquired, and, or) at column 14:"
+    )
+    assert not lost.is_set()
+    taken = run("--force-if", "tags contains preemptible and acquired")
+    assert taken.returncode == 0, taken.stderr
+    assert taken.stdout == "the command ran\n"
+    assert lost.wait(WAIT)  # the holder learnt at its next renewal
+    with pytest.raises(LockLost):
+        holder.release()
+    assert_free(locker, "batch")

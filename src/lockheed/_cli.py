@@ -10,7 +10,8 @@ kept in ConfigMaps (Go lockheed's format, the default) or in Leases
     Hold lock NAME while COMMAND runs (renewed in the background), then release
     it, on every way out (see :mod:`lockheed._runcmd` for signals and loss).
     ``--no-wait`` gives up at once when the lock is held, ``--verbose`` reports
-    the holders it waits for. Exit status:
+    the holders it waits for, ``--force-if EXPR`` takes the lock over when the
+    condition (``--where``'s Go vocabulary) holds for it. Exit status:
 
     * COMMAND's own status; 128+N when it was killed by signal N;
     * 2: bad usage (options, lock name);
@@ -54,6 +55,7 @@ from ._cli_break import add_break_parser
 from ._cli_common import EXIT_USAGE, add_backend, add_connection, make_locker
 from ._cli_complete import add_completion_parser
 from ._cli_list import add_list_parser, add_show_parser
+from ._cli_where import WhereError, parse_where
 from ._elect_cmd import add_elect_parser
 from ._errors import LockError
 from ._runcmd import EXIT_ERROR, CommandRun, say
@@ -68,8 +70,16 @@ def _run(args: argparse.Namespace) -> int:
         print("lockheed run: give a command after '--'", file=sys.stderr)
         return EXIT_USAGE
     timeout = 0.0 if args.no_wait else args.timeout
+    force = None
+    if args.force_if is not None:
+        try:
+            force = parse_where(args.force_if).condition()
+        except WhereError as exc:
+            print(f"lockheed run: --force-if: {exc}", file=sys.stderr)
+            return EXIT_USAGE
     with make_locker(args) as locker:
         lock = Lock(args.name, locker).with_duration(args.duration).with_tags(args.tag)
+        lock.with_force(force)
         lock.with_renew_interval(args.renew if args.renew is not None else args.duration / 3)
         return CommandRun(lock, command, timeout, verbose=args.verbose).run()
 
@@ -153,6 +163,12 @@ def _add_run_parser(sub: Any) -> None:
         help="give up at once if the lock is held (exit 73), like flock -n",
     )
     run.add_argument("--tag", action="append", default=[], help="tag the lock (repeatable)")
+    run.add_argument(
+        "--force-if",
+        metavar="EXPR",
+        help="take the lock over, even from a live holder, when EXPR holds for it "
+        "(Go's vocabulary of --where: tags contains T, acquired, and, or, not acquired)",
+    )
     run.add_argument(
         "-v", "--verbose", action="store_true", help="say whom it waits for, and each change"
     )
