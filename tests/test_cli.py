@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
+import threading
 from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 
 from lockheed import ConfigMapLocker, LeaseLocker, Lock, tags_contain
 from lockheed._codec import LABEL
@@ -24,6 +27,18 @@ def cli(
     command = [sys.executable, "-m", "lockheed", args[0], "--kubeconfig", str(kubeconfig)]
     command += ["--namespace", namespace, *args[1:]]
     return subprocess.run(command, capture_output=True, text=True, timeout=60, check=False, **kw)
+
+
+def table(text: str) -> list[dict[str, str]]:
+    """The rows of a table ``lockheed list`` printed, by column name."""
+    header, *lines = text.splitlines()
+    starts = [m.start() for m in re.finditer(r"(?<!\S)\S+(?: \S+)?", header)]
+    names = [header[a:b].strip() for a, b in zip(starts, [*starts[1:], None], strict=True)]
+    rows = []
+    for line in lines:
+        cells = [line[a:b].strip() for a, b in zip(starts, [*starts[1:], None], strict=True)]
+        rows.append(dict(zip(names, cells, strict=True)))
+    return rows
 
 
 def test_run_passes_the_token_and_the_exit_status(
@@ -87,7 +102,8 @@ def test_list_filters_by_tag_and_state(kube_kubeconfig: Path, kube_namespace: st
         assert only["name"] == "nightly"
         assert only["holders"][0]["instanceID"] == held.instance_id
         done = cli(kube_kubeconfig, kube_namespace, "list", "--tag", "hourly")
-        assert done.stdout.startswith("hourly\tfree")
+        (row,) = table(done.stdout)
+        assert row["NAME"] == "hourly" and row["HOLDERS"] == "<none>"
         held.release()
 
 
@@ -114,7 +130,8 @@ def test_lease_backend_for_run_and_list(kube_kubeconfig: Path, kube_namespace: s
         assert done.returncode == 0, done.stderr
         assert int(done.stdout) > (holder.fencing_token or 0)
         listed = cli(kube_kubeconfig, kube_namespace, "list", *lease, "--tag", "lease")
-        assert listed.stdout.startswith("report\tfree\ttags=lease")
+        (row,) = table(listed.stdout)
+        assert (row["NAME"], row["HOLDERS"], row["TAGS"]) == ("report", "<none>", "lease")
         configmaps = cli(kube_kubeconfig, kube_namespace, "list", "--json")
         assert [i["tags"] for i in json.loads(configmaps.stdout)] == [["cm"]]
 
@@ -159,10 +176,12 @@ def test_list_shows_malformed_locks_whatever_the_filter(
         ]:
             text = cli(kube_kubeconfig, kube_namespace, "list", *flags)
             assert text.returncode == 0, text.stderr
-            rows = [line.split("\t") for line in text.stdout.splitlines()]
-            assert [r[0] for r in rows] == sorted(["garbled", *others]), flags
-            (bad,) = (r for r in rows if r[0] == "garbled")
-            assert bad[1] == "MALFORMED" and bad[2], flags
+            rows = table(text.stdout)
+            assert [r["NAME"] for r in rows] == sorted(["garbled", *others]), flags
+            (bad,) = (r for r in rows if r["NAME"] == "garbled")
+            assert bad["TYPE"] == "MALFORMED", flags
+            (why,) = text.stderr.splitlines()  # the error, on standard error
+            assert why.startswith("lockheed: lock 'garbled' in namespace") and "malformed" in why
             done = cli(kube_kubeconfig, kube_namespace, "list", "--json", *flags)
             assert done.returncode == 0, done.stderr
             infos = {i["name"]: i for i in json.loads(done.stdout)}
@@ -189,3 +208,197 @@ def test_a_bad_kubeconfig_is_one_clear_line(
     (line,) = done.stderr.splitlines()
     assert line.startswith("lockheed: ")
     assert "Traceback" not in done.stderr
+
+
+def test_list_prints_a_table_and_says_when_there_is_nothing(
+    kube_kubeconfig: Path, kube_namespace: str
+) -> None:
+    empty = cli(kube_kubeconfig, kube_namespace, "list")
+    assert empty.returncode == 0, empty.stderr
+    assert empty.stdout == ""
+    assert empty.stderr == f"No locks in namespace {kube_namespace}.\n"
+    assert json.loads(cli(kube_kubeconfig, kube_namespace, "list", "-o", "json").stdout) == []
+    with ConfigMapLocker(kube_namespace, config=kube_kubeconfig) as locker:
+        held = Lock("nightly", locker).with_duration(600).with_tags(["nightly", "backup"])
+        token = held.acquire()
+        with Lock("hourly", locker).with_tags(["hourly"]):
+            pass
+        done = cli(kube_kubeconfig, kube_namespace, "list")
+        assert done.returncode == 0, done.stderr
+        header = done.stdout.splitlines()[0].split()
+        assert header == ["NAME", "TYPE", "HOLDERS", "EXPIRES", "IN", "TOKEN", "TAGS", "AGE"]
+        hourly, nightly = table(done.stdout)
+        assert hourly == {
+            "NAME": "hourly",
+            "TYPE": "mutex",
+            "HOLDERS": "<none>",
+            "EXPIRES IN": "-",
+            "TOKEN": "-",
+            "TAGS": "hourly",
+            "AGE": hourly["AGE"],
+        }
+        assert re.fullmatch(r"\d+s|\d+m\d*s?", hourly["AGE"])
+        assert nightly["HOLDERS"] == held.instance_id
+        assert nightly["TOKEN"] == str(token)
+        assert nightly["TAGS"] == "nightly,backup"
+        assert re.fullmatch(r"\d+m(\d+s)?|\d+s", nightly["EXPIRES IN"])
+        wide = table(cli(kube_kubeconfig, kube_namespace, "list", "-o", "wide").stdout)
+        assert [(r["OBJECT"], r["WAITERS"]) for r in wide] == [
+            ("lockheed-hourly", "0"),
+            ("lockheed-nightly", "0"),
+        ]
+        assert all(int(r["VERSION"]) > 0 for r in wide)
+        names = cli(kube_kubeconfig, kube_namespace, "list", "-o", "name")
+        assert names.stdout == "hourly\nnightly\n"
+        as_yaml = yaml.safe_load(cli(kube_kubeconfig, kube_namespace, "list", "-o", "yaml").stdout)
+        assert [i["name"] for i in as_yaml] == ["hourly", "nightly"]
+        assert as_yaml[1]["holders"][0]["instanceID"] == held.instance_id
+        assert as_yaml[1]["fencingToken"] == token
+        assert as_yaml[1]["type"] == "mutex"
+        none = cli(kube_kubeconfig, kube_namespace, "list", "-l", "weekly")
+        assert none.returncode == 0 and none.stdout == ""
+        assert none.stderr == f"No locks in namespace {kube_namespace} match (2 in all).\n"
+        held.release()
+
+
+def test_list_where_and_selector(kube_kubeconfig: Path, kube_namespace: str) -> None:
+    with ConfigMapLocker(kube_namespace, config=kube_kubeconfig) as locker:
+        nightly = Lock("nightly", locker).with_duration(600).with_tags(["nightly"])
+        nightly.acquire()
+        backup = Lock("backup", locker).with_duration(20).with_tags(["nightly", "backup"])
+        backup.acquire()
+        with Lock("hourly", locker).with_tags(["hourly"]):
+            pass
+
+        def names(*args: str) -> list[str]:
+            done = cli(kube_kubeconfig, kube_namespace, "list", "-o", "name", *args)
+            assert done.returncode == 0, done.stderr
+            return done.stdout.split()
+
+        assert names("--where", "tags contains nightly and acquired") == ["backup", "nightly"]
+        # a 20 s lease has less than 30 s left, or has run out and is no longer acquired
+        assert names("--where", "not acquired or expires < 30s") == ["backup", "hourly"]
+        assert names("--where", "holder = " + nightly.instance_id) == ["nightly"]
+        assert names("-l", "nightly,!backup") == ["nightly"]
+        assert names("-l", "nightly", "--where", "name != nightly") == ["backup"]
+        assert names("--free") == ["hourly"]
+        bad = cli(kube_kubeconfig, kube_namespace, "list", "--where", "acquired and expires < soon")
+        assert bad.returncode == 2
+        assert bad.stdout == ""
+        assert bad.stderr.splitlines() == [
+            "lockheed list: --where: expected a duration such as 30s, 500ms, 2m or 1h, "
+            "not 'soon' at column 24:",
+            "  acquired and expires < soon",
+            "                         ^",
+        ]
+        bad = cli(kube_kubeconfig, kube_namespace, "list", "-l", "a,,b")
+        assert bad.returncode == 2 and "-l: expected a tag or !tag at column 3" in bad.stderr
+        nightly.release()
+        backup.release()
+
+
+def test_list_all_namespaces(
+    kube_cluster: Cluster, kube_kubeconfig: Path, kube_namespace: str
+) -> None:
+    other = kube_cluster.create_namespace("cli-other")
+    try:
+        for namespace in (kube_namespace, other):
+            with (
+                ConfigMapLocker(namespace, config=kube_kubeconfig) as locker,
+                Lock("shared-name", locker).with_tags([namespace]),
+            ):
+                pass
+        done = cli(kube_kubeconfig, kube_namespace, "list", "-A", "--where", "name = shared-name")
+        assert done.returncode == 0, done.stderr
+        # (malformed locks that other tests left in their namespaces are listed too)
+        rows = [r for r in table(done.stdout) if r["NAMESPACE"] in (kube_namespace, other)]
+        assert sorted((r["NAMESPACE"], r["TAGS"]) for r in rows) == sorted(
+            [(kube_namespace, kube_namespace), (other, other)]
+        )
+    finally:
+        kube_cluster.delete_namespace(other)
+
+
+def test_context_chooses_the_cluster_and_namespace(
+    tmp_path: Path, kube_kubeconfig: Path, kube_namespace: str
+) -> None:
+    config = yaml.safe_load(kube_kubeconfig.read_text())
+    (context,) = config["contexts"]
+    config["contexts"].append(
+        {"name": "ops", "context": {**context["context"], "namespace": kube_namespace}}
+    )
+    kubeconfig = tmp_path / "kubeconfig"
+    kubeconfig.write_text(yaml.safe_dump(config))
+    with ConfigMapLocker(kube_namespace, config=kube_kubeconfig) as locker, Lock("in-ops", locker):
+        pass
+    base = [sys.executable, "-m", "lockheed", "list", "--kubeconfig", str(kubeconfig)]
+    done = subprocess.run(
+        [*base, "--context", "ops", "-o", "name"], capture_output=True, text=True, check=False
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout == "in-ops\n"  # the context's namespace, without -n
+    bad = subprocess.run([*base, "--context", "nope"], capture_output=True, text=True, check=False)
+    assert bad.returncode == 1
+    (line,) = bad.stderr.splitlines()
+    assert line.startswith("lockheed: kubeconfig ") and "no usable context 'nope'" in line
+    assert "ops" in line  # the contexts it has
+
+
+def test_show_describes_holder_token_tags_and_waiters(
+    kube_kubeconfig: Path, kube_namespace: str
+) -> None:
+    with ConfigMapLocker(kube_namespace, config=kube_kubeconfig) as locker:
+        held = Lock("nightly", locker).with_duration(600).with_tags(["nightly"])
+        token = held.acquire()
+        waiter = Lock("nightly", locker).with_duration(30)
+        in_line = threading.Event()
+        waiter._on_watch = lambda watch: in_line.set()  # it joined the line and waits
+        waiting = threading.Thread(target=lambda: waiter.acquire(timeout=60))
+        waiting.start()
+        try:
+            assert in_line.wait(30)
+            done = cli(kube_kubeconfig, kube_namespace, "show", "nightly")
+            assert done.returncode == 0, done.stderr
+            fields = dict(
+                (key.strip(), value.strip())
+                for key, _, value in (line.partition(":") for line in done.stdout.splitlines())
+            )
+            assert fields["Name"] == "nightly"
+            assert fields["Namespace"] == kube_namespace
+            assert fields["Object"].startswith("configmap/lockheed-nightly (resourceVersion ")
+            assert fields["Type"] == "mutex"
+            assert fields["Holder"].startswith(f"{held.instance_id}, expires in ")
+            assert fields["Fencing token"] == str(token)
+            assert fields["Tags"] == "nightly"
+            assert fields["Waiters"] == f"1. {waiter.instance_id} (lease 30s)"
+            for output in ("yaml", "json"):
+                raw = cli(kube_kubeconfig, kube_namespace, "show", "nightly", "-o", output)
+                assert raw.returncode == 0, raw.stderr
+                doc = yaml.safe_load(raw.stdout)  # JSON is YAML
+                assert doc["holders"][0]["instanceID"] == held.instance_id
+                assert doc["waiters"] == [{"instanceID": waiter.instance_id, "duration": 30.0}]
+                assert doc["state"]["lockType"] == "mutex"  # the stored Go document
+                assert list(doc["state"]["leases"]) == [held.instance_id]
+                assert doc["annotations"]["lockheed/fencing-token"] == str(token)
+                assert doc["object"] == "lockheed-nightly"
+                assert doc["raw"]["metadata"]["name"] == "lockheed-nightly"
+                assert "managedFields" not in doc["raw"]["metadata"]
+        finally:
+            held.release()  # hands the lock to the waiter
+            waiting.join(30)
+            waiter.release()
+    missing = cli(kube_kubeconfig, kube_namespace, "show", "nope")
+    assert missing.returncode == 1
+    assert missing.stderr == (
+        f"lockheed: no lock 'nope' in namespace '{kube_namespace}' (no configmap lockheed-nope)\n"
+    )
+
+
+def test_demo_runs_its_hidden_workers(kube_kubeconfig: Path, kube_namespace: str) -> None:
+    """The demo's workers are started through the internal command, which --help never shows."""
+    done = cli(kube_kubeconfig, kube_namespace, "demo", "--rounds", "1", "--hold", "0.05")
+    assert done.returncode == 0, done.stderr
+    tokens = [
+        int(m.group(1)) for m in re.finditer(r"holds 'demo', fencing token (\d+)", done.stdout)
+    ]
+    assert len(tokens) == 2 and tokens[0] < tokens[1], done.stdout

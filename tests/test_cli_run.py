@@ -12,9 +12,11 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 import signal
 import subprocess
 import sys
+import threading
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,7 +24,7 @@ from pathlib import Path
 import pytest
 
 from child_output import Lines
-from lockheed import Lock, LockTimeout, list_locks
+from lockheed import Lock, LockLost, LockTimeout, acquired, list_locks
 from lockheed._cli import main
 from support import ConfigMapLockers
 
@@ -246,3 +248,131 @@ def test_an_unexpected_error_is_one_line_and_the_lock_is_released(
     assert line == "lockheed: unexpected error: RuntimeError: simulated failure"
     assert_free(configmap_locker(), "job")
     assert {s: signal.getsignal(s) for s in handlers} == handlers  # restored
+
+
+# Prints what lockheed put in its environment, then waits for a line on stdin.
+SHOW_ENV = """
+import os, sys
+print(*(os.environ[k] for k in ("LOCKHEED_LOCK_NAME", "LOCKHEED_INSTANCE_ID",
+                                 "LOCKHEED_FENCING_TOKEN")), flush=True)
+sys.stdin.readline()
+"""
+
+
+def test_the_command_gets_the_lock_name_its_holder_id_and_token(
+    start_run: StartRun, configmap_locker: ConfigMapLockers
+) -> None:
+    locker = configmap_locker()
+    run = start_run("report", "--duration", "60", command=[sys.executable, "-c", SHOW_ENV])
+    line = run.out.expect(lambda text: text.startswith("report "), STARTUP, "the environment")
+    name, instance, token = line.split()
+    (info,) = list_locks(locker)  # what the cluster says while the command runs
+    assert name == info.name
+    assert [h.instance_id for h in info.holders] == [instance]
+    assert int(token) == info.fencing_token
+    run.say("done")
+    assert run.process.wait(WAIT) == 0, run.describe()
+
+
+def test_no_wait_gives_up_at_once_when_the_lock_is_held(
+    kube_kubeconfig: Path, kube_namespace: str, configmap_locker: ConfigMapLockers
+) -> None:
+    locker = configmap_locker()
+    holder = Lock("busy", locker).with_duration(60)
+    holder.acquire()
+    argv = [sys.executable, "-m", "lockheed", "run", "busy", "--kubeconfig", str(kube_kubeconfig)]
+    argv += ["-n", kube_namespace, "--no-wait", "--", "echo", "the command ran"]
+    done = subprocess.run(argv, capture_output=True, text=True, timeout=STARTUP, check=False)
+    assert done.returncode == 73
+    assert done.stdout == ""  # the command never ran
+    (line,) = done.stderr.splitlines()
+    assert line.startswith("lockheed: lock 'busy' is held by " + holder.instance_id)
+    both = subprocess.run(
+        [*argv[:-3], "--no-wait", "--timeout", "5", "--", "true"],
+        capture_output=True,
+        text=True,
+        timeout=STARTUP,
+        check=False,
+    )
+    assert both.returncode == 2 and "not allowed with argument" in both.stderr
+    holder.release()  # still ours
+    free = subprocess.run(argv, capture_output=True, text=True, timeout=STARTUP, check=False)
+    assert free.returncode == 0, free.stderr
+    assert free.stdout == "the command ran\n"
+
+
+def test_verbose_says_whom_it_waits_for_and_each_change(
+    start_run: StartRun, configmap_locker: ConfigMapLockers
+) -> None:
+    locker = configmap_locker()
+    first = Lock("busy", locker).with_duration(600)
+    first.acquire()
+    run = start_run("busy", "--verbose", "--duration", "60", command=["echo", "the command ran"])
+    run.err.expect(
+        lambda line: (
+            line.startswith(f"lockheed: waiting for busy held by {first.instance_id} ")
+            and re.search(r"\(expires in \d+ s\)$", line) is not None
+        ),
+        STARTUP,
+        "a line naming the holder and its lease",
+    )
+    second = Lock("busy", locker).with_duration(600).with_force(acquired(True))
+    second.acquire(timeout=WAIT)  # takes the lock over, ahead of the line
+    run.err.expect(
+        lambda line: (
+            line.startswith(f"lockheed: busy is now held by {second.instance_id} ")
+            and line.endswith("; waiting")
+        ),
+        WAIT,
+        "a line naming the new holder",
+    )
+    second.release()  # hands the lock to lockheed, first in line
+    run.err.expect(
+        lambda line: (
+            re.fullmatch(r"lockheed: holding busy \(fencing token \d+\); starting echo", line)
+            is not None
+        ),
+        WAIT,
+        "a line saying it holds the lock",
+    )
+    run.out.expect("the command ran", WAIT)
+    assert run.process.wait(WAIT) == 0, run.describe()
+    assert_free(locker, "busy")
+
+
+def test_force_if_takes_over_only_when_the_condition_holds(
+    kube_kubeconfig: Path, kube_namespace: str, configmap_locker: ConfigMapLockers
+) -> None:
+    locker = configmap_locker()
+    holder = Lock("batch", locker).with_duration(600).with_tags(["preemptible"])
+    lost = threading.Event()
+    holder.on_lost(lambda exc: lost.set())
+    holder.with_renew_interval(0.5).acquire()
+    argv = [sys.executable, "-m", "lockheed", "run", "batch", "--kubeconfig", str(kube_kubeconfig)]
+    argv += ["-n", kube_namespace, "--no-wait"]
+
+    def run(*options: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [*argv, *options, "--", "echo", "the command ran"],
+            capture_output=True,
+            text=True,
+            timeout=STARTUP,
+            check=False,
+        )
+
+    kept = run("--force-if", "tags contains urgent")
+    assert kept.returncode == 73 and kept.stdout == ""
+    bad = run("--force-if", "acquired and expires < 30s")
+    assert bad.returncode == 2 and bad.stdout == ""
+    assert bad.stderr.splitlines()[0] == (
+        "lockheed run: --force-if: 'expires' has no equivalent in Go lockheed's conditions "
+        "(tags contains, acquired, and, or) at column 14:"
+    )
+    assert not lost.is_set()
+    taken = run("--force-if", "tags contains preemptible and acquired")
+    assert taken.returncode == 0, taken.stderr
+    assert taken.stdout == "the command ran\n"
+    assert lost.wait(WAIT)  # the holder learnt at its next renewal
+    with pytest.raises(LockLost):
+        holder.release()
+    assert_free(locker, "batch")

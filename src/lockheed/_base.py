@@ -95,6 +95,8 @@ class LockBase:
         # watch, so it costs no request).
         self._loss_after: timedelta | None = None
         self._on_wait: Callable[[str | None], Any] | None = None
+        # Set by ``lockheed run --verbose``: told each watch (holder and expiry).
+        self._on_watch: Callable[[Watch], Any] | None = None
 
     def __repr__(self) -> str:
         state = "held" if self.held else "lost" if self._lost else "free"
@@ -224,8 +226,11 @@ class LockBase:
     def _guard_effect(self, effect: Any) -> Any:
         """Check the stop signal before an effect; cut long waits while one is set.
         Tell the waiting observer who holds the lock before each watch."""
-        if isinstance(effect, Watch) and self._on_wait is not None:
-            self._on_wait(effect.holder)
+        if isinstance(effect, Watch):
+            if self._on_wait is not None:
+                self._on_wait(effect.holder)
+            if self._on_watch is not None:
+                self._on_watch(effect)
         stop = self._stop
         if stop is None:
             return effect

@@ -1,88 +1,67 @@
-"""The ``lockheed`` command line.
+"""The ``lockheed`` command line (also ``kubectl lockheed``, as a kubectl plugin).
+
+Every command takes kubectl's connection options (``--kubeconfig``,
+``--context``, ``-n/--namespace``) and ``--backend configmap|lease``: locks
+kept in ConfigMaps (Go lockheed's format, the default) or in Leases
+(client-go's). The commands are registered in :data:`COMMANDS`, in the order
+``lockheed --help`` lists them.
 
 ``lockheed run NAME -- COMMAND...``
     Hold lock NAME while COMMAND runs (renewed in the background), then release
     it, on every way out (see :mod:`lockheed._runcmd` for signals and loss).
-    Exit status:
+    ``--no-wait`` gives up at once when the lock is held, ``--verbose`` reports
+    the holders it waits for, ``--force-if EXPR`` takes the lock over when the
+    condition (``--where``'s Go vocabulary) holds for it. Exit status:
 
     * COMMAND's own status; 128+N when it was killed by signal N;
     * 2: bad usage (options, lock name);
-    * 73: the lock was not had within ``--timeout``;
+    * 73: the lock was not had (held, with ``--no-wait``; or not within ``--timeout``);
     * 75: the lock was lost while COMMAND ran (COMMAND got SIGTERM);
     * 126: COMMAND cannot be run (not executable); 127: not found;
     * 128+N: lockheed got signal N (SIGTERM, SIGINT, SIGHUP) while waiting
       for the lock; COMMAND never started;
     * 1: any other error (the Kubernetes configuration, the API server, a
       failed release), reported on one line.
-``lockheed list``
-    Print the locks of a namespace, filtered by tags and whether they are held.
-    Malformed lock objects are always printed (as ``MALFORMED``, with the
-    error): no filter can tell what they hold.
-
-``run`` and ``list`` take ``--backend configmap|lease``: locks kept in
-ConfigMaps (Go lockheed's format, the default) or in Leases (client-go's).
+``lockheed elect NAME -- COMMAND...``
+    Run COMMAND only while leading (:mod:`lockheed._elect_cmd`).
+``lockheed list`` and ``lockheed show NAME``
+    Look at locks (:mod:`lockheed._cli_list`); exit 0, 1 on errors (``show``:
+    no such lock), 2 for a bad ``--where`` or ``-l``.
+``lockheed break NAME``
+    Remove the leases of a stuck lock (:mod:`lockheed._cli_break`); exit 0, 1,
+    2, 3 refused or not confirmed, 4 changed meanwhile.
 ``lockheed demo``
     Start a local control plane (unless ``--kubeconfig`` is given) and let two
     processes take turns on one lock, printing each hand-off and fencing token.
+``lockheed completion bash|zsh|fish``
+    Print a shell completion script (:mod:`lockheed._cli_complete`).
 
-Every error is one ``lockheed: ...`` line on standard error, never a traceback.
+Every error is one ``lockheed: ...`` line on standard error, never a
+traceback; a bad ``--where`` adds the expression and a caret under the bad
+token.
 """
 
 from __future__ import annotations
 
 import argparse
-import json
 import math
 import subprocess
 import sys
 import time
-from collections.abc import Sequence
-from pathlib import Path
+from collections.abc import Callable, Sequence
 from typing import Any
 
-from ._conditions import Condition, LockView, acquired, all_of, tags_contain
+from ._cli_break import add_break_parser
+from ._cli_common import EXIT_USAGE, add_backend, add_connection, make_locker
+from ._cli_complete import add_completion_parser
+from ._cli_list import add_list_parser, add_show_parser
+from ._cli_where import WhereError, parse_where
 from ._elect_cmd import add_elect_parser
 from ._errors import LockError
-from ._listing import LockInfo
 from ._runcmd import EXIT_ERROR, CommandRun, say
-from ._sync.configmap import ConfigMapLocker
-from ._sync.lease import LeaseLocker
-from ._sync.listing import list_locks
 from ._sync.lock import Lock
 
-EXIT_USAGE = 2
 EXIT_INTERRUPTED = 130
-
-
-BACKENDS: dict[str, type[ConfigMapLocker | LeaseLocker]] = {
-    "configmap": ConfigMapLocker,
-    "lease": LeaseLocker,
-}
-
-
-def _locker(args: argparse.Namespace) -> ConfigMapLocker | LeaseLocker:
-    kind = BACKENDS[getattr(args, "backend", "configmap")]
-    return kind(args.namespace, prefix=args.prefix, config=args.kubeconfig)
-
-
-def _backend(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument(
-        "--backend",
-        choices=sorted(BACKENDS),
-        default="configmap",
-        help="keep locks in ConfigMaps (Go lockheed's format) or Leases (client-go's); "
-        "default: configmap",
-    )
-
-
-def _common(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument(
-        "--kubeconfig", type=Path, help="default: in-cluster, $KUBECONFIG, ~/.kube/config"
-    )
-    parser.add_argument("-n", "--namespace", help="default: the context's or the pod's namespace")
-    parser.add_argument(
-        "--prefix", default="lockheed", help="object name prefix (default: lockheed)"
-    )
 
 
 def _run(args: argparse.Namespace) -> int:
@@ -90,65 +69,23 @@ def _run(args: argparse.Namespace) -> int:
     if not command:
         print("lockheed run: give a command after '--'", file=sys.stderr)
         return EXIT_USAGE
-    with _locker(args) as locker:
+    timeout = 0.0 if args.no_wait else args.timeout
+    force = None
+    if args.force_if is not None:
+        try:
+            force = parse_where(args.force_if).condition()
+        except WhereError as exc:
+            print(f"lockheed run: --force-if: {exc}", file=sys.stderr)
+            return EXIT_USAGE
+    with make_locker(args) as locker:
         lock = Lock(args.name, locker).with_duration(args.duration).with_tags(args.tag)
+        lock.with_force(force)
         lock.with_renew_interval(args.renew if args.renew is not None else args.duration / 3)
-        return CommandRun(lock, command, args.timeout).run()
-
-
-def _condition(args: argparse.Namespace) -> Condition | None:
-    parts = [tags_contain(t) for t in args.tag]
-    if args.held is not None:
-        parts.append(acquired(args.held))
-    return all_of(*parts) if parts else None
-
-
-def _shown(info: LockInfo, where: Condition | None) -> bool:
-    """Whether ``lockheed list`` prints a lock: a malformed one always, since no
-    filter can tell what it holds."""
-    if where is None or info.error is not None:
-        return True
-    return where.matches(LockView(frozenset(info.tags), info.acquired))
-
-
-def _list(args: argparse.Namespace) -> int:
-    where = _condition(args)
-    with _locker(args) as locker:
-        infos = [i for i in list_locks(locker) if _shown(i, where)]
-    if args.json:
-        out = [
-            {
-                "name": i.name,
-                "type": i.lock_type,
-                "holders": [
-                    {
-                        "instanceID": h.instance_id,
-                        "expires": h.expires.isoformat() if h.expires else None,
-                    }
-                    for h in i.holders
-                ],
-                "tags": list(i.tags),
-                "fencingToken": i.fencing_token,
-                "error": i.error,
-            }
-            for i in infos
-        ]
-        print(json.dumps(out, indent=2))
-        return 0
-    for i in infos:
-        if i.error:
-            print(f"{i.name}\tMALFORMED\t{i.error}")
-            continue
-        who = ", ".join(
-            f"{h.instance_id} until {h.expires.isoformat() if h.expires else 'forever'}"
-            for h in i.holders
-        )
-        print(f"{i.name}\t{'held by ' + who if who else 'free'}\ttags={','.join(i.tags)}")
-    return 0
+        return CommandRun(lock, command, timeout, verbose=args.verbose).run()
 
 
 def _demo_worker(args: argparse.Namespace) -> int:
-    with _locker(args) as locker:
+    with make_locker(args) as locker:
         lock = Lock("demo", locker).with_duration(6).with_renew_interval(2).with_tags([args.worker])
         for _ in range(args.rounds):
             asked = time.monotonic()
@@ -202,43 +139,72 @@ def _seconds(text: str) -> float:
     return value
 
 
-def parser() -> argparse.ArgumentParser:
-    top = argparse.ArgumentParser(
-        prog="lockheed", description="Distributed locks kept in Kubernetes."
+def _add_run_parser(sub: Any) -> None:
+    run = sub.add_parser(
+        "run",
+        help="hold a lock while a command runs",
+        description="Hold lock NAME while COMMAND runs, then release it. COMMAND gets "
+        "LOCKHEED_LOCK_NAME, LOCKHEED_INSTANCE_ID and LOCKHEED_FENCING_TOKEN.",
+        epilog="The command and its arguments follow '--'. Exit statuses: the command's "
+        "(128+N if signal N killed it); 1 lockheed's error; 2 bad usage; 73 the lock was "
+        "not had (--no-wait, --timeout); 75 the lock was lost while the command ran; "
+        "126/127 the command cannot be run / is not found; 128+N signal N while waiting.",
     )
-    sub = top.add_subparsers(dest="cmd", required=True)
-
-    run = sub.add_parser("run", help="hold a lock while a command runs")
-    _common(run)
-    _backend(run)
+    add_connection(run)
+    add_backend(run)
     run.add_argument("name", help="lock name")
     run.add_argument("--duration", type=_seconds, default=30.0, help="lease seconds (default 30)")
     run.add_argument("--renew", type=_seconds, help="renew interval (default duration/3)")
-    run.add_argument("--timeout", type=_seconds, help="give up after this many seconds")
+    wait = run.add_mutually_exclusive_group()
+    wait.add_argument("--timeout", type=_seconds, help="give up after this many seconds (exit 73)")
+    wait.add_argument(
+        "--no-wait",
+        action="store_true",
+        help="give up at once if the lock is held (exit 73), like flock -n",
+    )
     run.add_argument("--tag", action="append", default=[], help="tag the lock (repeatable)")
-    run.epilog = "The command and its arguments follow '--'."
+    run.add_argument(
+        "--force-if",
+        metavar="EXPR",
+        help="take the lock over, even from a live holder, when EXPR holds for it "
+        "(Go's vocabulary of --where: tags contains T, acquired, and, or, not acquired)",
+    )
+    run.add_argument(
+        "-v", "--verbose", action="store_true", help="say whom it waits for, and each change"
+    )
     run.set_defaults(func=_run)
 
-    add_elect_parser(sub, _locker, _common, _backend)
 
-    ls = sub.add_parser("list", help="list locks")
-    _common(ls)
-    _backend(ls)
-    ls.add_argument("--tag", action="append", default=[], help="only locks with this tag")
-    group = ls.add_mutually_exclusive_group()
-    group.add_argument("--held", dest="held", action="store_const", const=True, default=None)
-    group.add_argument("--free", dest="held", action="store_const", const=False)
-    ls.add_argument("--json", action="store_true")
-    ls.set_defaults(func=_list)
+def _add_elect(sub: Any) -> None:
+    add_elect_parser(sub, make_locker, add_connection, add_backend)
 
+
+def _add_demo_parser(sub: Any) -> None:
     demo = sub.add_parser("demo", help="two processes take turns on a lock")
-    _common(demo)
-    demo.add_argument("--rounds", type=int, default=5)
+    add_connection(demo)
+    demo.add_argument("--rounds", type=int, default=5, help="turns per worker (default 5)")
     demo.add_argument("--hold", type=float, default=0.3, help="seconds each turn lasts")
     demo.set_defaults(func=_demo)
 
+
+#: Every subcommand, in the order ``lockheed --help`` lists them: register new ones here.
+COMMANDS: tuple[Callable[[Any], None], ...] = (
+    _add_run_parser,
+    _add_elect,
+    add_list_parser,
+    add_show_parser,
+    add_break_parser,
+    _add_demo_parser,
+    add_completion_parser,
+)
+
+
+def _internal_parser() -> argparse.ArgumentParser:
+    """Commands lockheed runs itself (never listed in ``--help``)."""
+    top = argparse.ArgumentParser(prog="lockheed")
+    sub = top.add_subparsers(dest="cmd", required=True)
     worker = sub.add_parser("_demo-worker")
-    _common(worker)
+    add_connection(worker)
     worker.add_argument("--worker", required=True)
     worker.add_argument("--rounds", type=int, default=5)
     worker.add_argument("--hold", type=float, default=0.3)
@@ -246,13 +212,39 @@ def parser() -> argparse.ArgumentParser:
     return top
 
 
-def main(argv: Sequence[str] | None = None) -> int:
+def version() -> str:
+    from importlib.metadata import PackageNotFoundError
+    from importlib.metadata import version as installed
+
+    try:
+        return installed("lockheed")
+    except PackageNotFoundError:  # pragma: no cover - running from a source tree
+        return "unknown"
+
+
+def parser(prog: str = "lockheed") -> argparse.ArgumentParser:
+    top = argparse.ArgumentParser(
+        prog=prog,
+        description="Distributed locks kept in Kubernetes.",
+        epilog="Exit statuses: 0 success; 1 an error (one line on standard error); "
+        "2 bad usage; run: 73 the lock was not had, 75 it was lost; break: 3 refused, "
+        "4 changed meanwhile. See '%(prog)s COMMAND --help'.",
+    )
+    top.add_argument("--version", action="version", version=f"%(prog)s {version()}")
+    sub = top.add_subparsers(dest="cmd", required=True, metavar="COMMAND")
+    for register in COMMANDS:
+        register(sub)
+    return top
+
+
+def main(argv: Sequence[str] | None = None, prog: str = "lockheed") -> int:
     words = list(sys.argv[1:] if argv is None else argv)
     command: list[str] = []
     if "--" in words:  # everything after '--' is the command, never lockheed's options
         cut = words.index("--")
         words, command = words[:cut], words[cut + 1 :]
-    args = parser().parse_args(words)
+    internal = bool(words) and words[0].startswith("_")
+    args = (_internal_parser() if internal else parser(prog)).parse_args(words)
     args.command = command
     try:
         code: int = args.func(args)

@@ -414,7 +414,8 @@ class Watch:
     limit). The result is the changed Record, None if deleted, or :data:`UNCHANGED`.
     ``holder`` is who holds the lock meanwhile, as decided (None: nobody, or only
     waiters ahead in line); lockers ignore it, a lock's waiting observer (leader
-    election's) is told.
+    election's, ``lockheed run --verbose``'s) is told, with ``expires``, the
+    end of that holder's lease (None: unknown, or it never expires).
 
     ``session`` (set by the shell, one per operation) lets a locker keep one
     watch open across the operation's successive waits instead of opening a
@@ -425,6 +426,7 @@ class Watch:
     until: float | None
     session: Any = None
     holder: str | None = None
+    expires: datetime | None = None
 
 
 @dataclass(frozen=True)
@@ -709,6 +711,7 @@ def acquire_flow(
                 record.version if record else None,
                 _wait_until(clock, decision, deadline),
                 holder=held_by,
+                expires=decision.expires if held_by is not None else None,
             )
         except LockBackendError as exc:
             yield from patience.pause(exc)

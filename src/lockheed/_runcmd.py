@@ -5,9 +5,16 @@ handling, and releases the lock on every way out.
 
 Failure semantics:
 
-* The command starts only once the lock is held; it gets the fencing token in
+* The command starts only once the lock is held; its environment has
+  ``LOCKHEED_LOCK_NAME`` (the lock's name), ``LOCKHEED_INSTANCE_ID`` (the
+  holder's instance ID, as ``lockheed list`` shows it) and
   ``LOCKHEED_FENCING_TOKEN``. lockheed exits with the command's status, or
   128+N when the command was killed by signal N.
+* A held lock is waited for (one line on standard error says for whom), up
+  to ``timeout`` (None: for ever; 0, ``--no-wait``: not at all); not had in
+  time, lockheed exits 73 and the command never runs. With ``verbose``, every
+  change of holder while waiting is a line (``waiting for NAME held by X
+  (expires in 12 s)``), and so is the acquisition.
 * SIGTERM, SIGINT or SIGHUP while the command runs is passed on to the command
   (its process, not its children: a shell script should ``exec`` its last
   command or pass signals on itself); lockheed waits for it to exit, then
@@ -42,7 +49,9 @@ from contextlib import AbstractContextManager, contextmanager
 from types import FrameType
 from typing import Any
 
+from ._core import Watch
 from ._errors import LockError, LockLost, LockNotHeld, LockTimeout
+from ._state import NEVER
 from ._sync.lock import Lock
 
 __all__ = [
@@ -110,10 +119,14 @@ class CommandRun:
     loss (from the renewer), the command's exit (from a waiting thread).
     """
 
-    def __init__(self, lock: Lock, command: Sequence[str], timeout: float | None):
+    def __init__(
+        self, lock: Lock, command: Sequence[str], timeout: float | None, verbose: bool = False
+    ):
         self.lock = lock
         self.command = list(command)
         self.timeout = timeout
+        self.verbose = verbose
+        self._seen: tuple[str | None] | None = None  # the holder last reported
         self.stop = threading.Event()  # set by the first signal: stops a waiting acquire
         self.first_signal: int | None = None
         self.child: subprocess.Popen[bytes] | None = None
@@ -151,7 +164,14 @@ class CommandRun:
             self.lock.with_stop(None)  # from here on a signal must not stop renewal
         if self.first_signal is not None:  # came just as the lock was had
             return 128 + self.first_signal
-        env = {**os.environ, "LOCKHEED_FENCING_TOKEN": str(token)}
+        if self.verbose:
+            say(f"holding {self.lock.name} (fencing token {token}); starting {self.command[0]}")
+        env = {
+            **os.environ,
+            "LOCKHEED_LOCK_NAME": self.lock.name,
+            "LOCKHEED_INSTANCE_ID": self.lock.instance_id,
+            "LOCKHEED_FENCING_TOKEN": str(token),
+        }
         try:
             self.child = subprocess.Popen(self.command, env=env)
         except FileNotFoundError as exc:
@@ -170,9 +190,34 @@ class CommandRun:
         except LockTimeout as exc:
             if self.timeout == 0 or self.first_signal is not None:
                 raise
-            say(f"{exc}; waiting" + (f" up to {self.timeout:g} s" if self.timeout else ""))
+            if not self.verbose:
+                say(f"{exc}; waiting" + (f" up to {self.timeout:g} s" if self.timeout else ""))
         left = None if self.timeout is None else max(0.0, started + self.timeout - time.monotonic())
-        return self.lock.acquire(timeout=left)
+        if self.verbose:
+            self.lock._on_watch = self._on_watch
+        try:
+            return self.lock.acquire(timeout=left)
+        finally:
+            self.lock._on_watch = None
+
+    def _on_watch(self, watch: Watch) -> None:
+        """``--verbose``: one line each time the holder we wait for changes."""
+        if self._seen is not None and self._seen[0] == watch.holder:
+            return  # the same holder (renewed, or others joined the line)
+        first, self._seen = self._seen is None, (watch.holder,)
+        name = self.lock.name
+        if watch.holder is None:
+            say(f"waiting for {name}: waiters ahead of us in line")
+            return
+        if watch.expires is None or watch.expires >= NEVER:
+            left = "never expires"
+        else:
+            earliest, _ = self.lock.locker.clock.bounds()
+            left = f"expires in {max(0.0, (watch.expires - earliest).total_seconds()):.0f} s"
+        if first:
+            say(f"waiting for {name} held by {watch.holder} ({left})")
+        else:
+            say(f"{name} is now held by {watch.holder} ({left}); waiting")
 
     def _supervise(self, child: subprocess.Popen[bytes]) -> int:
         """Wait for the command to exit, passing signals on and stopping it on loss."""

@@ -1,0 +1,212 @@
+"""``lockheed break NAME`` against the real control plane: what it refuses, what
+it asks, that it never overwrites a change made meanwhile, and what happens
+to the holder and the waiters after it."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import threading
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from lockheed import ConfigMapLocker, LeaseLocker, Lock, LockLost, LockTimeout
+from lockheed._codec import LABEL
+from lockheed.testing import Cluster
+
+pytestmark = pytest.mark.kube
+
+TIMEOUT = 60.0
+
+
+def lockheed(
+    kubeconfig: Path, namespace: str, *args: str, stdin: str = ""
+) -> subprocess.CompletedProcess[str]:
+    command = [sys.executable, "-m", "lockheed", *args, "--kubeconfig", str(kubeconfig)]
+    command += ["--namespace", namespace]
+    return subprocess.run(
+        command, input=stdin, capture_output=True, text=True, timeout=TIMEOUT, check=False
+    )
+
+
+def configmap(cluster: Cluster, namespace: str, name: str) -> dict[str, Any]:
+    with cluster.http_client() as http:
+        resp = http.get(f"/api/v1/namespaces/{namespace}/configmaps/lockheed-{name}")
+        resp.raise_for_status()
+        body: dict[str, Any] = resp.json()
+        return body
+
+
+def put_configmap(cluster: Cluster, namespace: str, name: str, data: str) -> None:
+    body = {
+        "apiVersion": "v1",
+        "kind": "ConfigMap",
+        "metadata": {"name": f"lockheed-{name}", "labels": {LABEL: ""}},
+        "data": {"lock": data},
+    }
+    with cluster.http_client() as http:
+        http.post(f"/api/v1/namespaces/{namespace}/configmaps", json=body).raise_for_status()
+
+
+def test_a_live_lease_is_refused_without_force(kube_kubeconfig: Path, kube_namespace: str) -> None:
+    with ConfigMapLocker(kube_namespace, config=kube_kubeconfig) as locker:
+        holder = Lock("nightly", locker).with_duration(600)
+        holder.acquire()
+        done = lockheed(kube_kubeconfig, kube_namespace, "break", "nightly", "--yes")
+        assert done.returncode == 3
+        (line,) = done.stderr.splitlines()
+        assert holder.instance_id in line and "expires in" in line and "--force" in line
+        assert done.stdout == ""
+        holder.release()  # still ours: raises LockLost if break had removed it
+
+
+@pytest.mark.parametrize("answer", ["n\n", "", "yes please\n"], ids=["no", "eof", "unclear"])
+def test_anything_but_yes_writes_nothing(
+    kube_cluster: Cluster, kube_kubeconfig: Path, kube_namespace: str, answer: str
+) -> None:
+    with ConfigMapLocker(kube_namespace, config=kube_kubeconfig) as locker:
+        holder = Lock("nightly", locker).with_duration(600)
+        holder.acquire()
+        before = configmap(kube_cluster, kube_namespace, "nightly")["metadata"]["resourceVersion"]
+        done = lockheed(
+            kube_kubeconfig, kube_namespace, "break", "nightly", "--force", stdin=answer
+        )
+        assert done.returncode == 3, done.stderr
+        question = f"Break lock 'nightly' in namespace '{kube_namespace}': remove the lease of "
+        assert done.stderr.startswith(question + f"{holder.instance_id} (live, expires in ")
+        assert done.stderr.rstrip().endswith("lockheed: not confirmed; nothing was written")
+        after = configmap(kube_cluster, kube_namespace, "nightly")["metadata"]["resourceVersion"]
+        assert after == before
+        holder.release()
+
+
+def test_force_removes_the_lease_the_holder_learns_and_the_waiter_takes_it(
+    kube_kubeconfig: Path, kube_namespace: str
+) -> None:
+    with ConfigMapLocker(kube_namespace, config=kube_kubeconfig) as locker:
+        holder = Lock("nightly", locker).with_duration(600).with_renew_interval(0.5)
+        lost = threading.Event()
+        holder.on_lost(lambda exc: lost.set())
+        token = holder.acquire()
+        waiter = Lock("nightly", locker).with_duration(30).with_tags(["waiter"])
+        in_line = threading.Event()
+        waiter._on_watch = lambda watch: in_line.set()
+        taken: list[int] = []
+        waiting = threading.Thread(target=lambda: taken.append(waiter.acquire(timeout=TIMEOUT)))
+        waiting.start()
+        try:
+            assert in_line.wait(TIMEOUT)
+            done = lockheed(kube_kubeconfig, kube_namespace, "break", "nightly", "--force", "--yes")
+            assert done.returncode == 0, done.stderr
+            assert done.stdout.startswith(
+                f"Broke lock 'nightly' in namespace '{kube_namespace}': removed the lease of "
+                f"{holder.instance_id} (live, expires in "
+            )
+            assert done.stdout.endswith(f"{waiter.instance_id}, first of 1 in line, takes it.\n")
+            waiting.join(TIMEOUT)
+            assert taken and taken[0] > token  # the waiter holds it, with a larger token
+            assert lost.wait(TIMEOUT)  # the holder's next renewal found its lease gone
+            assert not holder.held
+            with pytest.raises(LockLost):
+                holder.release()
+        finally:
+            waiting.join(TIMEOUT)
+            if waiter.held:
+                waiter.release()
+
+
+def test_an_expired_lease_is_broken_without_force(
+    kube_cluster: Cluster, kube_kubeconfig: Path, kube_namespace: str
+) -> None:
+    state = {
+        "name": "stale",
+        "lockType": "mutex",
+        "leases": {"dead": {"instanceID": "dead", "expires": "2020-01-01T00:00:00Z"}},
+        "tags": ["kept"],
+    }
+    put_configmap(kube_cluster, kube_namespace, "stale", json.dumps(state))
+    done = lockheed(kube_kubeconfig, kube_namespace, "break", "stale", "--yes")
+    assert done.returncode == 0, done.stderr
+    assert "removed the lease of dead (expired " in done.stdout
+    assert done.stdout.endswith("The next acquire takes it.\n")
+    stored = json.loads(configmap(kube_cluster, kube_namespace, "stale")["data"]["lock"])
+    assert stored == {**state, "leases": {}}  # only the lease went; the tags stay
+    again = lockheed(kube_kubeconfig, kube_namespace, "break", "stale", "--yes")
+    assert again.returncode == 0
+    assert (
+        again.stdout == f"Lock 'stale' in namespace '{kube_namespace}' is free: nothing to break.\n"
+    )
+
+
+def test_a_change_made_while_it_asks_is_never_overwritten(
+    kube_kubeconfig: Path, kube_namespace: str
+) -> None:
+    with ConfigMapLocker(kube_namespace, config=kube_kubeconfig) as locker:
+        first = Lock("nightly", locker).with_duration(600)
+        first.acquire()
+        command = [sys.executable, "-m", "lockheed", "break", "nightly", "--force"]
+        command += ["--kubeconfig", str(kube_kubeconfig), "--namespace", kube_namespace]
+        with subprocess.Popen(
+            command,
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        ) as proc:
+            try:
+                assert proc.stdin is not None and proc.stderr is not None
+                prompt = ""
+                while not prompt.endswith("[y/N] "):  # it has read the lock and asks
+                    char = proc.stderr.read(1)
+                    assert char, f"no question: {prompt!r}"
+                    prompt += char
+                assert first.instance_id in prompt
+                first.release()  # meanwhile, the holder hands over to another one
+                second = Lock("nightly", locker).with_duration(600)
+                second.acquire(blocking=False)
+                proc.stdin.write("y\n")
+                proc.stdin.close()
+                assert proc.wait(TIMEOUT) == 4
+                err = proc.stderr.read()
+                assert "lock 'nightly' changed after it was read" in err
+                assert "nothing was written" in err
+            finally:
+                proc.kill()
+        with pytest.raises(LockTimeout) as caught:  # the new holder's lease is intact
+            Lock("nightly", locker).acquire(blocking=False)
+        assert caught.value.holder == second.instance_id
+        second.release()
+
+
+def test_a_missing_or_malformed_lock_is_left_alone(
+    kube_cluster: Cluster, kube_kubeconfig: Path, kube_namespace: str
+) -> None:
+    missing = lockheed(kube_kubeconfig, kube_namespace, "break", "nope", "--yes", "--force")
+    assert missing.returncode == 1
+    assert missing.stderr == f"lockheed: no lock 'nope' in namespace '{kube_namespace}'\n"
+    put_configmap(kube_cluster, kube_namespace, "garbled", "{{{ not a lock")
+    before = configmap(kube_cluster, kube_namespace, "garbled")
+    done = lockheed(kube_kubeconfig, kube_namespace, "break", "garbled", "--yes", "--force")
+    assert done.returncode == 1
+    (line,) = done.stderr.splitlines()
+    assert "malformed" in line and "never overwrites it" in line
+    after = configmap(kube_cluster, kube_namespace, "garbled")
+    assert after["metadata"]["resourceVersion"] == before["metadata"]["resourceVersion"]
+
+
+def test_break_on_a_lease(kube_kubeconfig: Path, kube_namespace: str) -> None:
+    with LeaseLocker(kube_namespace, config=kube_kubeconfig) as locker:
+        holder = Lock("leader", locker).with_duration(600)
+        holder.acquire()
+        lease = ["--backend", "lease"]
+        done = lockheed(
+            kube_kubeconfig, kube_namespace, "break", "leader", *lease, "--yes", "--force"
+        )
+        assert done.returncode == 0, done.stderr
+        assert holder.instance_id in done.stdout
+        taker = Lock("leader", locker).with_duration(30)
+        assert taker.acquire(blocking=False) > (holder.fencing_token or 0)
+        taker.release()
