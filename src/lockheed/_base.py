@@ -24,11 +24,12 @@ import inspect
 import uuid
 from collections.abc import Callable, Iterable
 from datetime import datetime, timedelta
-from typing import Any, Protocol, TypeVar
+from typing import Any, Protocol, TypeVar, cast
 
+from . import _observe
 from ._clock import ServerClock
 from ._conditions import Condition
-from ._core import Acquired, Intent, Released, Sleep, Watch, loss_margin
+from ._core import Acquired, Intent, Released, Replace, Sleep, Watch, loss_margin
 from ._errors import LockError, LockLost, LockNotHeld
 from ._events import Event, EventCode, EventHandler, emit
 from ._limits import (
@@ -95,6 +96,7 @@ class LockBase:
         # watch, so it costs no request).
         self._loss_after: timedelta | None = None
         self._on_wait: Callable[[str | None], Any] | None = None
+        self._began, self._replaced = 0.0, cast("Record | None", None)  # for observers
 
     def __repr__(self) -> str:
         state = "held" if self.held else "lost" if self._lost else "free"
@@ -217,6 +219,7 @@ class LockBase:
     def _acquire_deadline(self, blocking: bool, timeout: float | None) -> float | None:
         timeout = check_timeout(timeout)
         now = self._clock.monotonic()
+        self._began, self._replaced = now, None  # observers: the wait; a forced write's victim
         if not blocking:
             return now
         return None if timeout is None else now + timeout
@@ -226,6 +229,8 @@ class LockBase:
         Tell the waiting observer who holds the lock before each watch."""
         if isinstance(effect, Watch) and self._on_wait is not None:
             self._on_wait(effect.holder)
+        if self._force is not None and isinstance(effect, Replace):
+            self._replaced = effect.base  # observers: whom a forced write takes it from
         stop = self._stop
         if stop is None:
             return effect
@@ -269,6 +274,13 @@ class LockBase:
             # A hand-off's short lease becomes a full one with a renewal soon.
             self._claim_by = got.sent + (self._deadline - got.sent) / 2
         self._event(EventCode.ACQUIRE_OK, f"acquired, fencing token {self._token}")
+        if (obs := _observe.of(self.locker)) is not None:
+            obs.acquired(
+                self,
+                self._clock.monotonic() - self._began,
+                got.handed,
+                _observe.taken_from(self, self._replaced, got.handed),
+            )
         if self._renew_interval is not None:
             self._event(EventCode.RENEWAL_STARTED, f"renewing every {self._renew_interval}")
         assert self._token is not None
@@ -341,6 +353,8 @@ class LockBase:
         self._lost = error
         self._cancel_renewal()
         self._event(EventCode.LOST, str(error), error)
+        if (obs := _observe.of(self.locker)) is not None:
+            obs.lost(self, _observe.cause_of(error), error)
         self._lost_hook()
         for callback in list(self._on_lost):
             try:
@@ -369,4 +383,11 @@ class LockBase:
         if lost is not None:
             raise lost
         if not was_held:
-            raise LockLost(f"lock {self.name!r}: lease had run out before release", lock=self.name)
+            error = LockLost(
+                f"lock {self.name!r}: lease had run out before release", lock=self.name
+            )
+            if (obs := _observe.of(self.locker)) is not None:
+                obs.lost(self, _observe.EXPIRED, error)
+            raise error
+        if (obs := _observe.of(self.locker)) is not None:
+            obs.released(self)

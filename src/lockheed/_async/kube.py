@@ -29,6 +29,7 @@ from typing import Any
 
 import httpx2 as httpx
 
+from .. import _observe
 from .._clock import ServerClock
 from .._errors import LockBackendError
 from .._http1 import ProtocolError, request_target
@@ -49,6 +50,9 @@ __all__ = ["AsyncKubeAPI"]
 
 class AsyncKubeAPI:
     """A namespaced JSON client for one resource kind."""
+
+    #: Observers of this client's requests (:mod:`lockheed._observe`); None: the process's.
+    observer: Any = None
 
     def __init__(
         self,
@@ -115,6 +119,8 @@ class AsyncKubeAPI:
                     request_timeout(),
                 )
             except (OSError, ProtocolError, TimeoutError) as exc:
+                if (obs := _observe.of(self)) is not None:
+                    obs.request(_observe.verb_of(method, path), self.resource, "error")
                 raise LockBackendError(
                     f"{method} {self.resource}{path}: {exc!r}", lock=lock, transient=True
                 ) from exc
@@ -130,6 +136,8 @@ class AsyncKubeAPI:
                     timeout=request_timeout(),
                 )
             except httpx.HTTPError as exc:
+                if (obs := _observe.of(self)) is not None:
+                    obs.request(_observe.verb_of(method, path), self.resource, "error")
                 raise LockBackendError(
                     f"{method} {self.resource}{path}: {exc!r}",
                     lock=lock,
@@ -137,6 +145,8 @@ class AsyncKubeAPI:
                 ) from exc
         self.clock.observe_http_date(resp.headers.get("date"), sent, self.clock.monotonic())
         status = resp.status_code
+        if (obs := _observe.of(self)) is not None:
+            obs.request(_observe.verb_of(method, path), self.resource, str(status))
         if status in ok or status in (404, 409):
             return status, resp.json() if status in ok else None
         if status in (401, 403):
@@ -173,6 +183,8 @@ class AsyncKubeAPI:
             async with self.watch_client.stream(
                 "GET", self.base, params=params, timeout=tmo
             ) as resp:
+                if (obs := _observe.of(self)) is not None:
+                    obs.request("watch", self.resource, str(resp.status_code))
                 if resp.status_code != 200:
                     await resp.aread()
                     if resp.status_code in (401, 403):

@@ -30,6 +30,7 @@ from typing import Any
 
 import httpx2 as httpx
 
+from .. import _observe
 from .._clock import ServerClock
 from .._errors import LockBackendError
 from .._http1 import ProtocolError, request_target
@@ -50,6 +51,9 @@ __all__ = ["KubeAPI"]
 
 class KubeAPI:
     """A namespaced JSON client for one resource kind."""
+
+    #: Observers of this client's requests (:mod:`lockheed._observe`); None: the process's.
+    observer: Any = None
 
     def __init__(
         self,
@@ -116,6 +120,8 @@ class KubeAPI:
                     request_timeout(),
                 )
             except (OSError, ProtocolError, TimeoutError) as exc:
+                if (obs := _observe.of(self)) is not None:
+                    obs.request(_observe.verb_of(method, path), self.resource, "error")
                 raise LockBackendError(
                     f"{method} {self.resource}{path}: {exc!r}", lock=lock, transient=True
                 ) from exc
@@ -131,6 +137,8 @@ class KubeAPI:
                     timeout=request_timeout(),
                 )
             except httpx.HTTPError as exc:
+                if (obs := _observe.of(self)) is not None:
+                    obs.request(_observe.verb_of(method, path), self.resource, "error")
                 raise LockBackendError(
                     f"{method} {self.resource}{path}: {exc!r}",
                     lock=lock,
@@ -138,6 +146,8 @@ class KubeAPI:
                 ) from exc
         self.clock.observe_http_date(resp.headers.get("date"), sent, self.clock.monotonic())
         status = resp.status_code
+        if (obs := _observe.of(self)) is not None:
+            obs.request(_observe.verb_of(method, path), self.resource, str(status))
         if status in ok or status in (404, 409):
             return status, resp.json() if status in ok else None
         if status in (401, 403):
@@ -172,6 +182,8 @@ class KubeAPI:
         tmo = httpx.Timeout(request_timeout(), read=read)
         try:
             with self.watch_client.stream("GET", self.base, params=params, timeout=tmo) as resp:
+                if (obs := _observe.of(self)) is not None:
+                    obs.request("watch", self.resource, str(resp.status_code))
                 if resp.status_code != 200:
                     resp.read()
                     if resp.status_code in (401, 403):
