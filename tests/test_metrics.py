@@ -506,3 +506,43 @@ def test_a_user_without_events_create_still_gets_its_lock(
     lockheed.metrics.disable_events(user)
     assert isinstance(emitter, KubeEvents)
     assert _observe.attached(user) == ()
+
+
+@pytest.mark.kube
+def test_events_queued_at_exit_are_still_created(
+    kube_namespace: str, kube_kubeconfig: Path
+) -> None:
+    """A process that loses its lock and exits at once, without waiting for its
+    Events, still leaves the LockLost Event behind."""
+    script = textwrap.dedent(
+        """
+        import sys
+        import lockheed.metrics
+        from lockheed import ConfigMapLocker, Lock, LockLost, acquired
+
+        namespace, kubeconfig = sys.argv[1:]
+        mine = ConfigMapLocker(namespace, config=kubeconfig)
+        lockheed.metrics.enable_events(mine)
+        lock = Lock("exit", mine).with_duration(30)
+        lock.acquire()
+        Lock("exit", ConfigMapLocker(namespace, config=kubeconfig)).with_force(
+            acquired(True)
+        ).acquire()
+        try:
+            lock.renew()
+        except LockLost:
+            print(lock.instance_id)
+        """
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", script, kube_namespace, str(kube_kubeconfig)],
+        capture_output=True,
+        text=True,
+        timeout=WAIT,
+        check=True,
+    )
+    instance = out.stdout.strip()
+    assert instance, out.stderr
+    events = events_in(kube_namespace, kube_kubeconfig)
+    assert [e["reason"] for e in events] == ["LockLost"]
+    assert instance in events[0]["message"]

@@ -18,15 +18,17 @@ so ``kubectl describe`` finds the Event.
 Failure semantics: an Event never affects the lock. Events are queued (at
 most :data:`QUEUE_LIMIT`; beyond that they are dropped with a warning) and
 created by one daemon thread, so the lock's thread or event loop never
-waits for them; a request that fails (403 without ``events create``, the
-API server unreachable) is logged on the ``lockheed`` logger at WARNING and
-not retried. Bad arguments (a locker that is not a ConfigMap or Lease
-locker; a locker made with its own client and no ``config``) raise when
-the emitter is made.
+waits for them; at interpreter exit, queued Events get up to
+:data:`EXIT_GRACE` seconds. A request that fails (403 without ``events
+create``, the API server unreachable) is logged on the ``lockheed`` logger
+at WARNING and not retried. Bad arguments (a locker that is not a
+ConfigMap or Lease locker; a locker made with its own client and no
+``config``) raise when the emitter is made.
 """
 
 from __future__ import annotations
 
+import atexit
 import logging
 import socket
 import threading
@@ -44,6 +46,8 @@ logger = logging.getLogger("lockheed")
 
 #: Events waiting to be created, at most; more are dropped (and logged).
 QUEUE_LIMIT = 100
+#: At interpreter exit, how long (seconds) to wait for queued Events to be created.
+EXIT_GRACE = 2.0
 # The Kubernetes limits of an Event's fields.
 _MESSAGE_LIMIT = 1024
 _INSTANCE_LIMIT = 128
@@ -174,6 +178,7 @@ class KubeEvents:
                     target=self._serve, name="lockheed-kube-events", daemon=True
                 )
                 self._thread.start()
+                atexit.register(self.flush, EXIT_GRACE)
             self._cond.notify_all()
 
     def _serve(self) -> None:
@@ -229,5 +234,6 @@ class KubeEvents:
             self._cond.notify_all()
             thread = self._thread
         if thread is not None:
+            atexit.unregister(self.flush)
             thread.join(timeout)
         self.api.close()
