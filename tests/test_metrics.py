@@ -369,10 +369,16 @@ def test_failed_renewals_and_requests_without_answer_are_counted(
     lockheed.metrics.enable(registry, locker=locker)
     lock = Lock("r", locker).with_duration(30)
     lock.acquire()
-    with kube_fault_proxy.fault(Reset(), Refuse()), pytest.raises(LockBackendError):
-        lock.renew()
+    with kube_fault_proxy.fault(Reset(), Refuse()):
+        with pytest.raises(LockBackendError):
+            lock.renew()
+        with pytest.raises(LockBackendError):
+            for _ in locker.api.watch("lockheed-r", None, WAIT):
+                pass
     assert value(registry, "lockheed_renewal_failures_total") == 1
-    assert requests_seen(registry)[("update", "configmaps", "error")] == 1
+    seen = requests_seen(registry)
+    assert seen[("update", "configmaps", "error")] == 1
+    assert seen[("watch", "configmaps", "error")] == 1
     assert lock.held  # a failed renewal is retried until the loss deadline
     lock.renew()
     lock.release()

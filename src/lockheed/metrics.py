@@ -30,8 +30,8 @@ because every lock name is a time series of its own):
   retried until the loss deadline);
 * ``lockheed_api_requests_total{verb,kind,status}``: Kubernetes API requests
   by verb (get, list, create, update, watch), kind of object (configmaps,
-  leases, events) and HTTP status (``error`` when no answer came; a watch is
-  counted when the server answers it).
+  leases, events) and HTTP status (``error`` when no answer came; a watch
+  counts once, when it opens or fails to).
 
 Failure semantics: :func:`enable` raises :class:`MetricsUnavailable` (a
 :class:`~lockheed.LockError` and an ``ImportError``) when prometheus_client

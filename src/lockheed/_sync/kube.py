@@ -180,8 +180,10 @@ class KubeAPI:
         params["timeoutSeconds"] = str(300 if timeout is None else max(1, int(timeout) + 1))
         read = None if timeout is None else max(0.001, timeout)
         tmo = httpx.Timeout(request_timeout(), read=read)
+        answered = False
         try:
             with self.watch_client.stream("GET", self.base, params=params, timeout=tmo) as resp:
+                answered = True
                 if (obs := _observe.of(self)) is not None:
                     obs.request("watch", self.resource, str(resp.status_code))
                 if resp.status_code != 200:
@@ -203,8 +205,12 @@ class KubeAPI:
                         event = json.loads(line)
                         yield event.get("type", ""), event.get("object")
         except httpx.TimeoutException:
+            if not answered and (obs := _observe.of(self)) is not None:
+                obs.request("watch", self.resource, "error")
             return
         except httpx.HTTPError as exc:
+            if not answered and (obs := _observe.of(self)) is not None:
+                obs.request("watch", self.resource, "error")
             raise LockBackendError(
                 f"watch {self.resource}/{name}: {exc!r}",
                 lock=lock,
