@@ -14,7 +14,8 @@ renew deadline, ``_loss_after``, when that is earlier). ``held`` turns False at
 that deadline even if no renewal could be made. A loss is declared once: the error
 is kept in ``lost``, renewal is cancelled, event 516 is emitted and every
 ``on_lost`` callback is called (a callback that raises is reported as an event
-and does not stop the others).
+and does not stop the others). Observers (:mod:`lockheed._observe`: metrics,
+Kubernetes Events) are told of each acquire, release and loss, and change nothing.
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ import inspect
 import uuid
 from collections.abc import Callable, Iterable
 from datetime import datetime, timedelta
-from typing import Any, Protocol, TypeVar, cast
+from typing import Any, Protocol, TypeVar
 
 from . import _observe
 from ._clock import ServerClock
@@ -96,7 +97,10 @@ class LockBase:
         # watch, so it costs no request).
         self._loss_after: timedelta | None = None
         self._on_wait: Callable[[str | None], Any] | None = None
-        self._began, self._replaced = 0.0, cast("Record | None", None)  # for observers
+        # For observers (lockheed._observe): when the acquire began, and the object
+        # that a forced acquire's write replaced (whom it took the lock from).
+        self._began = 0.0
+        self._replaced: Record | None = None
 
     def __repr__(self) -> str:
         state = "held" if self.held else "lost" if self._lost else "free"

@@ -20,6 +20,8 @@ configuration allows (same TLS context and credentials; not for exec plugins
 or proxies), and through ``httpx2`` otherwise, or while ``httpx2`` event
 hooks are set on ``self.client`` (they see every request), or when the
 environment sets ``LOCKHEED_HTTP1=0``. Both paths fail in the same way.
+Each request (a watch when it opens or fails to) is reported to the
+observers of :mod:`lockheed._observe`, if any: verb, resource and status.
 """
 
 from __future__ import annotations
