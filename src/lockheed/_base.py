@@ -14,7 +14,8 @@ renew deadline, ``_loss_after``, when that is earlier). ``held`` turns False at
 that deadline even if no renewal could be made. A loss is declared once: the error
 is kept in ``lost``, renewal is cancelled, event 516 is emitted and every
 ``on_lost`` callback is called (a callback that raises is reported as an event
-and does not stop the others).
+and does not stop the others). Observers (:mod:`lockheed._observe`: metrics,
+Kubernetes Events) are told of each acquire, release and loss, and change nothing.
 """
 
 from __future__ import annotations
@@ -26,9 +27,10 @@ from collections.abc import Callable, Iterable
 from datetime import datetime, timedelta
 from typing import Any, Protocol, TypeVar
 
+from . import _observe
 from ._clock import ServerClock
 from ._conditions import Condition
-from ._core import Acquired, Intent, Released, Sleep, Watch, loss_margin
+from ._core import Acquired, Intent, Released, Replace, Sleep, Watch, loss_margin
 from ._errors import LockError, LockLost, LockNotHeld
 from ._events import Event, EventCode, EventHandler, emit
 from ._limits import (
@@ -97,6 +99,10 @@ class LockBase:
         self._on_wait: Callable[[str | None], Any] | None = None
         # Set by ``lockheed run --verbose``: told each watch (holder and expiry).
         self._on_watch: Callable[[Watch], Any] | None = None
+        # For observers (lockheed._observe): when the acquire began, and the object
+        # that a forced acquire's write replaced (whom it took the lock from).
+        self._began = 0.0
+        self._replaced: Record | None = None
 
     def __repr__(self) -> str:
         state = "held" if self.held else "lost" if self._lost else "free"
@@ -219,6 +225,7 @@ class LockBase:
     def _acquire_deadline(self, blocking: bool, timeout: float | None) -> float | None:
         timeout = check_timeout(timeout)
         now = self._clock.monotonic()
+        self._began, self._replaced = now, None  # observers: the wait; a forced write's victim
         if not blocking:
             return now
         return None if timeout is None else now + timeout
@@ -231,6 +238,8 @@ class LockBase:
                 self._on_wait(effect.holder)
             if self._on_watch is not None:
                 self._on_watch(effect)
+        if self._force is not None and isinstance(effect, Replace):
+            self._replaced = effect.base  # observers: whom a forced write takes it from
         stop = self._stop
         if stop is None:
             return effect
@@ -274,6 +283,13 @@ class LockBase:
             # A hand-off's short lease becomes a full one with a renewal soon.
             self._claim_by = got.sent + (self._deadline - got.sent) / 2
         self._event(EventCode.ACQUIRE_OK, f"acquired, fencing token {self._token}")
+        if (obs := _observe.of(self.locker)) is not None:
+            obs.acquired(
+                self,
+                self._clock.monotonic() - self._began,
+                got.handed,
+                _observe.taken_from(self, self._replaced, got.handed),
+            )
         if self._renew_interval is not None:
             self._event(EventCode.RENEWAL_STARTED, f"renewing every {self._renew_interval}")
         assert self._token is not None
@@ -346,6 +362,8 @@ class LockBase:
         self._lost = error
         self._cancel_renewal()
         self._event(EventCode.LOST, str(error), error)
+        if (obs := _observe.of(self.locker)) is not None:
+            obs.lost(self, _observe.cause_of(error), error)
         self._lost_hook()
         for callback in list(self._on_lost):
             try:
@@ -374,4 +392,11 @@ class LockBase:
         if lost is not None:
             raise lost
         if not was_held:
-            raise LockLost(f"lock {self.name!r}: lease had run out before release", lock=self.name)
+            error = LockLost(
+                f"lock {self.name!r}: lease had run out before release", lock=self.name
+            )
+            if (obs := _observe.of(self.locker)) is not None:
+                obs.lost(self, _observe.EXPIRED, error)
+            raise error
+        if (obs := _observe.of(self.locker)) is not None:
+            obs.released(self)

@@ -26,6 +26,7 @@ import contextlib  # unasync: async-only
 import dataclasses
 from typing import Any
 
+from .. import _observe
 from .._base import LockBase
 from .._core import (
     Acquired,
@@ -185,6 +186,8 @@ class AsyncLock(LockBase):
             raise
         except LockError as exc:
             self._event(EventCode.RENEW_FAILED, str(exc), exc)
+            if (obs := _observe.of(self.locker)) is not None:
+                obs.renewal_failed(self)
             raise
         self._hold(record, expires, sent)
         self._event(EventCode.RENEW_OK, f"renewed until {expires}")
@@ -205,6 +208,8 @@ class AsyncLock(LockBase):
                 return self._retry_due()
             except Exception as exc:  # a bug must not end renewal silently: retry
                 self._event(EventCode.RENEW_FAILED, f"unexpected error: {exc!r}", exc)
+                if (obs := _observe.of(self.locker)) is not None:
+                    obs.renewal_failed(self)
                 return self._retry_due()
             return self._next_due()
         finally:

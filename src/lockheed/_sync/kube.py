@@ -20,6 +20,8 @@ configuration allows (same TLS context and credentials; not for exec plugins
 or proxies), and through ``httpx2`` otherwise, or while ``httpx2`` event
 hooks are set on ``self.client`` (they see every request), or when the
 environment sets ``LOCKHEED_HTTP1=0``. Both paths fail in the same way.
+Each request (a watch when it opens or fails to) is reported to the
+observers of :mod:`lockheed._observe`, if any: verb, resource and status.
 """
 
 from __future__ import annotations
@@ -30,6 +32,7 @@ from typing import Any
 
 import httpx2 as httpx
 
+from .. import _observe
 from .._clock import ServerClock
 from .._errors import LockBackendError
 from .._http1 import ProtocolError, request_target
@@ -50,6 +53,9 @@ __all__ = ["KubeAPI"]
 
 class KubeAPI:
     """A namespaced JSON client for one resource kind."""
+
+    #: Observers of this client's requests (:mod:`lockheed._observe`); None: the process's.
+    observer: Any = None
 
     def __init__(
         self,
@@ -116,6 +122,8 @@ class KubeAPI:
                     request_timeout(),
                 )
             except (OSError, ProtocolError, TimeoutError) as exc:
+                if (obs := _observe.of(self)) is not None:
+                    obs.request(_observe.verb_of(method, path), self.resource, "error")
                 raise LockBackendError(
                     f"{method} {self.resource}{path}: {exc!r}", lock=lock, transient=True
                 ) from exc
@@ -131,6 +139,8 @@ class KubeAPI:
                     timeout=request_timeout(),
                 )
             except httpx.HTTPError as exc:
+                if (obs := _observe.of(self)) is not None:
+                    obs.request(_observe.verb_of(method, path), self.resource, "error")
                 raise LockBackendError(
                     f"{method} {self.resource}{path}: {exc!r}",
                     lock=lock,
@@ -138,6 +148,8 @@ class KubeAPI:
                 ) from exc
         self.clock.observe_http_date(resp.headers.get("date"), sent, self.clock.monotonic())
         status = resp.status_code
+        if (obs := _observe.of(self)) is not None:
+            obs.request(_observe.verb_of(method, path), self.resource, str(status))
         if status in ok or status in (404, 409):
             return status, resp.json() if status in ok else None
         if status in (401, 403):
@@ -170,8 +182,12 @@ class KubeAPI:
         params["timeoutSeconds"] = str(300 if timeout is None else max(1, int(timeout) + 1))
         read = None if timeout is None else max(0.001, timeout)
         tmo = httpx.Timeout(request_timeout(), read=read)
+        answered = False
         try:
             with self.watch_client.stream("GET", self.base, params=params, timeout=tmo) as resp:
+                answered = True
+                if (obs := _observe.of(self)) is not None:
+                    obs.request("watch", self.resource, str(resp.status_code))
                 if resp.status_code != 200:
                     resp.read()
                     if resp.status_code in (401, 403):
@@ -191,8 +207,12 @@ class KubeAPI:
                         event = json.loads(line)
                         yield event.get("type", ""), event.get("object")
         except httpx.TimeoutException:
+            if not answered and (obs := _observe.of(self)) is not None:
+                obs.request("watch", self.resource, "error")
             return
         except httpx.HTTPError as exc:
+            if not answered and (obs := _observe.of(self)) is not None:
+                obs.request("watch", self.resource, "error")
             raise LockBackendError(
                 f"watch {self.resource}/{name}: {exc!r}",
                 lock=lock,
