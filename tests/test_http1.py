@@ -34,9 +34,9 @@ def _kill_idle(pool: object) -> int:
 
 
 def test_a_dead_kept_alive_connection_is_replaced(
-    kube_namespace: str, kube_kubeconfig: Path
+    lockheed_namespace: str, lockheed_kubeconfig: Path
 ) -> None:
-    with ConfigMapLocker(kube_namespace, config=kube_kubeconfig) as locker:
+    with ConfigMapLocker(lockheed_namespace, config=lockheed_kubeconfig) as locker:
         assert locker.api.lean is not None  # a client certificate: the lean client serves it
         lock = Lock("lean", locker).with_duration(30)
         lock.acquire()
@@ -48,10 +48,10 @@ def test_a_dead_kept_alive_connection_is_replaced(
 
 
 def test_a_dead_kept_alive_connection_is_replaced_async(
-    kube_namespace: str, kube_kubeconfig: Path
+    lockheed_namespace: str, lockheed_kubeconfig: Path
 ) -> None:
     async def main() -> None:
-        async with AsyncConfigMapLocker(kube_namespace, config=kube_kubeconfig) as locker:
+        async with AsyncConfigMapLocker(lockheed_namespace, config=lockheed_kubeconfig) as locker:
             assert locker.api.lean is not None
             lock = AsyncLock("lean-async", locker).with_duration(30)
             await lock.acquire()
