@@ -60,14 +60,21 @@ def _help(*words: str) -> str:
 
 
 def _subcommands() -> list[str]:
-    """The subcommands ``lockheed --help`` lists (hidden ones excluded)."""
+    """The subcommands ``lockheed --help`` lists (hidden ones excluded): from the
+    parser when ``lockheed._cli.parser()`` is an argparse parser, else from the
+    ``{a,b,...}`` of the usage line."""
     from lockheed import _cli
 
-    for action in _cli.parser()._actions:
-        if isinstance(action, argparse._SubParsersAction):
-            listed = [choice.dest for choice in action._choices_actions]
-            return [name for name in listed if not name.startswith("_")]
-    return []
+    make = getattr(_cli, "parser", None)
+    top = make() if callable(make) else None
+    if isinstance(top, argparse.ArgumentParser):
+        for action in top._actions:
+            if isinstance(action, argparse._SubParsersAction):
+                listed = [choice.dest for choice in action._choices_actions]
+                return [name for name in listed if not name.startswith("_")]
+        return []
+    usage = re.search(r"\{([\w,-]+)\}", _help())
+    return [name for name in usage.group(1).split(",") if not name.startswith("_")] if usage else []
 
 
 def cli_reference() -> str:
