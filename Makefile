@@ -7,7 +7,7 @@ BIN    := $(VENV)/bin
 
 LINT   := src tests scripts $(wildcard bench)
 
-.PHONY: setup test contend lint format typecheck check demo bench soak build-control-plane up clean
+.PHONY: setup test contend lint format typecheck check demo bench soak build-control-plane up docs docs-serve clean
 
 setup: $(VENV)/.installed
 
@@ -57,5 +57,18 @@ bench: setup
 	$(BIN)/pip install --quiet -e '.[dev,bench]'
 	$(BIN)/python -m bench
 
+# The documentation site (mkdocs.yml, docs/), built with --strict into site/:
+# a broken link, reference or nav entry fails. docs-serve previews it.
+DOCS_ENV := NO_MKDOCS_2_WARNING=1
+$(VENV)/.docs-installed: $(VENV)/.installed pyproject.toml
+	$(BIN)/pip install --quiet -e '.[dev,docs]'
+	touch $@
+
+docs: $(VENV)/.docs-installed
+	$(DOCS_ENV) $(BIN)/mkdocs build --strict
+
+docs-serve: $(VENV)/.docs-installed
+	$(DOCS_ENV) $(BIN)/mkdocs serve
+
 clean:
-	rm -rf $(VENV) build dist .mypy_cache .ruff_cache .pytest_cache .hypothesis
+	rm -rf $(VENV) .venv-* site build dist .mypy_cache .ruff_cache .pytest_cache .hypothesis

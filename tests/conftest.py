@@ -1,9 +1,10 @@
 """Fixtures shared by the lock tests: every locker, with request counting.
 
 ``locker`` is parametrized over the Memory locker, and the ConfigMap and Lease
-lockers on the real control plane (the ``kube_*`` fixtures of lockheed's pytest
-plugin), so each behaviour is proven against Kubernetes, on both kinds of
-object, and held to the same semantics in memory.
+lockers on the real control plane (the ``lockheed_*`` fixtures of lockheed's
+pytest plugin, which is opt-in: enabled here), so each behaviour is proven
+against Kubernetes, on both kinds of object, and held to the same semantics in
+memory.
 """
 
 from __future__ import annotations
@@ -18,10 +19,12 @@ from lockheed import ConfigMapLocker, LeaseLocker, MemoryLocker
 from lockheed._clock import ServerClock
 from support import Api, ConfigMapLockers, LoopThread, MakeLocker, NewLock, Requests
 
+pytest_plugins = ["lockheed.testing.plugin"]
+
 LOCKERS = [
     "memory",
-    pytest.param("configmap", marks=pytest.mark.kube),
-    pytest.param("lease", marks=pytest.mark.kube),
+    pytest.param("configmap", marks=pytest.mark.lockheed_kube),
+    pytest.param("lease", marks=pytest.mark.lockheed_kube),
 ]
 
 
@@ -36,8 +39,8 @@ def make_locker(request: pytest.FixtureRequest) -> Iterator[MakeLocker]:
             return store
 
     else:
-        namespace: str = request.getfixturevalue("kube_namespace")
-        kubeconfig: Path = request.getfixturevalue("kube_kubeconfig")
+        namespace: str = request.getfixturevalue("lockheed_namespace")
+        kubeconfig: Path = request.getfixturevalue("lockheed_kubeconfig")
         kind = LeaseLocker if request.param == "lease" else ConfigMapLocker
 
         def make(clock: ServerClock | None = None) -> Any:
@@ -61,12 +64,16 @@ def requests(locker: Any) -> Requests:
 
 
 @pytest.fixture
-def configmap_locker(kube_namespace: str, kube_kubeconfig: Path) -> Iterator[ConfigMapLockers]:
+def configmap_locker(
+    lockheed_namespace: str, lockheed_kubeconfig: Path
+) -> Iterator[ConfigMapLockers]:
     """A factory of ConfigMap lockers on the test namespace, closed after the test."""
     made: list[ConfigMapLocker] = []
 
     def make(config: Any = None, clock: ServerClock | None = None) -> ConfigMapLocker:
-        locker = ConfigMapLocker(kube_namespace, config=config or kube_kubeconfig, clock=clock)
+        locker = ConfigMapLocker(
+            lockheed_namespace, config=config or lockheed_kubeconfig, clock=clock
+        )
         made.append(locker)
         return locker
 

@@ -23,10 +23,10 @@ OPS = ("acquire-new", "acquire-free", "renew", "release")
 
 
 @pytest.mark.timeout(600)  # kubectl is built from its Go module on first use
-def test_quick_bench_runs_every_figure(kube_kubeconfig: Path, tmp_path: Path) -> None:
+def test_quick_bench_runs_every_figure(lockheed_kubeconfig: Path, tmp_path: Path) -> None:
     out = tmp_path / "results"
     command = [sys.executable, "-m", "bench", "--quick", "--out", str(out)]
-    command += ["--kubeconfig", str(kube_kubeconfig)]
+    command += ["--kubeconfig", str(lockheed_kubeconfig)]
     done = subprocess.run(
         command, cwd=ROOT, capture_output=True, text=True, timeout=540, check=False
     )

@@ -60,7 +60,7 @@ def test_a_blocking_socket_read_on_the_loop_is_caught(runner: LoopThread) -> Non
     assert found.startswith("socket.recv() in blocking mode (timeout=None)")
 
 
-@pytest.mark.kube
+@pytest.mark.lockheed_kube
 def test_a_synchronous_http_request_on_the_loop_is_caught(
     runner: LoopThread, configmap_locker: ConfigMapLockers
 ) -> None:

@@ -18,7 +18,7 @@ from lockheed import ConfigMapLocker, LeaseLocker, Lock, tags_contain
 from lockheed._codec import LABEL
 from lockheed.testing import Cluster
 
-pytestmark = pytest.mark.kube
+pytestmark = pytest.mark.lockheed_kube
 
 
 def cli(
@@ -42,36 +42,40 @@ def table(text: str) -> list[dict[str, str]]:
 
 
 def test_run_passes_the_token_and_the_exit_status(
-    kube_kubeconfig: Path, kube_namespace: str
+    lockheed_kubeconfig: Path, lockheed_namespace: str
 ) -> None:
     show = "import os; print(os.environ['LOCKHEED_FENCING_TOKEN'])"
-    done = cli(kube_kubeconfig, kube_namespace, "run", "job", "--", sys.executable, "-c", show)
+    done = cli(
+        lockheed_kubeconfig, lockheed_namespace, "run", "job", "--", sys.executable, "-c", show
+    )
     assert done.returncode == 0, done.stderr
     assert int(done.stdout) > 0
     failed = cli(
-        kube_kubeconfig, kube_namespace, "run", "job", "--", sys.executable, "-c", "exit(3)"
+        lockheed_kubeconfig, lockheed_namespace, "run", "job", "--", sys.executable, "-c", "exit(3)"
     )
     assert failed.returncode == 3
-    with ConfigMapLocker(kube_namespace, config=kube_kubeconfig) as locker:
+    with ConfigMapLocker(lockheed_namespace, config=lockheed_kubeconfig) as locker:
         assert Lock("job", locker).acquire(blocking=False)  # released after each run
 
 
-def test_run_times_out_on_a_held_lock(kube_kubeconfig: Path, kube_namespace: str) -> None:
-    with ConfigMapLocker(kube_namespace, config=kube_kubeconfig) as locker:
+def test_run_times_out_on_a_held_lock(lockheed_kubeconfig: Path, lockheed_namespace: str) -> None:
+    with ConfigMapLocker(lockheed_namespace, config=lockheed_kubeconfig) as locker:
         holder = Lock("busy", locker).with_duration(60)
         holder.acquire()
-        done = cli(kube_kubeconfig, kube_namespace, "run", "busy", "--timeout", "0.5", "--", "true")
+        done = cli(
+            lockheed_kubeconfig, lockheed_namespace, "run", "busy", "--timeout", "0.5", "--", "true"
+        )
         assert done.returncode == 73
         assert holder.instance_id in done.stderr
         holder.release()
 
 
 def test_run_stops_the_command_when_the_lock_is_lost(
-    kube_kubeconfig: Path, kube_namespace: str
+    lockheed_kubeconfig: Path, lockheed_namespace: str
 ) -> None:
     args = ["run", "victim", "--duration", "4", "--renew", "0.5", "--tag", "preemptible"]
-    command = [sys.executable, "-m", "lockheed", args[0], "--kubeconfig", str(kube_kubeconfig)]
-    command += ["--namespace", kube_namespace, *args[1:], "--", sys.executable, "-c"]
+    command = [sys.executable, "-m", "lockheed", args[0], "--kubeconfig", str(lockheed_kubeconfig)]
+    command += ["--namespace", lockheed_namespace, *args[1:], "--", sys.executable, "-c"]
     command += ["import sys,time; print('working', flush=True); time.sleep(60)"]
     with subprocess.Popen(
         command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
@@ -79,7 +83,7 @@ def test_run_stops_the_command_when_the_lock_is_lost(
         try:
             assert proc.stdout is not None and proc.stderr is not None
             assert proc.stdout.readline().strip() == "working"  # the lock is held
-            with ConfigMapLocker(kube_namespace, config=kube_kubeconfig) as locker:
+            with ConfigMapLocker(lockheed_namespace, config=lockheed_kubeconfig) as locker:
                 thief = Lock("victim", locker).with_duration(30)
                 thief.with_force(tags_contain("preemptible")).acquire(timeout=5)
                 assert proc.wait(20) == 75
@@ -89,69 +93,73 @@ def test_run_stops_the_command_when_the_lock_is_lost(
             proc.kill()
 
 
-def test_list_filters_by_tag_and_state(kube_kubeconfig: Path, kube_namespace: str) -> None:
-    with ConfigMapLocker(kube_namespace, config=kube_kubeconfig) as locker:
+def test_list_filters_by_tag_and_state(lockheed_kubeconfig: Path, lockheed_namespace: str) -> None:
+    with ConfigMapLocker(lockheed_namespace, config=lockheed_kubeconfig) as locker:
         held = Lock("nightly", locker).with_duration(60).with_tags(["nightly"])
         held.acquire()
         with Lock("hourly", locker).with_tags(["hourly"]):
             pass
-        done = cli(kube_kubeconfig, kube_namespace, "list", "--json")
+        done = cli(lockheed_kubeconfig, lockheed_namespace, "list", "--json")
         assert [i["name"] for i in json.loads(done.stdout)] == ["hourly", "nightly"]
-        done = cli(kube_kubeconfig, kube_namespace, "list", "--held", "--json")
+        done = cli(lockheed_kubeconfig, lockheed_namespace, "list", "--held", "--json")
         (only,) = json.loads(done.stdout)
         assert only["name"] == "nightly"
         assert only["holders"][0]["instanceID"] == held.instance_id
-        done = cli(kube_kubeconfig, kube_namespace, "list", "--tag", "hourly")
+        done = cli(lockheed_kubeconfig, lockheed_namespace, "list", "--tag", "hourly")
         (row,) = table(done.stdout)
         assert row["NAME"] == "hourly" and row["HOLDERS"] == "<none>"
         held.release()
 
 
-def test_lease_backend_for_run_and_list(kube_kubeconfig: Path, kube_namespace: str) -> None:
+def test_lease_backend_for_run_and_list(lockheed_kubeconfig: Path, lockheed_namespace: str) -> None:
     """``--backend lease`` keeps the lock in a Lease, apart from the ConfigMap locks."""
     show = "import os; print(os.environ['LOCKHEED_FENCING_TOKEN'])"
-    with LeaseLocker(kube_namespace, config=kube_kubeconfig) as leases:
+    with LeaseLocker(lockheed_namespace, config=lockheed_kubeconfig) as leases:
         holder = Lock("report", leases).with_duration(60)
         holder.acquire()
         lease = ["--backend", "lease"]
-        done = cli(kube_kubeconfig, kube_namespace, "run", "report", *lease, "--timeout", "0.5")
+        done = cli(
+            lockheed_kubeconfig, lockheed_namespace, "run", "report", *lease, "--timeout", "0.5"
+        )
         assert done.returncode == 2  # no command
         busy = ["run", "report", *lease, "--timeout", "0.5", "--", "true"]
-        done = cli(kube_kubeconfig, kube_namespace, *busy)
+        done = cli(lockheed_kubeconfig, lockheed_namespace, *busy)
         assert done.returncode == 73 and holder.instance_id in done.stderr
         on_configmap = ["run", "report", "--tag", "cm", "--", sys.executable, "-c", show]
-        assert cli(kube_kubeconfig, kube_namespace, *on_configmap).returncode == 0
-        held = cli(kube_kubeconfig, kube_namespace, "list", *lease, "--held", "--json")
+        assert cli(lockheed_kubeconfig, lockheed_namespace, *on_configmap).returncode == 0
+        held = cli(lockheed_kubeconfig, lockheed_namespace, "list", *lease, "--held", "--json")
         (only,) = json.loads(held.stdout)
         assert only["holders"][0]["instanceID"] == holder.instance_id
         holder.release()
         ran = ["run", "report", *lease, "--tag", "lease", "--", sys.executable, "-c", show]
-        done = cli(kube_kubeconfig, kube_namespace, *ran)
+        done = cli(lockheed_kubeconfig, lockheed_namespace, *ran)
         assert done.returncode == 0, done.stderr
         assert int(done.stdout) > (holder.fencing_token or 0)
-        listed = cli(kube_kubeconfig, kube_namespace, "list", *lease, "--tag", "lease")
+        listed = cli(lockheed_kubeconfig, lockheed_namespace, "list", *lease, "--tag", "lease")
         (row,) = table(listed.stdout)
         assert (row["NAME"], row["HOLDERS"], row["TAGS"]) == ("report", "<none>", "lease")
-        configmaps = cli(kube_kubeconfig, kube_namespace, "list", "--json")
+        configmaps = cli(lockheed_kubeconfig, lockheed_namespace, "list", "--json")
         assert [i["tags"] for i in json.loads(configmaps.stdout)] == [["cm"]]
 
 
-def test_bad_arguments_fail_clearly(kube_kubeconfig: Path, kube_namespace: str) -> None:
-    done = cli(kube_kubeconfig, kube_namespace, "run", "Bad_Name", "--", "true")
+def test_bad_arguments_fail_clearly(lockheed_kubeconfig: Path, lockheed_namespace: str) -> None:
+    done = cli(lockheed_kubeconfig, lockheed_namespace, "run", "Bad_Name", "--", "true")
     assert done.returncode == 2
     assert "lock name 'Bad_Name'" in done.stderr
     assert "Traceback" not in done.stderr
-    missing = cli(kube_kubeconfig, kube_namespace, "run", "job")
+    missing = cli(lockheed_kubeconfig, lockheed_namespace, "run", "job")
     assert missing.returncode == 2 and "after '--'" in missing.stderr
     for option, value in [("--duration", "inf"), ("--timeout", "-1"), ("--renew", "soon")]:
-        bad = cli(kube_kubeconfig, kube_namespace, "run", "job", option, value, "--", "true")
+        bad = cli(
+            lockheed_kubeconfig, lockheed_namespace, "run", "job", option, value, "--", "true"
+        )
         assert bad.returncode == 2, bad.stderr
         assert f"argument {option}: expected a number of seconds" in bad.stderr
         assert "Traceback" not in bad.stderr
 
 
 def test_list_shows_malformed_locks_whatever_the_filter(
-    kube_cluster: Cluster, kube_kubeconfig: Path, kube_namespace: str
+    lockheed_cluster: Cluster, lockheed_kubeconfig: Path, lockheed_namespace: str
 ) -> None:
     garbled = {
         "apiVersion": "v1",
@@ -159,11 +167,11 @@ def test_list_shows_malformed_locks_whatever_the_filter(
         "metadata": {"name": "lockheed-garbled", "labels": {LABEL: ""}},
         "data": {"lock": "{{{ not a lock"},
     }
-    with kube_cluster.http_client() as http:
+    with lockheed_cluster.http_client() as http:
         http.post(
-            f"/api/v1/namespaces/{kube_namespace}/configmaps", json=garbled
+            f"/api/v1/namespaces/{lockheed_namespace}/configmaps", json=garbled
         ).raise_for_status()
-    with ConfigMapLocker(kube_namespace, config=kube_kubeconfig) as locker:
+    with ConfigMapLocker(lockheed_namespace, config=lockheed_kubeconfig) as locker:
         held = Lock("nightly", locker).with_duration(60).with_tags(["nightly"])
         held.acquire()
         with Lock("hourly", locker).with_tags(["hourly"]):
@@ -174,7 +182,7 @@ def test_list_shows_malformed_locks_whatever_the_filter(
             (["--free"], ["hourly"]),
             (["--tag", "hourly"], ["hourly"]),
         ]:
-            text = cli(kube_kubeconfig, kube_namespace, "list", *flags)
+            text = cli(lockheed_kubeconfig, lockheed_namespace, "list", *flags)
             assert text.returncode == 0, text.stderr
             rows = table(text.stdout)
             assert [r["NAME"] for r in rows] == sorted(["garbled", *others]), flags
@@ -182,7 +190,7 @@ def test_list_shows_malformed_locks_whatever_the_filter(
             assert bad["TYPE"] == "MALFORMED", flags
             (why,) = text.stderr.splitlines()  # the error, on standard error
             assert why.startswith("lockheed: lock 'garbled' in namespace") and "malformed" in why
-            done = cli(kube_kubeconfig, kube_namespace, "list", "--json", *flags)
+            done = cli(lockheed_kubeconfig, lockheed_namespace, "list", "--json", *flags)
             assert done.returncode == 0, done.stderr
             infos = {i["name"]: i for i in json.loads(done.stdout)}
             assert sorted(infos) == sorted(["garbled", *others]), flags
@@ -211,19 +219,21 @@ def test_a_bad_kubeconfig_is_one_clear_line(
 
 
 def test_list_prints_a_table_and_says_when_there_is_nothing(
-    kube_kubeconfig: Path, kube_namespace: str
+    lockheed_kubeconfig: Path, lockheed_namespace: str
 ) -> None:
-    empty = cli(kube_kubeconfig, kube_namespace, "list")
+    empty = cli(lockheed_kubeconfig, lockheed_namespace, "list")
     assert empty.returncode == 0, empty.stderr
     assert empty.stdout == ""
-    assert empty.stderr == f"No locks in namespace {kube_namespace}.\n"
-    assert json.loads(cli(kube_kubeconfig, kube_namespace, "list", "-o", "json").stdout) == []
-    with ConfigMapLocker(kube_namespace, config=kube_kubeconfig) as locker:
+    assert empty.stderr == f"No locks in namespace {lockheed_namespace}.\n"
+    assert (
+        json.loads(cli(lockheed_kubeconfig, lockheed_namespace, "list", "-o", "json").stdout) == []
+    )
+    with ConfigMapLocker(lockheed_namespace, config=lockheed_kubeconfig) as locker:
         held = Lock("nightly", locker).with_duration(600).with_tags(["nightly", "backup"])
         token = held.acquire()
         with Lock("hourly", locker).with_tags(["hourly"]):
             pass
-        done = cli(kube_kubeconfig, kube_namespace, "list")
+        done = cli(lockheed_kubeconfig, lockheed_namespace, "list")
         assert done.returncode == 0, done.stderr
         header = done.stdout.splitlines()[0].split()
         assert header == ["NAME", "TYPE", "HOLDERS", "EXPIRES", "IN", "TOKEN", "TAGS", "AGE"]
@@ -242,27 +252,29 @@ def test_list_prints_a_table_and_says_when_there_is_nothing(
         assert nightly["TOKEN"] == str(token)
         assert nightly["TAGS"] == "nightly,backup"
         assert re.fullmatch(r"\d+m(\d+s)?|\d+s", nightly["EXPIRES IN"])
-        wide = table(cli(kube_kubeconfig, kube_namespace, "list", "-o", "wide").stdout)
+        wide = table(cli(lockheed_kubeconfig, lockheed_namespace, "list", "-o", "wide").stdout)
         assert [(r["OBJECT"], r["WAITERS"]) for r in wide] == [
             ("lockheed-hourly", "0"),
             ("lockheed-nightly", "0"),
         ]
         assert all(int(r["VERSION"]) > 0 for r in wide)
-        names = cli(kube_kubeconfig, kube_namespace, "list", "-o", "name")
+        names = cli(lockheed_kubeconfig, lockheed_namespace, "list", "-o", "name")
         assert names.stdout == "hourly\nnightly\n"
-        as_yaml = yaml.safe_load(cli(kube_kubeconfig, kube_namespace, "list", "-o", "yaml").stdout)
+        as_yaml = yaml.safe_load(
+            cli(lockheed_kubeconfig, lockheed_namespace, "list", "-o", "yaml").stdout
+        )
         assert [i["name"] for i in as_yaml] == ["hourly", "nightly"]
         assert as_yaml[1]["holders"][0]["instanceID"] == held.instance_id
         assert as_yaml[1]["fencingToken"] == token
         assert as_yaml[1]["type"] == "mutex"
-        none = cli(kube_kubeconfig, kube_namespace, "list", "-l", "weekly")
+        none = cli(lockheed_kubeconfig, lockheed_namespace, "list", "-l", "weekly")
         assert none.returncode == 0 and none.stdout == ""
-        assert none.stderr == f"No locks in namespace {kube_namespace} match (2 in all).\n"
+        assert none.stderr == f"No locks in namespace {lockheed_namespace} match (2 in all).\n"
         held.release()
 
 
-def test_list_where_and_selector(kube_kubeconfig: Path, kube_namespace: str) -> None:
-    with ConfigMapLocker(kube_namespace, config=kube_kubeconfig) as locker:
+def test_list_where_and_selector(lockheed_kubeconfig: Path, lockheed_namespace: str) -> None:
+    with ConfigMapLocker(lockheed_namespace, config=lockheed_kubeconfig) as locker:
         nightly = Lock("nightly", locker).with_duration(600).with_tags(["nightly"])
         nightly.acquire()
         backup = Lock("backup", locker).with_duration(20).with_tags(["nightly", "backup"])
@@ -271,7 +283,7 @@ def test_list_where_and_selector(kube_kubeconfig: Path, kube_namespace: str) -> 
             pass
 
         def names(*args: str) -> list[str]:
-            done = cli(kube_kubeconfig, kube_namespace, "list", "-o", "name", *args)
+            done = cli(lockheed_kubeconfig, lockheed_namespace, "list", "-o", "name", *args)
             assert done.returncode == 0, done.stderr
             return done.stdout.split()
 
@@ -282,7 +294,13 @@ def test_list_where_and_selector(kube_kubeconfig: Path, kube_namespace: str) -> 
         assert names("-l", "nightly,!backup") == ["nightly"]
         assert names("-l", "nightly", "--where", "name != nightly") == ["backup"]
         assert names("--free") == ["hourly"]
-        bad = cli(kube_kubeconfig, kube_namespace, "list", "--where", "acquired and expires < soon")
+        bad = cli(
+            lockheed_kubeconfig,
+            lockheed_namespace,
+            "list",
+            "--where",
+            "acquired and expires < soon",
+        )
         assert bad.returncode == 2
         assert bad.stdout == ""
         assert bad.stderr.splitlines() == [
@@ -291,45 +309,50 @@ def test_list_where_and_selector(kube_kubeconfig: Path, kube_namespace: str) -> 
             "  acquired and expires < soon",
             "                         ^",
         ]
-        bad = cli(kube_kubeconfig, kube_namespace, "list", "-l", "a,,b")
+        bad = cli(lockheed_kubeconfig, lockheed_namespace, "list", "-l", "a,,b")
         assert bad.returncode == 2 and "-l: expected a tag or !tag at column 3" in bad.stderr
         nightly.release()
         backup.release()
 
 
 def test_list_all_namespaces(
-    kube_cluster: Cluster, kube_kubeconfig: Path, kube_namespace: str
+    lockheed_cluster: Cluster, lockheed_kubeconfig: Path, lockheed_namespace: str
 ) -> None:
-    other = kube_cluster.create_namespace("cli-other")
+    other = lockheed_cluster.create_namespace("cli-other")
     try:
-        for namespace in (kube_namespace, other):
+        for namespace in (lockheed_namespace, other):
             with (
-                ConfigMapLocker(namespace, config=kube_kubeconfig) as locker,
+                ConfigMapLocker(namespace, config=lockheed_kubeconfig) as locker,
                 Lock("shared-name", locker).with_tags([namespace]),
             ):
                 pass
-        done = cli(kube_kubeconfig, kube_namespace, "list", "-A", "--where", "name = shared-name")
+        done = cli(
+            lockheed_kubeconfig, lockheed_namespace, "list", "-A", "--where", "name = shared-name"
+        )
         assert done.returncode == 0, done.stderr
         # (malformed locks that other tests left in their namespaces are listed too)
-        rows = [r for r in table(done.stdout) if r["NAMESPACE"] in (kube_namespace, other)]
+        rows = [r for r in table(done.stdout) if r["NAMESPACE"] in (lockheed_namespace, other)]
         assert sorted((r["NAMESPACE"], r["TAGS"]) for r in rows) == sorted(
-            [(kube_namespace, kube_namespace), (other, other)]
+            [(lockheed_namespace, lockheed_namespace), (other, other)]
         )
     finally:
-        kube_cluster.delete_namespace(other)
+        lockheed_cluster.delete_namespace(other)
 
 
 def test_context_chooses_the_cluster_and_namespace(
-    tmp_path: Path, kube_kubeconfig: Path, kube_namespace: str
+    tmp_path: Path, lockheed_kubeconfig: Path, lockheed_namespace: str
 ) -> None:
-    config = yaml.safe_load(kube_kubeconfig.read_text())
+    config = yaml.safe_load(lockheed_kubeconfig.read_text())
     (context,) = config["contexts"]
     config["contexts"].append(
-        {"name": "ops", "context": {**context["context"], "namespace": kube_namespace}}
+        {"name": "ops", "context": {**context["context"], "namespace": lockheed_namespace}}
     )
     kubeconfig = tmp_path / "kubeconfig"
     kubeconfig.write_text(yaml.safe_dump(config))
-    with ConfigMapLocker(kube_namespace, config=kube_kubeconfig) as locker, Lock("in-ops", locker):
+    with (
+        ConfigMapLocker(lockheed_namespace, config=lockheed_kubeconfig) as locker,
+        Lock("in-ops", locker),
+    ):
         pass
     base = [sys.executable, "-m", "lockheed", "list", "--kubeconfig", str(kubeconfig)]
     done = subprocess.run(
@@ -345,9 +368,9 @@ def test_context_chooses_the_cluster_and_namespace(
 
 
 def test_show_describes_holder_token_tags_and_waiters(
-    kube_kubeconfig: Path, kube_namespace: str
+    lockheed_kubeconfig: Path, lockheed_namespace: str
 ) -> None:
-    with ConfigMapLocker(kube_namespace, config=kube_kubeconfig) as locker:
+    with ConfigMapLocker(lockheed_namespace, config=lockheed_kubeconfig) as locker:
         held = Lock("nightly", locker).with_duration(600).with_tags(["nightly"])
         token = held.acquire()
         waiter = Lock("nightly", locker).with_duration(30)
@@ -357,14 +380,14 @@ def test_show_describes_holder_token_tags_and_waiters(
         waiting.start()
         try:
             assert in_line.wait(30)
-            done = cli(kube_kubeconfig, kube_namespace, "show", "nightly")
+            done = cli(lockheed_kubeconfig, lockheed_namespace, "show", "nightly")
             assert done.returncode == 0, done.stderr
             fields = dict(
                 (key.strip(), value.strip())
                 for key, _, value in (line.partition(":") for line in done.stdout.splitlines())
             )
             assert fields["Name"] == "nightly"
-            assert fields["Namespace"] == kube_namespace
+            assert fields["Namespace"] == lockheed_namespace
             assert fields["Object"].startswith("configmap/lockheed-nightly (resourceVersion ")
             assert fields["Type"] == "mutex"
             assert fields["Holder"].startswith(f"{held.instance_id}, expires in ")
@@ -372,7 +395,7 @@ def test_show_describes_holder_token_tags_and_waiters(
             assert fields["Tags"] == "nightly"
             assert fields["Waiters"] == f"1. {waiter.instance_id} (lease 30s)"
             for output in ("yaml", "json"):
-                raw = cli(kube_kubeconfig, kube_namespace, "show", "nightly", "-o", output)
+                raw = cli(lockheed_kubeconfig, lockheed_namespace, "show", "nightly", "-o", output)
                 assert raw.returncode == 0, raw.stderr
                 doc = yaml.safe_load(raw.stdout)  # JSON is YAML
                 assert doc["holders"][0]["instanceID"] == held.instance_id
@@ -387,16 +410,16 @@ def test_show_describes_holder_token_tags_and_waiters(
             held.release()  # hands the lock to the waiter
             waiting.join(30)
             waiter.release()
-    missing = cli(kube_kubeconfig, kube_namespace, "show", "nope")
+    missing = cli(lockheed_kubeconfig, lockheed_namespace, "show", "nope")
     assert missing.returncode == 1
     assert missing.stderr == (
-        f"lockheed: no lock 'nope' in namespace '{kube_namespace}' (no configmap lockheed-nope)\n"
+        f"lockheed: no lock 'nope' in namespace '{lockheed_namespace}' (no configmap lockheed-nope)\n"
     )
 
 
-def test_demo_runs_its_hidden_workers(kube_kubeconfig: Path, kube_namespace: str) -> None:
+def test_demo_runs_its_hidden_workers(lockheed_kubeconfig: Path, lockheed_namespace: str) -> None:
     """The demo's workers are started through the internal command, which --help never shows."""
-    done = cli(kube_kubeconfig, kube_namespace, "demo", "--rounds", "1", "--hold", "0.05")
+    done = cli(lockheed_kubeconfig, lockheed_namespace, "demo", "--rounds", "1", "--hold", "0.05")
     assert done.returncode == 0, done.stderr
     tokens = [
         int(m.group(1)) for m in re.finditer(r"holds 'demo', fencing token (\d+)", done.stdout)

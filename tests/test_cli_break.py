@@ -17,7 +17,7 @@ from lockheed import ConfigMapLocker, LeaseLocker, Lock, LockLost, LockTimeout
 from lockheed._codec import LABEL
 from lockheed.testing import Cluster
 
-pytestmark = pytest.mark.kube
+pytestmark = pytest.mark.lockheed_kube
 
 TIMEOUT = 60.0
 
@@ -51,11 +51,13 @@ def put_configmap(cluster: Cluster, namespace: str, name: str, data: str) -> Non
         http.post(f"/api/v1/namespaces/{namespace}/configmaps", json=body).raise_for_status()
 
 
-def test_a_live_lease_is_refused_without_force(kube_kubeconfig: Path, kube_namespace: str) -> None:
-    with ConfigMapLocker(kube_namespace, config=kube_kubeconfig) as locker:
+def test_a_live_lease_is_refused_without_force(
+    lockheed_kubeconfig: Path, lockheed_namespace: str
+) -> None:
+    with ConfigMapLocker(lockheed_namespace, config=lockheed_kubeconfig) as locker:
         holder = Lock("nightly", locker).with_duration(600)
         holder.acquire()
-        done = lockheed(kube_kubeconfig, kube_namespace, "break", "nightly", "--yes")
+        done = lockheed(lockheed_kubeconfig, lockheed_namespace, "break", "nightly", "--yes")
         assert done.returncode == 3
         (line,) = done.stderr.splitlines()
         assert holder.instance_id in line and "expires in" in line and "--force" in line
@@ -65,28 +67,32 @@ def test_a_live_lease_is_refused_without_force(kube_kubeconfig: Path, kube_names
 
 @pytest.mark.parametrize("answer", ["n\n", "", "yes please\n"], ids=["no", "eof", "unclear"])
 def test_anything_but_yes_writes_nothing(
-    kube_cluster: Cluster, kube_kubeconfig: Path, kube_namespace: str, answer: str
+    lockheed_cluster: Cluster, lockheed_kubeconfig: Path, lockheed_namespace: str, answer: str
 ) -> None:
-    with ConfigMapLocker(kube_namespace, config=kube_kubeconfig) as locker:
+    with ConfigMapLocker(lockheed_namespace, config=lockheed_kubeconfig) as locker:
         holder = Lock("nightly", locker).with_duration(600)
         holder.acquire()
-        before = configmap(kube_cluster, kube_namespace, "nightly")["metadata"]["resourceVersion"]
+        before = configmap(lockheed_cluster, lockheed_namespace, "nightly")["metadata"][
+            "resourceVersion"
+        ]
         done = lockheed(
-            kube_kubeconfig, kube_namespace, "break", "nightly", "--force", stdin=answer
+            lockheed_kubeconfig, lockheed_namespace, "break", "nightly", "--force", stdin=answer
         )
         assert done.returncode == 3, done.stderr
-        question = f"Break lock 'nightly' in namespace '{kube_namespace}': remove the lease of "
+        question = f"Break lock 'nightly' in namespace '{lockheed_namespace}': remove the lease of "
         assert done.stderr.startswith(question + f"{holder.instance_id} (live, expires in ")
         assert done.stderr.rstrip().endswith("lockheed: not confirmed; nothing was written")
-        after = configmap(kube_cluster, kube_namespace, "nightly")["metadata"]["resourceVersion"]
+        after = configmap(lockheed_cluster, lockheed_namespace, "nightly")["metadata"][
+            "resourceVersion"
+        ]
         assert after == before
         holder.release()
 
 
 def test_force_removes_the_lease_the_holder_learns_and_the_waiter_takes_it(
-    kube_kubeconfig: Path, kube_namespace: str
+    lockheed_kubeconfig: Path, lockheed_namespace: str
 ) -> None:
-    with ConfigMapLocker(kube_namespace, config=kube_kubeconfig) as locker:
+    with ConfigMapLocker(lockheed_namespace, config=lockheed_kubeconfig) as locker:
         holder = Lock("nightly", locker).with_duration(600).with_renew_interval(0.5)
         lost = threading.Event()
         holder.on_lost(lambda exc: lost.set())
@@ -99,10 +105,12 @@ def test_force_removes_the_lease_the_holder_learns_and_the_waiter_takes_it(
         waiting.start()
         try:
             assert in_line.wait(TIMEOUT)
-            done = lockheed(kube_kubeconfig, kube_namespace, "break", "nightly", "--force", "--yes")
+            done = lockheed(
+                lockheed_kubeconfig, lockheed_namespace, "break", "nightly", "--force", "--yes"
+            )
             assert done.returncode == 0, done.stderr
             assert done.stdout.startswith(
-                f"Broke lock 'nightly' in namespace '{kube_namespace}': removed the lease of "
+                f"Broke lock 'nightly' in namespace '{lockheed_namespace}': removed the lease of "
                 f"{holder.instance_id} (live, expires in "
             )
             assert done.stdout.endswith(f"{waiter.instance_id}, first of 1 in line, takes it.\n")
@@ -119,7 +127,7 @@ def test_force_removes_the_lease_the_holder_learns_and_the_waiter_takes_it(
 
 
 def test_an_expired_lease_is_broken_without_force(
-    kube_cluster: Cluster, kube_kubeconfig: Path, kube_namespace: str
+    lockheed_cluster: Cluster, lockheed_kubeconfig: Path, lockheed_namespace: str
 ) -> None:
     state = {
         "name": "stale",
@@ -127,28 +135,29 @@ def test_an_expired_lease_is_broken_without_force(
         "leases": {"dead": {"instanceID": "dead", "expires": "2020-01-01T00:00:00Z"}},
         "tags": ["kept"],
     }
-    put_configmap(kube_cluster, kube_namespace, "stale", json.dumps(state))
-    done = lockheed(kube_kubeconfig, kube_namespace, "break", "stale", "--yes")
+    put_configmap(lockheed_cluster, lockheed_namespace, "stale", json.dumps(state))
+    done = lockheed(lockheed_kubeconfig, lockheed_namespace, "break", "stale", "--yes")
     assert done.returncode == 0, done.stderr
     assert "removed the lease of dead (expired " in done.stdout
     assert done.stdout.endswith("The next acquire takes it.\n")
-    stored = json.loads(configmap(kube_cluster, kube_namespace, "stale")["data"]["lock"])
+    stored = json.loads(configmap(lockheed_cluster, lockheed_namespace, "stale")["data"]["lock"])
     assert stored == {**state, "leases": {}}  # only the lease went; the tags stay
-    again = lockheed(kube_kubeconfig, kube_namespace, "break", "stale", "--yes")
+    again = lockheed(lockheed_kubeconfig, lockheed_namespace, "break", "stale", "--yes")
     assert again.returncode == 0
     assert (
-        again.stdout == f"Lock 'stale' in namespace '{kube_namespace}' is free: nothing to break.\n"
+        again.stdout
+        == f"Lock 'stale' in namespace '{lockheed_namespace}' is free: nothing to break.\n"
     )
 
 
 def test_a_change_made_while_it_asks_is_never_overwritten(
-    kube_kubeconfig: Path, kube_namespace: str
+    lockheed_kubeconfig: Path, lockheed_namespace: str
 ) -> None:
-    with ConfigMapLocker(kube_namespace, config=kube_kubeconfig) as locker:
+    with ConfigMapLocker(lockheed_namespace, config=lockheed_kubeconfig) as locker:
         first = Lock("nightly", locker).with_duration(600)
         first.acquire()
         command = [sys.executable, "-m", "lockheed", "break", "nightly", "--force"]
-        command += ["--kubeconfig", str(kube_kubeconfig), "--namespace", kube_namespace]
+        command += ["--kubeconfig", str(lockheed_kubeconfig), "--namespace", lockheed_namespace]
         with subprocess.Popen(
             command,
             stdin=subprocess.PIPE,
@@ -182,28 +191,28 @@ def test_a_change_made_while_it_asks_is_never_overwritten(
 
 
 def test_a_missing_or_malformed_lock_is_left_alone(
-    kube_cluster: Cluster, kube_kubeconfig: Path, kube_namespace: str
+    lockheed_cluster: Cluster, lockheed_kubeconfig: Path, lockheed_namespace: str
 ) -> None:
-    missing = lockheed(kube_kubeconfig, kube_namespace, "break", "nope", "--yes", "--force")
+    missing = lockheed(lockheed_kubeconfig, lockheed_namespace, "break", "nope", "--yes", "--force")
     assert missing.returncode == 1
-    assert missing.stderr == f"lockheed: no lock 'nope' in namespace '{kube_namespace}'\n"
-    put_configmap(kube_cluster, kube_namespace, "garbled", "{{{ not a lock")
-    before = configmap(kube_cluster, kube_namespace, "garbled")
-    done = lockheed(kube_kubeconfig, kube_namespace, "break", "garbled", "--yes", "--force")
+    assert missing.stderr == f"lockheed: no lock 'nope' in namespace '{lockheed_namespace}'\n"
+    put_configmap(lockheed_cluster, lockheed_namespace, "garbled", "{{{ not a lock")
+    before = configmap(lockheed_cluster, lockheed_namespace, "garbled")
+    done = lockheed(lockheed_kubeconfig, lockheed_namespace, "break", "garbled", "--yes", "--force")
     assert done.returncode == 1
     (line,) = done.stderr.splitlines()
     assert "malformed" in line and "never overwrites it" in line
-    after = configmap(kube_cluster, kube_namespace, "garbled")
+    after = configmap(lockheed_cluster, lockheed_namespace, "garbled")
     assert after["metadata"]["resourceVersion"] == before["metadata"]["resourceVersion"]
 
 
-def test_break_on_a_lease(kube_kubeconfig: Path, kube_namespace: str) -> None:
-    with LeaseLocker(kube_namespace, config=kube_kubeconfig) as locker:
+def test_break_on_a_lease(lockheed_kubeconfig: Path, lockheed_namespace: str) -> None:
+    with LeaseLocker(lockheed_namespace, config=lockheed_kubeconfig) as locker:
         holder = Lock("leader", locker).with_duration(600)
         holder.acquire()
         lease = ["--backend", "lease"]
         done = lockheed(
-            kube_kubeconfig, kube_namespace, "break", "leader", *lease, "--yes", "--force"
+            lockheed_kubeconfig, lockheed_namespace, "break", "leader", *lease, "--yes", "--force"
         )
         assert done.returncode == 0, done.stderr
         assert holder.instance_id in done.stdout

@@ -76,15 +76,15 @@ def _kubectl() -> str | None:
     return shutil.which("kubectl")
 
 
-@pytest.mark.kube
-def test_kubectl_lockheed(kube_kubeconfig: Path, kube_namespace: str) -> None:
+@pytest.mark.lockheed_kube
+def test_kubectl_lockheed(lockheed_kubeconfig: Path, lockheed_namespace: str) -> None:
     plugin = BIN / "kubectl-lockheed"
     assert plugin.exists(), "the kubectl-lockheed console script is not installed (make setup)"
-    with ConfigMapLocker(kube_namespace, config=kube_kubeconfig) as locker:
+    with ConfigMapLocker(lockheed_namespace, config=lockheed_kubeconfig) as locker:
         holder = Lock("nightly", locker).with_duration(600).with_tags(["nightly"])
         holder.acquire()
         try:
-            where = ["--kubeconfig", str(kube_kubeconfig), "-n", kube_namespace]
+            where = ["--kubeconfig", str(lockheed_kubeconfig), "-n", lockheed_namespace]
             direct = subprocess.run(
                 [str(plugin), "list", *where], capture_output=True, text=True, check=False
             )
@@ -189,16 +189,16 @@ def test_completion_offers_commands_options_and_choices(shell: str) -> None:
     assert "--no-wait" in complete(shell, "lockheed", "run", "--no")
 
 
-@pytest.mark.kube
+@pytest.mark.lockheed_kube
 @pytest.mark.parametrize("shell", list(SHELLS))
 def test_completion_offers_the_lock_names(
-    shell: str, kube_kubeconfig: Path, kube_namespace: str
+    shell: str, lockheed_kubeconfig: Path, lockheed_namespace: str
 ) -> None:
-    with ConfigMapLocker(kube_namespace, config=kube_kubeconfig) as locker:
+    with ConfigMapLocker(lockheed_namespace, config=lockheed_kubeconfig) as locker:
         for name in ("nightly", "hourly"):
             with Lock(name, locker):
                 pass
-    typed = ["lockheed", "show", "--kubeconfig", str(kube_kubeconfig), "-n", kube_namespace]
+    typed = ["lockheed", "show", "--kubeconfig", str(lockheed_kubeconfig), "-n", lockheed_namespace]
     assert complete(shell, *typed, "") == ["hourly", "nightly"]
     assert complete(shell, *typed, "ni") == ["nightly"]
     assert complete(shell, "kubectl-lockheed", *typed[1:], "ho") == ["hourly"]

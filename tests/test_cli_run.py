@@ -28,7 +28,7 @@ from lockheed import Lock, LockLost, LockTimeout, acquired, list_locks
 from lockheed._cli import main
 from support import ConfigMapLockers
 
-pytestmark = pytest.mark.kube
+pytestmark = pytest.mark.lockheed_kube
 
 STARTUP = 60.0  # interpreter start, imports and the first requests, on a busy host
 WAIT = 30.0  # any other wait; only reached when something is broken
@@ -78,13 +78,21 @@ def _require_default_disposition(*signums: int) -> None:
 
 
 @pytest.fixture
-def start_run(kube_kubeconfig: Path, kube_namespace: str) -> Iterator[StartRun]:
+def start_run(lockheed_kubeconfig: Path, lockheed_namespace: str) -> Iterator[StartRun]:
     """``start_run(name, *options, command=[...])``; each one's session is killed at the end."""
     runs: list[Run] = []
 
     def start(name: str, *options: str, command: list[str]) -> Run:
-        argv = [sys.executable, "-m", "lockheed", "run", name, "--kubeconfig", str(kube_kubeconfig)]
-        argv += ["--namespace", kube_namespace, *options, "--", *command]
+        argv = [
+            sys.executable,
+            "-m",
+            "lockheed",
+            "run",
+            name,
+            "--kubeconfig",
+            str(lockheed_kubeconfig),
+        ]
+        argv += ["--namespace", lockheed_namespace, *options, "--", *command]
         process = subprocess.Popen(
             argv,
             stdin=subprocess.PIPE,
@@ -205,8 +213,8 @@ NOT_EXECUTABLE = "not-executable.sh"
     ids=["not-found", "not-executable", "killed", "terminated"],
 )
 def test_exit_statuses_and_the_lock_released(
-    kube_kubeconfig: Path,
-    kube_namespace: str,
+    lockheed_kubeconfig: Path,
+    lockheed_namespace: str,
     configmap_locker: ConfigMapLockers,
     tmp_path: Path,
     command: list[str],
@@ -217,8 +225,16 @@ def test_exit_statuses_and_the_lock_released(
         script.write_text("#!/bin/sh\necho should not run\n")
         script.chmod(0o644)
         command = [str(script)]
-    argv = [sys.executable, "-m", "lockheed", "run", "job", "--kubeconfig", str(kube_kubeconfig)]
-    argv += ["--namespace", kube_namespace, "--duration", "60", "--", *command]
+    argv = [
+        sys.executable,
+        "-m",
+        "lockheed",
+        "run",
+        "job",
+        "--kubeconfig",
+        str(lockheed_kubeconfig),
+    ]
+    argv += ["--namespace", lockheed_namespace, "--duration", "60", "--", *command]
     done = subprocess.run(argv, capture_output=True, text=True, timeout=STARTUP, check=False)
     assert done.returncode == status, done.stderr
     assert "Traceback" not in done.stderr
@@ -230,8 +246,8 @@ def test_exit_statuses_and_the_lock_released(
 
 
 def test_an_unexpected_error_is_one_line_and_the_lock_is_released(
-    kube_kubeconfig: Path,
-    kube_namespace: str,
+    lockheed_kubeconfig: Path,
+    lockheed_namespace: str,
     configmap_locker: ConfigMapLockers,
     monkeypatch: pytest.MonkeyPatch,
     capsys: pytest.CaptureFixture[str],
@@ -241,7 +257,14 @@ def test_an_unexpected_error_is_one_line_and_the_lock_is_released(
 
     monkeypatch.setattr(subprocess, "Popen", broken)  # fails once the lock is held
     handlers = {s: signal.getsignal(s) for s in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)}
-    argv = ["run", "job", "--kubeconfig", str(kube_kubeconfig), "--namespace", kube_namespace]
+    argv = [
+        "run",
+        "job",
+        "--kubeconfig",
+        str(lockheed_kubeconfig),
+        "--namespace",
+        lockheed_namespace,
+    ]
     code = main([*argv, "--duration", "60", "--", "true"])  # in this process
     assert code == 1
     (line,) = capsys.readouterr().err.splitlines()
@@ -275,13 +298,21 @@ def test_the_command_gets_the_lock_name_its_holder_id_and_token(
 
 
 def test_no_wait_gives_up_at_once_when_the_lock_is_held(
-    kube_kubeconfig: Path, kube_namespace: str, configmap_locker: ConfigMapLockers
+    lockheed_kubeconfig: Path, lockheed_namespace: str, configmap_locker: ConfigMapLockers
 ) -> None:
     locker = configmap_locker()
     holder = Lock("busy", locker).with_duration(60)
     holder.acquire()
-    argv = [sys.executable, "-m", "lockheed", "run", "busy", "--kubeconfig", str(kube_kubeconfig)]
-    argv += ["-n", kube_namespace, "--no-wait", "--", "echo", "the command ran"]
+    argv = [
+        sys.executable,
+        "-m",
+        "lockheed",
+        "run",
+        "busy",
+        "--kubeconfig",
+        str(lockheed_kubeconfig),
+    ]
+    argv += ["-n", lockheed_namespace, "--no-wait", "--", "echo", "the command ran"]
     done = subprocess.run(argv, capture_output=True, text=True, timeout=STARTUP, check=False)
     assert done.returncode == 73
     assert done.stdout == ""  # the command never ran
@@ -341,15 +372,23 @@ def test_verbose_says_whom_it_waits_for_and_each_change(
 
 
 def test_force_if_takes_over_only_when_the_condition_holds(
-    kube_kubeconfig: Path, kube_namespace: str, configmap_locker: ConfigMapLockers
+    lockheed_kubeconfig: Path, lockheed_namespace: str, configmap_locker: ConfigMapLockers
 ) -> None:
     locker = configmap_locker()
     holder = Lock("batch", locker).with_duration(600).with_tags(["preemptible"])
     lost = threading.Event()
     holder.on_lost(lambda exc: lost.set())
     holder.with_renew_interval(0.5).acquire()
-    argv = [sys.executable, "-m", "lockheed", "run", "batch", "--kubeconfig", str(kube_kubeconfig)]
-    argv += ["-n", kube_namespace, "--no-wait"]
+    argv = [
+        sys.executable,
+        "-m",
+        "lockheed",
+        "run",
+        "batch",
+        "--kubeconfig",
+        str(lockheed_kubeconfig),
+    ]
+    argv += ["-n", lockheed_namespace, "--no-wait"]
 
     def run(*options: str) -> subprocess.CompletedProcess[str]:
         return subprocess.run(

@@ -51,7 +51,7 @@ from support import Requests
 from test_go_interop import check_mixed, parse_mixed
 
 # The first test may build client-go from scratch (about 90 s on two busy cores).
-pytestmark = [pytest.mark.kube, pytest.mark.timeout(600)]
+pytestmark = [pytest.mark.lockheed_kube, pytest.mark.timeout(600)]
 
 STARTUP = 30.0  # a process's first line, on a busy host
 STEP = 20.0  # one client-go step (a retry period, a request) on a busy host
@@ -123,18 +123,18 @@ def clientgo_program() -> Path:
 
 @pytest.fixture
 def spawn(
-    clientgo_program: Path, kube_kubeconfig: Path, kube_namespace: str, tmp_path: Path
+    clientgo_program: Path, lockheed_kubeconfig: Path, lockheed_namespace: str, tmp_path: Path
 ) -> Iterator[Spawner]:
     """client-go processes on the test's namespace. ``clientgo_program`` comes
     first, so that a test is skipped before the control plane is started for it."""
-    spawner = Spawner(clientgo_program, kube_kubeconfig, kube_namespace, tmp_path)
+    spawner = Spawner(clientgo_program, lockheed_kubeconfig, lockheed_namespace, tmp_path)
     yield spawner
     spawner.close()
 
 
 @pytest.fixture
-def py(kube_namespace: str, kube_kubeconfig: Path) -> Iterator[LeaseLocker]:
-    with LeaseLocker(kube_namespace, config=kube_kubeconfig) as locker:
+def py(lockheed_namespace: str, lockheed_kubeconfig: Path) -> Iterator[LeaseLocker]:
+    with LeaseLocker(lockheed_namespace, config=lockheed_kubeconfig) as locker:
         yield locker
 
 
@@ -538,7 +538,7 @@ def test_python_elector_takes_over_once_a_killed_client_go_leaders_lease_runs_ou
 
 
 def test_client_go_takes_over_once_a_killed_python_leaders_lease_runs_out(
-    spawn: Spawner, py: LeaseLocker, kube_namespace: str, kube_kubeconfig: Path,
+    spawn: Spawner, py: LeaseLocker, lockheed_namespace: str, lockheed_kubeconfig: Path,
     request: pytest.FixtureRequest,
 ) -> None:  # fmt: skip
     """After ``kill -9`` of a Python leader process, client-go leads once it has
@@ -546,7 +546,9 @@ def test_client_go_takes_over_once_a_killed_python_leaders_lease_runs_out(
     last renewal + the lease), and within W + 1 s + the lease + two of its
     jittered retries (one to see the last renewal, one to find it expired) and
     REQUESTS_SLACK."""
-    leader = python_leader_process(spawn, kube_namespace, kube_kubeconfig, "pykilled", "py-killed")
+    leader = python_leader_process(
+        spawn, lockheed_namespace, lockheed_kubeconfig, "pykilled", "py-killed"
+    )
     leader.out.expect("LEADING", STARTUP)
     go = spawn.go("elect", "lockheed-pykilled", "go-successor", *GO_TIMING)
     assert go.event("new_leader")["leader"] == "py-killed"
@@ -627,8 +629,8 @@ def async_elector_contender(
 def test_python_and_client_go_electors_never_lead_at_once(
     spawn: Spawner,
     py: LeaseLocker,
-    kube_namespace: str,
-    kube_kubeconfig: Path,
+    lockheed_namespace: str,
+    lockheed_kubeconfig: Path,
     tmp_path: Path,
     request: pytest.FixtureRequest,
 ) -> None:
@@ -657,7 +659,7 @@ def test_python_and_client_go_electors_never_lead_at_once(
         guarded(lambda: sync_elector_contender(py, py_log, ELECTOR_ROUNDS, random.Random(5))),
         guarded(
             lambda: async_elector_contender(
-                kube_namespace, kube_kubeconfig, py_log, ELECTOR_ROUNDS, random.Random(7)
+                lockheed_namespace, lockheed_kubeconfig, py_log, ELECTOR_ROUNDS, random.Random(7)
             )
         ),
     ]

@@ -364,9 +364,9 @@ def _bogus_token_kubeconfig(kubeconfig: Path, path: Path, token: str) -> Path:
 
 
 def test_unaccepted_credentials_are_a_login_failure(
-    kube_kubeconfig: Path, configmap_locker: ConfigMapLockers, api: Api, tmp_path: Path
+    lockheed_kubeconfig: Path, configmap_locker: ConfigMapLockers, api: Api, tmp_path: Path
 ) -> None:
-    config = _bogus_token_kubeconfig(kube_kubeconfig, tmp_path / "bogus", SECRET)
+    config = _bogus_token_kubeconfig(lockheed_kubeconfig, tmp_path / "bogus", SECRET)
     locker = configmap_locker(config)
     with pytest.raises(LockUnauthorized) as info:
         api.lock("login", locker).acquire(timeout=5)
@@ -382,9 +382,12 @@ def test_unaccepted_credentials_are_a_login_failure(
 
 
 def test_credentials_never_appear_in_reprs_or_errors(
-    kube_kubeconfig: Path, kube_namespace: str, configmap_locker: ConfigMapLockers, tmp_path: Path
+    lockheed_kubeconfig: Path,
+    lockheed_namespace: str,
+    configmap_locker: ConfigMapLockers,
+    tmp_path: Path,
 ) -> None:
-    admin_user = yaml.safe_load(kube_kubeconfig.read_text())["users"][0]["user"]
+    admin_user = yaml.safe_load(lockheed_kubeconfig.read_text())["users"][0]["user"]
     key_data: str = admin_user["client-key-data"]
     key_pem = base64.b64decode(key_data).decode()
     key_body = "".join(key_pem.strip().splitlines()[1:-1])
@@ -398,10 +401,10 @@ def test_credentials_never_appear_in_reprs_or_errors(
     assert locker.config.cluster.server in repr(locker.config)
     # The config is still the lightkube SingleConfig, with its credentials inside.
     assert locker.config.user is not None and locker.config.user.client_key_data == key_data
-    twin = AsyncConfigMapLocker(kube_namespace, config=locker.config)
+    twin = AsyncConfigMapLocker(lockheed_namespace, config=locker.config)
     assert key_data not in repr(twin.config)
 
-    bogus = configmap_locker(_bogus_token_kubeconfig(kube_kubeconfig, tmp_path / "b", SECRET))
+    bogus = configmap_locker(_bogus_token_kubeconfig(lockheed_kubeconfig, tmp_path / "b", SECRET))
     shown = [repr(bogus), repr(bogus.config), str(bogus.config)]
     with pytest.raises(LockError) as info:
         Lock("repr", bogus).acquire(blocking=False)

@@ -398,7 +398,7 @@ KubeLockers = Callable[[], Any]
 
 @pytest.fixture(params=["configmap", "lease"])
 def kube_lockers(
-    request: pytest.FixtureRequest, kube_namespace: str, kube_kubeconfig: Path
+    request: pytest.FixtureRequest, lockheed_namespace: str, lockheed_kubeconfig: Path
 ) -> Iterator[KubeLockers]:
     """A factory of lockers on the test namespace, of both kinds of object: the
     elector only uses the lock API, so it must behave the same on each."""
@@ -406,7 +406,7 @@ def kube_lockers(
     made: list[Any] = []
 
     def make() -> Any:
-        locker = kind(kube_namespace, config=kube_kubeconfig)
+        locker = kind(lockheed_namespace, config=lockheed_kubeconfig)
         made.append(locker)
         return locker
 
@@ -439,7 +439,7 @@ def delete_lock_object(locker: Any, name: str) -> None:
 # ---------------------------------------------------------------- in one process
 
 
-@pytest.mark.kube
+@pytest.mark.lockheed_kube
 def test_release_on_clean_exit_hands_over_within_the_lease(
     api: Api, kube_lockers: KubeLockers
 ) -> None:
@@ -468,7 +468,7 @@ def test_release_on_clean_exit_hands_over_within_the_lease(
     assert lock_is_free(locker, "handoff")
 
 
-@pytest.mark.kube
+@pytest.mark.lockheed_kube
 def test_loss_stops_the_work_then_the_elector_campaigns_again(
     api: Api, kube_lockers: KubeLockers
 ) -> None:
@@ -501,7 +501,7 @@ def test_loss_stops_the_work_then_the_elector_campaigns_again(
     assert lock_is_free(locker, "preempt")
 
 
-@pytest.mark.kube
+@pytest.mark.lockheed_kube
 def test_deleted_lock_object_ends_a_single_term(api: Api, kube_lockers: KubeLockers) -> None:
     locker = kube_lockers()
     a = Candidate(api, locker, "vanishing", "a", SHORT).start(once=True)
@@ -514,7 +514,7 @@ def test_deleted_lock_object_ends_a_single_term(api: Api, kube_lockers: KubeLock
     assert not a.elector.is_leader and a.elector.leader is None
 
 
-@pytest.mark.kube
+@pytest.mark.lockheed_kube
 def test_leading_block_is_cancelled_on_loss(
     loop_thread: LoopThread, kube_lockers: KubeLockers
 ) -> None:
@@ -548,7 +548,7 @@ def test_leading_block_is_cancelled_on_loss(
         api.close()
 
 
-@pytest.mark.kube
+@pytest.mark.lockheed_kube
 def test_leader_steps_down_at_the_renew_deadline_before_its_lease_ends(
     api: Api, kube_lockers: KubeLockers
 ) -> None:
@@ -588,7 +588,7 @@ def test_leader_steps_down_at_the_renew_deadline_before_its_lease_ends(
     assert lock_is_free(locker, "partition")
 
 
-@pytest.mark.kube
+@pytest.mark.lockheed_kube
 def test_candidate_sees_new_leaders_through_its_watch_alone(
     kube_lockers: KubeLockers,
 ) -> None:
@@ -632,10 +632,10 @@ def worker_args(namespace: str, kubeconfig: Path, lock: str, timing: dict[str, A
     return args
 
 
-@pytest.mark.kube
+@pytest.mark.lockheed_kube
 @pytest.mark.timeout(300)
 def test_one_leader_at_a_time_across_processes(
-    spawn: Callable[..., Child], kube_namespace: str, kube_kubeconfig: Path, tmp_path: Path
+    spawn: Callable[..., Child], lockheed_namespace: str, lockheed_kubeconfig: Path, tmp_path: Path
 ) -> None:
     processes, terms = 4, 5
     log, counter = tmp_path / "terms.log", tmp_path / "counter"
@@ -643,7 +643,7 @@ def test_one_leader_at_a_time_across_processes(
     counter.touch()
     args = [
         "terms",
-        *worker_args(kube_namespace, kube_kubeconfig, "singleton", LONG),
+        *worker_args(lockheed_namespace, lockheed_kubeconfig, "singleton", LONG),
         *("--terms", str(terms), "--log", str(log), "--counter", str(counter)),
     ]
     start_read, start_write = os.pipe()
@@ -679,13 +679,13 @@ def test_one_leader_at_a_time_across_processes(
     assert int(counter.read_bytes()) == processes * terms
 
 
-@pytest.mark.kube
+@pytest.mark.lockheed_kube
 @pytest.mark.timeout(180)
 @pytest.mark.parametrize("worker_api", ["sync", "async"])
 def test_sigterm_releases_leadership_to_a_waiting_candidate(
     spawn: Callable[..., Child],
-    kube_namespace: str,
-    kube_kubeconfig: Path,
+    lockheed_namespace: str,
+    lockheed_kubeconfig: Path,
     configmap_locker: ConfigMapLockers,
     worker_api: str,
 ) -> None:
@@ -693,7 +693,7 @@ def test_sigterm_releases_leadership_to_a_waiting_candidate(
     a = spawn(
         [
             "lead",
-            *worker_args(kube_namespace, kube_kubeconfig, "sigterm", LONG),
+            *worker_args(lockheed_namespace, lockheed_kubeconfig, "sigterm", LONG),
             *("--api", worker_api, "--identity", "a"),
         ]
     )
@@ -759,11 +759,11 @@ class Elect:
 
 
 @pytest.fixture
-def elect_cli(kube_kubeconfig: Path, kube_namespace: str) -> Iterator[Callable[..., Elect]]:
+def elect_cli(lockheed_kubeconfig: Path, lockheed_namespace: str) -> Iterator[Callable[..., Elect]]:
     made: list[Elect] = []
 
     def start(*args: str, command: Sequence[str] = (sys.executable, "-c", CHILD)) -> Elect:
-        e = Elect(kube_kubeconfig, kube_namespace, *args, command=command)
+        e = Elect(lockheed_kubeconfig, lockheed_namespace, *args, command=command)
         made.append(e)
         return e
 
@@ -775,7 +775,7 @@ def elect_cli(kube_kubeconfig: Path, kube_namespace: str) -> Iterator[Callable[.
 FAST = ["--lease-duration", "6", "--renew-deadline", "4", "--retry-period", "1"]
 
 
-@pytest.mark.kube
+@pytest.mark.lockheed_kube
 @pytest.mark.timeout(180)
 def test_elect_runs_the_command_only_while_leading(
     elect_cli: Callable[..., Elect], configmap_locker: ConfigMapLockers
@@ -809,13 +809,13 @@ def test_elect_runs_the_command_only_while_leading(
     assert "not stopped" not in e.out.drain()
 
 
-@pytest.mark.kube
+@pytest.mark.lockheed_kube
 @pytest.mark.timeout(180)
 def test_elect_exit_statuses(
     elect_cli: Callable[..., Elect],
     configmap_locker: ConfigMapLockers,
-    kube_namespace: str,
-    kube_kubeconfig: Path,
+    lockheed_namespace: str,
+    lockheed_kubeconfig: Path,
 ) -> None:
     locker = configmap_locker()
     # The command's own status, and leadership released when it exits by itself
@@ -824,7 +824,7 @@ def test_elect_exit_statuses(
     done = elect_cli("status", "--backend", "lease", *FAST, command=command)
     assert done.process.wait(STARTUP) == 3
     done.out.expect("started", 1)
-    with LeaseLocker(kube_namespace, config=kube_kubeconfig) as leases:
+    with LeaseLocker(lockheed_namespace, config=lockheed_kubeconfig) as leases:
         assert lock_is_free(leases, "status")
     missing = elect_cli("status", *FAST, command=["/nonexistent/command"])
     assert missing.process.wait(STARTUP) == 127
@@ -851,7 +851,7 @@ def test_elect_exit_statuses(
     holder.release()
 
 
-@pytest.mark.kube
+@pytest.mark.lockheed_kube
 def test_elect_bad_arguments_fail_clearly(elect_cli: Callable[..., Elect]) -> None:
     cases = [
         (("job", "--lease-duration", "10", "--renew-deadline", "12"), "lease_duration must be"),

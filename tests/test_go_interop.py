@@ -55,7 +55,7 @@ from lockheed._queue import QUEUE_KEY
 from lockheed._state import NEVER, Lease, LockState, Record, encode_state, parse_time
 from support import ConfigMapLockers
 
-pytestmark = pytest.mark.kube
+pytestmark = pytest.mark.lockheed_kube
 
 UTC = timezone.utc
 STARTUP = 30.0  # a process's first line, on a busy host
@@ -197,11 +197,11 @@ def go_binary() -> Path:
 
 @pytest.fixture
 def procs(
-    go_binary: Path, kube_kubeconfig: Path, kube_namespace: str, tmp_path: Path
+    go_binary: Path, lockheed_kubeconfig: Path, lockheed_namespace: str, tmp_path: Path
 ) -> Iterator[Processes]:
     """Go processes on the test's namespace. ``go_binary`` comes first, so that a
     test is skipped before the control plane is started for it."""
-    made = Processes(go_binary, kube_kubeconfig, kube_namespace, tmp_path)
+    made = Processes(go_binary, lockheed_kubeconfig, lockheed_namespace, tmp_path)
     try:
         yield made
     finally:

@@ -34,7 +34,7 @@ from lockheed import (
 from lockheed._core import Read
 from support import Api, ConfigMapLockers, NewLock
 
-pytestmark = pytest.mark.kube
+pytestmark = pytest.mark.lockheed_kube
 
 
 class Wire:
@@ -296,9 +296,9 @@ def _attempt_renew(lock: Any) -> None:
 
 
 def test_an_unexpected_error_in_renewal_is_retried_then_declared_at_the_deadline(
-    kube_namespace: str, kube_kubeconfig: Path
+    lockheed_namespace: str, lockheed_kubeconfig: Path
 ) -> None:
-    with ConfigMapLocker(kube_namespace, config=kube_kubeconfig) as locker:
+    with ConfigMapLocker(lockheed_namespace, config=lockheed_kubeconfig) as locker:
         events = Events()
         lock = Lock("buggy", locker).with_duration(2).with_renew_interval(0.2)
         lock.with_event_handler(events)
@@ -352,13 +352,13 @@ def test_the_listed_token_is_the_holders_current_one(locker: Any, new_lock: NewL
 
 
 def test_a_lock_held_when_its_event_loop_ends_is_declared_lost(
-    kube_namespace: str, kube_kubeconfig: Path
+    lockheed_namespace: str, lockheed_kubeconfig: Path
 ) -> None:
     lost: list[LockLost] = []
     held: list[AsyncLock] = []
 
     async def forget_to_release() -> None:
-        async with AsyncConfigMapLocker(kube_namespace, config=kube_kubeconfig) as locker:
+        async with AsyncConfigMapLocker(lockheed_namespace, config=lockheed_kubeconfig) as locker:
             lock = AsyncLock("orphan", locker).with_duration(30).with_renew_interval(5)
             lock.on_lost(lost.append)
             await lock.acquire()

@@ -36,9 +36,9 @@ def _kill_idle(pool: object) -> int:
 
 
 def test_a_dead_kept_alive_connection_is_replaced(
-    kube_namespace: str, kube_kubeconfig: Path
+    lockheed_namespace: str, lockheed_kubeconfig: Path
 ) -> None:
-    with ConfigMapLocker(kube_namespace, config=kube_kubeconfig) as locker:
+    with ConfigMapLocker(lockheed_namespace, config=lockheed_kubeconfig) as locker:
         assert locker.api.lean is not None  # a client certificate: the lean client serves it
         lock = Lock("lean", locker).with_duration(30)
         lock.acquire()
@@ -50,10 +50,10 @@ def test_a_dead_kept_alive_connection_is_replaced(
 
 
 def test_a_dead_kept_alive_connection_is_replaced_async(
-    kube_namespace: str, kube_kubeconfig: Path
+    lockheed_namespace: str, lockheed_kubeconfig: Path
 ) -> None:
     async def main() -> None:
-        async with AsyncConfigMapLocker(kube_namespace, config=kube_kubeconfig) as locker:
+        async with AsyncConfigMapLocker(lockheed_namespace, config=lockheed_kubeconfig) as locker:
             assert locker.api.lean is not None
             lock = AsyncLock("lean-async", locker).with_duration(30)
             await lock.acquire()
@@ -71,14 +71,14 @@ def test_a_dead_kept_alive_connection_is_replaced_async(
 
 
 def test_closing_the_async_client_leaves_no_socket_to_the_collector(
-    kube_namespace: str, kube_kubeconfig: Path
+    lockheed_namespace: str, lockheed_kubeconfig: Path
 ) -> None:
     """Closed connections are shut at once: none is left for garbage
     collection to find open after its event loop ended (which pytest, with
     warnings as errors, pins on whatever test happens to run next)."""
 
     async def main() -> None:
-        async with AsyncConfigMapLocker(kube_namespace, config=kube_kubeconfig) as locker:
+        async with AsyncConfigMapLocker(lockheed_namespace, config=lockheed_kubeconfig) as locker:
             assert locker.api.lean is not None
             locks = [AsyncLock(f"shut-{i}", locker).with_duration(30) for i in range(3)]
             await asyncio.gather(*(lock.acquire() for lock in locks))  # several connections

@@ -16,30 +16,34 @@ CONFIGMAPS = {"apiGroups": [""], "resources": ["configmaps"]}
 
 
 def test_forbidden_names_the_missing_permission(
-    kube_namespace: str,
-    kube_restricted_user: RestrictedUserFactory,
+    lockheed_namespace: str,
+    lockheed_restricted_user: RestrictedUserFactory,
     configmap_locker: ConfigMapLockers,
     api: Api,
 ) -> None:
-    reader = kube_restricted_user([{**CONFIGMAPS, "verbs": ["get", "watch"]}])
+    reader = lockheed_restricted_user([{**CONFIGMAPS, "verbs": ["get", "watch"]}])
     locker = configmap_locker(reader)
     with pytest.raises(LockForbidden) as info:
         api.lock("rbac", locker).acquire(timeout=1)
     error = info.value
-    assert (error.verb, error.resource, error.namespace) == ("create", "configmaps", kube_namespace)
-    assert "'create'" in str(error) and kube_namespace in str(error)
+    assert (error.verb, error.resource, error.namespace) == (
+        "create",
+        "configmaps",
+        lockheed_namespace,
+    )
+    assert "'create'" in str(error) and lockheed_namespace in str(error)
     assert error.lock == "rbac"
 
-    nobody = kube_restricted_user([{**CONFIGMAPS, "verbs": ["list"]}], name="nobody")
+    nobody = lockheed_restricted_user([{**CONFIGMAPS, "verbs": ["list"]}], name="nobody")
     with pytest.raises(LockForbidden) as info:
         api.lock("rbac", configmap_locker(nobody)).acquire(timeout=1)
     assert info.value.verb == "get"
 
 
 def test_forbidden_update_when_only_create_allowed(
-    kube_restricted_user: RestrictedUserFactory, configmap_locker: ConfigMapLockers, api: Api
+    lockheed_restricted_user: RestrictedUserFactory, configmap_locker: ConfigMapLockers, api: Api
 ) -> None:
-    creator = kube_restricted_user([{**CONFIGMAPS, "verbs": ["get", "create", "watch"]}])
+    creator = lockheed_restricted_user([{**CONFIGMAPS, "verbs": ["get", "create", "watch"]}])
     lock = api.lock("rbac-free", configmap_locker(creator))
     with pytest.raises(LockForbidden) as info:
         lock.acquire(timeout=5)  # creates the lock free, then taking it is an update

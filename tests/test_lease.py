@@ -36,7 +36,7 @@ from lockheed._state import parse_time
 from lockheed.testing.plugin import RestrictedUserFactory
 from support import Api, LoopThread
 
-pytestmark = pytest.mark.kube
+pytestmark = pytest.mark.lockheed_kube
 
 UTC = timezone.utc
 LEASES = {"apiGroups": ["coordination.k8s.io"], "resources": ["leases"]}
@@ -44,13 +44,13 @@ Lockers = Any  # make(config=None) -> LeaseLocker
 
 
 @pytest.fixture
-def leases(kube_namespace: str, kube_kubeconfig: Path) -> Iterator[Lockers]:
+def leases(lockheed_namespace: str, lockheed_kubeconfig: Path) -> Iterator[Lockers]:
     """A factory of Lease lockers on the test namespace; each is a fresh candidate
     that has seen nothing yet."""
     made: list[LeaseLocker] = []
 
     def make(config: Any = None) -> LeaseLocker:
-        locker = LeaseLocker(kube_namespace, config=config or kube_kubeconfig)
+        locker = LeaseLocker(lockheed_namespace, config=config or lockheed_kubeconfig)
         made.append(locker)
         return locker
 
@@ -208,13 +208,13 @@ def test_a_release_by_client_go_frees_the_lease_at_once(leases: Lockers, api: Ap
 
 @pytest.mark.parametrize("offset", [-600.0, 600.0])
 def test_our_skewed_wall_clock_neither_steals_nor_overwaits(
-    kube_namespace: str, kube_kubeconfig: Path, leases: Lockers, offset: float
+    lockheed_namespace: str, lockheed_kubeconfig: Path, leases: Lockers, offset: float
 ) -> None:
     """A contender whose host clock is ten minutes off judges a Lease on the server's clock."""
     holder = Lock("our-skew", leases()).with_duration(3)
     holder.acquire()
     clock = ServerClock(wall=lambda: time.time() + offset)
-    with LeaseLocker(kube_namespace, config=kube_kubeconfig, clock=clock) as skewed:
+    with LeaseLocker(lockheed_namespace, config=lockheed_kubeconfig, clock=clock) as skewed:
         contender = Lock("our-skew", skewed).with_duration(30)
         with pytest.raises(LockTimeout):
             contender.acquire(timeout=1)  # ahead: a naive contender would take it
@@ -287,10 +287,10 @@ def test_an_uninterpretable_holder_is_never_overwritten(leases: Lockers, api: Ap
 
 
 def test_leases_and_configmaps_are_separate_locks(
-    leases: Lockers, kube_namespace: str, kube_kubeconfig: Path, api: Api
+    leases: Lockers, lockheed_namespace: str, lockheed_kubeconfig: Path, api: Api
 ) -> None:
     lease_locker = leases()
-    with ConfigMapLocker(kube_namespace, config=kube_kubeconfig) as configmaps:
+    with ConfigMapLocker(lockheed_namespace, config=lockheed_kubeconfig) as configmaps:
         on_lease = api.lock("both", lease_locker).with_duration(30).with_tags(["lease"])
         on_configmap = api.lock("both", configmaps).with_duration(30)
         t1 = on_lease.acquire(blocking=False)
@@ -306,10 +306,10 @@ def test_leases_and_configmaps_are_separate_locks(
 
 
 def test_alist_locks_filters_leases(
-    kube_namespace: str, kube_kubeconfig: Path, loop_thread: LoopThread
+    lockheed_namespace: str, lockheed_kubeconfig: Path, loop_thread: LoopThread
 ) -> None:
     async def scenario() -> list[tuple[str, bool]]:
-        async with AsyncLeaseLocker(kube_namespace, config=kube_kubeconfig) as locker:
+        async with AsyncLeaseLocker(lockheed_namespace, config=lockheed_kubeconfig) as locker:
             held = AsyncLock("alist-held", locker).with_duration(30).with_tags(["a"])
             await held.acquire()
             async with AsyncLock("alist-free", locker).with_tags(["a", "b"]):
@@ -324,10 +324,13 @@ def test_alist_locks_filters_leases(
 
 
 def test_rbac_on_leases(
-    kube_namespace: str, kube_restricted_user: RestrictedUserFactory, leases: Lockers, api: Api
+    lockheed_namespace: str,
+    lockheed_restricted_user: RestrictedUserFactory,
+    leases: Lockers,
+    api: Api,
 ) -> None:
     """get, create, update and watch on leases are enough to lock; list to list."""
-    user = kube_restricted_user([{**LEASES, "verbs": ["get", "create", "update", "watch"]}])
+    user = lockheed_restricted_user([{**LEASES, "verbs": ["get", "create", "update", "watch"]}])
     locker = leases(user)
     lock = api.lock("rbac", locker).with_duration(30)
     lock.acquire()
@@ -340,8 +343,8 @@ def test_rbac_on_leases(
         list_locks(locker)
     assert (info.value.verb, info.value.resource) == ("list", "leases")
 
-    reader = kube_restricted_user([{**LEASES, "verbs": ["get", "watch"]}], name="lease-reader")
+    reader = lockheed_restricted_user([{**LEASES, "verbs": ["get", "watch"]}], name="lease-reader")
     with pytest.raises(LockForbidden) as info:
         api.lock("rbac-new", leases(reader)).acquire(timeout=1)
     error = info.value
-    assert (error.verb, error.resource, error.namespace) == ("create", "leases", kube_namespace)
+    assert (error.verb, error.resource, error.namespace) == ("create", "leases", lockheed_namespace)

@@ -289,7 +289,7 @@ def test_a_failing_observer_is_logged_and_changes_nothing(caplog: pytest.LogCapt
 # ---------------------------------------------------------------- real control plane
 
 
-@pytest.mark.kube
+@pytest.mark.lockheed_kube
 def test_metrics_of_acquire_wait_handoff_takeover_loss(
     api: Api, configmap_locker: ConfigMapLockers
 ) -> None:
@@ -360,16 +360,16 @@ def test_metrics_of_acquire_wait_handoff_takeover_loss(
     assert all(status != "error" for _, _, status in seen)
 
 
-@pytest.mark.kube
+@pytest.mark.lockheed_kube
 def test_failed_renewals_and_requests_without_answer_are_counted(
-    kube_fault_proxy: FaultProxy, kube_namespace: str
+    lockheed_fault_proxy: FaultProxy, lockheed_namespace: str
 ) -> None:
     registry = CollectorRegistry()
-    locker = ConfigMapLocker(kube_namespace, config=kube_fault_proxy.kubeconfig())
+    locker = ConfigMapLocker(lockheed_namespace, config=lockheed_fault_proxy.kubeconfig())
     lockheed.metrics.enable(registry, locker=locker)
     lock = Lock("r", locker).with_duration(30)
     lock.acquire()
-    with kube_fault_proxy.fault(Reset(), Refuse()):
+    with lockheed_fault_proxy.fault(Reset(), Refuse()):
         with pytest.raises(LockBackendError):
             lock.renew()
         with pytest.raises(LockBackendError):
@@ -400,12 +400,12 @@ def events_in(namespace: str, kubeconfig: Path) -> list[dict[str, Any]]:
     return [e for e in body["items"] if e.get("source", {}).get("component") == "lockheed"]
 
 
-@pytest.mark.kube
+@pytest.mark.lockheed_kube
 @pytest.mark.parametrize("kind", [ConfigMapLocker, LeaseLocker])
 def test_events_on_forced_takeover_and_on_loss(
-    api: Api, kind: type[Any], kube_namespace: str, kube_kubeconfig: Path
+    api: Api, kind: type[Any], lockheed_namespace: str, lockheed_kubeconfig: Path
 ) -> None:
-    made = [kind(kube_namespace, config=kube_kubeconfig) for _ in range(2)]
+    made = [kind(lockheed_namespace, config=lockheed_kubeconfig) for _ in range(2)]
     emitters = []
     locks = []
     for locker in made:
@@ -420,12 +420,12 @@ def test_events_on_forced_takeover_and_on_loss(
         holder.renew()
     for emitter in emitters:
         assert emitter.flush(WAIT)
-    events = {e["reason"]: e for e in events_in(kube_namespace, kube_kubeconfig)}
+    events = {e["reason"]: e for e in events_in(lockheed_namespace, lockheed_kubeconfig)}
     assert sorted(events) == ["LockLost", "LockTakenOver"]
     objects = KubeAPI(
         "configmaps" if kind is ConfigMapLocker else "leases",
-        kube_namespace,
-        config=kube_kubeconfig,
+        lockheed_namespace,
+        config=lockheed_kubeconfig,
         api_path="/api/v1" if kind is ConfigMapLocker else "/apis/coordination.k8s.io/v1",
     )
     uid = objects.request("GET", "/lockheed-e")[1]["metadata"]["uid"]
@@ -436,7 +436,7 @@ def test_events_on_forced_takeover_and_on_loss(
             "apiVersion": "v1" if kind is ConfigMapLocker else "coordination.k8s.io/v1",
             "kind": made[0].kind,
             "name": "lockheed-e",
-            "namespace": kube_namespace,
+            "namespace": lockheed_namespace,
             "uid": uid,
         }
     taken = events["LockTakenOver"]["message"]
@@ -466,21 +466,21 @@ def _role_rules(with_events: bool) -> list[dict[str, Any]]:
     return rules
 
 
-@pytest.mark.kube
+@pytest.mark.lockheed_kube
 @pytest.mark.parametrize("with_events", [False, True], ids=["rbac", "rbac+events"])
 def test_a_user_without_events_create_still_gets_its_lock(
     with_events: bool,
-    kube_restricted_user: RestrictedUserFactory,
+    lockheed_restricted_user: RestrictedUserFactory,
     configmap_locker: ConfigMapLockers,
-    kube_namespace: str,
-    kube_kubeconfig: Path,
+    lockheed_namespace: str,
+    lockheed_kubeconfig: Path,
     caplog: pytest.LogCaptureFixture,
 ) -> None:
     """Under deploy/rbac.yaml's rules a locker with Events enabled takes a lock
     over, holds it, loses it and releases it as without Events; each Event it
     could not create is logged. With the file's optional rule uncommented, the
     same user creates them."""
-    user = configmap_locker(kube_restricted_user(_role_rules(with_events)))
+    user = configmap_locker(lockheed_restricted_user(_role_rules(with_events)))
     emitter = lockheed.metrics.enable_events(user)
     other = Lock("reindex", configmap_locker()).with_duration(30)
     other.acquire()
@@ -502,7 +502,7 @@ def test_a_user_without_events_create_still_gets_its_lock(
         mine.release()
     other.release()
     failed = [r.getMessage() for r in caplog.records if "not created" in r.getMessage()]
-    created = sorted(e["reason"] for e in events_in(kube_namespace, kube_kubeconfig))
+    created = sorted(e["reason"] for e in events_in(lockheed_namespace, lockheed_kubeconfig))
     if with_events:
         assert failed == []
         assert created == ["LockLost", "LockTakenOver"]
@@ -514,9 +514,9 @@ def test_a_user_without_events_create_still_gets_its_lock(
     assert _observe.attached(user) == ()
 
 
-@pytest.mark.kube
+@pytest.mark.lockheed_kube
 def test_events_queued_at_exit_are_still_created(
-    kube_namespace: str, kube_kubeconfig: Path
+    lockheed_namespace: str, lockheed_kubeconfig: Path
 ) -> None:
     """A process that loses its lock and exits at once, without waiting for its
     Events, still leaves the LockLost Event behind."""
@@ -541,7 +541,7 @@ def test_events_queued_at_exit_are_still_created(
         """
     )
     out = subprocess.run(
-        [sys.executable, "-c", script, kube_namespace, str(kube_kubeconfig)],
+        [sys.executable, "-c", script, lockheed_namespace, str(lockheed_kubeconfig)],
         capture_output=True,
         text=True,
         timeout=WAIT,
@@ -549,6 +549,6 @@ def test_events_queued_at_exit_are_still_created(
     )
     instance = out.stdout.strip()
     assert instance, out.stderr
-    events = events_in(kube_namespace, kube_kubeconfig)
+    events = events_in(lockheed_namespace, lockheed_kubeconfig)
     assert [e["reason"] for e in events] == ["LockLost"]
     assert instance in events[0]["message"]

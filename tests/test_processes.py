@@ -198,8 +198,8 @@ def test_checker_finds_overlaps_and_token_inversions() -> None:
 @pytest.mark.timeout(RUN_TIMEOUT + 2 * STARTUP_TIMEOUT)
 def test_mutual_exclusion_across_processes(
     spawn: Callable[..., Worker],
-    kube_namespace: str,
-    kube_kubeconfig: Path,
+    lockheed_namespace: str,
+    lockheed_kubeconfig: Path,
     tmp_path: Path,
     request: pytest.FixtureRequest,
 ) -> None:
@@ -214,7 +214,7 @@ def test_mutual_exclusion_across_processes(
     counter.touch()
     args = [
         "contend",
-        *cluster_args(kube_namespace, kube_kubeconfig, "contended"),
+        *cluster_args(lockheed_namespace, lockheed_kubeconfig, "contended"),
         *("--duration", str(DURATION), "--renew-interval", str(RENEW_INTERVAL)),
         *("--iterations", str(each), "--log", str(log), "--counter", str(counter)),
         *("--acquire-timeout", str(RUN_TIMEOUT)),
@@ -298,8 +298,8 @@ def lease_record(lock: Lock) -> Record:
 @pytest.mark.timeout(300)
 def test_stopped_holder_loses_lock_and_release_reports_it(
     spawn: Callable[..., Worker],
-    kube_namespace: str,
-    kube_kubeconfig: Path,
+    lockheed_namespace: str,
+    lockheed_kubeconfig: Path,
     configmap_locker: ConfigMapLockers,
     request: pytest.FixtureRequest,
 ) -> None:
@@ -307,7 +307,7 @@ def test_stopped_holder_loses_lock_and_release_reports_it(
     a = spawn(
         [
             "hold",
-            *cluster_args(kube_namespace, kube_kubeconfig, "stopped"),
+            *cluster_args(lockheed_namespace, lockheed_kubeconfig, "stopped"),
             *("--duration", str(SHORT_DURATION), "--renew-interval", str(SHORT_RENEW_INTERVAL)),
             *("--instance-id", a_id, "--lost-timeout", "120"),
         ]
@@ -365,8 +365,8 @@ LINE_SLACK = 15.0
 @pytest.mark.timeout(300)
 def test_dead_waiters_hold_the_line_up_only_briefly(
     spawn: Callable[..., Worker],
-    kube_namespace: str,
-    kube_kubeconfig: Path,
+    lockheed_namespace: str,
+    lockheed_kubeconfig: Path,
     configmap_locker: ConfigMapLockers,
     request: pytest.FixtureRequest,
 ) -> None:
@@ -384,7 +384,7 @@ def test_dead_waiters_hold_the_line_up_only_briefly(
             worker = spawn(
                 [
                     "wait",
-                    *cluster_args(kube_namespace, kube_kubeconfig, "line"),
+                    *cluster_args(lockheed_namespace, lockheed_kubeconfig, "line"),
                     *("--duration", str(LINE_DURATION), "--renew-interval", "20"),
                     *("--instance-id", f"waiter-{i}", "--acquire-timeout", "240"),
                 ]

@@ -1,7 +1,7 @@
 """deploy/rbac.yaml is enough for the whole API, and every verb in it is needed.
 
 The rules are read from the file itself and given to a user of the real API
-server (``kube_restricted_user``), which then runs every request lockheed
+server (``lockheed_restricted_user``), which then runs every request lockheed
 makes: acquire of a new and of an existing lock, renew, release, an acquire
 that waits on a watch, and listing.
 """
@@ -112,10 +112,10 @@ def _whole_api(api: Api, locker: ConfigMapLocker, name: str) -> None:
 
 
 def test_deploy_role_runs_the_whole_api(
-    kube_restricted_user: RestrictedUserFactory, configmap_locker: ConfigMapLockers, api: Api
+    lockheed_restricted_user: RestrictedUserFactory, configmap_locker: ConfigMapLockers, api: Api
 ) -> None:
     rules = _rules()
-    locker = configmap_locker(kube_restricted_user(rules))
+    locker = configmap_locker(lockheed_restricted_user(rules))
     names = _lock_names(rules)
     _whole_api(api, locker, names[0])
     # resourceNames hold: a lock the Role does not name is not readable.
@@ -126,14 +126,14 @@ def test_deploy_role_runs_the_whole_api(
 
 @pytest.mark.parametrize("verb", VERBS)
 def test_each_verb_of_the_deploy_role_is_needed(
-    kube_restricted_user: RestrictedUserFactory,
+    lockheed_restricted_user: RestrictedUserFactory,
     configmap_locker: ConfigMapLockers,
     api: Api,
     verb: str,
 ) -> None:
     rules = _rules()
     assert {v for rule in rules for v in rule["verbs"]} == set(VERBS)
-    locker = configmap_locker(kube_restricted_user(_without(rules, verb)))
+    locker = configmap_locker(lockheed_restricted_user(_without(rules, verb)))
     with pytest.raises(LockForbidden) as info:
         _whole_api(api, locker, _lock_names(rules)[0])
     assert info.value.verb == verb, info.value
@@ -141,7 +141,7 @@ def test_each_verb_of_the_deploy_role_is_needed(
 
 
 def test_deploy_manifests_are_accepted_and_consistent(
-    kube_namespace: str, kube_cluster: Cluster
+    lockheed_namespace: str, lockheed_cluster: Cluster
 ) -> None:
     docs = _documents()
     assert set(docs) == {"ServiceAccount", "Role", "RoleBinding"}
@@ -154,8 +154,8 @@ def test_deploy_manifests_are_accepted_and_consistent(
     assert binding["subjects"] == [
         {"kind": "ServiceAccount", "name": docs["ServiceAccount"]["metadata"]["name"]}
     ]
-    with kube_cluster.client(namespace=kube_namespace) as admin:
+    with lockheed_cluster.client(namespace=lockheed_namespace) as admin:
         for obj in load_all_yaml(RBAC_FILE.read_text()):
             created = admin.create(obj)
             assert created.metadata is not None
-            assert created.metadata.namespace == kube_namespace
+            assert created.metadata.namespace == lockheed_namespace

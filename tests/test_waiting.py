@@ -36,7 +36,7 @@ from lockheed._core import Read
 from lockheed._state import Record
 from support import Api, ConfigMapLockers, LoopThread, Requests, SyncFacade
 
-pytestmark = pytest.mark.kube
+pytestmark = pytest.mark.lockheed_kube
 
 WAIT = 60.0  # any wait here; only reached when something is broken
 WAITERS = 4
@@ -216,8 +216,8 @@ def test_a_stopped_waiter_leaves_the_line(
 
 
 def test_a_cancelled_async_acquire_leaves_the_line(
-    kube_namespace: str,
-    kube_kubeconfig: Path,
+    lockheed_namespace: str,
+    lockheed_kubeconfig: Path,
     configmap_locker: ConfigMapLockers,
     watch_line: Callable[[str], LineWatch],
     loop_thread: LoopThread,
@@ -225,7 +225,7 @@ def test_a_cancelled_async_acquire_leaves_the_line(
     holder = Lock("cancel", configmap_locker()).with_duration(60)
     holder.acquire()
     line = watch_line("cancel")
-    locker = AsyncConfigMapLocker(kube_namespace, config=kube_kubeconfig)
+    locker = AsyncConfigMapLocker(lockheed_namespace, config=lockheed_kubeconfig)
     waiter = AsyncLock("cancel", locker).with_duration(30)
     outer = AsyncLock("cancel", locker).with_duration(30)
 
@@ -255,16 +255,24 @@ def test_a_cancelled_async_acquire_leaves_the_line(
 
 
 def test_lockheed_run_that_gives_up_leaves_no_entry(
-    kube_namespace: str,
-    kube_kubeconfig: Path,
+    lockheed_namespace: str,
+    lockheed_kubeconfig: Path,
     configmap_locker: ConfigMapLockers,
     watch_line: Callable[[str], LineWatch],
 ) -> None:
     holder = Lock("job", configmap_locker()).with_duration(60)
     holder.acquire()
     line = watch_line("job")
-    argv = [sys.executable, "-m", "lockheed", "run", "job", "--kubeconfig", str(kube_kubeconfig)]
-    argv += ["--namespace", kube_namespace, "--duration", "30", "--timeout", "3", "--", "true"]
+    argv = [
+        sys.executable,
+        "-m",
+        "lockheed",
+        "run",
+        "job",
+        "--kubeconfig",
+        str(lockheed_kubeconfig),
+    ]
+    argv += ["--namespace", lockheed_namespace, "--duration", "30", "--timeout", "3", "--", "true"]
     done = subprocess.run(argv, capture_output=True, text=True, timeout=WAIT, check=False)
     assert done.returncode == 73, done.stderr
     assert holder.instance_id in done.stderr

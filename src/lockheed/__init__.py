@@ -23,7 +23,16 @@ adds ``lock.guard()``, a block cancelled as soon as the lock is lost.
 
 :class:`LeaderElector` and :class:`AsyncLeaderElector` elect one leader among
 the holders of a lock, with client-go's timing and callbacks.
+
+Every public name is defined in a private module but belongs to ``lockheed``:
+its ``__module__`` is ``"lockheed"``, so reprs, tracebacks and pickles say
+``lockheed.Lock``, ``lockheed.LockTimeout``, and stay valid whatever the
+private layout. ``lockheed.__version__`` is the installed distribution's
+version (read on first use, so importing lockheed does not load
+:mod:`importlib.metadata`).
 """
+
+from typing import TYPE_CHECKING
 
 from ._async.configmap import AsyncConfigMapLocker
 from ._async.election import AsyncLeaderElector
@@ -91,3 +100,28 @@ __all__ = [
     "list_locks",
     "tags_contain",
 ]
+
+for _name in __all__:
+    globals()[_name].__module__ = __name__
+del _name
+
+_UNKNOWN_VERSION = "0+unknown"
+
+__version__: str  # bound on first use by __getattr__
+
+if not TYPE_CHECKING:  # so that type checkers still catch misspelt names
+
+    def __getattr__(name: str) -> str:
+        if name == "__version__":
+            from importlib.metadata import PackageNotFoundError, version
+
+            try:
+                found = version(__name__)
+            except PackageNotFoundError:  # a source tree that is not installed
+                found = _UNKNOWN_VERSION
+            globals()["__version__"] = found
+            return found
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+del TYPE_CHECKING

@@ -22,6 +22,8 @@ pytestmark = [
 ]
 
 EXIT_TIMEOUT = 30.0
+PLUGIN = "lockheed.testing.plugin"
+INNER = ["-m", "lockheed_kube", "test_inner.py"]
 
 
 def _pid_alive(pid: int) -> bool:
@@ -97,10 +99,10 @@ def test_killed_parent_leaves_no_orphans(up: tuple[subprocess.Popen[str], Path])
 
 def test_failed_kube_test_report_carries_apiserver_log(tmp_path: Path) -> None:
     (tmp_path / "test_inner.py").write_text(
-        "def test_fails(kube_cluster):\n    assert False\n\ndef test_plain():\n    pass\n"
+        "def test_fails(lockheed_cluster):\n    assert False\n\ndef test_plain():\n    pass\n"
     )
     result = subprocess.run(
-        [sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "-m", "kube", "test_inner.py"],
+        [sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "-p", PLUGIN, *INNER],
         cwd=tmp_path,
         capture_output=True,
         text=True,

@@ -26,8 +26,8 @@ def _client(kubeconfig: Path, namespace: str) -> Client:
 
 
 @pytest.fixture
-def admin(kube_kubeconfig: Path, kube_namespace: str) -> Iterator[Client]:
-    client = _client(kube_kubeconfig, kube_namespace)
+def admin(lockheed_kubeconfig: Path, lockheed_namespace: str) -> Iterator[Client]:
+    client = _client(lockheed_kubeconfig, lockheed_namespace)
     yield client
     client.close()
 
@@ -71,12 +71,12 @@ def test_replace_with_stale_resource_version_conflicts(admin: Client) -> None:
 
 
 def test_restricted_user_gets_only_what_its_rules_allow(
-    admin: Client, kube_namespace: str, kube_restricted_user: RestrictedUserFactory
+    admin: Client, lockheed_namespace: str, lockheed_restricted_user: RestrictedUserFactory
 ) -> None:
     admin.create(_configmap("readable", "one"))
-    kubeconfig = kube_restricted_user(READ_CONFIGMAPS, name="reader")
+    kubeconfig = lockheed_restricted_user(READ_CONFIGMAPS, name="reader")
 
-    with _client(kubeconfig, kube_namespace) as reader:
+    with _client(kubeconfig, lockheed_namespace) as reader:
         assert reader.get(ConfigMap, "readable").data == {"value": "one"}
         with pytest.raises(ApiError) as raised:
             reader.create(_configmap("forbidden", "two"))
@@ -85,7 +85,7 @@ def test_restricted_user_gets_only_what_its_rules_allow(
 
 
 def test_watch_with_field_selector_sees_update(
-    admin: Client, kube_kubeconfig: Path, kube_namespace: str
+    admin: Client, lockheed_kubeconfig: Path, lockheed_namespace: str
 ) -> None:
     admin.create(_configmap("unwatched", "one"))
     created = admin.create(_configmap("watched", "one"))
@@ -97,7 +97,7 @@ def test_watch_with_field_selector_sees_update(
 
     def watch() -> None:
         try:
-            with _client(kube_kubeconfig, kube_namespace) as watcher:
+            with _client(lockheed_kubeconfig, lockheed_namespace) as watcher:
                 events = watcher.watch(
                     ConfigMap,
                     fields={"metadata.name": "watched"},
@@ -146,12 +146,14 @@ def test_stop_ends_processes_and_removes_workdir() -> None:
     assert control_plane.log_tail() == ""
 
 
-def test_existing_cluster_mints_token_users(kube_cluster: Cluster, kube_namespace: str) -> None:
-    with ExistingCluster(kube_cluster.kubeconfig) as existing:
-        kubeconfig = existing.mint_user("token-reader", kube_namespace, READ_CONFIGMAPS)
-        with existing.client(namespace=kube_namespace) as admin:
+def test_existing_cluster_mints_token_users(
+    lockheed_cluster: Cluster, lockheed_namespace: str
+) -> None:
+    with ExistingCluster(lockheed_cluster.kubeconfig) as existing:
+        kubeconfig = existing.mint_user("token-reader", lockheed_namespace, READ_CONFIGMAPS)
+        with existing.client(namespace=lockheed_namespace) as admin:
             admin.create(_configmap("readable", "one"))
-        with existing.client(kubeconfig, namespace=kube_namespace) as reader:
+        with existing.client(kubeconfig, namespace=lockheed_namespace) as reader:
             assert reader.get(ConfigMap, "readable").data == {"value": "one"}
             with pytest.raises(ApiError) as raised:
                 reader.create(_configmap("forbidden", "two"))

@@ -45,9 +45,9 @@ def _client(kubeconfig: Path, namespace: str) -> Client:
 
 
 @pytest.fixture
-def proxied(kube_fault_proxy: FaultProxy, kube_cluster: Cluster) -> Iterator[httpx2.Client]:
+def proxied(lockheed_fault_proxy: FaultProxy, lockheed_cluster: Cluster) -> Iterator[httpx2.Client]:
     """An HTTP client of the admin through the proxy, its connection already open."""
-    with kube_cluster.http_client(kube_fault_proxy.kubeconfig()) as http:
+    with lockheed_cluster.http_client(lockheed_fault_proxy.kubeconfig()) as http:
         assert http.get("/version").status_code == 200
         yield http
     # A connection reset under httpx2 may leave its socket for the collector;
@@ -104,26 +104,26 @@ def test_bad_input_gets_clear_errors(tmp_path: Path) -> None:
 
 
 def test_kubeconfig_through_the_proxy_keeps_tls_and_credentials(
-    kube_fault_proxy: FaultProxy,
-    kube_kubeconfig: Path,
-    kube_namespace: str,
-    kube_restricted_user: RestrictedUserFactory,
+    lockheed_fault_proxy: FaultProxy,
+    lockheed_kubeconfig: Path,
+    lockheed_namespace: str,
+    lockheed_restricted_user: RestrictedUserFactory,
 ) -> None:
-    proxied = kube_fault_proxy.kubeconfig()
+    proxied = lockheed_fault_proxy.kubeconfig()
     document = yaml.safe_load(proxied.read_text())
-    assert document["clusters"][0]["cluster"]["server"] == kube_fault_proxy.url
-    assert kube_fault_proxy.url == f"https://127.0.0.1:{kube_fault_proxy.port}"
+    assert document["clusters"][0]["cluster"]["server"] == lockheed_fault_proxy.url
+    assert lockheed_fault_proxy.url == f"https://127.0.0.1:{lockheed_fault_proxy.port}"
     assert proxied.stat().st_mode & 0o777 == 0o600
 
-    with _client(proxied, kube_namespace) as admin:
+    with _client(proxied, lockheed_namespace) as admin:
         admin.create(_configmap("through"))
-    with _client(kube_kubeconfig, kube_namespace) as direct:
+    with _client(lockheed_kubeconfig, lockheed_namespace) as direct:
         assert direct.get(ConfigMap, "through").data == {"value": "through"}
-    assert kube_fault_proxy.accepted >= 1
+    assert lockheed_fault_proxy.accepted >= 1
 
     # A restricted user's certificate reaches the server: RBAC still applies.
-    reader = kube_fault_proxy.kubeconfig(kube_restricted_user(READ_CONFIGMAPS))
-    with _client(reader, kube_namespace) as user:
+    reader = lockheed_fault_proxy.kubeconfig(lockheed_restricted_user(READ_CONFIGMAPS))
+    with _client(reader, lockheed_namespace) as user:
         assert user.get(ConfigMap, "through").data == {"value": "through"}
         with pytest.raises(ApiError) as denied:
             user.create(_configmap("denied"))
@@ -134,9 +134,9 @@ def test_kubeconfig_through_the_proxy_keeps_tls_and_credentials(
 
 
 def test_latency_delays_requests_by_at_least_the_injected_time(
-    kube_fault_proxy: FaultProxy, proxied: httpx2.Client
+    lockheed_fault_proxy: FaultProxy, proxied: httpx2.Client
 ) -> None:
-    with kube_fault_proxy.fault(Latency(to_server=0.2, to_client=0.3)) as run:
+    with lockheed_fault_proxy.fault(Latency(to_server=0.2, to_client=0.3)) as run:
         began = time.monotonic()
         assert proxied.get("/version").status_code == 200
         took = time.monotonic() - began
@@ -145,7 +145,7 @@ def test_latency_delays_requests_by_at_least_the_injected_time(
     assert not run.active
 
     # A latency scoped to new connections leaves the open one alone...
-    with kube_fault_proxy.fault(Latency(to_client=0.2, connections="new")) as run:
+    with lockheed_fault_proxy.fault(Latency(to_client=0.2, connections="new")) as run:
         assert proxied.get("/version").status_code == 200
         assert run.injected == 0
         # ...and slows one opened after it started, handshake included.
@@ -157,12 +157,12 @@ def test_latency_delays_requests_by_at_least_the_injected_time(
 
 
 def test_blackhole_makes_a_client_time_out_then_heals(
-    kube_fault_proxy: FaultProxy, proxied: httpx2.Client
+    lockheed_fault_proxy: FaultProxy, proxied: httpx2.Client
 ) -> None:
-    with kube_fault_proxy.fault(Blackhole()) as run:
+    with lockheed_fault_proxy.fault(Blackhole()) as run:
         with pytest.raises(httpx2.TimeoutException):
             proxied.get("/version", timeout=SHORT_TIMEOUT)
-        assert kube_fault_proxy.open_connections >= 1  # kept, not closed
+        assert lockheed_fault_proxy.open_connections >= 1  # kept, not closed
         assert run.injected >= 1
         # A new connection is accepted but its TLS handshake gets nowhere.
         with pytest.raises(httpx2.TimeoutException):
@@ -170,9 +170,9 @@ def test_blackhole_makes_a_client_time_out_then_heals(
     assert proxied.get("/version").status_code == 200
 
 
-def test_blackhole_delivers_what_it_held_when_it_ends(kube_fault_proxy: FaultProxy) -> None:
-    with socket.create_connection(("127.0.0.1", kube_fault_proxy.port), timeout=10) as raw:
-        with kube_fault_proxy.fault(Blackhole()):
+def test_blackhole_delivers_what_it_held_when_it_ends(lockheed_fault_proxy: FaultProxy) -> None:
+    with socket.create_connection(("127.0.0.1", lockheed_fault_proxy.port), timeout=10) as raw:
+        with lockheed_fault_proxy.fault(Blackhole()):
             raw.sendall(b"GET /version HTTP/1.1\r\nHost: x\r\n\r\n")  # plain HTTP to a TLS port
             raw.settimeout(SHORT_TIMEOUT)
             with pytest.raises(socket.timeout):
@@ -183,10 +183,10 @@ def test_blackhole_delivers_what_it_held_when_it_ends(kube_fault_proxy: FaultPro
 
 
 def test_reset_breaks_open_and_new_connections(
-    kube_fault_proxy: FaultProxy, proxied: httpx2.Client
+    lockheed_fault_proxy: FaultProxy, proxied: httpx2.Client
 ) -> None:
-    with socket.create_connection(("127.0.0.1", kube_fault_proxy.port), timeout=10) as raw:
-        with kube_fault_proxy.fault(Reset()) as run:
+    with socket.create_connection(("127.0.0.1", lockheed_fault_proxy.port), timeout=10) as raw:
+        with lockheed_fault_proxy.fault(Reset()) as run:
             with pytest.raises(ConnectionResetError):
                 raw.recv(100)
             with pytest.raises(httpx2.TransportError) as failed:
@@ -197,12 +197,12 @@ def test_reset_breaks_open_and_new_connections(
 
 
 def test_refuse_closes_the_port_and_opens_it_again(
-    kube_fault_proxy: FaultProxy, proxied: httpx2.Client
+    lockheed_fault_proxy: FaultProxy, proxied: httpx2.Client
 ) -> None:
-    address = ("127.0.0.1", kube_fault_proxy.port)
+    address = ("127.0.0.1", lockheed_fault_proxy.port)
     with (
         socket.create_connection(address, timeout=10) as kept,
-        kube_fault_proxy.fault(Refuse()) as run,
+        lockheed_fault_proxy.fault(Refuse()) as run,
     ):
         with pytest.raises(ConnectionRefusedError):
             socket.create_connection(address, timeout=10).close()
@@ -217,21 +217,21 @@ def test_refuse_closes_the_port_and_opens_it_again(
 
 
 def test_refuse_and_reset_together_are_an_outage_at_the_proxy(
-    kube_fault_proxy: FaultProxy, proxied: httpx2.Client
+    lockheed_fault_proxy: FaultProxy, proxied: httpx2.Client
 ) -> None:
-    with kube_fault_proxy.fault(Refuse(), Reset()), pytest.raises(httpx2.ConnectError):
+    with lockheed_fault_proxy.fault(Refuse(), Reset()), pytest.raises(httpx2.ConnectError):
         proxied.get("/version")
     assert proxied.get("/version").status_code == 200
 
 
 def test_dropped_response_is_an_ambiguous_write(
-    kube_fault_proxy: FaultProxy, kube_kubeconfig: Path, kube_namespace: str
+    lockheed_fault_proxy: FaultProxy, lockheed_kubeconfig: Path, lockheed_namespace: str
 ) -> None:
-    with _client(kube_fault_proxy.kubeconfig(), kube_namespace) as client:
+    with _client(lockheed_fault_proxy.kubeconfig(), lockheed_namespace) as client:
         with pytest.raises(ApiError):
             client.get(ConfigMap, "ambiguous")  # opens the connection
         with (
-            kube_fault_proxy.fault(DropResponse()) as run,
+            lockheed_fault_proxy.fault(DropResponse()) as run,
             pytest.raises(httpx2.TransportError),
         ):
             client.create(_configmap("ambiguous"))
@@ -240,13 +240,13 @@ def test_dropped_response_is_an_ambiguous_write(
         # skip=1: the read passes, the write after it is dropped. The fault acts on
         # connections open when it starts: the reset one was replaced by a new one.
         assert client.get(ConfigMap, "ambiguous").data == {"value": "ambiguous"}
-        with kube_fault_proxy.fault(DropResponse(skip=1)) as run:
+        with lockheed_fault_proxy.fault(DropResponse(skip=1)) as run:
             assert client.get(ConfigMap, "ambiguous").data == {"value": "ambiguous"}
             with pytest.raises(httpx2.TransportError):
                 client.create(_configmap("second"))
         assert run.injected == 1
 
-    with _client(kube_kubeconfig, kube_namespace) as direct:
+    with _client(lockheed_kubeconfig, lockheed_namespace) as direct:
         assert direct.get(ConfigMap, "ambiguous").data == {"value": "ambiguous"}
         assert direct.get(ConfigMap, "second").data == {"value": "second"}
 
@@ -255,48 +255,50 @@ def test_dropped_response_is_an_ambiguous_write(
 
 
 def test_restart_keeps_the_port_the_data_and_old_kubeconfigs_working(
-    kube_control_plane: ControlPlane, kube_namespace: str
+    lockheed_control_plane: ControlPlane, lockheed_namespace: str
 ) -> None:
-    kubeconfig, server = kube_control_plane.kubeconfig, kube_control_plane.server
-    before = kube_control_plane.apiserver_pid
-    with _client(kubeconfig, kube_namespace) as client:
+    kubeconfig, server = lockheed_control_plane.kubeconfig, lockheed_control_plane.server
+    before = lockheed_control_plane.apiserver_pid
+    with _client(kubeconfig, lockheed_namespace) as client:
         client.create(_configmap("survivor"))
 
-    down = kube_control_plane.restart_apiserver()
+    down = lockheed_control_plane.restart_apiserver()
 
     assert down > 0
-    assert kube_control_plane.apiserver_pid != before
-    assert kube_control_plane.server == server
-    assert kube_control_plane.running()
-    with _client(kubeconfig, kube_namespace) as client:
+    assert lockheed_control_plane.apiserver_pid != before
+    assert lockheed_control_plane.server == server
+    assert lockheed_control_plane.running()
+    with _client(kubeconfig, lockheed_namespace) as client:
         assert client.get(ConfigMap, "survivor").data == {"value": "survivor"}
 
 
 def test_requests_fail_during_an_outage_and_succeed_after(
-    kube_control_plane: ControlPlane,
+    lockheed_control_plane: ControlPlane,
 ) -> None:
-    with kube_control_plane.http_client() as http:
+    with lockheed_control_plane.http_client() as http:
         assert http.get("/version").status_code == 200
-        with kube_control_plane.apiserver_down():
-            assert not kube_control_plane.apiserver_running()
+        with lockheed_control_plane.apiserver_down():
+            assert not lockheed_control_plane.apiserver_running()
             with pytest.raises(httpx2.TransportError):
                 http.get("/version")
         assert http.get("/version").status_code == 200
 
-        assert kube_control_plane.outage(0.5, graceful=True) >= 0.5
+        assert lockheed_control_plane.outage(0.5, graceful=True) >= 0.5
         assert http.get("/version").status_code == 200
     with pytest.raises(ValueError, match="seconds"):
-        kube_control_plane.outage(-1)
+        lockheed_control_plane.outage(-1)
 
 
 def test_throttled_user_gets_429_and_others_do_not(
-    kube_cluster: Cluster, kube_namespace: str, kube_restricted_user: RestrictedUserFactory
+    lockheed_cluster: Cluster,
+    lockheed_namespace: str,
+    lockheed_restricted_user: RestrictedUserFactory,
 ) -> None:
-    user = kube_restricted_user(READ_CONFIGMAPS, name="throttled")
-    path = f"/api/v1/namespaces/{kube_namespace}/configmaps/missing"
-    with kube_cluster.http_client(user) as http, kube_cluster.http_client() as admin:
+    user = lockheed_restricted_user(READ_CONFIGMAPS, name="throttled")
+    path = f"/api/v1/namespaces/{lockheed_namespace}/configmaps/missing"
+    with lockheed_cluster.http_client(user) as http, lockheed_cluster.http_client() as admin:
         assert http.get(path).status_code == 404
-        with throttled(kube_cluster, user) as name:
+        with throttled(lockheed_cluster, user) as name:
             response = http.get(path)
             assert response.status_code == 429
             assert response.headers.get("retry-after")

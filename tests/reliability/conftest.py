@@ -26,10 +26,10 @@ def spawn(tmp_path: Path) -> Iterator[Spawn]:
 
 
 @pytest.fixture
-def same_clock(kube_cluster: Cluster) -> bool:
+def same_clock(lockheed_cluster: Cluster) -> bool:
     """Whether the API server's clock is this host's (a local control plane), so
     lease expiries can be compared with ``time.time()``."""
-    return isinstance(kube_cluster, ControlPlane)
+    return isinstance(lockheed_cluster, ControlPlane)
 
 
 @pytest.fixture

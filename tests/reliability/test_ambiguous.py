@@ -41,12 +41,12 @@ def _holders(locker: ConfigMapLocker, name: str) -> list[str]:
 
 
 def test_blocking_acquire_whose_create_was_not_answered_holds_the_lock(
-    api: Api, kube_fault_proxy: FaultProxy, configmap_locker: ConfigMapLockers
+    api: Api, lockheed_fault_proxy: FaultProxy, configmap_locker: ConfigMapLockers
 ) -> None:
-    proxied, direct = configmap_locker(kube_fault_proxy.kubeconfig()), configmap_locker()
+    proxied, direct = configmap_locker(lockheed_fault_proxy.kubeconfig()), configmap_locker()
     lock = api.lock("ambiguous-acquire", proxied).with_duration(30)
     warm(api, proxied, "ambiguous-acquire")
-    with kube_fault_proxy.fault(DropResponse(skip=1)) as run:  # the read passes, the create not
+    with lockheed_fault_proxy.fault(DropResponse(skip=1)) as run:  # the read passes, the create not
         token = lock.acquire(timeout=30)
     assert run.injected == 1
 
@@ -58,12 +58,12 @@ def test_blocking_acquire_whose_create_was_not_answered_holds_the_lock(
 
 
 def test_failed_non_blocking_acquire_claims_nothing_and_frees_the_lock(
-    api: Api, kube_fault_proxy: FaultProxy, configmap_locker: ConfigMapLockers
+    api: Api, lockheed_fault_proxy: FaultProxy, configmap_locker: ConfigMapLockers
 ) -> None:
-    proxied, direct = configmap_locker(kube_fault_proxy.kubeconfig()), configmap_locker()
+    proxied, direct = configmap_locker(lockheed_fault_proxy.kubeconfig()), configmap_locker()
     lock = api.lock("ambiguous-try", proxied).with_duration(DURATION)
     warm(api, proxied, "ambiguous-try")
-    with kube_fault_proxy.fault(DropResponse(skip=1)) as run:
+    with lockheed_fault_proxy.fault(DropResponse(skip=1)) as run:
         try:
             lock.acquire(blocking=False)
             acquired = True
@@ -87,12 +87,12 @@ def test_failed_non_blocking_acquire_claims_nothing_and_frees_the_lock(
 
 
 def test_renewal_whose_answer_was_lost_keeps_the_lock(
-    api: Api, kube_fault_proxy: FaultProxy, configmap_locker: ConfigMapLockers
+    api: Api, lockheed_fault_proxy: FaultProxy, configmap_locker: ConfigMapLockers
 ) -> None:
-    proxied, direct = configmap_locker(kube_fault_proxy.kubeconfig()), configmap_locker()
+    proxied, direct = configmap_locker(lockheed_fault_proxy.kubeconfig()), configmap_locker()
     lock = api.lock("ambiguous-renew", proxied).with_duration(30)
     token = lock.acquire(timeout=30)
-    with kube_fault_proxy.fault(DropResponse()) as run, contextlib.suppress(LockBackendError):
+    with lockheed_fault_proxy.fault(DropResponse()) as run, contextlib.suppress(LockBackendError):
         lock.renew()
     assert run.injected == 1
     assert lock.held and lock.lost is None
@@ -108,12 +108,12 @@ def test_renewal_whose_answer_was_lost_keeps_the_lock(
 
 
 def test_release_whose_answer_was_lost_frees_the_lock(
-    api: Api, kube_fault_proxy: FaultProxy, configmap_locker: ConfigMapLockers
+    api: Api, lockheed_fault_proxy: FaultProxy, configmap_locker: ConfigMapLockers
 ) -> None:
-    proxied, direct = configmap_locker(kube_fault_proxy.kubeconfig()), configmap_locker()
+    proxied, direct = configmap_locker(lockheed_fault_proxy.kubeconfig()), configmap_locker()
     lock = api.lock("ambiguous-release", proxied).with_duration(30)
     token = lock.acquire(timeout=30)
-    with kube_fault_proxy.fault(DropResponse()) as run, contextlib.suppress(LockBackendError):
+    with lockheed_fault_proxy.fault(DropResponse()) as run, contextlib.suppress(LockBackendError):
         lock.release()
     assert run.injected == 1
     assert not lock.held
@@ -125,16 +125,16 @@ def test_release_whose_answer_was_lost_frees_the_lock(
 
 
 def test_listing_after_a_lost_release_answer_shows_no_stale_token(
-    kube_fault_proxy: FaultProxy, configmap_locker: ConfigMapLockers
+    lockheed_fault_proxy: FaultProxy, configmap_locker: ConfigMapLockers
 ) -> None:
     """The same instance takes the lock again after a release whose answer was
     lost: the listing names it as holder with its new token, not its old one."""
-    proxied, direct = configmap_locker(kube_fault_proxy.kubeconfig()), configmap_locker()
+    proxied, direct = configmap_locker(lockheed_fault_proxy.kubeconfig()), configmap_locker()
     lock = Lock("relisted", proxied).with_duration(30)
     lock.acquire(timeout=30)
     lock.renew()  # the token annotation now names this instance
     with (
-        kube_fault_proxy.fault(DropResponse()) as run,
+        lockheed_fault_proxy.fault(DropResponse()) as run,
         contextlib.suppress(LockBackendError),
     ):
         lock.release()
@@ -148,15 +148,15 @@ def test_listing_after_a_lost_release_answer_shows_no_stale_token(
 
 
 def test_acquire_answered_after_its_lease_ran_out_is_not_held(
-    kube_fault_proxy: FaultProxy, configmap_locker: ConfigMapLockers
+    lockheed_fault_proxy: FaultProxy, configmap_locker: ConfigMapLockers
 ) -> None:
     """Every answer arrives a second after the lease would have run out: an
     acquire must not return a lock it may no longer hold."""
     duration = 3.0
-    proxied, direct = configmap_locker(kube_fault_proxy.kubeconfig()), configmap_locker()
+    proxied, direct = configmap_locker(lockheed_fault_proxy.kubeconfig()), configmap_locker()
     lock = Lock("late-answer", proxied).with_duration(duration)
     proxied.execute(Read("late-answer"))
-    with kube_fault_proxy.fault(Latency(to_client=duration + 1)) as run:
+    with lockheed_fault_proxy.fault(Latency(to_client=duration + 1)) as run:
         try:
             lock.acquire(timeout=duration)
         except LockError:

@@ -34,8 +34,8 @@ def _skewed(offset: float) -> ServerClock:
 def test_an_hour_of_clock_offset_does_not_matter(
     api: Api,
     configmap_locker: ConfigMapLockers,
-    kube_cluster: Cluster,
-    kube_namespace: str,
+    lockheed_cluster: Cluster,
+    lockheed_namespace: str,
     same_clock: bool,
     holder_offset: float,
     contender_offset: float,
@@ -62,6 +62,6 @@ def test_an_hour_of_clock_offset_does_not_matter(
     _, write_wall = traffic.last_write
     assert new_token > token
     if same_clock:
-        versions = history(kube_cluster, kube_namespace, "clocks", str(token - 1))
+        versions = history(lockheed_cluster, lockheed_namespace, "clocks", str(token - 1))
         assert write_wall > last_expiry(versions, holder.instance_id).timestamp()
     contender.release()

@@ -68,7 +68,7 @@ def test_many_writers_exclude_each_other(
 
 
 def test_foreign_writes_make_renewals_conflict_but_never_cost_the_lock(
-    kube_cluster: Cluster, kube_namespace: str, configmap_locker: ConfigMapLockers
+    lockheed_cluster: Cluster, lockheed_namespace: str, configmap_locker: ConfigMapLockers
 ) -> None:
     """Another tool annotates the lock object before every renewal: each renewal
     meets a 409, reads, and renews; the other tool's annotation survives."""
@@ -76,8 +76,8 @@ def test_foreign_writes_make_renewals_conflict_but_never_cost_the_lock(
     traffic = Traffic(locker)
     lock = Lock("annotated", locker).with_duration(30)
     token = lock.acquire(timeout=30)
-    path = f"/api/v1/namespaces/{kube_namespace}/configmaps/lockheed-annotated"
-    with kube_cluster.http_client() as admin:
+    path = f"/api/v1/namespaces/{lockheed_namespace}/configmaps/lockheed-annotated"
+    with lockheed_cluster.http_client() as admin:
         for i in range(FOREIGN_WRITES):
             patched = admin.patch(
                 path,
@@ -93,6 +93,6 @@ def test_foreign_writes_make_renewals_conflict_but_never_cost_the_lock(
     with pytest.raises(LockTimeout):
         Lock("annotated", configmap_locker()).acquire(blocking=False)
     lock.release()
-    with kube_cluster.http_client() as admin:
+    with lockheed_cluster.http_client() as admin:
         annotations = admin.get(path).json()["metadata"]["annotations"]
     assert annotations["example.com/seen"] == str(FOREIGN_WRITES - 1)

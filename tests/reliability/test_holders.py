@@ -58,9 +58,9 @@ def _stop(pid: int) -> None:
 @pytest.mark.parametrize("holder_api", ["sync", "async"])
 def test_paused_holder_never_believes_it_holds_after_the_takeover(
     spawn: Spawn,
-    kube_namespace: str,
-    kube_kubeconfig: Path,
-    kube_cluster: Cluster,
+    lockheed_namespace: str,
+    lockheed_kubeconfig: Path,
+    lockheed_cluster: Cluster,
     configmap_locker: ConfigMapLockers,
     same_clock: bool,
     holder_api: str,
@@ -68,7 +68,7 @@ def test_paused_holder_never_believes_it_holds_after_the_takeover(
     holder = spawn(
         [
             "hold",
-            *worker_args(kube_namespace, kube_kubeconfig, "paused"),
+            *worker_args(lockheed_namespace, lockheed_kubeconfig, "paused"),
             *("--duration", str(PROCESS_DURATION), "--renew-interval", str(RENEW)),
             *("--api", holder_api),
         ]
@@ -95,16 +95,16 @@ def test_paused_holder_never_believes_it_holds_after_the_takeover(
     assert max(doubted) > write_mono  # it looked again after the takeover, and knew
     assert new_token > int(token)
     if same_clock:
-        versions = history(kube_cluster, kube_namespace, "paused", str(int(token) - 1))
+        versions = history(lockheed_cluster, lockheed_namespace, "paused", str(int(token) - 1))
         assert write_wall > last_expiry(versions, holder_id).timestamp()
     contender.release()
 
 
 def test_killed_holder_hands_over_only_after_its_lease(
     spawn: Spawn,
-    kube_namespace: str,
-    kube_kubeconfig: Path,
-    kube_cluster: Cluster,
+    lockheed_namespace: str,
+    lockheed_kubeconfig: Path,
+    lockheed_cluster: Cluster,
     configmap_locker: ConfigMapLockers,
     same_clock: bool,
     request: pytest.FixtureRequest,
@@ -112,7 +112,7 @@ def test_killed_holder_hands_over_only_after_its_lease(
     holder = spawn(
         [
             "hold",
-            *worker_args(kube_namespace, kube_kubeconfig, "killed"),
+            *worker_args(lockheed_namespace, lockheed_kubeconfig, "killed"),
             *("--duration", str(PROCESS_DURATION), "--renew-interval", str(RENEW)),
         ]
     )
@@ -130,7 +130,7 @@ def test_killed_holder_hands_over_only_after_its_lease(
     record(request, "line_moved_s", round(write_mono - killed, 2))
     assert new_token > int(token)
     if same_clock:
-        versions = history(kube_cluster, kube_namespace, "killed", str(int(token) - 1))
+        versions = history(lockheed_cluster, lockheed_namespace, "killed", str(int(token) - 1))
         assert write_wall > last_expiry(versions, holder_id).timestamp()
     contender.release()
 
@@ -141,9 +141,9 @@ def test_killed_holder_hands_over_only_after_its_lease(
 @pytest.mark.parametrize("fault", ["blackhole", "slow"])
 def test_silenced_holder_declares_loss_before_the_takeover(
     api: Api,
-    kube_fault_proxy: FaultProxy,
-    kube_cluster: Cluster,
-    kube_namespace: str,
+    lockheed_fault_proxy: FaultProxy,
+    lockheed_cluster: Cluster,
+    lockheed_namespace: str,
     configmap_locker: ConfigMapLockers,
     same_clock: bool,
     fault: str,
@@ -154,7 +154,7 @@ def test_silenced_holder_declares_loss_before_the_takeover(
     server but confirmed too late, so the server's lease outlives the holder's
     belief, and the contender must wait for it.
     """
-    holder = api.lock("silenced", configmap_locker(kube_fault_proxy.kubeconfig()))
+    holder = api.lock("silenced", configmap_locker(lockheed_fault_proxy.kubeconfig()))
     holder.with_duration(DURATION).with_renew_interval(RENEW)
     notices: list[float] = []
     holder.on_lost(lambda error: notices.append(time.monotonic()))
@@ -164,7 +164,7 @@ def test_silenced_holder_declares_loss_before_the_takeover(
     contender = Lock("silenced", contender_locker).with_duration(30)
 
     injected = Blackhole() if fault == "blackhole" else Latency(to_client=DURATION + 2)
-    with kube_fault_proxy.fault(injected) as run:
+    with lockheed_fault_proxy.fault(injected) as run:
         new_token = contender.acquire(timeout=DURATION * 4)
         write_mono, write_wall = traffic.last_write
         assert run.injected >= 1
@@ -176,20 +176,20 @@ def test_silenced_holder_declares_loss_before_the_takeover(
         holder.release()
     assert new_token > token
     if same_clock:
-        versions = history(kube_cluster, kube_namespace, "silenced", str(token - 1))
+        versions = history(lockheed_cluster, lockheed_namespace, "silenced", str(token - 1))
         assert write_wall > last_expiry(versions, holder.instance_id).timestamp()
     contender.release()
 
 
 def test_slow_answers_do_not_cost_a_renewed_lock(
-    api: Api, kube_fault_proxy: FaultProxy, configmap_locker: ConfigMapLockers
+    api: Api, lockheed_fault_proxy: FaultProxy, configmap_locker: ConfigMapLockers
 ) -> None:
     """Every answer takes 1.5 s, more than the renew interval: renewals are due
     from when each was sent, so the lease (4 s) is always renewed in time."""
     events = Events()
-    holder = api.lock("slow-answers", configmap_locker(kube_fault_proxy.kubeconfig()))
+    holder = api.lock("slow-answers", configmap_locker(lockheed_fault_proxy.kubeconfig()))
     holder.with_duration(4).with_renew_interval(1).with_event_handler(events)
-    with kube_fault_proxy.fault(Latency(to_client=1.5)) as run:
+    with lockheed_fault_proxy.fault(Latency(to_client=1.5)) as run:
         holder.acquire(timeout=60)
         acquired = time.monotonic()
         events.wait(
@@ -214,12 +214,12 @@ def _observe_renewals(events: Events, lock: Any, since: float, renewals: int = 4
 
 def test_slow_renewal_of_one_lock_does_not_starve_another(
     api: Api,
-    kube_fault_proxy: FaultProxy,
+    lockheed_fault_proxy: FaultProxy,
     configmap_locker: ConfigMapLockers,
 ) -> None:
     """Both locks share the process's renewer (thread or task). One's renewal hangs
     in a blackhole for up to its request timeout; the other must still be renewed."""
-    proxied = configmap_locker(kube_fault_proxy.kubeconfig())
+    proxied = configmap_locker(lockheed_fault_proxy.kubeconfig())
     slow = api.lock("hangs", proxied).with_duration(60).with_renew_interval(RENEW)
     fast_events = Events()
     fast = api.lock("healthy", configmap_locker()).with_duration(4).with_renew_interval(RENEW)
@@ -228,7 +228,7 @@ def test_slow_renewal_of_one_lock_does_not_starve_another(
     slow.acquire(timeout=30)
     fast.acquire(timeout=30)
 
-    with kube_fault_proxy.fault(Blackhole()):
+    with lockheed_fault_proxy.fault(Blackhole()):
         writes = len(slow_traffic.writes)
         slow_traffic.wait("a renewal of the slow lock", lambda t: len(t.writes) > writes)
         _observe_renewals(fast_events, fast, since=time.monotonic())
@@ -237,11 +237,11 @@ def test_slow_renewal_of_one_lock_does_not_starve_another(
 
 
 def test_slow_release_does_not_hold_up_other_renewals(
-    kube_fault_proxy: FaultProxy,
+    lockheed_fault_proxy: FaultProxy,
     configmap_locker: ConfigMapLockers,
     background: Callable[..., Future[Any]],
 ) -> None:
-    proxied = configmap_locker(kube_fault_proxy.kubeconfig())
+    proxied = configmap_locker(lockheed_fault_proxy.kubeconfig())
     slow = Lock("slow-release", proxied).with_duration(60).with_renew_interval(RENEW)
     fast_events = Events()
     fast = Lock("healthy", configmap_locker()).with_duration(4).with_renew_interval(RENEW)
@@ -250,7 +250,7 @@ def test_slow_release_does_not_hold_up_other_renewals(
     slow.acquire(timeout=30)
     fast.acquire(timeout=30)
 
-    with kube_fault_proxy.fault(Blackhole()):
+    with lockheed_fault_proxy.fault(Blackhole()):
         writes = len(slow_traffic.writes)
         releasing = background(slow.release)
         slow_traffic.wait("the release's write", lambda t: len(t.writes) > writes)

@@ -32,7 +32,7 @@ def _waiting(traffic: Traffic) -> None:
 
 def test_waiter_rides_out_a_blip(
     api: Api,
-    kube_fault_proxy: FaultProxy,
+    lockheed_fault_proxy: FaultProxy,
     configmap_locker: ConfigMapLockers,
     background: Callable[..., Future[Any]],
 ) -> None:
@@ -40,13 +40,13 @@ def test_waiter_rides_out_a_blip(
     releases: the waiter must read again once it can, and take the lock."""
     holder = Lock("blip", configmap_locker()).with_duration(30)
     holder_token = holder.acquire(timeout=30)
-    proxied = configmap_locker(kube_fault_proxy.kubeconfig())
+    proxied = configmap_locker(lockheed_fault_proxy.kubeconfig())
     waiter = api.lock("blip", proxied).with_duration(30)
     traffic = Traffic(async_locker(api, proxied))
     waiting = background(waiter.acquire, True, 60)
     _waiting(traffic)
 
-    with kube_fault_proxy.fault(Reset(), Refuse()) as run:
+    with lockheed_fault_proxy.fault(Reset(), Refuse()) as run:
         holder.release()
         time.sleep(BLIP)  # the length of the blip, not a synchronisation
     assert run.injected >= 2  # the waiter's watch was reset, and the listener closed
@@ -65,7 +65,7 @@ def async_api(loop_thread: LoopThread) -> Iterator[Api]:
 
 @pytest.mark.timeout(300)
 def test_holder_and_waiter_ride_out_an_apiserver_restart(
-    kube_control_plane: ControlPlane,
+    lockheed_control_plane: ControlPlane,
     configmap_locker: ConfigMapLockers,
     async_api: Api,
     background: Callable[..., Future[Any]],
@@ -82,7 +82,7 @@ def test_holder_and_waiter_ride_out_an_apiserver_restart(
     waiting = background(waiter.acquire, True, 180)
     _waiting(traffic)
 
-    kube_control_plane.restart_apiserver()
+    lockheed_control_plane.restart_apiserver()
     restarted = time.monotonic()
     events.wait(
         "a renewal after the restart", lambda: events.count(EventCode.RENEW_OK, restarted) > 0
@@ -95,11 +95,11 @@ def test_holder_and_waiter_ride_out_an_apiserver_restart(
 
 
 def test_holder_rides_out_429(
-    kube_cluster: Cluster,
-    kube_restricted_user: RestrictedUserFactory,
+    lockheed_cluster: Cluster,
+    lockheed_restricted_user: RestrictedUserFactory,
     configmap_locker: ConfigMapLockers,
 ) -> None:
-    user = kube_restricted_user(LOCKER_RULES, name="throttled-holder")
+    user = lockheed_restricted_user(LOCKER_RULES, name="throttled-holder")
     locker = configmap_locker(user)
     traffic = Traffic(locker)
     events = Events()
@@ -107,7 +107,7 @@ def test_holder_rides_out_429(
     holder.with_event_handler(events)
     holder.acquire(timeout=30)
 
-    with throttled(kube_cluster, user):
+    with throttled(lockheed_cluster, user):
         traffic.wait("two renewals answered 429", lambda t: t.statuses[429] >= 2)
     ended = time.monotonic()
     events.wait(
@@ -118,21 +118,21 @@ def test_holder_rides_out_429(
 
 
 def test_waiter_rides_out_429(
-    kube_cluster: Cluster,
-    kube_restricted_user: RestrictedUserFactory,
+    lockheed_cluster: Cluster,
+    lockheed_restricted_user: RestrictedUserFactory,
     configmap_locker: ConfigMapLockers,
     background: Callable[..., Future[Any]],
 ) -> None:
     holder = Lock("throttled", configmap_locker()).with_duration(30)
     holder_token = holder.acquire(timeout=30)
-    user = kube_restricted_user(LOCKER_RULES, name="throttled-waiter")
+    user = lockheed_restricted_user(LOCKER_RULES, name="throttled-waiter")
     waiter_locker = configmap_locker(user)
     traffic = Traffic(waiter_locker)
     waiter = Lock("throttled", waiter_locker).with_duration(30)
     waiting = background(waiter.acquire, True, 60)
     _waiting(traffic)
 
-    with throttled(kube_cluster, user):
+    with throttled(lockheed_cluster, user):
         holder.release()  # the waiter's watch sees it; its write is answered 429
         traffic.wait("a 429 for the waiter", lambda t: t.statuses[429] >= 1)
 

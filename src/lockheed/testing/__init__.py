@@ -3,8 +3,8 @@
 :class:`ControlPlane` runs etcd and kube-apiserver (built once from Go modules
 and cached, see :func:`ensure_binaries`) on loopback ports with RBAC enforced;
 :class:`ExistingCluster` offers the same interface on top of an existing
-kubeconfig. The pytest plugin in :mod:`lockheed.testing.plugin` (registered
-automatically) provides the ``kube_*`` fixtures, and
+kubeconfig. The pytest plugin in :mod:`lockheed.testing.plugin` (opt-in:
+``pytest -p lockheed.testing.plugin``) provides the ``lockheed_*`` fixtures, and
 ``python -m lockheed.testing up`` runs a control plane in the foreground.
 
 Faults: :class:`FaultProxy` sits between clients and the API server and

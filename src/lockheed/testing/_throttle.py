@@ -157,7 +157,7 @@ def throttled(cluster: Cluster, kubeconfig: Path | str, *, timeout: float = 30.0
     ``user_kubeconfig``'s credentials gets 429 until the block ends.
 
     Yields the throttled user name. Use a user of its own (e.g. from
-    ``kube_restricted_user``): requests of ``system:masters``, like the admin
+    ``lockheed_restricted_user``): requests of ``system:masters``, like the admin
     kubeconfig's, are exempt from APF and cannot be throttled.
     """
     path = Path(kubeconfig)

@@ -1,41 +1,52 @@
-"""pytest plugin with a real Kubernetes API server, registered as ``lockheed``.
+"""lockheed's pytest plugin: a real Kubernetes API server for your tests.
+
+It is opt-in: installing lockheed loads nothing into pytest. Enable it with
+``pytest -p lockheed.testing.plugin``, or in the top-level ``conftest.py``::
+
+    pytest_plugins = ["lockheed.testing.plugin"]
+
+Every name it gives pytest starts with ``lockheed_``, so it cannot clash with
+another plugin's. (Earlier versions loaded it for everyone through an entry
+point and named the fixtures ``kube_*`` and the marker ``kube``: see the
+migration note in the CHANGELOG.)
 
 Fixtures:
 
-``kube_cluster`` (session)
+``lockheed_cluster`` (session)
     The running cluster: a local :class:`~lockheed.testing.ControlPlane`
     started on first use and stopped at the end of the session, or, when
     ``$LOCKHEED_TEST_KUBECONFIG`` names a kubeconfig, an
     :class:`~lockheed.testing.ExistingCluster` using it.
-``kube_namespace``
+``lockheed_namespace``
     A fresh namespace name for the test (deleted afterwards).
-``kube_kubeconfig``
-    Path of the admin kubeconfig: ``KubeConfig.from_file(kube_kubeconfig)``.
-``kube_restricted_user``
+``lockheed_kubeconfig``
+    Path of the admin kubeconfig: ``KubeConfig.from_file(lockheed_kubeconfig)``.
+``lockheed_restricted_user``
     A factory ``make(rules, name=None) -> Path`` returning the kubeconfig of a
-    user allowed only ``rules`` (PolicyRule dicts) in ``kube_namespace``.
-``kube_fault_proxy``
+    user allowed only ``rules`` (PolicyRule dicts) in ``lockheed_namespace``.
+``lockheed_fault_proxy``
     A started :class:`~lockheed.testing.FaultProxy` in front of the API server,
-    for this test: ``kube_fault_proxy.kubeconfig()`` is the admin kubeconfig
-    through it, ``kube_fault_proxy.kubeconfig(other)`` any other one's, and
-    ``with kube_fault_proxy.fault(Blackhole()):`` injects a fault. (On an
+    for this test: ``lockheed_fault_proxy.kubeconfig()`` is the admin kubeconfig
+    through it, ``lockheed_fault_proxy.kubeconfig(other)`` any other one's, and
+    ``with lockheed_fault_proxy.fault(Blackhole()):`` injects a fault. (On an
     existing cluster, its serving certificate must be valid for 127.0.0.1.)
-``kube_control_plane``
+``lockheed_control_plane``
     The local :class:`~lockheed.testing.ControlPlane`, for tests that restart
     or stop its API server (``restart_apiserver()``, ``apiserver_down()``,
     ``outage(seconds)``); it is running again after the test. Tests using it
     are skipped, with the reason, on an existing cluster.
 
 Tests that name any of them as arguments (directly or through other
-fixtures) are marked ``kube`` automatically, so ``pytest -m "not kube"`` skips
-them; a test that reaches them only through ``request.getfixturevalue`` should
-be marked ``kube`` explicitly (e.g. ``pytest.param("x", marks=pytest.mark.kube)``).
+fixtures) are marked ``lockheed_kube`` automatically, so
+``pytest -m "not lockheed_kube"`` skips them; a test that reaches them only
+through ``request.getfixturevalue`` should be marked ``lockheed_kube``
+explicitly (e.g. ``pytest.param("x", marks=pytest.mark.lockheed_kube)``).
 When a test that used the cluster fails, the tail of the API server log is
 added to its report.
 
 Nothing is built or started unless a selected test uses these fixtures.
 Missing binaries are built before the first test runs when a selected test is
-marked ``kube``, so the build does not count against a per-test timeout
+marked ``lockheed_kube``, so the build does not count against a per-test timeout
 (``python -m lockheed.testing build`` does it ahead of time).
 """
 
@@ -58,30 +69,32 @@ if TYPE_CHECKING:
     from ._faults import FaultProxy
 
 __all__ = [
+    "FIXTURES",
     "KUBECONFIG_ENV",
-    "KUBE_FIXTURES",
+    "MARKER",
     "RestrictedUserFactory",
-    "kube_cluster",
-    "kube_control_plane",
-    "kube_fault_proxy",
-    "kube_kubeconfig",
-    "kube_namespace",
-    "kube_restricted_user",
+    "lockheed_cluster",
+    "lockheed_control_plane",
+    "lockheed_fault_proxy",
+    "lockheed_kubeconfig",
+    "lockheed_namespace",
+    "lockheed_restricted_user",
 ]
 
 KUBECONFIG_ENV = "LOCKHEED_TEST_KUBECONFIG"
-KUBE_FIXTURES = frozenset(
+FIXTURES = frozenset(
     {
-        "kube_cluster",
-        "kube_namespace",
-        "kube_kubeconfig",
-        "kube_restricted_user",
-        "kube_fault_proxy",
-        "kube_control_plane",
+        "lockheed_cluster",
+        "lockheed_namespace",
+        "lockheed_kubeconfig",
+        "lockheed_restricted_user",
+        "lockheed_fault_proxy",
+        "lockheed_control_plane",
     }
 )
-_MARKER = (
-    "kube: needs a Kubernetes API server (the local control plane or LOCKHEED_TEST_KUBECONFIG)"
+MARKER = "lockheed_kube"
+_MARKER_LINE = (
+    f"{MARKER}: needs a Kubernetes API server (the local control plane or {KUBECONFIG_ENV})"
 )
 _LOG_LINES = 50
 _PROXY_VARIABLES = (
@@ -98,7 +111,7 @@ _USED_KEY = pytest.StashKey[bool]()
 
 
 class RestrictedUserFactory(Protocol):
-    """The type of the ``kube_restricted_user`` fixture."""
+    """The type of the ``lockheed_restricted_user`` fixture."""
 
     def __call__(self, rules: Sequence[Mapping[str, Any]], name: str | None = None) -> Path: ...
 
@@ -107,21 +120,21 @@ class RestrictedUserFactory(Protocol):
 
 
 def pytest_configure(config: pytest.Config) -> None:
-    """Register the ``kube`` marker (for projects that do not declare it)."""
-    config.addinivalue_line("markers", _MARKER)
+    """Register the ``lockheed_kube`` marker (for projects that do not declare it)."""
+    config.addinivalue_line("markers", _MARKER_LINE)
 
 
 def _uses_kube(item: pytest.Item) -> bool:
-    """Whether the test asks for a kube fixture by name or is marked ``kube``."""
-    static = not KUBE_FIXTURES.isdisjoint(getattr(item, "fixturenames", ()))
-    return static or item.get_closest_marker("kube") is not None
+    """Whether the test asks for a kube fixture by name or is marked ``lockheed_kube``."""
+    static = not FIXTURES.isdisjoint(getattr(item, "fixturenames", ()))
+    return static or item.get_closest_marker(MARKER) is not None
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    """Mark every test that uses a kube fixture with ``kube``."""
+    """Mark every test that uses a lockheed fixture with ``lockheed_kube``."""
     for item in items:
-        if not KUBE_FIXTURES.isdisjoint(getattr(item, "fixturenames", ())):
-            item.add_marker(pytest.mark.kube)
+        if not FIXTURES.isdisjoint(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.lockheed_kube)
 
 
 @pytest.hookimpl(tryfirst=True)
@@ -133,7 +146,7 @@ def pytest_runtestloop(session: pytest.Session) -> None:
         return
     from ._build import BuildError, ensure_binaries
 
-    # A failure is reported by the kube_cluster fixture, to the tests that need it.
+    # A failure is reported by the lockheed_cluster fixture, to the tests that need it.
     with contextlib.suppress(BuildError):
         ensure_binaries(_progress(session.config))
 
@@ -228,7 +241,7 @@ def _new_cluster(config: pytest.Config) -> Cluster:
 
 
 @pytest.fixture(scope="session")
-def kube_cluster(request: pytest.FixtureRequest) -> Iterator[Cluster]:
+def lockheed_cluster(request: pytest.FixtureRequest) -> Iterator[Cluster]:
     """The Kubernetes cluster for this test session (started on first use)."""
     cluster = _new_cluster(request.config)
     stash = request.config.stash
@@ -243,55 +256,61 @@ def kube_cluster(request: pytest.FixtureRequest) -> Iterator[Cluster]:
 
 
 @pytest.fixture
-def kube_namespace(kube_cluster: Cluster, request: pytest.FixtureRequest) -> Iterator[str]:
+def lockheed_namespace(lockheed_cluster: Cluster, request: pytest.FixtureRequest) -> Iterator[str]:
     """A namespace created for this test, named after it."""
     request.node.stash[_USED_KEY] = True
-    name = kube_cluster.create_namespace(request.node.name)
+    name = lockheed_cluster.create_namespace(request.node.name)
     yield name
-    kube_cluster.delete_namespace(name)
+    lockheed_cluster.delete_namespace(name)
 
 
 @pytest.fixture
-def kube_kubeconfig(kube_cluster: Cluster, request: pytest.FixtureRequest) -> Path:
+def lockheed_kubeconfig(lockheed_cluster: Cluster, request: pytest.FixtureRequest) -> Path:
     """Path of the cluster-admin kubeconfig."""
     request.node.stash[_USED_KEY] = True
-    return kube_cluster.kubeconfig
+    return lockheed_cluster.kubeconfig
 
 
 @pytest.fixture
-def kube_restricted_user(kube_cluster: Cluster, kube_namespace: str) -> RestrictedUserFactory:
-    """Factory for kubeconfigs of users that have only the given rules in ``kube_namespace``."""
+def lockheed_restricted_user(
+    lockheed_cluster: Cluster, lockheed_namespace: str
+) -> RestrictedUserFactory:
+    """Factory for kubeconfigs of users that have only the given rules in ``lockheed_namespace``."""
     from ._cluster import unique_name
 
     def make(rules: Sequence[Mapping[str, Any]], name: str | None = None) -> Path:
-        return kube_cluster.mint_user(name or unique_name("restricted"), kube_namespace, rules)
+        return lockheed_cluster.mint_user(
+            name or unique_name("restricted"), lockheed_namespace, rules
+        )
 
     return make
 
 
 @pytest.fixture
-def kube_fault_proxy(kube_cluster: Cluster, request: pytest.FixtureRequest) -> Iterator[FaultProxy]:
+def lockheed_fault_proxy(
+    lockheed_cluster: Cluster, request: pytest.FixtureRequest
+) -> Iterator[FaultProxy]:
     """A fault proxy in front of the API server; ``.kubeconfig()`` is the admin's through it."""
     from ._faults import FaultProxy
 
     request.node.stash[_USED_KEY] = True
-    with FaultProxy.for_kubeconfig(kube_cluster.kubeconfig) as proxy:
+    with FaultProxy.for_kubeconfig(lockheed_cluster.kubeconfig) as proxy:
         yield proxy
 
 
 @pytest.fixture
-def kube_control_plane(
-    kube_cluster: Cluster, request: pytest.FixtureRequest
+def lockheed_control_plane(
+    lockheed_cluster: Cluster, request: pytest.FixtureRequest
 ) -> Iterator[ControlPlane]:
     """The local control plane, whose API server the test may stop and restart."""
     from ._controlplane import ControlPlane
 
-    if not isinstance(kube_cluster, ControlPlane):
+    if not isinstance(lockheed_cluster, ControlPlane):
         pytest.skip(
             f"needs the local control plane to restart its API server; ${KUBECONFIG_ENV} "
             "names an existing cluster"
         )
     request.node.stash[_USED_KEY] = True
-    yield kube_cluster
-    if not kube_cluster.apiserver_running():
-        kube_cluster.start_apiserver()  # a test that failed during an outage
+    yield lockheed_cluster
+    if not lockheed_cluster.apiserver_running():
+        lockheed_cluster.start_apiserver()  # a test that failed during an outage
