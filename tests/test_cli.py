@@ -413,7 +413,8 @@ def test_show_describes_holder_token_tags_and_waiters(
     missing = cli(lockheed_kubeconfig, lockheed_namespace, "show", "nope")
     assert missing.returncode == 1
     assert missing.stderr == (
-        f"lockheed: no lock 'nope' in namespace '{lockheed_namespace}' (no configmap lockheed-nope)\n"
+        f"lockheed: no lock 'nope' in namespace '{lockheed_namespace}'"
+        " (no configmap lockheed-nope)\n"
     )
 
 
