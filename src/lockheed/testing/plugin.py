@@ -36,7 +36,10 @@ added to its report.
 Nothing is built or started unless a selected test uses these fixtures.
 Missing binaries are built before the first test runs when a selected test is
 marked ``kube``, so the build does not count against a per-test timeout
-(``python -m lockheed.testing build`` does it ahead of time).
+(``python -m lockheed.testing build`` does it ahead of time). Its progress
+(cached, or what a first run builds, packages compiled, elapsed time, a rough
+estimate) and the control plane's start-up steps are written to the terminal
+as ``[lockheed] ...`` lines, past pytest's output capture.
 """
 
 from __future__ import annotations
@@ -53,6 +56,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 import pytest
 
 if TYPE_CHECKING:
+    from ._build import Binaries
     from ._cluster import Cluster
     from ._controlplane import ControlPlane
     from ._faults import FaultProxy
@@ -95,6 +99,7 @@ _PROXY_VARIABLES = (
 _LOOPBACK_HOSTS = ("127.0.0.1", "localhost")
 _CLUSTER_KEY = pytest.StashKey["Cluster"]()
 _USED_KEY = pytest.StashKey[bool]()
+_BINARIES_KEY: pytest.StashKey[Binaries] = pytest.StashKey()
 
 
 class RestrictedUserFactory(Protocol):
@@ -135,7 +140,7 @@ def pytest_runtestloop(session: pytest.Session) -> None:
 
     # A failure is reported by the kube_cluster fixture, to the tests that need it.
     with contextlib.suppress(BuildError):
-        ensure_binaries(_progress(session.config))
+        session.config.stash[_BINARIES_KEY] = ensure_binaries(_progress(session.config))
 
 
 @pytest.hookimpl(wrapper=True)
@@ -221,7 +226,8 @@ def _new_cluster(config: pytest.Config) -> Cluster:
         return ExistingCluster(existing)
     from ._controlplane import ControlPlane
 
-    return ControlPlane(progress=_progress(config))
+    binaries = config.stash.get(_BINARIES_KEY, None)  # found already: not reported again
+    return ControlPlane(binaries, progress=_progress(config))
 
 
 # -- fixtures --------------------------------------------------------------
