@@ -21,9 +21,9 @@
 
 ``run`` and ``list`` take ``--backend configmap|lease``: locks kept in
 ConfigMaps (Go lockheed's format, the default) or in Leases (client-go's).
-``lockheed demo``
-    Start a local control plane (unless ``--kubeconfig`` is given) and let two
-    processes take turns on one lock, printing each hand-off and fencing token.
+``lockheed watch``, ``lockheed demo``
+    The live view of locks changing hands (:mod:`lockheed._watch_cmd`), and
+    workers taking turns on one lock shown in it (:mod:`lockheed._demo_cmd`).
 
 Every error is one ``lockheed: ...`` line on standard error, never a traceback.
 """
@@ -33,14 +33,12 @@ from __future__ import annotations
 import argparse
 import json
 import math
-import subprocess
 import sys
-import time
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
 
 from ._conditions import Condition, LockView, acquired, all_of, tags_contain
+from ._demo_cmd import add_demo_parser
 from ._elect_cmd import add_elect_parser
 from ._errors import LockError
 from ._listing import LockInfo
@@ -49,6 +47,7 @@ from ._sync.configmap import ConfigMapLocker
 from ._sync.lease import LeaseLocker
 from ._sync.listing import list_locks
 from ._sync.lock import Lock
+from ._watch_cmd import add_watch_parser
 
 EXIT_USAGE = 2
 EXIT_INTERRUPTED = 130
@@ -147,50 +146,6 @@ def _list(args: argparse.Namespace) -> int:
     return 0
 
 
-def _demo_worker(args: argparse.Namespace) -> int:
-    with _locker(args) as locker:
-        lock = Lock("demo", locker).with_duration(6).with_renew_interval(2).with_tags([args.worker])
-        for _ in range(args.rounds):
-            asked = time.monotonic()
-            token = lock.acquire(timeout=60)
-            waited = (time.monotonic() - asked) * 1000
-            print(
-                f"[{args.worker}] holds 'demo', fencing token {token} (waited {waited:.0f} ms)",
-                flush=True,
-            )
-            time.sleep(args.hold)  # the protected work
-            lock.release()
-            print(f"[{args.worker}] released", flush=True)
-            time.sleep(args.hold)  # work outside the lock, so the other worker gets a turn
-    return 0
-
-
-def _demo(args: argparse.Namespace) -> int:
-    plane: Any = None
-    kubeconfig = args.kubeconfig
-    namespace = args.namespace
-    try:
-        if kubeconfig is None:
-            from .testing import ControlPlane
-
-            print("Starting a local control plane (etcd + kube-apiserver)...", flush=True)
-            plane = ControlPlane().start()
-            kubeconfig = plane.kubeconfig
-            namespace = plane.create_namespace("lockheed-demo")
-            print(f"API server {plane.server}; namespace {namespace}", flush=True)
-        base = [sys.executable, "-m", "lockheed", "_demo-worker", "--kubeconfig", str(kubeconfig)]
-        base += ["--prefix", args.prefix, "--rounds", str(args.rounds), "--hold", str(args.hold)]
-        if namespace:
-            base += ["--namespace", namespace]
-        workers = [subprocess.Popen([*base, "--worker", w]) for w in ("alice", "bob")]
-        codes = [w.wait() for w in workers]
-        print("Demo finished: fencing tokens increased at every hand-off.", flush=True)
-        return max(codes)
-    finally:
-        if plane is not None:
-            plane.stop()
-
-
 def _seconds(text: str) -> float:
     """An argparse type: a finite, non-negative number of seconds."""
     try:
@@ -231,18 +186,9 @@ def parser() -> argparse.ArgumentParser:
     ls.add_argument("--json", action="store_true")
     ls.set_defaults(func=_list)
 
-    demo = sub.add_parser("demo", help="two processes take turns on a lock")
-    _common(demo)
-    demo.add_argument("--rounds", type=int, default=5)
-    demo.add_argument("--hold", type=float, default=0.3, help="seconds each turn lasts")
-    demo.set_defaults(func=_demo)
+    add_watch_parser(sub)
 
-    worker = sub.add_parser("_demo-worker")
-    _common(worker)
-    worker.add_argument("--worker", required=True)
-    worker.add_argument("--rounds", type=int, default=5)
-    worker.add_argument("--hold", type=float, default=0.3)
-    worker.set_defaults(func=_demo_worker)
+    add_demo_parser(sub)
     return top
 
 
