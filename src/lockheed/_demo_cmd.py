@@ -33,6 +33,7 @@ from types import FrameType
 from typing import IO, Any
 
 from ._async.configmap import AsyncConfigMapLocker
+from ._errors import LockError
 from ._live import Change
 from ._runcmd import say
 from ._sync.configmap import ConfigMapLocker
@@ -217,17 +218,20 @@ def _worker(args: argparse.Namespace) -> int:
         signal.signal(signum, interrupted)
     with ConfigMapLocker(args.namespace, prefix=args.prefix, config=args.kubeconfig) as locker:
         lock = Lock(LOCK, locker, instance_id=args.worker).with_duration(DURATION)
-        lock.with_renew_interval(RENEW).with_stop(stop).with_tags(["demo"])
+        lock.with_renew_interval(RENEW).with_tags(["demo"])
         for turn in range(args.rounds):
+            lock.with_stop(stop)  # a signal while waiting ends the wait, leaving nothing
             try:
                 lock.acquire(timeout=120)
-            except Exception:
+            except LockError:
                 if stop.is_set():
-                    return 0  # stopped while waiting: nothing held
+                    return 0
                 raise
+            finally:
+                lock.with_stop(None)  # a stop would refuse the release too
             if args.crash and turn == min(1, args.rounds - 1):
                 os._exit(0)  # a crash while holding: no release, no renewal
-            stop.wait(args.hold)  # the protected work
+            stop.wait(args.hold)  # the protected work (cut short by a signal)
             lock.release()
             if stop.wait(args.hold / 2):  # work outside the lock; others take their turn
                 return 0
