@@ -397,3 +397,9 @@ def test_the_table_marks_changes_for_a_while_and_honours_no_color() -> None:
     assert colored[1].startswith("\x1b[1;32m> job")
     later = render_table(board, T0, 200.0, style=Style(color=True))
     assert later[1].startswith("  job")  # the mark is gone, the note stays
+
+    late = T0 + timedelta(seconds=9.5)  # bob's lease ran out and carol took the lock
+    board.apply(("ns", "job"), _row("carol"), late, 300.0)
+    [row] = render_table(board, late, 300.0, style=Style(color=False))[1:]
+    assert row.split()[:3] == ["!", "job", "carol"]  # the loss is what the mark shows
+    assert row.endswith("bob's lease ran out unrenewed; acquired by carol, just now")

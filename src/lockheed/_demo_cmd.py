@@ -155,6 +155,10 @@ def _demo(args: argparse.Namespace) -> int:
         raise ValueError(f"--workers must be from 2 to {len(NAMES)}, not {args.workers}")
     if args.rounds < 1:
         raise ValueError(f"--rounds must be at least 1, not {args.rounds}")
+    if not 0 <= args.hold <= 60:  # NaN fails too
+        raise ValueError(f"--hold must be from 0 to 60 seconds, not {args.hold}")
+    if args.namespace is not None and args.kubeconfig is None:
+        raise ValueError("--namespace needs --kubeconfig (a local control plane gets a new one)")
     previous = signal.signal(signal.SIGTERM, _interrupt)
     plane: Any = None
     try:

@@ -231,9 +231,16 @@ class Board:
         return min(times, default=None)
 
     def _mark(self, changes: list[Change], now: float) -> None:
+        """Mark each lock's changes of one version as one (a loss among them wins)."""
+        by_key: dict[Key, list[Change]] = {}
         for change in changes:
             if change.kind != "LINE":
-                self.latest[change.key] = _Mark(change, now)
+                by_key.setdefault(change.key, []).append(change)
+        for key, some in by_key.items():
+            alarm = [c for c in some if c.alarm]
+            first = alarm[0] if alarm else some[-1]
+            text = "; ".join(c.text for c in some)
+            self.latest[key] = _Mark(replace(first, text=text, alarm=bool(alarm)), now)
 
     def marked(self, key: Key, now: float) -> Change | None:
         """The change that marks the row of ``key`` now, if any."""
