@@ -25,6 +25,7 @@ import pytest
 
 from lockheed import ConfigMapLocker, Lock, acquired, list_locks
 from lockheed._live import Board, Row, Style, render_table
+from lockheed.testing import ControlPlane
 
 DEADLINE = 60.0
 STAMP = r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z"
@@ -242,6 +243,25 @@ def test_watch_table_marks_a_hand_off_and_a_takeover_under_a_terminal(
         assert colored is not no_color
     finally:
         terminal.close()
+
+
+def test_watch_survives_an_api_server_restart(
+    kube_control_plane: ControlPlane, kube_namespace: str, locker: ConfigMapLocker
+) -> None:
+    alice = _lock(locker, "alice")
+    alice.acquire()
+    command = _watch_command(kube_control_plane.kubeconfig, kube_namespace)
+    with spawn(command, stderr=subprocess.PIPE) as (watch, lines):
+        assert watch.stderr is not None
+        complaints = Lines(watch.stderr)
+        lines.expect(rf"^{STAMP} job HELD by alice, ")
+        with kube_control_plane.apiserver_down():  # the watch breaks; listing fails
+            complaints.expect(r"^lockheed watch: cannot reach the API server, retrying: ")
+        alice.release()  # once it is back: seen by a new list and watch
+        lines.expect(rf"^{STAMP} job RELEASED released by alice$")
+        watch.send_signal(signal.SIGINT)
+        assert watch.wait(DEADLINE) == 0
+        complaints.join()
 
 
 def test_watch_all_namespaces_names_the_namespace(
