@@ -133,6 +133,14 @@ async def _show(args: argparse.Namespace, kubeconfig: Path, namespace: str) -> i
             if follow.done():
                 follow.result()  # the view failed: raise its error
             await done
+            # A worker that crashed holding the lock: show its lease running out.
+            settled = asyncio.ensure_future(output.settled())
+            try:
+                await asyncio.wait([follow, settled], return_when=asyncio.FIRST_COMPLETED)
+            finally:
+                settled.cancel()
+            if follow.done():
+                follow.result()
         finally:
             follow.cancel()
             await asyncio.gather(follow, return_exceptions=True)

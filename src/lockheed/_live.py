@@ -146,14 +146,12 @@ def _changes(old: Row | None, new: Row | None, earliest: datetime) -> list[Chang
     before = old.holder if old is not None and was_held else None
     if old is not None and old.holder is not None and not old.expired and not was_held:
         out.append(change("EXPIRED", f"{old.holder}'s lease ran out unrenewed", alarm=True))
-    handed_to: str | None = None
     if new.holder != before:
         if before is None and new.holder is not None:
             out.append(taken("ACQUIRED", f"acquired by {new.holder}"))
         elif new.holder is None:
             out.append(change("RELEASED", f"released by {before}"))
         elif old is not None and new.holder in old.waiters:
-            handed_to = new.holder
             out.append(taken("HANDED-OFF", f"handed off {before} -> {new.holder}"))
         else:
             text = f"taken over from {before} by {new.holder}"
@@ -161,10 +159,10 @@ def _changes(old: Row | None, new: Row | None, earliest: datetime) -> list[Chang
     elif old is None:
         out.append(change("CREATED", "created, free"))
     old_line = old.waiters if old is not None else ()
-    if new.waiters != old_line:
-        expected = tuple(w for w in old_line if w != handed_to)
-        if new.waiters != expected or handed_to is None:
-            out.append(change("LINE", f"waiting in line: {_line(new.waiters)}"))
+    # A waiter that took the lock left the line by taking it: not news.
+    taker = new.holder if new.holder != before else None
+    if new.waiters != old_line and new.waiters != tuple(w for w in old_line if w != taker):
+        out.append(change("LINE", f"waiting in line: {_line(new.waiters)}"))
     return out
 
 

@@ -207,6 +207,7 @@ class Output:
         self.board = Board()
         #: Every change reported, in order.
         self.history: list[Change] = []
+        self._seen = asyncio.Event()  # set whenever the board was looked at anew
 
     def start(self, rows: dict[Key, Row]) -> None:
         self.board.load(rows.values())
@@ -227,7 +228,15 @@ class Output:
 
     def _kept(self, changes: list[Change]) -> list[Change]:
         self.history += changes
+        self._seen.set()
         return changes
+
+    async def settled(self) -> None:
+        """Return once no lease shown is live: each has been released or has
+        run out (as the view's timer reports it). Needs a running :class:`Follow`."""
+        while self.board.next_expiry() is not None:
+            self._seen.clear()
+            await self._seen.wait()
 
     def status(self, message: str | None) -> None:
         """Say that the API server cannot be reached (None: it can again)."""
