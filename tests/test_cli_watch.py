@@ -257,7 +257,8 @@ def test_watch_survives_an_api_server_restart(
         lines.expect(rf"^{STAMP} job HELD by alice, ")
         with kube_control_plane.apiserver_down():  # the watch breaks; listing fails
             complaints.expect(r"^lockheed watch: cannot reach the API server, retrying: ")
-        alice.release()  # once it is back: seen by a new list and watch
+        complaints.expect(r"^lockheed watch: reached the API server again$")
+        alice.release()  # seen by the new watch
         lines.expect(rf"^{STAMP} job RELEASED released by alice$")
         watch.send_signal(signal.SIGINT)
         assert watch.wait(DEADLINE) == 0

@@ -17,9 +17,12 @@ the API server's clock, as the lockers judge expiry). Nothing is written.
 Failure semantics: the server ending the watch opens it again from the last
 version seen (bookmarks included); a 410 Gone, or a broken connection, lists
 again and reports what changed meanwhile; while the API server is unreachable
-it retries every few seconds and says so. A refusal (401, 403: ``list`` and
-``watch`` are needed) or a missing namespace ends it with the error, exit 1.
-Ctrl-C ends it with status 0, the terminal's cursor restored.
+it retries every few seconds and says so (on the table, or on standard error
+for event lines, with a line when it is back). A refusal (401, 403: ``list``
+and ``watch`` are needed) ends it with the error, exit 1. A namespace with no
+locks, or none at all, shows none (as ``kubectl get -w`` does) and says so on
+standard error in event-line mode. Ctrl-C ends it with status 0, the
+terminal's cursor restored.
 """
 
 from __future__ import annotations
@@ -258,6 +261,7 @@ class EventLines(Output):
     def __init__(self, source: Source, out: IO[str]) -> None:
         super().__init__(source)
         self.out = out
+        self._trouble = False
 
     def _write(self, lines: list[str]) -> None:
         if lines:
@@ -277,6 +281,8 @@ class EventLines(Output):
         self._write(
             [state_line(r, earliest, now, all_namespaces=every) for _, r in sorted(rows.items())]
         )
+        if not rows:
+            self._say(f"no locks in {self.source.where} yet; one line per change follows")
 
     def apply(self, key: Key, row: Row | None, hidden: bool) -> list[Change]:
         return self._changes(super().apply(key, row, hidden))
@@ -289,7 +295,14 @@ class EventLines(Output):
 
     def status(self, message: str | None) -> None:
         if message is not None:
-            print(f"lockheed watch: {message}", file=sys.stderr, flush=True)
+            self._trouble = True
+            self._say(message)
+        elif self._trouble:
+            self._trouble = False
+            self._say("reached the API server again")
+
+    def _say(self, message: str) -> None:
+        print(f"lockheed watch: {message}", file=sys.stderr, flush=True)
 
 
 class LiveTable(Output):
