@@ -236,7 +236,8 @@ def test_watch_table_marks_a_hand_off_and_a_takeover_under_a_terminal(
         terminal.expect(rf"{red}! job +carol +{token} +\d+s +- +taken over from bob", handed.end())
         carol.release()
 
-        terminal.process.send_signal(signal.SIGINT)
+        # Ctrl-C, or SIGTERM: either ends it cleanly
+        terminal.process.send_signal(signal.SIGTERM if no_color else signal.SIGINT)
         assert terminal.process.wait(DEADLINE) == 0
         terminal.expect(re.escape("\x1b[?25h"), handed.end())  # the cursor is shown again
         colored = "\x1b[1;3" in terminal.text

@@ -21,8 +21,8 @@ it retries every few seconds and says so (on the table, or on standard error
 for event lines, with a line when it is back). A refusal (401, 403: ``list``
 and ``watch`` are needed) ends it with the error, exit 1. A namespace with no
 locks, or none at all, shows none (as ``kubectl get -w`` does) and says so on
-standard error in event-line mode. Ctrl-C ends it with status 0, the
-terminal's cursor restored.
+standard error in event-line mode. Ctrl-C or SIGTERM ends it with status 0,
+the terminal's cursor restored.
 """
 
 from __future__ import annotations
@@ -32,11 +32,13 @@ import asyncio
 import json
 import os
 import shutil
+import signal
 import sys
 import time
 from collections.abc import AsyncGenerator, Callable
 from datetime import datetime, timezone
 from pathlib import Path
+from types import FrameType
 from typing import IO, Any
 
 import httpx2 as httpx
@@ -459,11 +461,18 @@ async def _watch_async(args: argparse.Namespace) -> None:
             output.close()
 
 
+def _interrupt(_signum: int, _frame: FrameType | None) -> None:
+    raise KeyboardInterrupt
+
+
 def _watch(args: argparse.Namespace) -> int:
+    previous = signal.signal(signal.SIGTERM, _interrupt)  # ends it as Ctrl-C does
     try:
         asyncio.run(_watch_async(args))
     except KeyboardInterrupt:
         print(file=sys.stdout, flush=True)
+    finally:
+        signal.signal(signal.SIGTERM, previous)
     return 0
 
 
