@@ -329,6 +329,23 @@ def test_demo_shows_turns_a_crash_and_rising_tokens(
     assert "Fencing tokens increased at every change of holder" in lines[-1]
 
 
+def test_demo_shows_the_live_table_under_a_terminal(
+    kube_kubeconfig: Path, kube_namespace: str
+) -> None:
+    command = _demo_command("--kubeconfig", str(kube_kubeconfig), "-n", kube_namespace)
+    command += ["--workers", "2", "--rounds", "2", "--hold", "0.5", "--no-crash"]
+    env = _env(TERM="xterm", COLUMNS="140", LINES="30")
+    terminal = Terminal(command, env)
+    try:
+        title = terminal.expect(r"lockheed demo: 2 workers take turns on lock 'demo'")
+        green = re.escape("\x1b[1;32m")
+        terminal.expect(rf"{green}> demo +\w+ +\d+ +\d+s .*handed off \w+ -> \w+", title.end())
+        terminal.expect(r"Fencing tokens increased at every change of holder", title.end())
+        assert terminal.process.wait(DEADLINE) == 0
+    finally:
+        terminal.close()
+
+
 def _running_demo(
     *args: str,
 ) -> contextlib.AbstractContextManager[tuple[subprocess.Popen[str], Lines]]:
