@@ -416,13 +416,3 @@ def test_show_describes_holder_token_tags_and_waiters(
         f"lockheed: no lock 'nope' in namespace '{lockheed_namespace}'"
         " (no configmap lockheed-nope)\n"
     )
-
-
-def test_demo_runs_its_hidden_workers(lockheed_kubeconfig: Path, lockheed_namespace: str) -> None:
-    """The demo's workers are started through the internal command, which --help never shows."""
-    done = cli(lockheed_kubeconfig, lockheed_namespace, "demo", "--rounds", "1", "--hold", "0.05")
-    assert done.returncode == 0, done.stderr
-    tokens = [
-        int(m.group(1)) for m in re.finditer(r"holds 'demo', fencing token (\d+)", done.stdout)
-    ]
-    assert len(tokens) == 2 and tokens[0] < tokens[1], done.stdout

@@ -30,9 +30,9 @@ kept in ConfigMaps (Go lockheed's format, the default) or in Leases
 ``lockheed break NAME``
     Remove the leases of a stuck lock (:mod:`lockheed._cli_break`); exit 0, 1,
     2, 3 refused or not confirmed, 4 changed meanwhile.
-``lockheed demo``
-    Start a local control plane (unless ``--kubeconfig`` is given) and let two
-    processes take turns on one lock, printing each hand-off and fencing token.
+``lockheed watch``, ``lockheed demo``
+    The live view of locks changing hands (:mod:`lockheed._watch_cmd`), and
+    workers taking turns on one lock shown in it (:mod:`lockheed._demo_cmd`).
 ``lockheed completion bash|zsh|fish``
     Print a shell completion script (:mod:`lockheed._cli_complete`).
 
@@ -45,9 +45,7 @@ from __future__ import annotations
 
 import argparse
 import math
-import subprocess
 import sys
-import time
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -56,10 +54,12 @@ from ._cli_common import EXIT_USAGE, add_backend, add_connection, make_locker
 from ._cli_complete import add_completion_parser
 from ._cli_list import add_list_parser, add_show_parser
 from ._cli_where import WhereError, parse_where
+from ._demo_cmd import add_demo_parser
 from ._elect_cmd import add_elect_parser
 from ._errors import LockError
 from ._runcmd import EXIT_ERROR, CommandRun, say
 from ._sync.lock import Lock
+from ._watch_cmd import add_watch_parser
 
 EXIT_INTERRUPTED = 130
 
@@ -82,50 +82,6 @@ def _run(args: argparse.Namespace) -> int:
         lock.with_force(force)
         lock.with_renew_interval(args.renew if args.renew is not None else args.duration / 3)
         return CommandRun(lock, command, timeout, verbose=args.verbose).run()
-
-
-def _demo_worker(args: argparse.Namespace) -> int:
-    with make_locker(args) as locker:
-        lock = Lock("demo", locker).with_duration(6).with_renew_interval(2).with_tags([args.worker])
-        for _ in range(args.rounds):
-            asked = time.monotonic()
-            token = lock.acquire(timeout=60)
-            waited = (time.monotonic() - asked) * 1000
-            print(
-                f"[{args.worker}] holds 'demo', fencing token {token} (waited {waited:.0f} ms)",
-                flush=True,
-            )
-            time.sleep(args.hold)  # the protected work
-            lock.release()
-            print(f"[{args.worker}] released", flush=True)
-            time.sleep(args.hold)  # work outside the lock, so the other worker gets a turn
-    return 0
-
-
-def _demo(args: argparse.Namespace) -> int:
-    plane: Any = None
-    kubeconfig = args.kubeconfig
-    namespace = args.namespace
-    try:
-        if kubeconfig is None:
-            from .testing import ControlPlane
-
-            print("Starting a local control plane (etcd + kube-apiserver)...", flush=True)
-            plane = ControlPlane().start()
-            kubeconfig = plane.kubeconfig
-            namespace = plane.create_namespace("lockheed-demo")
-            print(f"API server {plane.server}; namespace {namespace}", flush=True)
-        base = [sys.executable, "-m", "lockheed", "_demo-worker", "--kubeconfig", str(kubeconfig)]
-        base += ["--prefix", args.prefix, "--rounds", str(args.rounds), "--hold", str(args.hold)]
-        if namespace:
-            base += ["--namespace", namespace]
-        workers = [subprocess.Popen([*base, "--worker", w]) for w in ("alice", "bob")]
-        codes = [w.wait() for w in workers]
-        print("Demo finished: fencing tokens increased at every hand-off.", flush=True)
-        return max(codes)
-    finally:
-        if plane is not None:
-            plane.stop()
 
 
 def _seconds(text: str) -> float:
@@ -179,14 +135,6 @@ def _add_elect(sub: Any) -> None:
     add_elect_parser(sub, make_locker, add_connection, add_backend)
 
 
-def _add_demo_parser(sub: Any) -> None:
-    demo = sub.add_parser("demo", help="two processes take turns on a lock")
-    add_connection(demo)
-    demo.add_argument("--rounds", type=int, default=5, help="turns per worker (default 5)")
-    demo.add_argument("--hold", type=float, default=0.3, help="seconds each turn lasts")
-    demo.set_defaults(func=_demo)
-
-
 #: Every subcommand, in the order ``lockheed --help`` lists them: register new ones here.
 COMMANDS: tuple[Callable[[Any], None], ...] = (
     _add_run_parser,
@@ -194,22 +142,10 @@ COMMANDS: tuple[Callable[[Any], None], ...] = (
     add_list_parser,
     add_show_parser,
     add_break_parser,
-    _add_demo_parser,
+    add_watch_parser,
+    add_demo_parser,
     add_completion_parser,
 )
-
-
-def _internal_parser() -> argparse.ArgumentParser:
-    """Commands lockheed runs itself (never listed in ``--help``)."""
-    top = argparse.ArgumentParser(prog="lockheed")
-    sub = top.add_subparsers(dest="cmd", required=True)
-    worker = sub.add_parser("_demo-worker")
-    add_connection(worker)
-    worker.add_argument("--worker", required=True)
-    worker.add_argument("--rounds", type=int, default=5)
-    worker.add_argument("--hold", type=float, default=0.3)
-    worker.set_defaults(func=_demo_worker)
-    return top
 
 
 def version() -> str:
@@ -243,8 +179,7 @@ def main(argv: Sequence[str] | None = None, prog: str = "lockheed") -> int:
     if "--" in words:  # everything after '--' is the command, never lockheed's options
         cut = words.index("--")
         words, command = words[:cut], words[cut + 1 :]
-    internal = bool(words) and words[0].startswith("_")
-    args = (_internal_parser() if internal else parser(prog)).parse_args(words)
+    args = parser(prog).parse_args(words)
     args.command = command
     try:
         code: int = args.func(args)

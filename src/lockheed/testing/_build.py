@@ -12,6 +12,15 @@ cached binary is missing; the cache lives outside the repository:
 ``$LOCKHEED_KUBE_ASSETS`` (or, failing that, envtest's ``$KUBEBUILDER_ASSETS``)
 may name a directory holding ready-made ``etcd`` and ``kube-apiserver``
 binaries; then nothing is built or cached.
+
+Progress: :func:`ensure_binaries` says at once whether the binaries are cached
+(later runs start in seconds) or what a first run builds (names, versions, a
+rough estimate of the time it takes on this machine), then, while ``go build
+-v`` runs, the first module download and the first compiled package at once
+and a line every :data:`PROGRESS_EVERY_SECONDS` (packages compiled so far, the
+latest one, elapsed time, the time the estimate leaves). A failed build raises
+:class:`BuildError` with the last lines of its output; the cache never holds a
+partial binary (it is written aside and renamed into place).
 """
 
 from __future__ import annotations
@@ -41,6 +50,7 @@ __all__ = [
     "binary_path",
     "cache_dir",
     "ensure_binaries",
+    "estimate_seconds",
     "format_duration",
 ]
 
@@ -51,8 +61,7 @@ ASSETS_ENV = "LOCKHEED_KUBE_ASSETS"
 ENVTEST_ASSETS_ENV = "KUBEBUILDER_ASSETS"
 CACHE_ENV = "LOCKHEED_CACHE_DIR"
 
-_PROGRESS_EVERY_PACKAGES = 20
-_PROGRESS_EVERY_SECONDS = 15.0
+PROGRESS_EVERY_SECONDS = 10.0
 _LOG_LINES_ON_ERROR = 40
 
 Progress = Callable[[str], None]
@@ -77,6 +86,11 @@ class _Component:
     package: str
     version: str
     ldflags: str | None = None
+    #: CPU-seconds a cold build takes, roughly (for the first run's estimate).
+    cpu_seconds: float = 0.0
+    #: A directory holding the module to build; None: the pinned wrapper module
+    #: shipped in ``lockheed/testing/_go/<name>/``.
+    source: Path | None = None
 
 
 _ETCD = _Component(
@@ -84,6 +98,7 @@ _ETCD = _Component(
     module="go.etcd.io/etcd/server/v3",
     package="go.etcd.io/etcd/server/v3",
     version=ETCD_VERSION,
+    cpu_seconds=240.0,
 )
 _KUBE_APISERVER = _Component(
     name="kube-apiserver",
@@ -91,6 +106,7 @@ _KUBE_APISERVER = _Component(
     package="k8s.io/kubernetes/cmd/kube-apiserver",
     version=KUBE_VERSION,
     ldflags=f"-X k8s.io/component-base/version.gitVersion={KUBE_VERSION}",
+    cpu_seconds=1100.0,  # about 10 minutes on a busy 2-CPU machine
 )
 
 
@@ -212,36 +228,96 @@ def _is_package_line(line: str) -> bool:
     return bool(line) and " " not in line and not line.startswith(("go:", "#"))
 
 
-class _BuildProgress:
-    """Turns ``go build -v`` output into periodic progress lines."""
+def _cpus() -> int:
+    """CPUs a build can use (go build runs about that many compilers at once)."""
+    try:
+        count = len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        count = os.cpu_count() or 1
+    return max(1, count)
 
-    def __init__(self, name: str, progress: Progress) -> None:
+
+def estimate_seconds(cpu_seconds: float, cpus: int | None = None) -> float:
+    """A rough wall-clock estimate of a cold build taking ``cpu_seconds`` of CPU."""
+    return cpu_seconds / min(cpus or _cpus(), 8)
+
+
+def _about(seconds: float) -> str:
+    """``about 9 minutes``, ``about 1 minute``, ``under a minute``."""
+    minutes = round(seconds / 60)
+    if minutes < 1:
+        return "under a minute"
+    return f"about {minutes} minute{'s' if minutes != 1 else ''}"
+
+
+class _BuildProgress:
+    """Turns ``go build -v`` output into progress lines.
+
+    The first module download and the first compiled package are reported at
+    once; after that, one line every :data:`PROGRESS_EVERY_SECONDS` (also while
+    the output is silent, e.g. while linking), with the packages compiled so
+    far, the latest one, the elapsed time and what the estimate leaves.
+    """
+
+    def __init__(
+        self,
+        name: str,
+        progress: Progress,
+        estimate: float | None = None,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
         self._name = name
         self._progress = progress
-        self._started = time.monotonic()
+        self._estimate = estimate
+        self._clock = clock
+        self._started = clock()
         self._last_report = self._started
         self.packages = 0
+        self.downloads = 0
+        self.latest = ""
         self.tail: deque[str] = deque(maxlen=_LOG_LINES_ON_ERROR)
 
     @property
     def elapsed(self) -> float:
-        return time.monotonic() - self._started
+        return self._clock() - self._started
 
     def line(self, text: str) -> None:
         self.tail.append(text)
-        if _is_package_line(text):
+        if text.startswith("go: downloading "):
+            self.downloads += 1
+            if self.downloads == 1:
+                self._say(f"downloading Go modules ({text.removeprefix('go: downloading ')})")
+        elif _is_package_line(text):
             self.packages += 1
-            if self.packages % _PROGRESS_EVERY_PACKAGES == 0:
-                self.report()
+            self.latest = text
+            if self.packages == 1:
+                self._say(f"compiling, first package {text}")
+        self.tick()
 
     def tick(self) -> None:
-        if time.monotonic() - self._last_report >= _PROGRESS_EVERY_SECONDS:
+        if self._clock() - self._last_report >= PROGRESS_EVERY_SECONDS:
             self.report()
 
     def report(self) -> None:
-        self._last_report = time.monotonic()
-        elapsed = format_duration(self.elapsed)
-        self._progress(f"building {self._name}: {self.packages} packages compiled, {elapsed}")
+        if self.packages:
+            what = f"{self.packages} packages compiled (latest {self.latest})"
+        elif self.downloads:
+            what = f"{self.downloads} Go modules downloaded"
+        else:
+            what = "starting go build"
+        self._say(f"{what}, {format_duration(self.elapsed)} elapsed{self._left()}")
+
+    def _left(self) -> str:
+        if not self._estimate:
+            return ""
+        left = self._estimate - self.elapsed
+        if left < 60:
+            return ", nearly done by the first-run estimate"
+        return f", {_about(left).removeprefix('about ')} left by the first-run estimate"
+
+    def _say(self, message: str) -> None:
+        self._last_report = self._clock()
+        self._progress(f"building {self._name}: {message}")
 
 
 def _run_go_build(command: list[str], workdir: Path, status: _BuildProgress) -> int:
@@ -273,15 +349,25 @@ def _run_go_build(command: list[str], workdir: Path, status: _BuildProgress) -> 
         return process.wait()
 
 
+def _prepare(component: _Component, workdir: Path) -> None:
+    """Put the module to build into ``workdir``."""
+    if component.source is not None:
+        shutil.copytree(component.source, workdir, dirs_exist_ok=True)
+        return
+    for filename in ("go.mod", "go.sum"):
+        (workdir / filename).write_bytes(_wrapper_file(component, filename))
+
+
 def _build(component: _Component, target: Path, progress: Progress) -> None:
     go = _find_go()
     with tempfile.TemporaryDirectory(prefix=f"lockheed-build-{component.name}-") as tmp:
         workdir = Path(tmp)
-        for filename in ("go.mod", "go.sum"):
-            (workdir / filename).write_bytes(_wrapper_file(component, filename))
+        _prepare(component, workdir)
         partial = target.with_name(f".{target.name}.{os.getpid()}.partial")
-        progress(f"building {component.name} {component.version} with {go} (cached afterwards)")
-        status = _BuildProgress(component.name, progress)
+        estimate = estimate_seconds(component.cpu_seconds) if component.cpu_seconds else None
+        guess = f", {_about(estimate)}" if estimate else ""
+        progress(f"building {component.name} {component.version} with {go}{guess}")
+        status = _BuildProgress(component.name, progress, estimate)
         try:
             code = _run_go_build(_build_command(go, component, partial), workdir, status)
             if code != 0:
@@ -298,7 +384,6 @@ def _build(component: _Component, target: Path, progress: Progress) -> None:
 
 
 def _ensure(component: _Component, progress: Progress) -> Path:
-    _verify_pinned_version(component)
     target = binary_path(component.name, component.version)
     if _is_executable(target):
         return target
@@ -309,6 +394,31 @@ def _ensure(component: _Component, progress: Progress) -> Path:
     return target
 
 
+def _names(components: list[_Component]) -> str:
+    return " and ".join(f"{c.name} {c.version}" for c in components)
+
+
+def _ensure_components(components: list[_Component], progress: Progress) -> list[Path]:
+    """The binaries of ``components``, building the missing ones; says which at once."""
+    for component in components:
+        if component.source is None:
+            _verify_pinned_version(component)
+    missing = [c for c in components if not _is_executable(binary_path(c.name, c.version))]
+    where = cache_dir() / "bin"
+    cached = [c for c in components if c not in missing]
+    if cached:
+        progress(f"{_names(cached)}: cached in {where}, no build needed")
+    if missing:
+        cpu_seconds = sum(c.cpu_seconds for c in missing)
+        guess = f" ({_about(estimate_seconds(cpu_seconds))} with {_cpus()} CPUs)"
+        progress(
+            f"first run only: building {_names(missing)} from source"
+            f"{guess if cpu_seconds else ''}; "
+            f"the binaries are cached in {where}, so later runs start in seconds"
+        )
+    return [_ensure(component, progress) for component in components]
+
+
 def _ignore(_message: str) -> None:
     """Discard progress messages."""
 
@@ -316,15 +426,15 @@ def _ignore(_message: str) -> None:
 def ensure_binaries(progress: Progress | None = None) -> Binaries:
     """Return the etcd and kube-apiserver binaries, building any that are missing.
 
-    ``progress`` receives human-readable status lines while a build runs (a
-    cold kube-apiserver build takes minutes). Raises :class:`BuildError` when a
-    binary is missing and cannot be built.
+    ``progress`` receives human-readable status lines: at once, whether the
+    binaries are cached or what a first run builds and roughly how long it
+    takes; while a build runs (a cold kube-apiserver build takes minutes),
+    its progress. Raises :class:`BuildError` when a binary is missing and
+    cannot be built.
     """
     report = progress or _ignore
     from_env = _assets_from_env()
     if from_env is not None:
         return from_env
-    return Binaries(
-        etcd=_ensure(_ETCD, report),
-        kube_apiserver=_ensure(_KUBE_APISERVER, report),
-    )
+    etcd, kube_apiserver = _ensure_components([_ETCD, _KUBE_APISERVER], report)
+    return Binaries(etcd=etcd, kube_apiserver=kube_apiserver)

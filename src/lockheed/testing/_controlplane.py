@@ -18,6 +18,11 @@ Restarts keep etcd and its data; requests in flight when the API server goes
 down fail, and watches end. Starting it again waits for ``/readyz`` and raises
 :class:`~lockheed.testing.ClusterError` (with the log's tail) if it does not
 come up, for example because another process took its port meanwhile.
+
+Progress: a ``progress`` callable given to :class:`ControlPlane` receives the
+build's progress (see :func:`~lockheed.testing.ensure_binaries`) and then each
+start-up step with its timing (etcd up, kube-apiserver healthy, ready); the
+restarts of a running control plane are not reported.
 """
 
 from __future__ import annotations
@@ -38,7 +43,7 @@ from pathlib import Path
 import httpx2
 from lightkube.models.rbac_v1 import Subject
 
-from ._build import Binaries, ensure_binaries
+from ._build import Binaries, ensure_binaries, format_duration
 from ._certs import (
     ADMIN_GROUP,
     ADMIN_USER,
@@ -264,7 +269,15 @@ class ControlPlane(Cluster):
             self.stop()
             raise
         self.start_seconds = time.monotonic() - began
+        self._say(
+            f"control plane ready in {format_duration(self.start_seconds)}: "
+            f"API server {self._server}"
+        )
         return self
+
+    def _say(self, message: str) -> None:
+        if self._progress is not None:
+            self._progress(message)
 
     def stop(self) -> None:
         """Terminate both servers (SIGTERM, then SIGKILL) and delete the temporary directory."""
@@ -305,9 +318,13 @@ class ControlPlane(Cluster):
         self._apiserver = ChildProcess(
             "kube-apiserver", command, self.workdir / "kube-apiserver.log"
         )
+        began = time.monotonic()
+        self._say(f"starting kube-apiserver on {LOOPBACK}:{port}")
         self._apiserver.start()
         self._server = f"https://{LOOPBACK}:{port}"
         self._wait_for_apiserver(pki)
+        took = format_duration(time.monotonic() - began)
+        self._say(f"kube-apiserver healthy in {took} (RBAC bootstrapped)")
         self._write_admin_kubeconfig(pki)
 
     def _wait_for_apiserver(self, pki: _Pki) -> None:
@@ -323,10 +340,13 @@ class ControlPlane(Cluster):
         shutil.rmtree(data_dir, ignore_errors=True)  # left over from a failed attempt
         command = _etcd_command(binary, data_dir, client_port, peer_port)
         self._etcd = ChildProcess("etcd", command, self.workdir / "etcd.log")
+        began = time.monotonic()
+        self._say(f"starting etcd on {LOOPBACK}:{client_port}")
         self._etcd.start()
         url = f"http://{LOOPBACK}:{client_port}"
         with httpx2.Client(trust_env=False, timeout=2.0) as http:
             self._wait_for(self._etcd, lambda: _etcd_healthy(http, url))
+        self._say(f"etcd up in {format_duration(time.monotonic() - began)}")
         return url
 
     def _admin_http(self, pki: _Pki) -> httpx2.Client:

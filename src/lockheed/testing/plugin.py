@@ -47,7 +47,10 @@ added to its report.
 Nothing is built or started unless a selected test uses these fixtures.
 Missing binaries are built before the first test runs when a selected test is
 marked ``lockheed_kube``, so the build does not count against a per-test timeout
-(``python -m lockheed.testing build`` does it ahead of time).
+(``python -m lockheed.testing build`` does it ahead of time). Its progress
+(cached, or what a first run builds, packages compiled, elapsed time, a rough
+estimate) and the control plane's start-up steps are written to the terminal
+as ``[lockheed] ...`` lines, past pytest's output capture.
 """
 
 from __future__ import annotations
@@ -64,6 +67,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 import pytest
 
 if TYPE_CHECKING:
+    from ._build import Binaries
     from ._cluster import Cluster
     from ._controlplane import ControlPlane
     from ._faults import FaultProxy
@@ -108,6 +112,7 @@ _PROXY_VARIABLES = (
 _LOOPBACK_HOSTS = ("127.0.0.1", "localhost")
 _CLUSTER_KEY = pytest.StashKey["Cluster"]()
 _USED_KEY = pytest.StashKey[bool]()
+_BINARIES_KEY: pytest.StashKey[Binaries] = pytest.StashKey()
 
 
 class RestrictedUserFactory(Protocol):
@@ -148,7 +153,7 @@ def pytest_runtestloop(session: pytest.Session) -> None:
 
     # A failure is reported by the lockheed_cluster fixture, to the tests that need it.
     with contextlib.suppress(BuildError):
-        ensure_binaries(_progress(session.config))
+        session.config.stash[_BINARIES_KEY] = ensure_binaries(_progress(session.config))
 
 
 @pytest.hookimpl(wrapper=True)
@@ -234,7 +239,8 @@ def _new_cluster(config: pytest.Config) -> Cluster:
         return ExistingCluster(existing)
     from ._controlplane import ControlPlane
 
-    return ControlPlane(progress=_progress(config))
+    binaries = config.stash.get(_BINARIES_KEY, None)  # found already: not reported again
+    return ControlPlane(binaries, progress=_progress(config))
 
 
 # -- fixtures --------------------------------------------------------------
