@@ -187,9 +187,9 @@ def test_pytest_shows_the_start_up_past_output_capture(tmp_path: Path) -> None:
     _build.ensure_binaries()  # cached, as for any later run
     (tmp_path / "test_session.py").write_text(_SESSION_TEST)
     env = {k: v for k, v in os.environ.items() if not k.startswith("PYTEST_")}
+    plugins = ["-p", "no:cacheprovider", "-p", "lockheed.testing.plugin"]
     done = subprocess.run(
-        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider"]
-        + ["-p", "lockheed.testing.plugin", "test_session.py"],
+        [sys.executable, "-m", "pytest", "-q", *plugins, "test_session.py"],
         cwd=tmp_path,
         env=env,
         capture_output=True,
