@@ -47,7 +47,14 @@ from typing import Any, Final
 
 from ._clock import ServerClock
 from ._conditions import Condition, LockView
-from ._errors import LockBackendError, LockConflict, LockLost, LockStateError, LockTimeout
+from ._errors import (
+    LockBackendError,
+    LockConflict,
+    LockLost,
+    LockStateError,
+    LockTimeout,
+    LockTypeError,
+)
 from ._queue import Waiter, queue_meta, read_queue
 from ._state import MUTEX, NEVER, Lease, LockState, Record, StateFormatError, parse_time
 
@@ -192,7 +199,8 @@ def _sync_tags(stored: tuple[str, ...], requested: tuple[str, ...], reset: bool)
 def _view(record: Record, earliest: datetime) -> LockView:
     if record.state is None:  # unreadable: assume the worst, that someone holds it
         return LockView(frozenset(), True)
-    return LockView(frozenset(record.state.tags), bool(record.state.live_leases(earliest)))
+    live = record.state.live_leases(earliest)
+    return LockView(frozenset(record.state.tags), bool(live), len(live), record.state.lock_type)
 
 
 def _token_meta(me: str, token: int | None) -> dict[str, str | None]:
@@ -257,8 +265,14 @@ def decide_acquire(
     state: LockState | None = record.state
     if state is None or state.lock_type != MUTEX:
         if not forced:
-            why = record.error if state is None else f"lock type {state.lock_type!r}"
-            return Refuse(LockStateError(f"lock {intent.name!r}: {why}", lock=intent.name))
+            if state is not None:
+                return Refuse(
+                    LockTypeError(
+                        f"lock {intent.name!r} is a {state.lock_type!r} lock, not a mutex",
+                        lock=intent.name,
+                    )
+                )
+            return Refuse(LockStateError(f"lock {intent.name!r}: {record.error}", lock=intent.name))
         state = LockState(intent.name, MUTEX)
     queue = read_queue(record.meta)
     place = next((i for i, w in enumerate(queue) if w.instance_id == me), None)
@@ -603,6 +617,7 @@ def acquire_flow(
     cached: Record | None = None,
     token: int | None = None,
     rng: Callable[[], float] = random.random,
+    decide: Callable[..., Decision] = decide_acquire,
 ) -> Flow:
     """Acquire, waiting (by watch) until ``deadline`` (monotonic; None = forever).
 
@@ -611,6 +626,8 @@ def acquire_flow(
     wrote since, it meets a conflict, and the flow reads and decides again.
     ``token`` is the fencing token of a lock this instance holds, kept when it
     takes it again. Transient failures are retried until the deadline.
+    ``decide`` is :func:`decide_acquire`'s stand-in for other lock kinds
+    (:mod:`lockheed._shared_core`).
     """
     name = intent.name
     patience = _Patience(
@@ -633,7 +650,7 @@ def acquire_flow(
         if free_seen is not None and free_seen[0] == ahead:
             free_for = clock.monotonic() - free_seen[1]
         can_wait = not _timed_out(clock, deadline)
-        decision = decide_acquire(intent, record, earliest, latest, token, free_for, can_wait)
+        decision = decide(intent, record, earliest, latest, token, free_for, can_wait)
         if isinstance(decision, Refuse):
             raise decision.error
         if isinstance(decision, Accept):
@@ -719,7 +736,13 @@ def acquire_flow(
             record = result
 
 
-def renew_flow(intent: Intent, clock: ServerClock, record: Record | None, token: int) -> Flow:
+def renew_flow(
+    intent: Intent,
+    clock: ServerClock,
+    record: Record | None,
+    token: int,
+    decide: Callable[..., Decision] = decide_renew,
+) -> Flow:
     """Renew from the cached ``record`` (one PUT when nobody else wrote).
 
     Returns ``(record, expires, sent)``; raises :class:`LockLost`, or the
@@ -736,7 +759,7 @@ def renew_flow(intent: Intent, clock: ServerClock, record: Record | None, token:
     while True:
         sent = clock.monotonic()  # before the bounds: see acquire_flow
         earliest, latest = clock.bounds()
-        decision = decide_renew(intent, record, earliest, latest, token)
+        decision = decide(intent, record, earliest, latest, token)
         if isinstance(decision, Refuse):
             if not fresh:  # judged from our cached copy: read once to name the new holder
                 fresh = True
@@ -759,6 +782,7 @@ def release_flow(
     record: Record | None,
     token: int | None,
     rng: Callable[[], float] = random.random,
+    decide: Callable[..., Decision] = decide_release,
 ) -> Flow:
     """Release from the cached ``record``; returns :class:`Released`. Like a
     renewal, it removes our own lease through a Go reservation.
@@ -777,7 +801,7 @@ def release_flow(
     unsure = False
     while True:
         earliest, latest = clock.bounds()
-        decision = decide_release(intent, record, earliest, token, latest)
+        decision = decide(intent, record, earliest, token, latest)
         if isinstance(decision, Nothing):
             return Released(record, None if unsure else decision.reason)
         assert isinstance(decision, Write)

@@ -34,9 +34,6 @@ from .._core import (
     Replace,
     Sleep,
     Watch,
-    acquire_flow,
-    release_flow,
-    renew_flow,
 )
 from .._errors import LockBackendError, LockError, LockLost
 from .._events import EventCode
@@ -121,9 +118,7 @@ class Lock(LockBase):
         with self._mutex:
             was_active = self._active
             self._wrote = False
-            flow = acquire_flow(
-                self._intent(), self.locker.clock, deadline, self._record, self._held_token()
-            )
+            flow = self._acquire_flow(deadline)
             session = object()
             try:
                 got: Acquired = self._run(flow, session=session)
@@ -144,9 +139,7 @@ class Lock(LockBase):
         """Remove our place in line, and any lease of ours, after a failed acquire."""
         self._wrote = False
         try:
-            done: Released = self._run(
-                release_flow(self._intent(), self.locker.clock, None, None), guard=False
-            )
+            done: Released = self._run(self._release_flow(None, None), guard=False)
         except Exception as exc:
             self._event(
                 EventCode.RELEASE_FAILED, f"cleanup after interrupted acquire: {exc!r}", exc
@@ -172,9 +165,7 @@ class Lock(LockBase):
         self._latest_record()
         try:
             with request_deadline(self._deadline):
-                record, expires, sent = self._run(
-                    renew_flow(self._intent(), self.locker.clock, self._record, token)
-                )
+                record, expires, sent = self._run(self._renew_flow(token))
         except LockLost as exc:
             self._declare_lost(exc)
             raise
@@ -218,9 +209,7 @@ class Lock(LockBase):
             token = self._begin_release()
             try:
                 self._latest_record()
-                done: Released = self._run(
-                    release_flow(self._intent(), self.locker.clock, self._record, token)
-                )
+                done: Released = self._run(self._release_flow(self._record, token))
             except LockError as exc:
                 self._event(EventCode.RELEASE_FAILED, str(exc), exc)
                 raise
