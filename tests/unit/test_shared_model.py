@@ -94,7 +94,7 @@ class Host:
 class SharedModel(RuleBasedStateMachine):
     lock_type = SHARED
     limit: int | None = None
-    exclusive_hosts = (0, 1)
+    exclusive_hosts: tuple[int, ...] = (0, 1)
 
     def __init__(self) -> None:
         super().__init__()
