@@ -3,6 +3,9 @@ the real control plane and on the Memory locker held to the same semantics."""
 
 from __future__ import annotations
 
+import json
+import subprocess
+import sys
 import threading
 from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -353,3 +356,63 @@ def test_threads_never_see_a_writer_beside_anyone(locker: Any, pool: ThreadPoolE
     for done in [pool.submit(work, i) for i in range(6)]:
         done.result(WAIT * 2)
     assert not bad
+
+
+# ---------------------------------------------------------------- the command line
+
+
+@pytest.mark.kube
+def test_lockheed_run_shared_and_limit_and_list_shows_type_and_holders(
+    kube_namespace: str, kube_kubeconfig: Path
+) -> None:
+    locker = ConfigMapLocker(kube_namespace, config=kube_kubeconfig)
+    cluster = ["--kubeconfig", str(kube_kubeconfig), "--namespace", kube_namespace]
+
+    def lockheed(*args: str) -> subprocess.CompletedProcess[str]:
+        argv = [sys.executable, "-m", "lockheed", *args]
+        return subprocess.run(argv, capture_output=True, text=True, timeout=WAIT, check=False)
+
+    def run(name: str, *options: str) -> subprocess.CompletedProcess[str]:
+        token = "import os; print(os.environ['LOCKHEED_FENCING_TOKEN'])"
+        return lockheed("run", name, *cluster, *options, "--", sys.executable, "-c", token)
+
+    try:
+        first = Semaphore("cli-sem", locker, 2).with_duration(30)
+        first.acquire(timeout=WAIT)
+        beside = run("cli-sem", "--limit", "2")  # one place left: runs beside `first`
+        assert beside.returncode == 0, beside.stderr
+        assert int(beside.stdout) > (first.fencing_token or 0)
+        second = Semaphore("cli-sem", locker, 2).with_duration(30)
+        second.acquire(timeout=WAIT)
+        full = run("cli-sem", "--limit", "2", "--timeout", "0")
+        assert full.returncode == 73, full.stderr
+        for options, message in [
+            (("--limit", "3"), "limit 2, not 3"),
+            (("--shared",), "is a 'semaphore' lock"),
+            ((), "'semaphore' lock, not a mutex"),
+        ]:
+            refused = run("cli-sem", *options)
+            assert refused.returncode == 1, refused.stderr
+            (line,) = refused.stderr.splitlines()
+            assert line.startswith("lockheed: ") and message in line
+        bad = run("cli-sem", "--limit", "0")
+        assert bad.returncode == 2 and "invalid limit" in bad.stderr
+        reader = Lock("cli-rw", locker).with_duration(30).with_shared()
+        reader.acquire(timeout=WAIT)
+        assert run("cli-rw", "--shared").returncode == 0
+        assert run("cli-rw", "--exclusive", "--timeout", "0").returncode == 73
+        listed = lockheed("list", *cluster)
+        assert listed.returncode == 0, listed.stderr
+        lines = {line.split("\t")[0]: line for line in listed.stdout.splitlines()}
+        assert lines["cli-sem"].split("\t")[1] == "semaphore 2/2"
+        assert lines["cli-rw"].split("\t")[1] == "shared 1"
+        as_json = {i["name"]: i for i in json.loads(lockheed("list", *cluster, "--json").stdout)}
+        assert as_json["cli-sem"]["type"] == "semaphore" and as_json["cli-sem"]["limit"] == 2
+        assert {h["instanceID"] for h in as_json["cli-sem"]["holders"]} == {
+            first.instance_id,
+            second.instance_id,
+        }
+        for lock in (first, second, reader):
+            lock.release()
+    finally:
+        locker.close()

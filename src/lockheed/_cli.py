@@ -14,8 +14,14 @@
       for the lock; COMMAND never started;
     * 1: any other error (the Kubernetes configuration, the API server, a
       failed release), reported on one line.
+
+    ``--shared`` / ``--exclusive`` hold a shared (readers-writer) lock as one
+    of its shared holders or as its exclusive holder; ``--limit N`` holds one
+    of at most N places of a semaphore. A lock of another kind, or a semaphore
+    of another limit, is an error (exit 1), and nothing is changed.
 ``lockheed list``
-    Print the locks of a namespace, filtered by tags and whether they are held.
+    Print the locks of a namespace, filtered by tags and whether they are held;
+    shared locks and semaphores show their type and holders (``semaphore 2/3``).
     Malformed lock objects are always printed (as ``MALFORMED``, with the
     error): no filter can tell what they hold.
 
@@ -45,10 +51,12 @@ from ._elect_cmd import add_elect_parser
 from ._errors import LockError
 from ._listing import LockInfo
 from ._runcmd import EXIT_ERROR, CommandRun, say
+from ._shared_core import check_limit
 from ._sync.configmap import ConfigMapLocker
 from ._sync.lease import LeaseLocker
 from ._sync.listing import list_locks
 from ._sync.lock import Lock
+from ._sync.semaphore import Semaphore
 
 EXIT_USAGE = 2
 EXIT_INTERRUPTED = 130
@@ -91,7 +99,14 @@ def _run(args: argparse.Namespace) -> int:
         print("lockheed run: give a command after '--'", file=sys.stderr)
         return EXIT_USAGE
     with _locker(args) as locker:
-        lock = Lock(args.name, locker).with_duration(args.duration).with_tags(args.tag)
+        lock = (
+            Lock(args.name, locker)
+            if args.limit is None
+            else Semaphore(args.name, locker, args.limit)
+        )
+        if args.mode is not None:
+            lock.with_mode(args.mode)
+        lock.with_duration(args.duration).with_tags(args.tag)
         lock.with_renew_interval(args.renew if args.renew is not None else args.duration / 3)
         return CommandRun(lock, command, args.timeout).run()
 
@@ -124,12 +139,15 @@ def _list(args: argparse.Namespace) -> int:
                     {
                         "instanceID": h.instance_id,
                         "expires": h.expires.isoformat() if h.expires else None,
+                        **({"token": h.token} if h.token is not None else {}),
+                        **({"exclusive": True} if h.exclusive else {}),
                     }
                     for h in i.holders
                 ],
                 "tags": list(i.tags),
                 "fencingToken": i.fencing_token,
                 "error": i.error,
+                **({"limit": i.limit} if i.limit is not None else {}),
             }
             for i in infos
         ]
@@ -143,7 +161,12 @@ def _list(args: argparse.Namespace) -> int:
             f"{h.instance_id} until {h.expires.isoformat() if h.expires else 'forever'}"
             for h in i.holders
         )
-        print(f"{i.name}\t{'held by ' + who if who else 'free'}\ttags={','.join(i.tags)}")
+        kind = ""
+        if i.lock_type != "mutex":  # shared locks and semaphores: type and holders/limit
+            count = f"{len(i.holders)}/{i.limit}" if i.limit is not None else f"{len(i.holders)}"
+            ex = " exclusive" if any(h.exclusive for h in i.holders) else ""
+            kind = f"{i.lock_type} {count}{ex}\t"
+        print(f"{i.name}\t{kind}{'held by ' + who if who else 'free'}\ttags={','.join(i.tags)}")
     return 0
 
 
@@ -202,6 +225,13 @@ def _seconds(text: str) -> float:
     return value
 
 
+def _limit(text: str) -> int:
+    try:
+        return check_limit(int(text))
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(f"invalid limit {text!r}: {exc}") from None
+
+
 def parser() -> argparse.ArgumentParser:
     top = argparse.ArgumentParser(
         prog="lockheed", description="Distributed locks kept in Kubernetes."
@@ -216,6 +246,20 @@ def parser() -> argparse.ArgumentParser:
     run.add_argument("--renew", type=_seconds, help="renew interval (default duration/3)")
     run.add_argument("--timeout", type=_seconds, help="give up after this many seconds")
     run.add_argument("--tag", action="append", default=[], help="tag the lock (repeatable)")
+    kind = run.add_mutually_exclusive_group()
+    kind.add_argument(
+        "--shared", dest="mode", action="store_const", const="shared", help="a shared holder"
+    )
+    kind.add_argument(
+        "--exclusive",
+        dest="mode",
+        action="store_const",
+        const="exclusive",
+        help="the exclusive holder of a shared lock",
+    )
+    kind.add_argument(
+        "--limit", type=_limit, help="a semaphore of at most LIMIT holders (an integer from 1)"
+    )
     run.epilog = "The command and its arguments follow '--'."
     run.set_defaults(func=_run)
 
