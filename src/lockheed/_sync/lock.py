@@ -45,7 +45,9 @@ __all__ = ["Lock"]
 
 
 class Lock(LockBase):
-    """A mutex named ``name`` kept by ``locker``.
+    """A mutex named ``name`` kept by ``locker`` (or, with ``with_shared()`` /
+    ``with_exclusive()``, one holder of a shared lock; see
+    :mod:`lockheed._shared_core`).
 
     Configure with the chainable ``with_*`` directives (as in Go lockheed), then
     acquire and release it, or use it as a context manager. One lock object is
