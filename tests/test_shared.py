@@ -15,6 +15,7 @@ from typing import Any
 import pytest
 
 from lockheed import (
+    Condition,
     ConfigMapLocker,
     LeaseLocker,
     Lock,
@@ -416,3 +417,55 @@ def test_lockheed_run_shared_and_limit_and_list_shows_type_and_holders(
             lock.release()
     finally:
         locker.close()
+
+
+def test_conditions_on_holders_and_type_in_go_vocabulary() -> None:
+    both = Condition.from_dict(
+        {
+            "operation": "and",
+            "conditions": [
+                {"operation": "equals", "field": "holders", "value": 2},
+                {"operation": "equals", "field": "lockType", "value": "semaphore"},
+            ],
+        }
+    )
+    assert both == holders(2) & lock_type("semaphore")
+    assert Condition.from_dict(both.to_dict()) == both
+    for bad in ({"field": "holders", "value": -1}, {"field": "holders", "value": True}):
+        with pytest.raises(ValueError, match="holders"):
+            Condition.from_dict({"operation": "equals", **bad})
+    with pytest.raises(ValueError, match="lockType"):
+        Condition.from_dict({"operation": "equals", "field": "lockType", "value": 3})
+    locker = MemoryLocker()
+    sems = [Semaphore("two", locker, 3).with_duration(30) for _ in range(2)]
+    for sem in sems:
+        sem.acquire(timeout=1)
+    plain = Lock("one", locker).with_duration(30)
+    plain.acquire(timeout=1)
+    assert [i.name for i in list_locks(locker, both)] == ["two"]
+    assert [i.name for i in list_locks(locker, holders(1))] == ["one"]  # a mutex counts too
+    assert [i.name for i in list_locks(locker, lock_type("mutex"))] == ["one"]
+    with pytest.raises(ValueError, match="changing its mode"):
+        plain.with_shared()
+
+
+def test_a_racing_shared_contender_enters_beside_readers_and_never_joins() -> None:
+    locker = MemoryLocker()
+    reader = Lock("race", locker).with_duration(30).with_shared()
+    reader.acquire(timeout=1)
+    writer = Lock("race", locker).with_duration(30).with_exclusive()
+    waiting = threading.Thread(target=writer.acquire, kwargs={"timeout": WAIT})
+    waiting.start()
+    follow(locker, "race", in_line(writer.instance_id))
+    # Fair: a reader lines up behind the waiting writer. Racing: it enters at once.
+    with pytest.raises(LockTimeout):
+        Lock("race", locker).with_duration(30).with_shared().acquire(timeout=0)
+    racer = Lock("race", locker).with_duration(30).with_shared().with_fair(False)
+    racer.acquire(timeout=0)
+    record = read(locker, "race")
+    assert record is not None and racer.instance_id not in str(record.meta.get("lockheed/queue"))
+    reader.release()
+    racer.release()
+    waiting.join(WAIT)
+    assert writer.held
+    writer.release()

@@ -176,6 +176,8 @@ class LockBase:
             raise ValueError(f"{type(self).__name__} has no mode: it is a semaphore")
         if mode not in MODES:
             raise ValueError(f"mode must be one of {', '.join(MODES)}: {mode!r}")
+        if self._active and mode != self._mode:
+            raise ValueError(f"lock {self.name!r}: release it before changing its mode")
         if mode != MUTEX:
             self._check_sharable()
         self._mode = mode
