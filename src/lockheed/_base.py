@@ -287,6 +287,7 @@ class LockBase:
             self._record,
             self._held_token(),
             decide=_shared_core.decide_shared_acquire,
+            settle=_shared_core.SETTLE,
         )
 
     def _renew_flow(self, token: int) -> _core.Flow:
@@ -302,7 +303,12 @@ class LockBase:
         if self._mode == MUTEX:
             return _core.release_flow(intent, clock, record, token)
         return _core.release_flow(
-            intent, clock, record, token, decide=_shared_core.decide_shared_release
+            intent,
+            clock,
+            record,
+            token,
+            decide=_shared_core.decide_shared_release,
+            settle=_shared_core.SETTLE,
         )
 
     def _event(self, code: EventCode, message: str, error: BaseException | None = None) -> None:

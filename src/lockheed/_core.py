@@ -618,6 +618,7 @@ def acquire_flow(
     token: int | None = None,
     rng: Callable[[], float] = random.random,
     decide: Callable[..., Decision] = decide_acquire,
+    settle: float = 0.0,
 ) -> Flow:
     """Acquire, waiting (by watch) until ``deadline`` (monotonic; None = forever).
 
@@ -627,7 +628,8 @@ def acquire_flow(
     ``token`` is the fencing token of a lock this instance holds, kept when it
     takes it again. Transient failures are retried until the deadline.
     ``decide`` is :func:`decide_acquire`'s stand-in for other lock kinds
-    (:mod:`lockheed._shared_core`).
+    (:mod:`lockheed._shared_core`), and ``settle`` their pause after a write
+    conflict (:func:`_settle`; none for a mutex).
     """
     name = intent.name
     patience = _Patience(
@@ -699,6 +701,7 @@ def acquire_flow(
                     f"lock {name!r}: other writers kept changing it until the timeout",
                     lock=name,
                 )
+            yield from _settle(name, clock, deadline, rng, settle, conflicts)
             record = yield from _read(name, patience)
             continue
         assert isinstance(decision, Wait)
@@ -783,6 +786,7 @@ def release_flow(
     token: int | None,
     rng: Callable[[], float] = random.random,
     decide: Callable[..., Decision] = decide_release,
+    settle: float = 0.0,
 ) -> Flow:
     """Release from the cached ``record``; returns :class:`Released`. Like a
     renewal, it removes our own lease through a Go reservation.
@@ -818,7 +822,29 @@ def release_flow(
         if result is None:
             return Released(None, "its object was deleted")
         conflicts = _count_conflict(intent, conflicts)
+        yield from _settle(name, clock, deadline, rng, settle, conflicts)
         record = yield from _read(name, patience)
+
+
+def _settle(
+    name: str,
+    clock: ServerClock,
+    deadline: float | None,
+    rng: Callable[[], float],
+    settle: float,
+    conflicts: int,
+) -> Flow:
+    """After a write conflict, pause a random part of ``settle`` seconds (doubling
+    with each conflict in a row, up to 8 times) before reading again, so that
+    several writers that met each other do not all meet again (``settle`` 0: no
+    pause)."""
+    if settle <= 0:
+        return
+    until = clock.monotonic() + rng() * settle * 2 ** min(conflicts - 1, 3)
+    if deadline is not None:
+        until = min(until, deadline)
+    while clock.monotonic() < until:
+        yield Sleep(name, until)
 
 
 def _count_conflict(intent: Intent, conflicts: int) -> int:

@@ -102,6 +102,13 @@ EXCLUSIVE_KEY: Final = "lockheed/exclusive"
 TOKENS_KEY: Final = "lockheed/tokens"
 # The largest semaphore limit (so that a limit is an ordinary JSON number).
 MAX_LIMIT: Final = 1_000_000
+# After a write conflict, acquires and releases of these kinds pause a random
+# part of this many seconds (doubling with each conflict in a row) before they
+# read again: several holders release, and contenders join, at once, and
+# without the pause they keep meeting each other (measured with 16 contenders
+# on a semaphore of 4: 3.5 conflicts per join and per release without it,
+# 1.2-1.6 with it, and twice the acquisitions per second).
+SETTLE: Final = 0.02
 
 
 @dataclass(frozen=True)
