@@ -37,11 +37,13 @@ from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, 
 from lockheed import LockTimeout, MemoryLocker
 from lockheed._clock import ServerClock
 from lockheed._core import (
+    CONFLICT,
     UNCHANGED,
     Acquired,
     Flow,
     Read,
     Released,
+    Replace,
     Sleep,
     Watch,
     acquire_flow,
@@ -400,3 +402,41 @@ def test_a_release_on_a_full_semaphore_admits_exactly_as_many_as_fit(ready: int)
     m.poke(5)
     assert m.hosts[5].holding
     m.teardown()
+
+
+@pytest.mark.parametrize("settle", [0.0, 0.02])
+def test_a_conflict_pauses_before_reading_again_only_when_settling(settle: float) -> None:
+    now = [100.0]
+    store = MemoryLocker(monotonic=lambda: now[0])
+    intent = SharedIntent(NAME, "h0", timedelta(seconds=30), limit=LIMIT, lock_type=SEMAPHORE)
+    clock = store.clock
+    taken = run_flow(store, acquire_flow(intent, clock, None, decide=decide_shared_acquire))
+    flow = release_flow(
+        intent,
+        clock,
+        taken.record,
+        taken.token,
+        rng=lambda: 1.0,
+        decide=decide_shared_release,
+        settle=settle,
+    )
+    write = next(flow)
+    assert isinstance(write, Replace)
+    pauses = []
+    effect = flow.send(CONFLICT)
+    while isinstance(effect, Sleep):  # the shell sleeps; time passes
+        pauses.append(effect.until - now[0])
+        now[0] = effect.until
+        effect = flow.send(None)
+    assert isinstance(effect, Read)
+    assert pauses == ([pytest.approx(settle)] if settle else [])
+
+
+def run_flow(store: MemoryLocker, flow: Flow) -> Any:
+    value: Any = None
+    while True:
+        try:
+            effect = flow.send(value)
+        except StopIteration as stop:
+            return stop.value
+        value = store.execute(effect)
