@@ -21,9 +21,11 @@ $(VENV)/.installed: pyproject.toml
 test: setup
 	$(BIN)/python -m pytest
 
-# The multi-process contention run at full size (32 processes, 10,240 acquisitions).
+# The multi-process contention runs at full size (32 processes, 10,240 acquisitions
+# of a mutex; 16 processes, 5,120 of a shared lock and a semaphore, holders stopped and killed).
 contend: setup
 	LOCKHEED_SOAK=1 $(BIN)/python -m pytest tests/test_processes.py -k mutual_exclusion -s
+	LOCKHEED_SOAK=1 $(BIN)/python -m pytest tests/test_shared_processes.py -k across_processes -s
 
 lint: setup
 	$(BIN)/ruff check $(LINT)

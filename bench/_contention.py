@@ -72,10 +72,16 @@ def fairness(stamps: Sequence[Stamp], contenders: Sequence[str], t_end: float) -
 
 
 def _commands(
-    system: System, lock: str, contenders: int, fair: bool, processes: int
+    system: System,
+    lock: str,
+    contenders: int,
+    fair: bool,
+    processes: int,
+    kind: Sequence[str] = (),
 ) -> list[list[str]]:
     mode, env = system.contend_mode, system.env
     common = ["--kubeconfig", str(env.kubeconfig), "--namespace", env.namespace, "--lock", lock]
+    common += kind
     if not fair:
         common.append("--unfair")
     if isinstance(system, GoLockheed):
@@ -89,6 +95,10 @@ def _commands(
     return [worker_command("contend", "--system", mode, *common)] * contenders
 
 
+def _lost(results: Sequence[dict[str, object]]) -> int:
+    return sum(int(str(r.get("lost", 0))) for r in results)
+
+
 def contend(
     system: System,
     meter: Meter,
@@ -97,11 +107,16 @@ def contend(
     *,
     fair: bool = True,
     processes: int = 1,
+    kind: Sequence[str] = (),
 ) -> Contention:
     """``contenders`` greedy contenders on one fresh lock for ``window`` seconds
-    (``processes``: how many processes the asyncio tasks are spread over)."""
-    lock = f"contended-{contenders}{'' if fair else '-racing'}"
-    with Workers(_commands(system, lock, contenders, fair, processes)) as workers:
+    (``processes``: how many processes the asyncio tasks are spread over;
+    ``kind``: the worker's options for a semaphore, ``--limit N``, or a shared
+    lock, ``--readers FRACTION``)."""
+    lock = f"contended-{contenders}{'' if fair else '-racing'}{'-'.join(('', *kind))}"
+    lock = lock.replace(".", "")
+    commands = _commands(system, lock, contenders, fair, processes, kind)
+    with Workers(commands) as workers:
         workers.wait("READY", STARTUP_TIMEOUT)
         before = meter.snapshot()
         t_end = time.monotonic() + window
@@ -132,6 +147,9 @@ def contend(
         all_acquisitions=len(got),
         requests=meter.diff(before, after),
         conflicts=sum(int(r.get("conflicts", 0)) for r in results),
-        mode=how + ("" if fair else ", racing: with_fair(False)"),
+        mode=how
+        + ("" if fair else ", racing: with_fair(False)")
+        + (f" ({' '.join(kind)})" if kind else "")
+        + (f", {lost} releases raised LockLost" if (lost := _lost(results)) else ""),
         fairness=fair_figures,
     )

@@ -39,7 +39,7 @@ from ._results import (
     median,
     percentile,
 )
-from ._runner import GO_KEY, GO_REASON, RACING_KEY
+from ._runner import GO_KEY, GO_REASON, RACING_KEY, RW_KEY, SEMAPHORE_KEY
 from ._systems import OPS
 
 __all__ = [
@@ -836,7 +836,7 @@ def _details(res: Results) -> list[str]:
         "wait p50 / p99 / max | LockConflict at the end |",
         "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
     ]
-    for key in (*MEASURED, RACING_KEY):
+    for key in (*MEASURED, RACING_KEY, SEMAPHORE_KEY, RW_KEY):
         for n, c in sorted(res.contention.get(key, {}).items()):
             if isinstance(c, Contention):
                 f = c.fairness

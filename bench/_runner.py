@@ -53,10 +53,23 @@ from ._systems import (
     package_version,
 )
 
-__all__ = ["FIGURES", "GO_KEY", "GO_REASON", "RACING_KEY", "SYSTEM_LABELS", "Options", "run"]
+__all__ = [
+    "FIGURES",
+    "GO_KEY",
+    "GO_REASON",
+    "RACING_KEY",
+    "RW_KEY",
+    "SEMAPHORE_KEY",
+    "SYSTEM_LABELS",
+    "Options",
+    "run",
+]
 
 T = TypeVar("T")
 RACING_KEY = "lockheed-racing"  # lockheed (sync) contenders with with_fair(False)
+SEMAPHORE_KEY = "lockheed-semaphore"  # lockheed (sync) contenders on a Semaphore of 4
+RW_KEY = "lockheed-rw"  # lockheed (sync) contenders on a shared lock, 90% of them reading
+SHARED_ROWS = ((SEMAPHORE_KEY, ("--limit", "4")), (RW_KEY, ("--readers", "0.9")))
 FIGURES = (
     "imports",
     "ops",
@@ -76,6 +89,8 @@ SYSTEM_LABELS = {
     "leaderelection": "kubernetes leader election",
     GO_KEY: GO_LABEL,
     RACING_KEY: "lockheed (sync), with_fair(False)",
+    SEMAPHORE_KEY: "lockheed (sync), Semaphore of 4",
+    RW_KEY: "lockheed (sync), shared lock, 90% shared",
 }
 
 
@@ -264,6 +279,15 @@ def _figures(
                         f"contention {RACING_KEY} {n}",
                         functools.partial(contend, system, meter, n, s.window, fair=False),
                     )
+                n = max(s.contenders)
+                for key, kind in SHARED_ROWS:
+                    r.log(f"contention: {SYSTEM_LABELS[key]}, {n} contenders")
+                    res.contention[key] = {
+                        n: r.attempt(
+                            f"contention {key} {n}",
+                            functools.partial(contend, system, meter, n, s.window, kind=kind),
+                        )
+                    }
     if r.wanted("election"):
         for key in ELECTORS:
             elector = next((x for x in systems if x.key == key), None)

@@ -16,7 +16,9 @@ Modes:
     out and is called again is still the same request) and the time it got
     the lock. ``lockheed-async`` runs ``--tasks`` contenders as tasks of this
     one process. ``--unfair``: lockheed's locks race (``with_fair(False)``)
-    instead of waiting in line.
+    instead of waiting in line. lockheed (sync) only: ``--limit N`` takes a
+    ``Semaphore`` of N instead of a mutex; ``--readers F`` a shared lock, each
+    acquisition shared with probability F, else exclusive.
 ``hold-many``
     Acquire ``--locks`` locks (lockheed sync) with a duration and renew
     interval, then hold them through the window and report this process's CPU
@@ -39,10 +41,12 @@ import contextlib
 import importlib
 import json
 import os
+import random
 import select
 import signal
 import sys
 import time
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
@@ -78,12 +82,14 @@ Stamps = list[tuple[float, float, str]]  # asked, got, contender
 Outcome = tuple[Stamps, list[str], int]
 
 
+LOST = [0]  # releases that raised LockLost (lockheed sync)
+
+
 def contend_lockheed(args: argparse.Namespace) -> Outcome:
-    from lockheed import ConfigMapLocker, Lock, LockConflict, LockTimeout
+    from lockheed import ConfigMapLocker, Lock, LockConflict, LockLost, LockTimeout
 
     locker = ConfigMapLocker(args.namespace, config=args.kubeconfig)
-    lock = Lock(args.lock, locker).with_duration(30).with_renew_interval(10)
-    lock = lock.with_fair(not args.unfair)
+    pick = _kinds(args, locker)
     warm = Lock(f"{args.lock}-warm-{os.getpid()}", locker).with_duration(30)
     warm.acquire()
     warm.release()
@@ -99,6 +105,7 @@ def contend_lockheed(args: argparse.Namespace) -> Outcome:
         if remaining <= 0:
             break
         asked = now if asked is None else asked
+        lock = pick()
         try:
             lock.acquire(timeout=min(LIMIT, remaining))
         except LockTimeout:
@@ -108,9 +115,33 @@ def contend_lockheed(args: argparse.Namespace) -> Outcome:
             continue
         stamps.append((asked, time.monotonic(), me))
         asked = None
-        lock.release()
+        try:
+            lock.release()
+        except LockLost:  # reported, not fatal: the lease ran out before the release
+            LOST[0] += 1
     locker.close()
     return stamps, [me], conflicts
+
+
+def _kinds(args: argparse.Namespace, locker: Any) -> Callable[[], Any]:
+    """The lock to take next: a mutex; a Semaphore of ``--limit``; or, with
+    ``--readers F``, a shared lock's shared side with probability F, else its
+    exclusive side (two lock objects, so two instance IDs, in one contender)."""
+    from lockheed import Lock, Semaphore
+
+    def made(lock: Any) -> Any:
+        return lock.with_duration(30).with_renew_interval(10).with_fair(not args.unfair)
+
+    if args.limit is not None:
+        only = made(Semaphore(args.lock, locker, args.limit))
+        return lambda: only
+    if args.readers is None:
+        mutex = made(Lock(args.lock, locker))
+        return lambda: mutex
+    reader = made(Lock(args.lock, locker).with_shared())
+    writer = made(Lock(args.lock, locker).with_exclusive())
+    rng = random.Random()
+    return lambda: reader if rng.random() < args.readers else writer
 
 
 def contend_lockheed_async(args: argparse.Namespace) -> Outcome:
@@ -318,6 +349,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--lock", default="contended")
     parser.add_argument("--tasks", type=int, default=1)
     parser.add_argument("--unfair", action="store_true", help="lockheed: with_fair(False)")
+    parser.add_argument("--limit", type=int, help="lockheed (sync): a Semaphore of LIMIT")
+    parser.add_argument("--readers", type=float, help="lockheed (sync): a shared lock, F shared")
     parser.add_argument("--locks", type=int, default=1000)
     parser.add_argument("--duration", type=float, default=30.0)
     parser.add_argument("--interval", type=float, default=10.0)
@@ -334,6 +367,7 @@ def main(argv: list[str] | None = None) -> int:
         elif args.mode == "contend":
             stamps, who, conflicts = CONTENDERS[args.system](args)
             result = {"stamps": stamps, "contenders": who, "conflicts": conflicts}
+            result["lost"] = LOST[0]
             say("RESULT " + json.dumps(result))
         else:
             say("RESULT " + json.dumps(hold_many(args)))

@@ -1,7 +1,7 @@
 """Generate lockheed's sync shells from the asyncio sources.
 
-``src/lockheed/_async/{lock,kube,configmap,lease,listing}.py`` are the sources; this
-writes their sync twins into ``src/lockheed/_sync/``. With ``--check`` it
+``src/lockheed/_async/{lock,kube,configmap,lease,listing,sessions,semaphore}.py``
+are the sources; this writes their sync twins into ``src/lockheed/_sync/``. With ``--check`` it
 writes nothing and fails if a twin differs from what it would generate, so
 the two can never drift.
 
@@ -19,7 +19,15 @@ import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent / "src" / "lockheed"
-SOURCES = ["lock.py", "kube.py", "configmap.py", "lease.py", "listing.py", "sessions.py"]
+SOURCES = [
+    "lock.py",
+    "kube.py",
+    "configmap.py",
+    "lease.py",
+    "listing.py",
+    "sessions.py",
+    "semaphore.py",
+]
 
 REPLACEMENTS = [
     (r"\basync def\b", "def"),
@@ -34,6 +42,7 @@ REPLACEMENTS = [
     (r"\bAsyncWatches\b", "Watches"),
     (r"\bAsyncLocker\b", "Locker"),
     (r"\bAsyncLock\b", "Lock"),
+    (r"\bAsyncSemaphore\b", "Semaphore"),
     (r"\bAsyncIterator\b", "Iterator"),
     (r"\bAsyncGenerator\b", "Generator"),
     (r"\bAsyncClient\b", "Client"),

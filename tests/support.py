@@ -18,10 +18,12 @@ from lockheed import (
     AsyncLeaseLocker,
     AsyncLock,
     AsyncMemoryLocker,
+    AsyncSemaphore,
     ConfigMapLocker,
     LeaseLocker,
     Lock,
     MemoryLocker,
+    Semaphore,
 )
 from lockheed._core import Effect
 from lockheed._errors import LockBackendError
@@ -202,6 +204,11 @@ class Api:
         if self.runner is None:
             return Lock(name, locker)
         return SyncFacade(AsyncLock(name, self.twin(locker)), self.runner)
+
+    def semaphore(self, name: str, locker: Any, limit: Any) -> Any:
+        if self.runner is None:
+            return Semaphore(name, locker, limit)
+        return SyncFacade(AsyncSemaphore(name, self.twin(locker), limit), self.runner)
 
     def close(self) -> None:
         for twin in self._twins.values():

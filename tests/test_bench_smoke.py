@@ -47,6 +47,9 @@ def test_quick_bench_runs_every_figure(lockheed_kubeconfig: Path, tmp_path: Path
     assert len(results["contention"]["lockheed-async"]) == 3  # 2, 4, and 8 tasks in 2 processes
     for contention in results["contention"]["lockheed-racing"].values():
         assert contention["fairness"]["acquisitions"] > 0
+    for key in ("lockheed-semaphore", "lockheed-rw"):  # a Semaphore of 4; 90% shared
+        (contention,) = results["contention"][key].values()
+        assert contention["acquisitions"] > 0, key
     assert results["raw_put"]["samples"]
     assert results["held_many"]["locks"] > 0
     for key in ("lockheed-sync", "leaderelection"):  # LeaderElector, and the kubernetes client's

@@ -46,6 +46,8 @@ from lockheed import (
     Lock,
     LockLost,
     LockTimeout,
+    LockTypeError,
+    Semaphore,
     acquired,
     list_locks,
     tags_contain,
@@ -1138,3 +1140,100 @@ def line_figures(versions: Sequence[Record | None], python_ids: set[str]) -> dic
         elif has[0] in python_ids and has[0] in line_of(before) and had:
             figures["python_handoffs"] += 1  # one write: the release and the hand-off
     return figures
+
+
+# ---------------------------------------------------------------- shared locks and semaphores
+
+
+def lockheed_meta(locker: ConfigMapLocker, name: str) -> dict[str, str]:
+    """The object's annotations of lockheed (and Go's reservation, if any)."""
+    meta = raw_get(locker, name)["metadata"].get("annotations") or {}
+    return {k: v for k, v in meta.items() if k.startswith(("lockheed/", "reserved/"))}
+
+
+def shared_lock(py: ConfigMapLocker, name: str, kind: str) -> Lock:
+    if kind == "semaphore":
+        return Semaphore(name, py, 3).with_duration(30)
+    return Lock(name, py).with_duration(30).with_shared()
+
+
+def shared_holders(py: ConfigMapLocker, name: str, kind: str, count: int = 2) -> list[Lock]:
+    """``count`` Python holders of a shared lock or a semaphore of 3."""
+    made = [shared_lock(py, name, kind) for _ in range(count)]
+    for lock in made:
+        lock.acquire(timeout=STEP)
+    return made
+
+
+@pytest.mark.parametrize("kind", ["shared", "semaphore", "free shared"])
+def test_go_refuses_shared_locks_and_semaphores_and_changes_nothing(
+    procs: Processes, py: ConfigMapLocker, kind: str
+) -> None:
+    """Go lockheed v0.5.3 implements only mutexes: its Acquire reserves the object,
+    reads a lockType other than "" or "mutex", refuses ("Non-mutex locks not
+    implemented yet") and removes its reservation, even with a force condition
+    that matches, and even when the lock has room or no holder at all."""
+    name = kind.replace(" ", "-")
+    kind = "semaphore" if kind == "semaphore" else "shared"
+    held = shared_holders(py, name, kind)
+    if name == "free-shared":
+        for lock in held:
+            lock.release()
+    lock = shared_lock(py, name, kind).with_tags(["go-may-force"])
+    lock.acquire(timeout=STEP)  # the lock has the tag Go's force condition asks for
+    lock.release()
+    before, before_meta = stored(py, name).state, lockheed_meta(py, name)
+    for force in ([], ["--force-tag", "go-may-force"]):
+        refused = procs.acquire(name, "--duration", "10s", "--instance-id", "go-intruder", *force)
+        assert refused.returncode == 3, refused
+        assert refused.only("acquire_failed")["error"] == "Non-mutex locks not implemented yet"
+        after = stored(py, name)
+        assert after.state == before, "Go changed the lock state"
+        assert lockheed_meta(py, name) == before_meta, "Go left its reservation or lost ours"
+        assert after.state is not None and "go-intruder" not in after.state.leases
+    for holder in held:
+        if holder.held:
+            holder.renew()
+            holder.release()
+
+
+def test_a_go_release_rewrites_a_semaphore_without_harm(
+    procs: Processes, py: ConfigMapLocker, background: ThreadPoolExecutor
+) -> None:
+    """Go's Release of an instance that holds nothing still rewrites ``data.lock``
+    (only name, lockType, leases and tags survive its JSON); lockheed keeps the
+    limit, the exclusive holder and the tokens in annotations, which Go keeps, so
+    the semaphore, its holders and its line come through whole. Go lists it with
+    its type and every lease."""
+    name = "go-release-sem"
+    held = shared_holders(py, name, "semaphore", 3)
+    waiter = Semaphore(name, py, 3).with_duration(30)
+    waiting: Future[int] = background.submit(waiter.acquire, True, STEP)
+    line = LineWatch(py, name)
+    try:
+        line.until(lambda r: waiter.instance_id in line_of(r))
+    finally:
+        line.close()
+    before, before_meta = stored(py, name), lockheed_meta(py, name)
+    released = procs.run(
+        "release", "--name", name, "--instance-id", "go-bystander", "--tags", "from-go"
+    )
+    assert released.returncode == 0, released
+    after = stored(py, name)
+    assert after.version != before.version  # Go did write
+    assert after.state is not None and before.state is not None
+    assert after.state.lock_type == "semaphore"
+    assert after.state.leases == before.state.leases
+    assert after.state.tags == ("from-go",)
+    assert lockheed_meta(py, name) == before_meta
+    listed = procs.list()[name]
+    assert listed["lockType"] == "semaphore"
+    assert set(listed["leases"]) == {h.instance_id for h in held}
+    for holder in held:
+        holder.renew()
+    held[0].release()
+    assert waiting.result(STEP) > 0 and waiter.held
+    with pytest.raises(LockTypeError):
+        Semaphore(name, py, 4).acquire(blocking=False)
+    for holder in (*held[1:], waiter):
+        holder.release()

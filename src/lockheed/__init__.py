@@ -21,6 +21,10 @@ The asyncio API (:class:`AsyncLock`, :class:`AsyncConfigMapLocker`,
 :class:`AsyncMemoryLocker`, :func:`alist_locks`) has the same semantics and
 adds ``lock.guard()``, a block cancelled as soon as the lock is lost.
 
+Besides mutexes, a lock can be shared (``Lock(...).with_shared()`` for the
+readers, ``.with_exclusive()`` for the writers) and :class:`Semaphore` /
+:class:`AsyncSemaphore` admit at most ``limit`` holders at once.
+
 :class:`LeaderElector` and :class:`AsyncLeaderElector` elect one leader among
 the holders of a lock, with client-go's timing and callbacks.
 
@@ -40,7 +44,18 @@ from ._async.lease import AsyncLeaseLocker
 from ._async.listing import alist_locks
 from ._async.lock import AsyncLock
 from ._async.memory import AsyncMemoryLocker
-from ._conditions import Condition, Field, Operation, acquired, all_of, any_of, tags_contain
+from ._async.semaphore import AsyncSemaphore
+from ._conditions import (
+    Condition,
+    Field,
+    Operation,
+    acquired,
+    all_of,
+    any_of,
+    holders,
+    lock_type,
+    tags_contain,
+)
 from ._errors import (
     LockBackendError,
     LockConfigError,
@@ -51,6 +66,7 @@ from ._errors import (
     LockNotHeld,
     LockStateError,
     LockTimeout,
+    LockTypeError,
     LockUnauthorized,
 )
 from ._events import Event, EventCode
@@ -62,6 +78,7 @@ from ._sync.lease import LeaseLocker
 from ._sync.listing import list_locks
 from ._sync.lock import Lock
 from ._sync.memory import MemoryLocker
+from ._sync.semaphore import Semaphore
 
 __all__ = [
     "AsyncConfigMapLocker",
@@ -70,6 +87,7 @@ __all__ = [
     "AsyncLock",
     "AsyncLocker",
     "AsyncMemoryLocker",
+    "AsyncSemaphore",
     "Condition",
     "ConfigMapLocker",
     "Event",
@@ -89,15 +107,19 @@ __all__ = [
     "LockNotHeld",
     "LockStateError",
     "LockTimeout",
+    "LockTypeError",
     "LockUnauthorized",
     "Locker",
     "MemoryLocker",
     "Operation",
+    "Semaphore",
     "acquired",
     "alist_locks",
     "all_of",
     "any_of",
+    "holders",
     "list_locks",
+    "lock_type",
     "tags_contain",
 ]
 

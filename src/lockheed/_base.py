@@ -27,7 +27,7 @@ from collections.abc import Callable, Iterable
 from datetime import datetime, timedelta
 from typing import Any, Protocol, TypeVar
 
-from . import _observe
+from . import _core, _observe, _shared_core
 from ._clock import ServerClock
 from ._conditions import Condition
 from ._core import Acquired, Intent, Released, Replace, Sleep, Watch, loss_margin
@@ -41,9 +41,14 @@ from ._limits import (
     check_timeout,
     to_timedelta,
 )
-from ._state import Record
+from ._shared_core import SEMAPHORE, SHARED, SharedIntent, check_limit
+from ._state import MUTEX, Record
 
-__all__ = ["LockBase", "StopSignal", "loss_margin"]
+__all__ = ["MODES", "LockBase", "StopSignal", "loss_margin"]
+
+#: A lock's modes: a Go mutex (the default), or a shared lock's shared or
+#: exclusive side (:mod:`lockheed._shared_core`); a semaphore is its own class.
+MODES = (MUTEX, "shared", "exclusive")
 
 # While a stop signal is given, watches and sleeps are cut into pieces this
 # long so the signal is noticed.
@@ -81,6 +86,8 @@ class LockBase:
         self._reset_tags = False
         self._force: Condition | None = None
         self._fair = True
+        self._mode = MUTEX  # MUTEX, "shared", "exclusive", or SEMAPHORE (a Semaphore)
+        self._limit: int | None = None
         self._stop: StopSignal | None = None
         self._on_event: EventHandler | None = None
         self._on_lost: list[Callable[[LockLost], Any]] = []
@@ -165,6 +172,50 @@ class LockBase:
         self._fair = bool(fair)
         return self
 
+    def with_mode(self: _L, mode: str) -> _L:
+        """``"mutex"`` (the default: Go lockheed's lock type), ``"shared"`` or
+        ``"exclusive"``: a holder of a shared (readers-writer) lock, which many
+        shared holders hold at once, or one exclusive holder alone. A shared lock
+        is not a mutex: its type is fixed when it is first created, and an
+        acquire of the other kind raises :class:`~lockheed.LockTypeError`.
+        Lease lockers hold one holder only: ValueError there."""
+        if self._mode == SEMAPHORE:
+            raise ValueError(f"{type(self).__name__} has no mode: it is a semaphore")
+        if mode not in MODES:
+            raise ValueError(f"mode must be one of {', '.join(MODES)}: {mode!r}")
+        if self._active and mode != self._mode:
+            raise ValueError(f"lock {self.name!r}: release it before changing its mode")
+        if mode != MUTEX:
+            self._check_sharable()
+        self._mode = mode
+        return self
+
+    def with_shared(self: _L) -> _L:
+        """Hold the lock shared with other shared holders (a reader): ``with_mode("shared")``."""
+        return self.with_mode("shared")
+
+    def with_exclusive(self: _L) -> _L:
+        """Hold a shared lock alone (a writer): ``with_mode("exclusive")``."""
+        return self.with_mode("exclusive")
+
+    def _check_sharable(self) -> None:
+        if getattr(self.locker, "kind", "") == "Lease":
+            raise ValueError(
+                f"lock {self.name!r}: a Lease holds one holder; shared locks and "
+                "semaphores need a ConfigMap (or Memory) locker"
+            )
+
+    def _set_limit(self, limit: object) -> None:
+        """Make this lock a semaphore of ``limit`` holders (the Semaphore classes)."""
+        self._limit = check_limit(limit)
+        self._check_sharable()
+        self._mode = SEMAPHORE
+
+    @property
+    def mode(self) -> str:
+        """``"mutex"``, ``"shared"``, ``"exclusive"`` or ``"semaphore"``."""
+        return self._mode
+
     def with_stop(self: _L, stop: StopSignal | None) -> _L:
         """A signal (Go's context) that aborts a waiting acquire and stops renewal."""
         if stop is not None and not callable(getattr(stop, "is_set", None)):
@@ -209,6 +260,19 @@ class LockBase:
     # ------------------------------------------------------------ bookkeeping
 
     def _intent(self) -> Intent:
+        if self._mode != MUTEX:
+            return SharedIntent(
+                self.name,
+                self.instance_id,
+                self._duration,
+                self._tags,
+                self._reset_tags,
+                self._force,
+                self._fair,
+                lock_type=SEMAPHORE if self._mode == SEMAPHORE else SHARED,
+                exclusive=self._mode == "exclusive",
+                limit=self._limit,
+            )
         return Intent(
             self.name,
             self.instance_id,
@@ -217,6 +281,41 @@ class LockBase:
             self._reset_tags,
             self._force,
             self._fair,
+        )
+
+    def _acquire_flow(self, deadline: float | None) -> _core.Flow:
+        intent, clock = self._intent(), self._clock
+        if self._mode == MUTEX:
+            return _core.acquire_flow(intent, clock, deadline, self._record, self._held_token())
+        return _core.acquire_flow(
+            intent,
+            clock,
+            deadline,
+            self._record,
+            self._held_token(),
+            decide=_shared_core.decide_shared_acquire,
+            settle=_shared_core.SETTLE,
+        )
+
+    def _renew_flow(self, token: int) -> _core.Flow:
+        intent, clock = self._intent(), self._clock
+        if self._mode == MUTEX:
+            return _core.renew_flow(intent, clock, self._record, token)
+        return _core.renew_flow(
+            intent, clock, self._record, token, decide=_shared_core.decide_shared_renew
+        )
+
+    def _release_flow(self, record: Record | None, token: int | None) -> _core.Flow:
+        intent, clock = self._intent(), self._clock
+        if self._mode == MUTEX:
+            return _core.release_flow(intent, clock, record, token)
+        return _core.release_flow(
+            intent,
+            clock,
+            record,
+            token,
+            decide=_shared_core.decide_shared_release,
+            settle=_shared_core.SETTLE,
         )
 
     def _event(self, code: EventCode, message: str, error: BaseException | None = None) -> None:

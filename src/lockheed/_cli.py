@@ -22,6 +22,11 @@ kept in ConfigMaps (Go lockheed's format, the default) or in Leases
       for the lock; COMMAND never started;
     * 1: any other error (the Kubernetes configuration, the API server, a
       failed release), reported on one line.
+
+    ``--shared`` / ``--exclusive`` hold a shared (readers-writer) lock as one
+    of its shared holders or as its exclusive holder; ``--limit N`` holds one
+    of at most N places of a semaphore. A lock of another kind, or a semaphore
+    of another limit, is an error (exit 1), and nothing is changed.
 ``lockheed elect NAME -- COMMAND...``
     Run COMMAND only while leading (:mod:`lockheed._elect_cmd`).
 ``lockheed list`` and ``lockheed show NAME``
@@ -58,7 +63,9 @@ from ._demo_cmd import add_demo_parser
 from ._elect_cmd import add_elect_parser
 from ._errors import LockError
 from ._runcmd import EXIT_ERROR, CommandRun, say
+from ._shared_core import check_limit
 from ._sync.lock import Lock
+from ._sync.semaphore import Semaphore
 from ._watch_cmd import add_watch_parser
 
 EXIT_INTERRUPTED = 130
@@ -78,8 +85,14 @@ def _run(args: argparse.Namespace) -> int:
             print(f"lockheed run: --force-if: {exc}", file=sys.stderr)
             return EXIT_USAGE
     with make_locker(args) as locker:
-        lock = Lock(args.name, locker).with_duration(args.duration).with_tags(args.tag)
-        lock.with_force(force)
+        lock = (
+            Lock(args.name, locker)
+            if args.limit is None
+            else Semaphore(args.name, locker, args.limit)
+        )
+        if args.mode is not None:
+            lock.with_mode(args.mode)
+        lock.with_duration(args.duration).with_tags(args.tag).with_force(force)
         lock.with_renew_interval(args.renew if args.renew is not None else args.duration / 3)
         return CommandRun(lock, command, timeout, verbose=args.verbose).run()
 
@@ -93,6 +106,13 @@ def _seconds(text: str) -> float:
     if not math.isfinite(value) or value < 0:
         raise argparse.ArgumentTypeError(f"expected a number of seconds, not {text!r}")
     return value
+
+
+def _limit(text: str) -> int:
+    try:
+        return check_limit(int(text))
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(f"invalid limit {text!r}: {exc}") from None
 
 
 def _add_run_parser(sub: Any) -> None:
@@ -127,6 +147,20 @@ def _add_run_parser(sub: Any) -> None:
     )
     run.add_argument(
         "-v", "--verbose", action="store_true", help="say whom it waits for, and each change"
+    )
+    kind = run.add_mutually_exclusive_group()
+    kind.add_argument(
+        "--shared", dest="mode", action="store_const", const="shared", help="a shared holder"
+    )
+    kind.add_argument(
+        "--exclusive",
+        dest="mode",
+        action="store_const",
+        const="exclusive",
+        help="the exclusive holder of a shared lock",
+    )
+    kind.add_argument(
+        "--limit", type=_limit, help="a semaphore of at most LIMIT holders (an integer from 1)"
     )
     run.set_defaults(func=_run)
 

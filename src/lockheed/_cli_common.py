@@ -139,6 +139,7 @@ class LockRow:
     object_name: str
     lock_type: str
     holders: tuple[Holder, ...]
+    limit: int | None  # a semaphore's
     fencing_token: int | None
     tags: tuple[str, ...]
     waiters: tuple[Waiter, ...]
@@ -159,6 +160,16 @@ class LockRow:
         ]
         return max(0.0, min(left))
 
+    @property
+    def kind(self) -> str:
+        """The TYPE cell: ``mutex``; a shared lock's or a semaphore's type with its
+        holders (``shared 2``, ``shared 1 exclusive``, ``semaphore 2/3``)."""
+        if self.lock_type == "mutex":
+            return "mutex"
+        count = f"{len(self.holders)}" + ("" if self.limit is None else f"/{self.limit}")
+        exclusive = " exclusive" if any(h.exclusive for h in self.holders) else ""
+        return f"{self.lock_type} {count}{exclusive}"
+
     def to_dict(self, raw: bool = False) -> dict[str, Any]:
         out: dict[str, Any] = {
             "name": self.name,
@@ -170,11 +181,14 @@ class LockRow:
                     "instanceID": h.instance_id,
                     "expires": format_time(h.expires) if h.expires else None,
                     "expiresIn": _seconds_or_none(h.expires, self.now),
+                    **({"token": h.token} if h.token is not None else {}),
+                    **({"exclusive": True} if h.exclusive else {}),
                 }
                 for h in self.holders
             ],
             "tags": list(self.tags),
             "fencingToken": self.fencing_token,
+            **({"limit": self.limit} if self.limit is not None else {}),
             "waiters": [
                 {
                     "instanceID": w.instance_id,
@@ -223,6 +237,7 @@ def rows_of(records: Sequence[Record], now: datetime, default_namespace: str) ->
                 object_name=metadata.get("name") or "",
                 lock_type=info.lock_type,
                 holders=info.holders,
+                limit=info.limit,
                 fencing_token=info.fencing_token,
                 tags=info.tags,
                 waiters=read_queue(record.meta),

@@ -181,7 +181,7 @@ def _cells(r: LockRow) -> list[str]:
     holders = ",".join(h.instance_id for h in r.holders) or "<none>"
     token = "-" if r.fencing_token is None else str(r.fencing_token)
     tags = ",".join(r.tags) or "<none>"
-    return [r.name, r.lock_type, holders, human_seconds(r.expires_in), token, tags, _age(r)]
+    return [r.name, r.kind, holders, human_seconds(r.expires_in), token, tags, _age(r)]
 
 
 def _all_namespaces(locker: Any) -> list[Any]:
@@ -227,7 +227,7 @@ def _describe(r: LockRow, kind: str) -> None:
     if r.error is not None:
         lines.append(("State", f"MALFORMED: {r.error}"))
     else:
-        lines.append(("Type", r.lock_type))
+        lines.append(("Type", r.kind))
         if r.holders:
             for i, h in enumerate(r.holders):
                 if h.expires is None:
@@ -235,7 +235,9 @@ def _describe(r: LockRow, kind: str) -> None:
                 else:
                     secs = (h.expires - r.now).total_seconds()
                     left = f"expires in {human_seconds(max(0.0, secs))} ({format_time(h.expires)})"
-                lines.append(("Holder" if i == 0 else "", f"{h.instance_id}, {left}"))
+                token = "" if h.token is None else f", token {h.token}"
+                role = " (exclusive)" if h.exclusive else ""
+                lines.append(("Holder" if i == 0 else "", f"{h.instance_id}{role}, {left}{token}"))
         else:
             lines.append(("Holder", "<none> (free)"))
         token = "-" if r.fencing_token is None else str(r.fencing_token)

@@ -1,7 +1,9 @@
 """Conditions over a lock's state, in Go lockheed's vocabulary.
 
 A condition is a tree: leaves test one field (``tags contains X``,
-``acquired equals B``) and ``and``/``or`` nodes combine children. Conditions
+``acquired equals B``; extending Go's vocabulary for shared locks and
+semaphores: ``holders equals N``, the number of live leases, and ``lockType
+equals T``) and ``and``/``or`` nodes combine children. Conditions
 select locks in :func:`lockheed.list_locks` and permit a forced takeover in
 :meth:`lockheed.Lock.with_force`. They are immutable and validated when built,
 so a malformed condition fails at construction, never in the middle of an
@@ -24,6 +26,8 @@ __all__ = [
     "acquired",
     "all_of",
     "any_of",
+    "holders",
+    "lock_type",
     "tags_contain",
 ]
 
@@ -38,14 +42,19 @@ class Operation(str, Enum):
 class Field(str, Enum):
     TAGS = "tags"
     ACQUIRED = "acquired"
+    HOLDERS = "holders"
+    LOCK_TYPE = "lockType"
 
 
 @dataclass(frozen=True)
 class LockView:
-    """What a condition can see of a lock: its tags and whether any lease is live."""
+    """What a condition can see of a lock: its tags, whether any lease is live, how
+    many are (None: not counted, one if acquired) and its type."""
 
     tags: frozenset[str]
     acquired: bool
+    holders: int | None = None
+    lock_type: str = "mutex"
 
 
 @dataclass(frozen=True)
@@ -54,7 +63,7 @@ class Condition:
 
     operation: Operation
     field: Field | None = None
-    value: str | bool | None = None
+    value: str | bool | int | None = None
     conditions: tuple[Condition, ...] = ()
 
     def __post_init__(self) -> None:
@@ -81,8 +90,17 @@ class Condition:
             if field is not Field.TAGS or not isinstance(value, str):
                 raise ValueError("'contains' applies to field 'tags' with a string value")
         elif op is Operation.EQUALS:
-            if field is not Field.ACQUIRED or not isinstance(value, bool):
-                raise ValueError("'equals' applies to field 'acquired' with a boolean value")
+            if field is Field.HOLDERS:
+                if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+                    raise ValueError("'equals' on field 'holders' takes an integer from 0")
+            elif field is Field.LOCK_TYPE:
+                if not isinstance(value, str) or not value:
+                    raise ValueError("'equals' on field 'lockType' takes a non-empty string")
+            elif field is not Field.ACQUIRED or not isinstance(value, bool):
+                raise ValueError(
+                    "'equals' applies to field 'acquired' with a boolean value, "
+                    "'holders' with an integer or 'lockType' with a string"
+                )
         else:  # pragma: no cover - Enum makes this unreachable
             raise ValueError(f"unknown operation {op!r}")
         if op not in (Operation.AND, Operation.OR) and self.conditions:
@@ -96,6 +114,11 @@ class Condition:
             return any(c.matches(view) for c in self.conditions)
         if op is Operation.CONTAINS:
             return self.value in view.tags
+        if self.field is Field.HOLDERS:
+            count = int(view.acquired) if view.holders is None else view.holders
+            return count == self.value
+        if self.field is Field.LOCK_TYPE:
+            return (view.lock_type or "mutex") == self.value
         return view.acquired is self.value
 
     def __and__(self, other: Condition) -> Condition:
@@ -161,6 +184,16 @@ def _combine(op: Operation, conditions: Iterable[Condition]) -> Condition:
     for c in conditions:
         flat.extend(c.conditions if c.operation is op else (c,))
     return Condition(op, conditions=tuple(flat))
+
+
+def holders(count: int) -> Condition:
+    """The lock has exactly ``count`` live leases (holders)."""
+    return Condition(Operation.EQUALS, Field.HOLDERS, count)
+
+
+def lock_type(kind: str) -> Condition:
+    """The lock is of type ``kind`` (``"mutex"``, ``"shared"``, ``"semaphore"``)."""
+    return Condition(Operation.EQUALS, Field.LOCK_TYPE, kind)
 
 
 def all_of(*conditions: Condition) -> Condition:

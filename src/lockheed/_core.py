@@ -47,7 +47,14 @@ from typing import Any, Final
 
 from ._clock import ServerClock
 from ._conditions import Condition, LockView
-from ._errors import LockBackendError, LockConflict, LockLost, LockStateError, LockTimeout
+from ._errors import (
+    LockBackendError,
+    LockConflict,
+    LockLost,
+    LockStateError,
+    LockTimeout,
+    LockTypeError,
+)
 from ._queue import Waiter, queue_meta, read_queue
 from ._state import MUTEX, NEVER, Lease, LockState, Record, StateFormatError, parse_time
 
@@ -192,7 +199,8 @@ def _sync_tags(stored: tuple[str, ...], requested: tuple[str, ...], reset: bool)
 def _view(record: Record, earliest: datetime) -> LockView:
     if record.state is None:  # unreadable: assume the worst, that someone holds it
         return LockView(frozenset(), True)
-    return LockView(frozenset(record.state.tags), bool(record.state.live_leases(earliest)))
+    live = record.state.live_leases(earliest)
+    return LockView(frozenset(record.state.tags), bool(live), len(live), record.state.lock_type)
 
 
 def _token_meta(me: str, token: int | None) -> dict[str, str | None]:
@@ -257,8 +265,14 @@ def decide_acquire(
     state: LockState | None = record.state
     if state is None or state.lock_type != MUTEX:
         if not forced:
-            why = record.error if state is None else f"lock type {state.lock_type!r}"
-            return Refuse(LockStateError(f"lock {intent.name!r}: {why}", lock=intent.name))
+            if state is not None:
+                return Refuse(
+                    LockTypeError(
+                        f"lock {intent.name!r} is a {state.lock_type!r} lock, not a mutex",
+                        lock=intent.name,
+                    )
+                )
+            return Refuse(LockStateError(f"lock {intent.name!r}: {record.error}", lock=intent.name))
         state = LockState(intent.name, MUTEX)
     queue = read_queue(record.meta)
     place = next((i for i, w in enumerate(queue) if w.instance_id == me), None)
@@ -605,6 +619,8 @@ def acquire_flow(
     cached: Record | None = None,
     token: int | None = None,
     rng: Callable[[], float] = random.random,
+    decide: Callable[..., Decision] = decide_acquire,
+    settle: float = 0.0,
 ) -> Flow:
     """Acquire, waiting (by watch) until ``deadline`` (monotonic; None = forever).
 
@@ -613,6 +629,9 @@ def acquire_flow(
     wrote since, it meets a conflict, and the flow reads and decides again.
     ``token`` is the fencing token of a lock this instance holds, kept when it
     takes it again. Transient failures are retried until the deadline.
+    ``decide`` is :func:`decide_acquire`'s stand-in for other lock kinds
+    (:mod:`lockheed._shared_core`), and ``settle`` their pause after a write
+    conflict (:func:`_settle`; none for a mutex).
     """
     name = intent.name
     patience = _Patience(
@@ -635,7 +654,7 @@ def acquire_flow(
         if free_seen is not None and free_seen[0] == ahead:
             free_for = clock.monotonic() - free_seen[1]
         can_wait = not _timed_out(clock, deadline)
-        decision = decide_acquire(intent, record, earliest, latest, token, free_for, can_wait)
+        decision = decide(intent, record, earliest, latest, token, free_for, can_wait)
         if isinstance(decision, Refuse):
             raise decision.error
         if isinstance(decision, Accept):
@@ -684,6 +703,7 @@ def acquire_flow(
                     f"lock {name!r}: other writers kept changing it until the timeout",
                     lock=name,
                 )
+            yield from _settle(name, clock, deadline, rng, settle, conflicts)
             record = yield from _read(name, patience)
             continue
         assert isinstance(decision, Wait)
@@ -722,7 +742,13 @@ def acquire_flow(
             record = result
 
 
-def renew_flow(intent: Intent, clock: ServerClock, record: Record | None, token: int) -> Flow:
+def renew_flow(
+    intent: Intent,
+    clock: ServerClock,
+    record: Record | None,
+    token: int,
+    decide: Callable[..., Decision] = decide_renew,
+) -> Flow:
     """Renew from the cached ``record`` (one PUT when nobody else wrote).
 
     Returns ``(record, expires, sent)``; raises :class:`LockLost`, or the
@@ -739,7 +765,7 @@ def renew_flow(intent: Intent, clock: ServerClock, record: Record | None, token:
     while True:
         sent = clock.monotonic()  # before the bounds: see acquire_flow
         earliest, latest = clock.bounds()
-        decision = decide_renew(intent, record, earliest, latest, token)
+        decision = decide(intent, record, earliest, latest, token)
         if isinstance(decision, Refuse):
             if not fresh:  # judged from our cached copy: read once to name the new holder
                 fresh = True
@@ -762,6 +788,8 @@ def release_flow(
     record: Record | None,
     token: int | None,
     rng: Callable[[], float] = random.random,
+    decide: Callable[..., Decision] = decide_release,
+    settle: float = 0.0,
 ) -> Flow:
     """Release from the cached ``record``; returns :class:`Released`. Like a
     renewal, it removes our own lease through a Go reservation.
@@ -780,7 +808,7 @@ def release_flow(
     unsure = False
     while True:
         earliest, latest = clock.bounds()
-        decision = decide_release(intent, record, earliest, token, latest)
+        decision = decide(intent, record, earliest, token, latest)
         if isinstance(decision, Nothing):
             return Released(record, None if unsure else decision.reason)
         assert isinstance(decision, Write)
@@ -797,7 +825,29 @@ def release_flow(
         if result is None:
             return Released(None, "its object was deleted")
         conflicts = _count_conflict(intent, conflicts)
+        yield from _settle(name, clock, deadline, rng, settle, conflicts)
         record = yield from _read(name, patience)
+
+
+def _settle(
+    name: str,
+    clock: ServerClock,
+    deadline: float | None,
+    rng: Callable[[], float],
+    settle: float,
+    conflicts: int,
+) -> Flow:
+    """After a write conflict, pause a random part of ``settle`` seconds (doubling
+    with each conflict in a row, up to 8 times) before reading again, so that
+    several writers that met each other do not all meet again (``settle`` 0: no
+    pause)."""
+    if settle <= 0:
+        return
+    until = clock.monotonic() + rng() * settle * 2 ** min(conflicts - 1, 3)
+    if deadline is not None:
+        until = min(until, deadline)
+    while clock.monotonic() < until:
+        yield Sleep(name, until)
 
 
 def _count_conflict(intent: Intent, conflicts: int) -> int:

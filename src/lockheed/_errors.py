@@ -22,6 +22,7 @@ __all__ = [
     "LockNotHeld",
     "LockStateError",
     "LockTimeout",
+    "LockTypeError",
     "LockUnauthorized",
 ]
 
@@ -120,6 +121,12 @@ class LockStateError(LockError, ValueError):
 
     lockheed never overwrites such an object unless a force condition matches it.
     """
+
+
+class LockTypeError(LockStateError):
+    """The lock exists as another kind (a mutex, a shared lock, a semaphore) or as a
+    semaphore with another limit than this instance asks for. The type and the
+    limit are fixed when the lock is first created; nothing is overwritten."""
 
 
 class LockForbidden(LockError, PermissionError):

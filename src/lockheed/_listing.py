@@ -13,6 +13,7 @@ from datetime import datetime
 
 from ._conditions import Condition, LockView
 from ._core import TOKEN_HOLDER_KEY, TOKEN_KEY
+from ._shared_core import EXCLUSIVE_KEY, KINDS, SEMAPHORE, read_limit, read_tokens
 from ._state import NEVER, Record
 
 __all__ = ["Holder", "LockInfo", "select"]
@@ -22,6 +23,8 @@ __all__ = ["Holder", "LockInfo", "select"]
 class Holder:
     instance_id: str
     expires: datetime | None  # None: never expires
+    token: int | None = None  # this holder's fencing token (shared locks, semaphores)
+    exclusive: bool = False  # the exclusive holder of a shared lock
 
 
 @dataclass(frozen=True)
@@ -35,6 +38,7 @@ class LockInfo:
     fencing_token: int | None
     version: str
     error: str | None = None
+    limit: int | None = None  # a semaphore's limit
 
     @property
     def acquired(self) -> bool:
@@ -46,6 +50,29 @@ def _info(record: Record, earliest: datetime) -> LockInfo:
     if state is None:
         return LockInfo(record.name, "", (), (), None, record.version, record.error)
     live = state.live_leases(earliest)
+    if state.lock_type in KINDS:
+        tokens = read_tokens(record.meta)
+        ex = record.meta.get(EXCLUSIVE_KEY)
+        shared = tuple(
+            Holder(
+                le.instance_id,
+                None if le.expires >= NEVER else le.expires,
+                tokens.get(le.instance_id),
+                le.instance_id == ex,
+            )
+            for le in live
+        )
+        known = [h.token for h in shared if h.token is not None]
+        limit = read_limit(record.meta) if state.lock_type == SEMAPHORE else None
+        return LockInfo(
+            record.name,
+            state.lock_type,
+            shared,
+            state.tags,
+            max(known) if known else None,
+            record.version,
+            limit=limit,
+        )
     holders = tuple(
         Holder(le.instance_id, None if le.expires >= NEVER else le.expires) for le in live
     )
@@ -67,7 +94,8 @@ def select(records: list[Record], earliest: datetime, where: Condition | None) -
         if where is not None:
             if info.error is not None:
                 continue
-            if not where.matches(LockView(frozenset(info.tags), info.acquired)):
+            view = LockView(frozenset(info.tags), info.acquired, len(info.holders), info.lock_type)
+            if not where.matches(view):
                 continue
         out.append(info)
     return sorted(out, key=lambda i: i.name)

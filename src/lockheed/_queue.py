@@ -4,7 +4,8 @@ Waiters line up in the annotation ``lockheed/queue`` of the lock's object, a
 compact JSON list in arrival order: ``[{"id": "<instance ID>", "d": 30}]``
 (``d``: the waiter's lease duration in seconds, 0 for a lease that never
 expires; ``t``: the tags it asks for, and ``r``: true when they replace the
-lock's tags, both only when given), so that the write that hands the lock to
+lock's tags, both only when given; ``x``: true for an exclusive waiter of a
+shared lock, only when set), so that the write that hands the lock to
 a waiter also gives the lock that waiter's tags. Go lockheed keeps
 annotations it does not know on its own writes, so the line survives Go's
 writes next to its ``data.lock`` document.
@@ -35,6 +36,7 @@ class Waiter:
     duration: timedelta | None  # None: its lease would never expire
     tags: tuple[str, ...] = ()
     reset_tags: bool = False
+    exclusive: bool = False  # an exclusive (writer) waiter of a shared lock
 
 
 def read_queue(meta: Mapping[str, str]) -> tuple[Waiter, ...]:
@@ -65,7 +67,7 @@ def read_queue(meta: Mapping[str, str]) -> tuple[Waiter, ...]:
             tags = []
         seen.add(who)
         length = timedelta(seconds=seconds) if seconds else None
-        out.append(Waiter(who, length, tuple(tags), item.get("r") is True))
+        out.append(Waiter(who, length, tuple(tags), item.get("r") is True, item.get("x") is True))
     return tuple(out)
 
 
@@ -81,6 +83,8 @@ def queue_meta(queue: Iterable[Waiter]) -> dict[str, str | None]:
             item["t"] = list(w.tags)
         if w.reset_tags:
             item["r"] = True
+        if w.exclusive:
+            item["x"] = True
         items.append(item)
     if not items:
         return {QUEUE_KEY: None}

@@ -35,9 +35,6 @@ from .._core import (
     Replace,
     Sleep,
     Watch,
-    acquire_flow,
-    release_flow,
-    renew_flow,
 )
 from .._errors import LockBackendError, LockError, LockLost
 from .._events import EventCode
@@ -50,7 +47,9 @@ __all__ = ["AsyncLock"]
 
 
 class AsyncLock(LockBase):
-    """A mutex named ``name`` kept by ``locker``.
+    """A mutex named ``name`` kept by ``locker`` (or, with ``with_shared()`` /
+    ``with_exclusive()``, one holder of a shared lock; see
+    :mod:`lockheed._shared_core`).
 
     Configure with the chainable ``with_*`` directives (as in Go lockheed), then
     acquire and release it, or use it as a context manager. One lock object is
@@ -126,9 +125,7 @@ class AsyncLock(LockBase):
         async with self._mutex:
             was_active = self._active
             self._wrote = False
-            flow = acquire_flow(
-                self._intent(), self.locker.clock, deadline, self._record, self._held_token()
-            )
+            flow = self._acquire_flow(deadline)
             session = object()
             try:
                 got: Acquired = await self._run(flow, session=session)
@@ -150,9 +147,7 @@ class AsyncLock(LockBase):
         """Remove our place in line, and any lease of ours, after a failed acquire."""
         self._wrote = False
         try:
-            done: Released = await self._run(
-                release_flow(self._intent(), self.locker.clock, None, None), guard=False
-            )
+            done: Released = await self._run(self._release_flow(None, None), guard=False)
         except Exception as exc:
             self._event(
                 EventCode.RELEASE_FAILED, f"cleanup after interrupted acquire: {exc!r}", exc
@@ -178,9 +173,7 @@ class AsyncLock(LockBase):
         await self._latest_record()
         try:
             with request_deadline(self._deadline):
-                record, expires, sent = await self._run(
-                    renew_flow(self._intent(), self.locker.clock, self._record, token)
-                )
+                record, expires, sent = await self._run(self._renew_flow(token))
         except LockLost as exc:
             self._declare_lost(exc)
             raise
@@ -228,9 +221,7 @@ class AsyncLock(LockBase):
             token = self._begin_release()
             try:
                 await self._latest_record()
-                done: Released = await self._run(
-                    release_flow(self._intent(), self.locker.clock, self._record, token)
-                )
+                done: Released = await self._run(self._release_flow(self._record, token))
             except LockError as exc:
                 self._event(EventCode.RELEASE_FAILED, str(exc), exc)
                 raise

@@ -35,9 +35,6 @@ from .._core import (
     Replace,
     Sleep,
     Watch,
-    acquire_flow,
-    release_flow,
-    renew_flow,
 )
 from .._errors import LockBackendError, LockError, LockLost
 from .._events import EventCode
@@ -49,7 +46,9 @@ __all__ = ["Lock"]
 
 
 class Lock(LockBase):
-    """A mutex named ``name`` kept by ``locker``.
+    """A mutex named ``name`` kept by ``locker`` (or, with ``with_shared()`` /
+    ``with_exclusive()``, one holder of a shared lock; see
+    :mod:`lockheed._shared_core`).
 
     Configure with the chainable ``with_*`` directives (as in Go lockheed), then
     acquire and release it, or use it as a context manager. One lock object is
@@ -122,9 +121,7 @@ class Lock(LockBase):
         with self._mutex:
             was_active = self._active
             self._wrote = False
-            flow = acquire_flow(
-                self._intent(), self.locker.clock, deadline, self._record, self._held_token()
-            )
+            flow = self._acquire_flow(deadline)
             session = object()
             try:
                 got: Acquired = self._run(flow, session=session)
@@ -145,9 +142,7 @@ class Lock(LockBase):
         """Remove our place in line, and any lease of ours, after a failed acquire."""
         self._wrote = False
         try:
-            done: Released = self._run(
-                release_flow(self._intent(), self.locker.clock, None, None), guard=False
-            )
+            done: Released = self._run(self._release_flow(None, None), guard=False)
         except Exception as exc:
             self._event(
                 EventCode.RELEASE_FAILED, f"cleanup after interrupted acquire: {exc!r}", exc
@@ -173,9 +168,7 @@ class Lock(LockBase):
         self._latest_record()
         try:
             with request_deadline(self._deadline):
-                record, expires, sent = self._run(
-                    renew_flow(self._intent(), self.locker.clock, self._record, token)
-                )
+                record, expires, sent = self._run(self._renew_flow(token))
         except LockLost as exc:
             self._declare_lost(exc)
             raise
@@ -223,9 +216,7 @@ class Lock(LockBase):
             token = self._begin_release()
             try:
                 self._latest_record()
-                done: Released = self._run(
-                    release_flow(self._intent(), self.locker.clock, self._record, token)
-                )
+                done: Released = self._run(self._release_flow(self._record, token))
             except LockError as exc:
                 self._event(EventCode.RELEASE_FAILED, str(exc), exc)
                 raise
