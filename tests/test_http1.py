@@ -16,6 +16,7 @@ import socket
 import threading
 import warnings
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
@@ -92,6 +93,23 @@ def test_closing_the_async_client_leaves_no_socket_to_the_collector(
             loop.run_until_complete(main())  # no turn of the loop after the close
         finally:
             loop.close()
+        gc.collect()
+    assert [str(w.message) for w in caught if w.category is ResourceWarning] == []
+
+
+def test_closing_the_sync_client_leaves_no_socket_to_the_collector(
+    lockheed_namespace: str, lockheed_kubeconfig: Path
+) -> None:
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", ResourceWarning)
+        with ConfigMapLocker(lockheed_namespace, config=lockheed_kubeconfig) as locker:
+            assert locker.api.lean is not None
+            locks = [Lock(f"shut-sync-{i}", locker).with_duration(30) for i in range(3)]
+            with ThreadPoolExecutor(3) as pool:  # several connections at once
+                list(pool.map(lambda lock: lock.acquire(), locks))
+                list(pool.map(lambda lock: lock.release(), locks))
+            assert locker.api.lean._idle
+        del locker, locks
         gc.collect()
     assert [str(w.message) for w in caught if w.category is ResourceWarning] == []
 
