@@ -20,7 +20,7 @@ from lockheed._cli_complete import _commands
 from lockheed.testing._build import cache_dir
 
 BIN = Path(sys.executable).parent
-PUBLIC = ["run", "elect", "list", "show", "break", "demo", "completion"]
+PUBLIC = ["run", "elect", "list", "show", "break", "watch", "demo", "completion"]
 
 
 def lockheed(*args: str) -> subprocess.CompletedProcess[str]:
