@@ -64,13 +64,14 @@ def add_break_parser(sub: Any) -> None:
         description="Remove the leases of lock NAME, so that the next waiter or acquire "
         "takes it. A live lease is refused unless --force. The write is conditional on "
         "the version read: a change made meanwhile is never overwritten.",
-        epilog="Exit statuses: 0 done (or already free), 1 error or no such lock, 2 bad "
-        "usage, 3 refused (live lease without --force, or not confirmed), 4 the lock "
-        "changed meanwhile (nothing written).",
+        epilog="Go lockheed's reservation (reserved/*) is cleared with the leases. Exit "
+        "statuses: 0 done (or already free); 1 no such lock, a malformed lock, or an error "
+        "(one line on standard error); 2 bad usage; 3 refused (a live lease without "
+        "--force, or not confirmed); 4 the lock changed meanwhile (nothing written).",
     )
     add_connection(brk)
     add_backend(brk)
-    brk.add_argument("name", help="lock name")
+    brk.add_argument("name", metavar="NAME", help="lock name")
     brk.add_argument("-y", "--yes", action="store_true", help="do not ask for confirmation")
     brk.add_argument(
         "--force",

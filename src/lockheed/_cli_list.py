@@ -79,8 +79,8 @@ def add_list_parser(sub: Any) -> None:
         "list",
         help="list locks",
         description="List the locks of a namespace (or of every namespace, -A).",
-        epilog=f"{WHERE_EPILOG} Exit statuses: 0 listed (also when none match); 1 an error, "
-        "on one line; 2 bad usage (options, --where, -l).",
+        epilog=f"{WHERE_EPILOG} Exit statuses: 0 listed (also when none match); 1 an error "
+        "(one line on standard error); 2 bad usage (options, --where, -l).",
     )
     add_connection(ls, all_namespaces=True)
     add_backend(ls)
@@ -100,12 +100,13 @@ def add_show_parser(sub: Any) -> None:
         "show",
         help="describe one lock",
         description="Describe one lock: holders, lease countdown, fencing token, tags, waiters.",
-        epilog="Exit statuses: 0 shown; 1 no such lock, or an error, on one line; 2 bad usage.",
+        epilog="Exit statuses: 0 shown; 1 no such lock, or an error (one line on standard "
+        "error); 2 bad usage.",
     )
     add_connection(show)
     add_backend(show)
     add_output(show, ("text", "json", "yaml"))
-    show.add_argument("name", help="lock name")
+    show.add_argument("name", metavar="NAME", help="lock name")
     show.set_defaults(func=_show)
 
 

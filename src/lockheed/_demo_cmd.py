@@ -213,16 +213,22 @@ def add_demo_parser(sub: Any) -> None:
     )
     add_connection(demo)
     add_backend(demo)
-    demo.add_argument("--workers", type=int, default=3, help="2 to 8 (default 3)")
-    demo.add_argument("--rounds", type=int, default=3, help="turns per worker (default 3)")
-    demo.add_argument("--hold", type=float, default=1.5, help="seconds a turn lasts (1.5)")
+    demo.add_argument("--workers", type=int, default=3, metavar="N", help="2 to 8 (default 3)")
+    demo.add_argument(
+        "--rounds", type=int, default=3, metavar="N", help="turns per worker (default 3)"
+    )
+    demo.add_argument(
+        "--hold", type=float, default=1.5, metavar="SECONDS", help="a turn's length (default 1.5)"
+    )
     demo.add_argument(
         "--no-crash",
         dest="crash",
         action="store_false",
         help="no worker exits while holding the lock",
     )
-    demo.add_argument("--events", action="store_true", help="event lines, not the table")
+    demo.add_argument(
+        "--events", action="store_true", help="one line per change, even on a terminal"
+    )
     demo.set_defaults(func=_demo)
 
 

@@ -553,9 +553,9 @@ def add_watch_parser(sub: Any) -> None:
     )
     add_connection(watch, all_namespaces=True)
     add_backend(watch)
-    watch.add_argument("name", nargs="?", help="only this lock")
+    watch.add_argument("name", nargs="?", metavar="NAME", help="only this lock")
     add_selection(watch)
     watch.add_argument(
-        "--events", action="store_true", help="event lines even on a terminal, not the table"
+        "--events", action="store_true", help="one line per change, even on a terminal"
     )
     watch.set_defaults(func=_watch)
