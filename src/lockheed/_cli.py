@@ -38,12 +38,15 @@ kept in ConfigMaps (Go lockheed's format, the default) or in Leases
 
 Every error is one ``lockheed: ...`` line on standard error, never a
 traceback; a bad ``--where`` adds the expression and a caret under the bad
-token.
+token. The library's log (the ``lockheed`` logger) is shown the same way:
+a warning (a renewal or a release that failed) is one ``lockheed: ...``
+line; a loss is said by the command that held the lock, once.
 """
 
 from __future__ import annotations
 
 import argparse
+import logging
 import math
 import sys
 from collections.abc import Callable, Sequence
@@ -57,6 +60,7 @@ from ._cli_where import WhereError, parse_where
 from ._demo_cmd import add_demo_parser
 from ._elect_cmd import add_elect_parser
 from ._errors import LockError
+from ._events import EventCode
 from ._runcmd import EXIT_ERROR, CommandRun, say
 from ._sync.lock import Lock
 from ._watch_cmd import add_watch_parser
@@ -181,7 +185,31 @@ def parser(prog: str = "lockheed") -> argparse.ArgumentParser:
     return top
 
 
+class _LogLines(logging.Handler):
+    """The ``lockheed`` logger's records as the commands speak: one ``lockheed: ...``
+    line each (the event's message), but for a loss, which the command reports."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        args = record.args
+        if isinstance(args, tuple) and len(args) == 4 and isinstance(args[0], int):
+            if args[0] == EventCode.LOST:
+                return
+            say(args[3])  # an event: [code] lock NAME (ID): message
+            return
+        say(record.getMessage())
+
+
 def main(argv: Sequence[str] | None = None, prog: str = "lockheed") -> int:
+    log = logging.getLogger("lockheed")
+    shown = _LogLines(logging.WARNING)
+    log.addHandler(shown)
+    try:
+        return _main(argv, prog)
+    finally:
+        log.removeHandler(shown)
+
+
+def _main(argv: Sequence[str] | None, prog: str) -> int:
     words = list(sys.argv[1:] if argv is None else argv)
     command: list[str] = []
     if "--" in words:  # everything after '--' is the command, never lockheed's options
