@@ -23,7 +23,9 @@ Go process that died between its two updates. A Go instance that reserves
 afterwards starts from the broken state like any other contender, and its
 writes stay conditional. A free lock is left as it is, reserved or not (a
 live reservation there is a Go acquire under way). Leases carry no
-reservations.
+reservations. A Go holder whose live lease was broken reserves the ConfigMap
+again at its next renewal (Go's Renew reserves before it finds its lease
+gone, and leaves the reservation), for as long as that process runs.
 
 Failure semantics and exit statuses:
 
