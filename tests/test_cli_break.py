@@ -8,6 +8,7 @@ import json
 import subprocess
 import sys
 import threading
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
 
@@ -219,3 +220,116 @@ def test_break_on_a_lease(lockheed_kubeconfig: Path, lockheed_namespace: str) ->
         taker = Lock("leader", locker).with_duration(30)
         assert taker.acquire(blocking=False) > (holder.fencing_token or 0)
         taker.release()
+
+
+# ------------------------------------------------- Go lockheed's reservation
+
+
+def reserved_configmap(
+    cluster: Cluster, namespace: str, name: str, *, reserved_by: str = "go-dead"
+) -> dict[str, Any]:
+    """A lock whose holder's lease ran out, reserved as a Go lockheed process leaves
+    it when it dies between its two updates (reserve, then write): here for an
+    hour, longer than any test waits, so that only clearing it lets anyone in."""
+    until = datetime.now(timezone.utc).replace(microsecond=0) + timedelta(hours=1)
+    state = {
+        "name": name,
+        "lockType": "mutex",
+        "leases": {"dead": {"instanceID": "dead", "expires": "2020-01-01T00:00:00Z"}},
+        "tags": ["kept"],
+    }
+    body = {
+        "apiVersion": "v1",
+        "kind": "ConfigMap",
+        "metadata": {
+            "name": f"lockheed-{name}",
+            "labels": {LABEL: ""},
+            "annotations": {
+                "reserved/by": reserved_by,
+                "reserved/expires": until.strftime("%Y-%m-%dT%H:%M:%SZ"),  # Go's RFC3339
+                "example.com/owner": "team-a",
+            },
+        },
+        "data": {"lock": json.dumps(state)},
+    }
+    with cluster.http_client() as http:
+        resp = http.post(f"/api/v1/namespaces/{namespace}/configmaps", json=body)
+        resp.raise_for_status()
+        created: dict[str, Any] = resp.json()
+        return created
+
+
+def test_break_clears_a_go_reservation_and_a_go_write_under_way_still_fails(
+    lockheed_cluster: Cluster, lockheed_kubeconfig: Path, lockheed_namespace: str
+) -> None:
+    reserved = reserved_configmap(lockheed_cluster, lockheed_namespace, "stuck")
+    with ConfigMapLocker(lockheed_namespace, config=lockheed_kubeconfig) as locker:
+        waiter = Lock("stuck", locker).with_duration(30)
+        waiting_on = threading.Event()
+        waiter._on_watch = lambda watch: waiting_on.set()
+        taken: list[int] = []
+        waiting = threading.Thread(target=lambda: taken.append(waiter.acquire(timeout=TIMEOUT)))
+        waiting.start()
+        try:
+            assert waiting_on.wait(TIMEOUT)  # held off by the reservation
+            done = lockheed(lockheed_kubeconfig, lockheed_namespace, "break", "stuck", "--yes")
+            assert done.returncode == 0, done.stderr  # the lease had run out: no --force
+            assert "removed the lease of dead (expired " in done.stdout
+            assert " and Go lockheed's reservation by go-dead (expires in " in done.stdout
+            waiting.join(TIMEOUT)
+            assert taken, "the waiter was still held off by the reservation"
+        finally:
+            waiting.join(TIMEOUT)
+            if waiter.held:
+                waiter.release()
+    after = configmap(lockheed_cluster, lockheed_namespace, "stuck")
+    annotations = after["metadata"].get("annotations") or {}
+    assert not [key for key in annotations if key.startswith("reserved/")]
+    assert annotations["example.com/owner"] == "team-a"  # everything else is kept
+    assert json.loads(after["data"]["lock"])["tags"] == ["kept"]
+    # The reserving Go process's second update (its new state, the reservation
+    # dropped), made from the object its reservation returned, conflicts: the
+    # break wrote a newer version, so no Go write under way gets in.
+    late = json.loads(json.dumps(reserved))
+    late["data"]["lock"] = json.dumps(
+        {
+            "name": "stuck",
+            "lockType": "mutex",
+            "leases": {"go-dead": {"instanceID": "go-dead", "expires": "2099-01-01T00:00:00Z"}},
+            "tags": ["kept"],
+        }
+    )
+    for key in ("reserved/by", "reserved/expires"):
+        late["metadata"]["annotations"].pop(key)
+    with lockheed_cluster.http_client() as http:
+        path = f"/api/v1/namespaces/{lockheed_namespace}/configmaps/lockheed-stuck"
+        assert http.put(path, json=late).status_code == 409
+    stored = json.loads(configmap(lockheed_cluster, lockheed_namespace, "stuck")["data"]["lock"])
+    assert "go-dead" not in (stored["leases"] or {})
+
+
+def test_go_lockheed_takes_a_broken_lock_its_reservation_held_off(
+    lockheed_cluster: Cluster, lockheed_kubeconfig: Path, lockheed_namespace: str
+) -> None:
+    from golockheed import golockheed_binary
+
+    binary = golockheed_binary()  # skips, naming why, when it cannot be built
+    reserved_configmap(lockheed_cluster, lockheed_namespace, "shared")
+
+    def go_acquire() -> subprocess.CompletedProcess[str]:
+        command = [str(binary), "acquire", "--kubeconfig", str(lockheed_kubeconfig)]
+        command += ["--namespace", lockheed_namespace, "--name", "shared"]
+        command += ["--instance-id", "go-new", "--duration", "600s"]
+        return subprocess.run(command, capture_output=True, text=True, timeout=TIMEOUT, check=False)
+
+    before = go_acquire()  # Go honours the reservation: retried, then refused
+    assert before.returncode == 3, before
+    assert "reserved by go-dead" in before.stdout
+    done = lockheed(lockheed_kubeconfig, lockheed_namespace, "break", "shared", "--yes")
+    assert done.returncode == 0, done.stderr
+    after = go_acquire()
+    assert after.returncode == 0, after
+    with ConfigMapLocker(lockheed_namespace, config=lockheed_kubeconfig) as locker:
+        with pytest.raises(LockTimeout) as caught:
+            Lock("shared", locker).acquire(blocking=False)
+        assert caught.value.holder == "go-new"  # Go's lease, honoured by Python

@@ -187,6 +187,13 @@ def test_completion_offers_commands_options_and_choices(shell: str) -> None:
     assert complete(shell, "lockheed", "list", "--backend", "") == ["configmap", "lease"]
     assert complete(shell, "lockheed", "completion", "") == ["bash", "fish", "zsh"]
     assert "--no-wait" in complete(shell, "lockheed", "run", "--no")
+    # watch's options, those it shares with the other commands and its own
+    offered = complete(shell, "lockheed", "watch", "--")
+    for option in ("--where", "--selector", "--tag", "--events", "--context", "--kubeconfig"):
+        assert option in offered, (option, offered)
+    assert {"--all-namespaces", "--namespace", "--backend", "--prefix"} <= set(offered)
+    assert complete(shell, "lockheed", "watch", "--backend", "") == ["configmap", "lease"]
+    assert complete(shell, "lockheed", "demo", "--con") == ["--context"]
 
 
 @pytest.mark.lockheed_kube

@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import IO, Any
 
 import pytest
+import yaml
 
 from lockheed import ConfigMapLocker, Lock, acquired, list_locks
 from lockheed._live import Board, Row, Style, render_table
@@ -289,15 +290,134 @@ def test_watch_refuses_bad_input_with_a_clear_error(
     )
     assert bad.returncode == 2
     assert bad.stderr.startswith("lockheed: ") and "Not_A_Name" in bad.stderr
-    both = subprocess.run(
-        _watch_command(lockheed_kubeconfig, lockheed_namespace, "-A"),
-        capture_output=True,
-        text=True,
-        timeout=DEADLINE,
-        check=False,
+
+
+@pytest.mark.parametrize(
+    "option",
+    [
+        ("--where", "tags contains nightly and expires < soon"),
+        ("--where", "acquired or"),
+        ("-l", "nightly,,weekly"),
+        ("-l", "nightly,!"),
+    ],
+)
+def test_watch_refuses_a_bad_selection_exactly_as_list_does(
+    lockheed_kubeconfig: Path, lockheed_namespace: str, option: tuple[str, str]
+) -> None:
+    def run(command: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [sys.executable, "-m", "lockheed", command, *option, "-n", lockheed_namespace,
+             "--kubeconfig", str(lockheed_kubeconfig)],
+            capture_output=True, text=True, timeout=DEADLINE, check=False,
+        )  # fmt: skip
+
+    watched, listed = run("watch"), run("list")
+    assert watched.returncode == listed.returncode == 2
+    assert watched.stdout == listed.stdout == ""
+    assert watched.stderr.startswith(f"lockheed watch: {option[0]}: ")
+    assert watched.stderr == listed.stderr.replace("lockheed list: ", "lockheed watch: ", 1)
+    # the caret sits under the bad token of the expression shown above it
+    *_, shown, caret = watched.stderr.rstrip("\n").split("\n")
+    assert shown == f"  {option[1]}" and caret.strip() == "^"
+    assert len(caret) - 1 <= len(shown)
+
+
+def test_watch_where_and_selector_apply_to_each_lock_as_it_changes(
+    lockheed_kubeconfig: Path, lockheed_namespace: str, locker: ConfigMapLocker
+) -> None:
+    """``--where acquired -l nightly``: a lock appears with the change that makes it
+    match (diffed against the version it had while left out), is reported with
+    the change that makes it stop matching, and locks that never match are silent."""
+
+    def lock(name: str, who: str, tags: list[str]) -> Lock:
+        return Lock(name, locker, instance_id=who).with_duration(30).with_tags(tags)
+
+    alice = lock("job", "alice", ["nightly"])
+    bob = lock("report", "bob", ["nightly", "weekly"])
+    carol = lock("hourly", "carol", ["hourly"])
+    first = alice.acquire()
+    with Lock("report", locker).with_tags(["nightly", "weekly"]):
+        pass  # exists, free: left out by --where acquired
+    carol.acquire()  # held, but not nightly: left out by -l
+    command = _watch_command(
+        lockheed_kubeconfig, lockheed_namespace, "--where", "acquired", "-l", "nightly,!daily"
     )
-    assert both.returncode == 2
-    assert "not allowed with argument" in both.stderr
+    with spawn(command, stderr=subprocess.PIPE) as (watch, lines):
+        lines.expect(rf"^{STAMP} job HELD by alice, token {first}, expires in \d+s$")
+        token = bob.acquire()  # report comes to match, with the change that made it
+        lines.expect(rf"^{STAMP} report ACQUIRED acquired by bob \(token {token}\)$")
+        carol.release()  # never matches: nothing said
+        alice.release()  # stops matching: said, then left out
+        lines.expect(rf"^{STAMP} job RELEASED released by alice$")
+        with Lock("job", locker, instance_id="dave").with_tags(["daily"]):
+            pass  # free and now daily: changes unseen
+        again = alice.acquire()  # held again but daily: still left out
+        alice.release()
+        bob.release()
+        lines.expect(rf"^{STAMP} report RELEASED released by bob$")
+        assert again > first
+        watch.send_signal(signal.SIGINT)
+        assert watch.wait(DEADLINE) == 0
+        assert watch.stderr is not None
+        assert watch.stderr.read() == ""
+    assert not [line for line in lines.seen if " hourly " in line or "dave" in line]
+    assert [line.split()[1:3] for line in lines.seen] == [
+        ["job", "HELD"],
+        ["report", "ACQUIRED"],
+        ["job", "RELEASED"],
+        ["report", "RELEASED"],
+    ]
+
+
+def _with_contexts(kubeconfig: Path, namespace: str, into: Path) -> Path:
+    """A copy of ``kubeconfig`` whose current context points at no server, and a
+    context ``ops`` (the real cluster, ``namespace``): only ``--context ops`` works."""
+    config = yaml.safe_load(kubeconfig.read_text())
+    (context,) = config["contexts"]
+    (cluster,) = config["clusters"]
+    config["clusters"].append(
+        {"name": "nowhere", "cluster": {**cluster["cluster"], "server": "https://127.0.0.1:9"}}
+    )
+    config["contexts"] += [
+        {"name": "ops", "context": {**context["context"], "namespace": namespace}},
+        {"name": "broken", "context": {**context["context"], "cluster": "nowhere"}},
+    ]
+    config["current-context"] = "broken"
+    into.write_text(yaml.safe_dump(config))
+    return into
+
+
+def test_watch_and_demo_take_context(
+    tmp_path: Path, lockheed_kubeconfig: Path, lockheed_namespace: str, locker: ConfigMapLocker
+) -> None:
+    kubeconfig = _with_contexts(lockheed_kubeconfig, lockheed_namespace, tmp_path / "config")
+    token = _lock(locker, "alice").acquire()
+    base = [sys.executable, "-m", "lockheed", "watch", "--kubeconfig", str(kubeconfig)]
+    with spawn([*base, "--context", "ops"]) as (watch, lines):  # the context's namespace
+        lines.expect(rf"^{STAMP} job HELD by alice, token {token}, ")
+        watch.send_signal(signal.SIGINT)
+        assert watch.wait(DEADLINE) == 0
+    # the demo's workers are given the context (the current one reaches no server)
+    done = subprocess.run(
+        _demo_command(
+            "--kubeconfig", str(kubeconfig), "--context", "ops", "--events",
+            "--workers", "2", "--rounds", "1", "--hold", "0.2", "--no-crash",
+        ),
+        capture_output=True, text=True, timeout=110, check=False, env=_env(),
+    )  # fmt: skip
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "Fencing tokens increased at every change of holder" in done.stdout
+    turns = {line.split()[-3] for line in done.stdout.splitlines() if " ACQUIRED " in line}
+    turns |= {line.split()[-3] for line in done.stdout.splitlines() if " HANDED-OFF " in line}
+    assert {"alice", "bob"} <= turns, done.stdout
+    with ConfigMapLocker(lockheed_namespace, config=lockheed_kubeconfig) as same:
+        names = sorted(info.name for info in list_locks(same))
+    assert names == ["demo", "job"]  # in the context's namespace
+    unknown = subprocess.run(
+        [*base, "--context", "nope"], capture_output=True, text=True, timeout=DEADLINE, check=False
+    )
+    assert unknown.returncode == 1
+    assert "no usable context 'nope'" in unknown.stderr
 
 
 def _demo_command(*args: str) -> list[str]:

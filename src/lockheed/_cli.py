@@ -43,12 +43,15 @@ kept in ConfigMaps (Go lockheed's format, the default) or in Leases
 
 Every error is one ``lockheed: ...`` line on standard error, never a
 traceback; a bad ``--where`` adds the expression and a caret under the bad
-token.
+token. The library's log (the ``lockheed`` logger) is shown the same way:
+a warning (a renewal or a release that failed) is one ``lockheed: ...``
+line; a loss is said by the command that held the lock, once.
 """
 
 from __future__ import annotations
 
 import argparse
+import logging
 import math
 import sys
 from collections.abc import Callable, Sequence
@@ -62,6 +65,7 @@ from ._cli_where import WhereError, parse_where
 from ._demo_cmd import add_demo_parser
 from ._elect_cmd import add_elect_parser
 from ._errors import LockError
+from ._events import EventCode
 from ._runcmd import EXIT_ERROR, CommandRun, say
 from ._shared_core import check_limit
 from ._sync.lock import Lock
@@ -119,20 +123,27 @@ def _add_run_parser(sub: Any) -> None:
     run = sub.add_parser(
         "run",
         help="hold a lock while a command runs",
-        description="Hold lock NAME while COMMAND runs, then release it. COMMAND gets "
-        "LOCKHEED_LOCK_NAME, LOCKHEED_INSTANCE_ID and LOCKHEED_FENCING_TOKEN.",
-        epilog="The command and its arguments follow '--'. Exit statuses: the command's "
-        "(128+N if signal N killed it); 1 lockheed's error; 2 bad usage; 73 the lock was "
-        "not had (--no-wait, --timeout); 75 the lock was lost while the command ran; "
-        "126/127 the command cannot be run / is not found; 128+N signal N while waiting.",
+        description="Hold lock NAME while COMMAND runs, then release it (lockheed run "
+        "NAME [options] -- COMMAND [ARG...]). COMMAND gets LOCKHEED_LOCK_NAME, "
+        "LOCKHEED_INSTANCE_ID and LOCKHEED_FENCING_TOKEN.",
+        epilog="Exit statuses: the command's (128+N if signal N killed it); 1 an error "
+        "(one line on standard error); 2 bad usage; 73 the lock was not had (--no-wait, "
+        "--timeout); 75 the lock was lost while the command ran; 126/127 the command "
+        "cannot be run / is not found; 128+N signal N while waiting.",
     )
     add_connection(run)
     add_backend(run)
-    run.add_argument("name", help="lock name")
-    run.add_argument("--duration", type=_seconds, default=30.0, help="lease seconds (default 30)")
-    run.add_argument("--renew", type=_seconds, help="renew interval (default duration/3)")
+    run.add_argument("name", metavar="NAME", help="lock name")
+    run.add_argument(
+        "--duration", type=_seconds, default=30.0, metavar="SECONDS", help="lease (default 30)"
+    )
+    run.add_argument(
+        "--renew", type=_seconds, metavar="SECONDS", help="renew interval (default duration/3)"
+    )
     wait = run.add_mutually_exclusive_group()
-    wait.add_argument("--timeout", type=_seconds, help="give up after this many seconds (exit 73)")
+    wait.add_argument(
+        "--timeout", type=_seconds, metavar="SECONDS", help="give up after this long (exit 73)"
+    )
     wait.add_argument(
         "--no-wait",
         action="store_true",
@@ -196,9 +207,10 @@ def parser(prog: str = "lockheed") -> argparse.ArgumentParser:
     top = argparse.ArgumentParser(
         prog=prog,
         description="Distributed locks kept in Kubernetes.",
-        epilog="Exit statuses: 0 success; 1 an error (one line on standard error); "
-        "2 bad usage; run: 73 the lock was not had, 75 it was lost; break: 3 refused, "
-        "4 changed meanwhile. See '%(prog)s COMMAND --help'.",
+        epilog="Exit statuses: 0 success (watch, demo: also ended by Ctrl-C); 1 an error "
+        "(one line on standard error); 2 bad usage; run: the command's, 73 the lock was "
+        "not had, 75 it was lost; elect: the command's, 75 leadership lost (--once); "
+        "break: 3 refused, 4 changed meanwhile. See '%(prog)s COMMAND --help'.",
     )
     top.add_argument("--version", action="version", version=f"%(prog)s {version()}")
     sub = top.add_subparsers(dest="cmd", required=True, metavar="COMMAND")
@@ -207,7 +219,31 @@ def parser(prog: str = "lockheed") -> argparse.ArgumentParser:
     return top
 
 
+class _LogLines(logging.Handler):
+    """The ``lockheed`` logger's records as the commands speak: one ``lockheed: ...``
+    line each (the event's message), but for a loss, which the command reports."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        args = record.args
+        if isinstance(args, tuple) and len(args) == 4 and isinstance(args[0], int):
+            if args[0] == EventCode.LOST:
+                return
+            say(args[3])  # an event: [code] lock NAME (ID): message
+            return
+        say(record.getMessage())
+
+
 def main(argv: Sequence[str] | None = None, prog: str = "lockheed") -> int:
+    log = logging.getLogger("lockheed")
+    shown = _LogLines(logging.WARNING)
+    log.addHandler(shown)
+    try:
+        return _main(argv, prog)
+    finally:
+        log.removeHandler(shown)
+
+
+def _main(argv: Sequence[str] | None, prog: str) -> int:
     words = list(sys.argv[1:] if argv is None else argv)
     command: list[str] = []
     if "--" in words:  # everything after '--' is the command, never lockheed's options

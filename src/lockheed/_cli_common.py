@@ -20,6 +20,8 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+from ._async.configmap import AsyncConfigMapLocker
+from ._async.lease import AsyncLeaseLocker
 from ._errors import LockConfigError
 from ._listing import Holder, _info
 from ._queue import Waiter, read_queue
@@ -35,6 +37,7 @@ __all__ = [
     "add_connection",
     "add_output",
     "human_seconds",
+    "make_async_locker",
     "make_locker",
     "print_table",
     "rows_of",
@@ -70,7 +73,7 @@ def add_connection(parser: argparse.ArgumentParser, *, all_namespaces: bool = Fa
             "-A",
             "--all-namespaces",
             action="store_true",
-            help="every namespace (needs 'list' across the cluster)",
+            help="every namespace (needs permission across the cluster)",
         )
     group.add_argument(
         "--prefix",
@@ -124,6 +127,14 @@ def _config(args: argparse.Namespace) -> Any:
 
 def make_locker(args: argparse.Namespace) -> ConfigMapLocker | LeaseLocker:
     kind = BACKENDS[getattr(args, "backend", "configmap")]
+    return kind(args.namespace, prefix=args.prefix, config=_config(args))
+
+
+def make_async_locker(args: argparse.Namespace) -> AsyncConfigMapLocker | AsyncLeaseLocker:
+    """:func:`make_locker`'s asyncio twin, for the commands that watch (``watch``, ``demo``)."""
+    kind: type[AsyncConfigMapLocker | AsyncLeaseLocker] = AsyncConfigMapLocker
+    if getattr(args, "backend", "configmap") == "lease":
+        kind = AsyncLeaseLocker
     return kind(args.namespace, prefix=args.prefix, config=_config(args))
 
 

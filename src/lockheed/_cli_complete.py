@@ -34,8 +34,9 @@ def add_completion_parser(sub: Any) -> None:
         description="Print a completion script for SHELL. bash: "
         "'source <(lockheed completion bash)'; zsh: 'source <(lockheed completion zsh)'; "
         "fish: 'lockheed completion fish | source'.",
+        epilog="Exit statuses: 0 printed; 2 bad usage (a shell it does not know).",
     )
-    comp.add_argument("shell", choices=SHELLS, help="bash, zsh or fish")
+    comp.add_argument("shell", choices=SHELLS, metavar="SHELL", help="bash, zsh or fish")
     comp.set_defaults(func=_completion)
 
 

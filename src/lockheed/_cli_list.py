@@ -40,9 +40,38 @@ from ._core import Read
 from ._runcmd import say
 from ._state import format_time
 
-__all__ = ["add_list_parser", "add_show_parser"]
+__all__ = [
+    "WHERE_EPILOG",
+    "SelectionError",
+    "add_list_parser",
+    "add_selection",
+    "add_show_parser",
+    "selection",
+]
 
 EXIT_NOT_FOUND = 1
+
+#: The ``--where`` language in brief, for the epilog of the commands that take it.
+WHERE_EPILOG = (
+    "--where examples: 'tags contains nightly and acquired', "
+    "'not acquired or expires < 30s', 'waiters > 0', 'holder = worker-1'. "
+    "Tests: acquired (held), free, tags contains T, expires CMP DURATION, "
+    "waiters CMP N, holder = ID, name = N; combine with and, or, not, ( )."
+)
+
+
+def add_selection(parser: argparse.ArgumentParser) -> None:
+    """``--where``, ``-l/--selector`` and ``--tag``: which locks (all must hold)."""
+    parser.add_argument("--where", metavar="EXPR", help="only locks for which EXPR holds (below)")
+    parser.add_argument(
+        "-l",
+        "--selector",
+        metavar="TAGS",
+        help="only locks with these tags: 'a,b' (both), 'a,!b' (a, not b)",
+    )
+    parser.add_argument(
+        "--tag", action="append", default=[], help="only locks with this tag (repeatable)"
+    )
 
 
 def add_list_parser(sub: Any) -> None:
@@ -50,22 +79,13 @@ def add_list_parser(sub: Any) -> None:
         "list",
         help="list locks",
         description="List the locks of a namespace (or of every namespace, -A).",
-        epilog="--where examples: 'tags contains nightly and acquired', "
-        "'not acquired or expires < 30s', 'waiters > 0', 'holder = worker-1'. "
-        "Tests: acquired (held), free, tags contains T, expires CMP DURATION, "
-        "waiters CMP N, holder = ID, name = N; combine with and, or, not, ( ).",
+        epilog=f"{WHERE_EPILOG} Exit statuses: 0 listed (also when none match); 1 an error "
+        "(one line on standard error); 2 bad usage (options, --where, -l).",
     )
     add_connection(ls, all_namespaces=True)
     add_backend(ls)
     add_output(ls, ("table", "wide", "json", "yaml", "name"))
-    ls.add_argument("--where", metavar="EXPR", help="only locks for which EXPR holds (below)")
-    ls.add_argument(
-        "-l",
-        "--selector",
-        metavar="TAGS",
-        help="only locks with these tags: 'a,b' (both), 'a,!b' (a, not b)",
-    )
-    ls.add_argument("--tag", action="append", default=[], help="only locks with this tag")
+    add_selection(ls)
     group = ls.add_mutually_exclusive_group()
     group.add_argument(
         "--held", dest="held", action="store_const", const=True, default=None, help="only held"
@@ -80,15 +100,19 @@ def add_show_parser(sub: Any) -> None:
         "show",
         help="describe one lock",
         description="Describe one lock: holders, lease countdown, fencing token, tags, waiters.",
+        epilog="Exit statuses: 0 shown; 1 no such lock, or an error (one line on standard "
+        "error); 2 bad usage.",
     )
     add_connection(show)
     add_backend(show)
     add_output(show, ("text", "json", "yaml"))
-    show.add_argument("name", help="lock name")
+    show.add_argument("name", metavar="NAME", help="lock name")
     show.set_defaults(func=_show)
 
 
-def _selection(args: argparse.Namespace) -> Where | None:
+def selection(args: argparse.Namespace) -> Where | None:
+    """The locks chosen by ``--where``, ``-l``, ``--tag`` (and ``list``'s ``--held``/
+    ``--free``): all of them; None: every lock. Raises :class:`SelectionError`."""
     parts: list[Where] = []
     try:
         if args.where is not None:
@@ -97,17 +121,18 @@ def _selection(args: argparse.Namespace) -> Where | None:
             parts.append(parse_selector(args.selector))
     except WhereError as exc:
         option = "--where" if args.where is not None and exc.text == args.where else "-l"
-        raise _UsageError(f"{option}: {exc}") from None
+        raise SelectionError(f"{option}: {exc}") from None
     for tag in args.tag:
         parts.append(Where("tags", value=tag))
-    if args.held is not None:
+    wanted = getattr(args, "held", None)
+    if wanted is not None:
         held = Where("acquired")
-        parts.append(held if args.held else Where("not", (held,)))
+        parts.append(held if wanted else Where("not", (held,)))
     return all_where(parts)
 
 
-class _UsageError(Exception):
-    pass
+class SelectionError(Exception):
+    """A ``--where`` or ``-l`` that cannot be read (bad usage: exit 2)."""
 
 
 def facts(row: LockRow) -> Facts:
@@ -122,8 +147,8 @@ def facts(row: LockRow) -> Facts:
 
 def _list(args: argparse.Namespace) -> int:
     try:
-        where = _selection(args)
-    except _UsageError as exc:
+        where = selection(args)
+    except SelectionError as exc:
         print(f"lockheed list: {exc}", file=sys.stderr)
         return EXIT_USAGE
     output = "json" if args.json else args.output

@@ -1,6 +1,7 @@
 """``lockheed demo``: workers take turns on one lock, shown live.
 
-It starts a local control plane (unless ``--kubeconfig`` is given), showing
+It starts a local control plane (unless ``--kubeconfig`` or ``--context`` is
+given: then it uses that cluster, as the other commands do), showing
 the build's progress on a first run and its start-up steps, then starts
 ``--workers`` processes (alice, bob, carol, ...) that take turns on lock
 ``demo`` for ``--rounds`` rounds each, waiting in line while another holds
@@ -14,7 +15,8 @@ Failure semantics: Ctrl-C (or SIGTERM) ends it cleanly: the workers are
 stopped (each releases what it holds), then the control plane it started is
 stopped. A worker that fails has its error printed, and the demo exits 1.
 The workers run as ``python -m lockheed._demo_cmd`` (no subcommand of
-``lockheed``).
+``lockheed``), given the demo's ``--kubeconfig``, ``--context``, namespace,
+``--prefix`` and ``--backend``.
 """
 
 from __future__ import annotations
@@ -28,15 +30,13 @@ import subprocess
 import sys
 import tempfile
 import threading
-from pathlib import Path
 from types import FrameType
 from typing import IO, Any
 
-from ._async.configmap import AsyncConfigMapLocker
+from ._cli_common import add_backend, add_connection, make_async_locker, make_locker
 from ._errors import LockError
 from ._live import Change
 from ._runcmd import say
-from ._sync.configmap import ConfigMapLocker
 from ._sync.lock import Lock
 from ._watch_cmd import Follow, Output, Source, live_output
 
@@ -56,12 +56,16 @@ def _progress(message: str) -> None:
 class _Workers:
     """The worker processes and their error logs."""
 
-    def __init__(self, args: argparse.Namespace, kubeconfig: Path, namespace: str) -> None:
+    def __init__(self, args: argparse.Namespace) -> None:
         self.logs: list[IO[bytes]] = []
         self.names = list(NAMES[: args.workers])
         self.processes: list[subprocess.Popen[bytes]] = []
-        base = [sys.executable, "-m", "lockheed._demo_cmd", "--kubeconfig", str(kubeconfig)]
-        base += ["--namespace", namespace, "--prefix", args.prefix]
+        base = [sys.executable, "-m", "lockheed._demo_cmd", "--namespace", args.namespace]
+        if args.kubeconfig is not None:
+            base += ["--kubeconfig", str(args.kubeconfig)]
+        if args.context is not None:
+            base += ["--context", args.context]
+        base += ["--prefix", args.prefix, "--backend", args.backend]
         base += ["--rounds", str(args.rounds), "--hold", str(args.hold)]
         crasher = self.names[-1] if args.crash else None
         for name in self.names:
@@ -119,13 +123,13 @@ def _summary(history: list[Change], names: list[str]) -> str:
     )
 
 
-async def _show(args: argparse.Namespace, kubeconfig: Path, namespace: str) -> int:
-    async with AsyncConfigMapLocker(namespace, prefix=args.prefix, config=kubeconfig) as locker:
+async def _show(args: argparse.Namespace) -> int:
+    async with make_async_locker(args) as locker:
         source = Source(locker, name=LOCK)
         title = f"lockheed demo: {args.workers} workers take turns on lock {LOCK!r}"
         output: Output = live_output(source, sys.stdout, events=args.events, title=title)
         follow = asyncio.get_running_loop().create_task(Follow(source, output).run())
-        workers = _Workers(args, kubeconfig, namespace)
+        workers = _Workers(args)
         try:
             done = asyncio.get_running_loop().run_in_executor(None, workers.wait)
             either: list[asyncio.Future[Any]] = [follow, done]
@@ -165,24 +169,27 @@ def _demo(args: argparse.Namespace) -> int:
         raise ValueError(f"--rounds must be at least 1, not {args.rounds}")
     if not 0 <= args.hold <= 60:  # NaN fails too
         raise ValueError(f"--hold must be from 0 to 60 seconds, not {args.hold}")
-    if args.namespace is not None and args.kubeconfig is None:
-        raise ValueError("--namespace needs --kubeconfig (a local control plane gets a new one)")
+    local = args.kubeconfig is None and args.context is None
+    if args.namespace is not None and local:
+        raise ValueError(
+            "--namespace needs --kubeconfig or --context (a local control plane gets a new one)"
+        )
     previous = signal.signal(signal.SIGTERM, _interrupt)
     plane: Any = None
     try:
-        kubeconfig, namespace = args.kubeconfig, args.namespace
-        if kubeconfig is None:
+        if local:
             from .testing import ControlPlane
 
             _progress("starting a local control plane (etcd + kube-apiserver)")
             plane = ControlPlane(progress=_progress).start()
-            kubeconfig = plane.kubeconfig
-            namespace = plane.create_namespace("lockheed-demo")
-            _progress(f"namespace {namespace}")
-        if namespace is None:
-            namespace = ConfigMapLocker(config=kubeconfig).namespace
+            args.kubeconfig = plane.kubeconfig
+            args.namespace = plane.create_namespace("lockheed-demo")
+            _progress(f"namespace {args.namespace}")
+        if args.namespace is None:  # the context's: the workers are told it
+            with make_locker(args) as locker:
+                args.namespace = locker.namespace
         try:
-            return asyncio.run(_show(args, kubeconfig, namespace))
+            return asyncio.run(_show(args))
         except KeyboardInterrupt:
             print("\nStopped: the workers released the lock.", flush=True)
             return 0
@@ -198,22 +205,30 @@ def add_demo_parser(sub: Any) -> None:
     demo = sub.add_parser(
         "demo",
         help="workers take turns on a lock, shown live",
-        description="Start a local control plane (unless --kubeconfig is given) and let "
-        "workers take turns on lock 'demo', shown live. Ctrl-C ends it cleanly.",
+        description="Start a local control plane (unless --kubeconfig or --context is "
+        "given: then that cluster is used) and let workers take turns on lock 'demo', "
+        "shown live. Ctrl-C ends it cleanly.",
+        epilog="Exit statuses: 0 done, or stopped by Ctrl-C (the workers released the "
+        "lock); 1 a worker or the view failed (its error on standard error); 2 bad usage.",
     )
-    demo.add_argument("--kubeconfig", type=Path, help="use this cluster, not a local one")
-    demo.add_argument("-n", "--namespace", help="with --kubeconfig: default the context's")
-    demo.add_argument("--prefix", default="lockheed", help="object name prefix")
-    demo.add_argument("--workers", type=int, default=3, help="2 to 8 (default 3)")
-    demo.add_argument("--rounds", type=int, default=3, help="turns per worker (default 3)")
-    demo.add_argument("--hold", type=float, default=1.5, help="seconds a turn lasts (1.5)")
+    add_connection(demo)
+    add_backend(demo)
+    demo.add_argument("--workers", type=int, default=3, metavar="N", help="2 to 8 (default 3)")
+    demo.add_argument(
+        "--rounds", type=int, default=3, metavar="N", help="turns per worker (default 3)"
+    )
+    demo.add_argument(
+        "--hold", type=float, default=1.5, metavar="SECONDS", help="a turn's length (default 1.5)"
+    )
     demo.add_argument(
         "--no-crash",
         dest="crash",
         action="store_false",
         help="no worker exits while holding the lock",
     )
-    demo.add_argument("--events", action="store_true", help="event lines, not the table")
+    demo.add_argument(
+        "--events", action="store_true", help="one line per change, even on a terminal"
+    )
     demo.set_defaults(func=_demo)
 
 
@@ -228,7 +243,7 @@ def _worker(args: argparse.Namespace) -> int:
 
     for signum in (signal.SIGTERM, signal.SIGINT):
         signal.signal(signum, interrupted)
-    with ConfigMapLocker(args.namespace, prefix=args.prefix, config=args.kubeconfig) as locker:
+    with make_locker(args) as locker:
         lock = Lock(LOCK, locker, instance_id=args.worker).with_duration(DURATION)
         lock.with_renew_interval(RENEW).with_tags(["demo"])
         for turn in range(args.rounds):
@@ -252,9 +267,8 @@ def _worker(args: argparse.Namespace) -> int:
 
 def _worker_main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m lockheed._demo_cmd")
-    parser.add_argument("--kubeconfig", type=Path, required=True)
-    parser.add_argument("--namespace", required=True)
-    parser.add_argument("--prefix", default="lockheed")
+    add_connection(parser)
+    add_backend(parser)
     parser.add_argument("--worker", required=True)
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--hold", type=float, default=1.5)

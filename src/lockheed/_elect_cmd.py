@@ -59,17 +59,34 @@ def add_elect_parser(
 ) -> None:
     """Register ``elect`` with the subcommands of ``lockheed``: ``locker(args)``
     makes the locker; ``options`` add the options every command shares."""
-    elect = sub.add_parser("elect", help="run a command only while leading")
+    elect = sub.add_parser(
+        "elect",
+        help="run a command only while leading",
+        description="Campaign for leadership of lock NAME and run COMMAND only while "
+        "leading (lockheed elect NAME [options] -- COMMAND [ARG...]); COMMAND gets "
+        "LOCKHEED_FENCING_TOKEN and LOCKHEED_LEADER. When leadership is lost, COMMAND "
+        "gets SIGTERM and lockheed campaigns again.",
+        epilog="Exit statuses: the command's (128+N if signal N killed it); 1 an error "
+        "(one line on standard error); 2 bad usage; 75 leadership was lost (--once); "
+        "126/127 the command cannot be run / is not found; 128+N signal N before leading.",
+    )
     for add in options:
         add(elect)
-    elect.add_argument("name", help="lock name")
-    elect.add_argument("--identity", help="this candidate's identity (default: host name-random)")
-    elect.add_argument("--lease-duration", type=float, default=15.0, help="seconds (default 15)")
-    elect.add_argument("--renew-deadline", type=float, default=10.0, help="seconds (default 10)")
-    elect.add_argument("--retry-period", type=float, default=2.0, help="seconds (default 2)")
+    elect.add_argument("name", metavar="NAME", help="lock name")
+    elect.add_argument(
+        "--identity", metavar="ID", help="this candidate's identity (default: host name-random)"
+    )
+    elect.add_argument(
+        "--lease-duration", type=float, default=15.0, metavar="SECONDS", help="default 15"
+    )
+    elect.add_argument(
+        "--renew-deadline", type=float, default=10.0, metavar="SECONDS", help="default 10"
+    )
+    elect.add_argument(
+        "--retry-period", type=float, default=2.0, metavar="SECONDS", help="default 2"
+    )
     elect.add_argument("--tag", action="append", default=[], help="tag the lock (repeatable)")
     elect.add_argument("--once", action="store_true", help="exit 75 when leadership is lost")
-    elect.epilog = "The command and its arguments follow '--'."
     elect.set_defaults(func=lambda args: _elect(args, locker))
 
 

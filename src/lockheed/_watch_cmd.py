@@ -8,6 +8,16 @@ losses (an expired lease, a forced takeover, a lock deleted while held) ``!``
 (``HELD``/``FREE``) and then one per change (``ACQUIRED``, ``RELEASED``,
 ``HANDED-OFF``, ``TAKEN-OVER``, ``EXPIRED``, ``DELETED``, ``LINE``, ...).
 
+``--where EXPR``, ``-l SELECTOR`` and ``--tag`` select locks as ``lockheed
+list`` does (the same language, the same errors: exit 2 with a caret under
+the bad token, before anything is read). The selection is applied to each
+lock as it changes (when it is listed and at every new version watched): a
+lock that comes to match appears with the change that made it match, one
+that stops matching is reported with that change and then left out. Tests
+that depend on the time (``expires``, ``acquired`` once a lease runs out)
+are judged at each change too, so a lock stays shown, its lease marked
+expired, until its next change. Malformed lock objects are always shown.
+
 It is watch-driven: one LIST, then one WATCH of the lock objects (label
 ``lockheed/lock``; with NAME also a ``metadata.name`` field selector), read
 in the background by :class:`~lockheed._async.watcher.WatchStream`; the only
@@ -30,14 +40,14 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import math
 import os
 import shutil
 import signal
 import sys
 import time
-from collections.abc import AsyncGenerator, Callable
+from collections.abc import AsyncGenerator
 from datetime import datetime, timezone
-from pathlib import Path
 from types import FrameType
 from typing import IO, Any
 
@@ -46,6 +56,9 @@ import httpx2 as httpx
 from ._async.configmap import AsyncConfigMapLocker
 from ._async.lease import AsyncLeaseLocker
 from ._async.watcher import WatchStream
+from ._cli_common import EXIT_USAGE, add_backend, add_connection, make_async_locker
+from ._cli_list import WHERE_EPILOG, SelectionError, add_selection, selection
+from ._cli_where import Facts, Where
 from ._codec import LABEL, decode_configmap, lock_name_of
 from ._errors import LockBackendError, LockError, LockForbidden
 from ._kubecfg import forbidden, reason, request_timeout
@@ -53,7 +66,7 @@ from ._leasecodec import decode_lease
 from ._live import Board, Change, Key, Row, Style, event_line, render_table, row_of, state_line
 from ._state import Record
 
-__all__ = ["Follow", "Source", "add_watch_parser", "live_output", "open_locker"]
+__all__ = ["Follow", "Source", "add_watch_parser", "facts_of", "live_output"]
 
 #: The countdown's repaint interval (seconds).
 REPAINT_INTERVAL = 0.5
@@ -68,6 +81,18 @@ def _now_utc() -> datetime:
     return datetime.now(_UTC)
 
 
+def facts_of(row: Row, earliest: datetime) -> Facts:
+    """What ``--where`` sees of a row, at the server's time ``earliest``."""
+    live = row.holder is not None and not row.expired
+    if live and row.expires is not None and row.expires <= earliest:
+        live = False
+    left: float | None = None
+    if live:
+        left = math.inf if row.expires is None else (row.expires - earliest).total_seconds()
+    holders = (row.holder,) if live and row.holder is not None else ()
+    return Facts(row.name, frozenset(row.tags), holders, left, len(row.waiters))
+
+
 class Source:
     """Lists and watches the lock objects of a locker's namespace, or of all."""
 
@@ -77,12 +102,12 @@ class Source:
         *,
         all_namespaces: bool = False,
         name: str | None = None,
-        tags: tuple[str, ...] = (),
+        where: Where | None = None,
     ):
         self.locker = locker
         self.api = locker.api
         self.all_namespaces = all_namespaces
-        self.tags = tags
+        self.where_ = where
         self.lease = isinstance(locker, AsyncLeaseLocker)
         api_path = self.api.base.split("/namespaces/")[0]
         self.path = f"{api_path}/{self.api.resource}" if all_namespaces else self.api.base
@@ -99,9 +124,9 @@ class Source:
         """The server's time now, earliest bound (as expiry is judged)."""
         return self.api.clock.bounds()[0]
 
-    def row(self, obj: Any) -> tuple[Key, Row | None] | None:
-        """The row of a listed or watched object (None as the row: not shown, by
-        ``--tag``); None when it is not one of this locker's locks."""
+    def row(self, obj: Any) -> tuple[Key, Row] | None:
+        """The row of a listed or watched object; None when it is not one of this
+        locker's locks."""
         meta = obj.get("metadata") or {}
         name = lock_name_of(self.locker.prefix, str(meta.get("name", "")))
         if name is None:
@@ -109,10 +134,14 @@ class Source:
         namespace = str(meta.get("namespace") or self.api.namespace)
         key = (namespace, name)
         record = self._decode(key, obj)
-        row = row_of(namespace, record, self.earliest())
-        if row.error is None and not set(self.tags) <= set(row.tags):
-            return key, None
-        return key, row
+        return key, row_of(namespace, record, self.earliest())
+
+    def shows(self, row: Row) -> bool:
+        """Whether the selection (``--where``, ``-l``, ``--tag``) holds for ``row`` now;
+        a malformed lock is always shown."""
+        if self.where_ is None or row.error is not None:
+            return True
+        return self.where_.matches(facts_of(row, self.earliest()))
 
     def _decode(self, key: Key, obj: Any) -> Record:
         if not self.lease:
@@ -145,7 +174,7 @@ class Source:
         )
 
     async def list(self) -> tuple[dict[Key, Row], str]:
-        """Every lock shown, and the version to watch from (paginated LIST)."""
+        """Every lock (shown or not), and the version to watch from (paginated LIST)."""
         params = {**self.params, "limit": str(_PAGE)}
         rows: dict[Key, Row] = {}
         while True:
@@ -167,7 +196,7 @@ class Source:
             body = resp.json()
             for obj in body.get("items") or ():
                 found = self.row(obj)
-                if found is not None and found[1] is not None:
+                if found is not None:
                     rows[found[0]] = found[1]
             metadata = body.get("metadata") or {}
             if not metadata.get("continue"):
@@ -210,23 +239,54 @@ class Output:
     def __init__(self, source: Source) -> None:
         self.source = source
         self.board = Board()
+        #: The latest version of each lock the selection leaves out.
+        self.hidden: dict[Key, Row] = {}
         #: Every change reported, in order.
         self.history: list[Change] = []
+        #: Locks that came to match the selection without a change to report.
+        self.entered: list[Row] = []
         self._seen = asyncio.Event()  # set whenever the board was looked at anew
 
-    def start(self, rows: dict[Key, Row]) -> None:
-        self.board.load(rows.values())
+    def start(self, rows: dict[Key, Row]) -> dict[Key, Row]:
+        """Start from a listing of every lock; returns the rows shown."""
+        shown = {key: row for key, row in rows.items() if self.source.shows(row)}
+        self.hidden = {key: row for key, row in rows.items() if key not in shown}
+        self.board.load(shown.values())
+        return shown
 
-    def apply(self, key: Key, row: Row | None, hidden: bool) -> list[Change]:
-        if hidden:  # no longer matches --tag: not a change of the lock
+    def apply(self, key: Key, row: Row | None) -> list[Change]:
+        """A new version of one lock (None: deleted); the changes shown."""
+        self.entered = []
+        earliest, now = self.source.earliest(), time.monotonic()
+        before = self.hidden.pop(key, None)
+        if before is not None:  # not shown so far
+            if row is None or not self.source.shows(row):
+                if row is not None:
+                    self.hidden[key] = row
+                return []
+            self.board.rows[key] = before  # to tell what changed as it comes to match
+        elif key not in self.board.rows and row is not None and not self.source.shows(row):
+            self.hidden[key] = row  # a new lock the selection leaves out
+            return []
+        changes = self.board.apply(key, row, earliest, now)
+        if row is not None and not self.source.shows(row):  # reported, then left out
             self.board.rows.pop(key, None)
             self.board.latest.pop(key, None)
-            return []
-        return self._kept(self.board.apply(key, row, self.source.earliest(), time.monotonic()))
+            self.hidden[key] = row
+        elif before is not None and not changes and row is not None:
+            self.entered = [row]
+        return self._kept(changes)
 
     def resync(self, rows: dict[Key, Row]) -> list[Change]:
-        now = time.monotonic()
-        return self._kept(self.board.resync(rows.values(), self.source.earliest(), now))
+        """After a fresh listing (the watch was lost): the changes since."""
+        changes: list[Change] = []
+        entered: list[Row] = []
+        for key in sorted(set(self.board.rows) | set(self.hidden) | set(rows)):
+            if self.board.rows.get(key, self.hidden.get(key)) != rows.get(key):
+                changes += Output.apply(self, key, rows.get(key))  # reported once, below
+                entered += self.entered
+        self.entered = entered
+        return changes
 
     def tick(self) -> list[Change]:
         return self._kept(self.board.expire(self.source.earliest(), time.monotonic()))
@@ -276,21 +336,28 @@ class EventLines(Output):
         self._write([event_line(c, now, all_namespaces=every) for c in changes])
         return changes
 
-    def start(self, rows: dict[Key, Row]) -> None:
-        super().start(rows)
+    def _states(self, rows: list[Row]) -> None:
         now, earliest = _now_utc(), self.source.earliest()
         every = self.source.all_namespaces
-        self._write(
-            [state_line(r, earliest, now, all_namespaces=every) for _, r in sorted(rows.items())]
-        )
-        if not rows:
-            self._say(f"no locks in {self.source.where} yet; one line per change follows")
+        self._write([state_line(r, earliest, now, all_namespaces=every) for r in rows])
 
-    def apply(self, key: Key, row: Row | None, hidden: bool) -> list[Change]:
-        return self._changes(super().apply(key, row, hidden))
+    def start(self, rows: dict[Key, Row]) -> dict[Key, Row]:
+        shown = super().start(rows)
+        self._states([row for _, row in sorted(shown.items())])
+        if not shown:
+            what = "match" if rows else "yet"
+            self._say(f"no locks in {self.source.where} {what}; one line per change follows")
+        return shown
+
+    def apply(self, key: Key, row: Row | None) -> list[Change]:
+        changes = self._changes(super().apply(key, row))
+        self._states(self.entered)  # came to match with nothing else to report
+        return changes
 
     def resync(self, rows: dict[Key, Row]) -> list[Change]:
-        return self._changes(super().resync(rows))
+        changes = self._changes(super().resync(rows))
+        self._states(self.entered)
+        return changes
 
     def tick(self) -> list[Change]:
         return self._changes(super().tick())
@@ -340,12 +407,13 @@ class LiveTable(Output):
         self.out.flush()
         self._painted = len(lines)
 
-    def start(self, rows: dict[Key, Row]) -> None:
-        super().start(rows)
+    def start(self, rows: dict[Key, Row]) -> dict[Key, Row]:
+        shown = super().start(rows)
         self.paint()
+        return shown
 
-    def apply(self, key: Key, row: Row | None, hidden: bool) -> list[Change]:
-        changes = super().apply(key, row, hidden)
+    def apply(self, key: Key, row: Row | None) -> list[Change]:
+        changes = super().apply(key, row)
         self.paint()
         return changes
 
@@ -438,22 +506,12 @@ class Follow:
         if found is None:
             return
         key, row = found
-        if kind == "DELETED":
-            self.output.apply(key, None, hidden=False)
-        else:
-            self.output.apply(key, row, hidden=row is None)
+        self.output.apply(key, None if kind == "DELETED" else row)
 
 
-def open_locker(args: argparse.Namespace) -> AsyncConfigMapLocker | AsyncLeaseLocker:
-    kind = AsyncLeaseLocker if args.backend == "lease" else AsyncConfigMapLocker
-    return kind(args.namespace, prefix=args.prefix, config=args.kubeconfig)
-
-
-async def _watch_async(args: argparse.Namespace) -> None:
-    async with open_locker(args) as locker:
-        source = Source(
-            locker, all_namespaces=args.all_namespaces, name=args.name, tags=tuple(args.tag)
-        )
+async def _watch_async(args: argparse.Namespace, where: Where | None) -> None:
+    async with make_async_locker(args) as locker:
+        source = Source(locker, all_namespaces=args.all_namespaces, name=args.name, where=where)
         output = live_output(source, sys.stdout, events=args.events)
         try:
             await Follow(source, output).run()
@@ -466,9 +524,14 @@ def _interrupt(_signum: int, _frame: FrameType | None) -> None:
 
 
 def _watch(args: argparse.Namespace) -> int:
+    try:
+        where = selection(args)
+    except SelectionError as exc:
+        print(f"lockheed watch: {exc}", file=sys.stderr)
+        return EXIT_USAGE
     previous = signal.signal(signal.SIGTERM, _interrupt)  # ends it as Ctrl-C does
     try:
-        asyncio.run(_watch_async(args))
+        asyncio.run(_watch_async(args, where))
     except KeyboardInterrupt:
         print(file=sys.stdout, flush=True)
     finally:
@@ -476,38 +539,23 @@ def _watch(args: argparse.Namespace) -> int:
     return 0
 
 
-def add_watch_parser(sub: Any, *options: Callable[[argparse.ArgumentParser], None]) -> None:
+def add_watch_parser(sub: Any) -> None:
     """Register ``watch`` with the subcommands of ``lockheed``."""
     watch = sub.add_parser(
         "watch",
         help="watch locks change hands, live",
         description="A live table of the locks (hand-offs and losses marked); on a pipe "
-        "or a dumb terminal, one timestamped line per change. Ctrl-C ends it.",
+        "or a dumb terminal, one timestamped line per change. The selection (--where, -l, "
+        "--tag) is applied to each lock as it changes. Ctrl-C ends it.",
+        epilog=f"{WHERE_EPILOG} Exit statuses: 0 ended by Ctrl-C or SIGTERM; 1 an error "
+        "(one line on standard error; RBAC: it needs 'list' and 'watch'); 2 bad usage "
+        "(options, lock name, --where, -l).",
     )
-    for add in options:
-        add(watch)
-    watch.add_argument("name", nargs="?", help="only this lock")
+    add_connection(watch, all_namespaces=True)
+    add_backend(watch)
+    watch.add_argument("name", nargs="?", metavar="NAME", help="only this lock")
+    add_selection(watch)
     watch.add_argument(
-        "--kubeconfig", type=Path, help="default: in-cluster, $KUBECONFIG, ~/.kube/config"
-    )
-    scope = watch.add_mutually_exclusive_group()
-    scope.add_argument("-n", "--namespace", help="default: the context's or the pod's namespace")
-    scope.add_argument(
-        "-A", "--all-namespaces", action="store_true", help="the locks of every namespace"
-    )
-    watch.add_argument(
-        "--prefix", default="lockheed", help="object name prefix (default: lockheed)"
-    )
-    watch.add_argument(
-        "--backend",
-        choices=("configmap", "lease"),
-        default="configmap",
-        help="locks kept in ConfigMaps (default) or Leases",
-    )
-    watch.add_argument(
-        "--tag", action="append", default=[], help="only locks with this tag (repeatable)"
-    )
-    watch.add_argument(
-        "--events", action="store_true", help="event lines even on a terminal, not the table"
+        "--events", action="store_true", help="one line per change, even on a terminal"
     )
     watch.set_defaults(func=_watch)
