@@ -85,6 +85,7 @@ class Options:
     kubeconfig: Path | None = None
     kubectl: Path | None = None
     only: tuple[str, ...] = FIGURES
+    systems: tuple[str, ...] | None = None  # keys of the systems to measure (None: all)
     log: Callable[[str], None] = field(default=lambda message: None)
 
 
@@ -125,7 +126,11 @@ def _make_systems(run: _Run, cluster: BenchCluster) -> list[System]:
         ),
     }
     systems: list[System] = []
+    chosen = run.o.systems
     for key, (kind, make) in makers.items():
+        if chosen is not None and key not in chosen:
+            run.results.settings[key] = "not measured: left out (--systems)"
+            continue
         missing = [m for m in kind.requires if importlib.util.find_spec(m) is None]
         if missing:
             run.results.settings[key] = (
@@ -139,6 +144,9 @@ def _make_systems(run: _Run, cluster: BenchCluster) -> list[System]:
             continue
         run.results.settings[key] = system.settings()
         systems.append(system)
+    if chosen is not None and GO_KEY not in chosen:
+        run.results.settings[GO_KEY] = "not measured: left out (--systems)"
+        return systems
     run.log("looking for the Go lockheed program (tests/golockheed)")
     program = find_program()
     if isinstance(program, str):

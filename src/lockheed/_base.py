@@ -83,6 +83,7 @@ class LockBase:
         self._on_event: EventHandler | None = None
         self._on_lost: list[Callable[[LockLost], Any]] = []
         self._record: Record | None = None
+        self._record_at: float | None = None  # monotonic time _record was received
         self._token: int | None = None
         self._expires: datetime | None = None
         self._deadline: float | None = None  # monotonic loss deadline; None = never
@@ -224,7 +225,7 @@ class LockBase:
     def _guard_effect(self, effect: Any) -> Any:
         """Check the stop signal before an effect; cut long waits while one is set.
         Tell the waiting observer who holds the lock before each watch."""
-        if isinstance(effect, Watch) and self._on_wait is not None:
+        if isinstance(effect, Watch) and not effect.quick and self._on_wait is not None:
             self._on_wait(effect.holder)
         stop = self._stop
         if stop is None:
@@ -243,7 +244,7 @@ class LockBase:
 
     def _hold(self, record: Record, expires: datetime | None, sent: float) -> None:
         """Hold after a write of ours sent at ``sent`` (or a hand-off seen then)."""
-        self._record = record
+        self._record, self._record_at = record, self._clock.monotonic()
         self._expires = expires
         self._sent = sent
         self._claim_by = None
@@ -359,7 +360,7 @@ class LockBase:
     def _released(self, done: Released) -> None:
         """Finish a release; raise :class:`LockLost` if the lock had been lost."""
         was_held = self._deadline is None or self._clock.monotonic() < self._deadline
-        self._record = done.record
+        self._record, self._record_at = done.record, self._clock.monotonic()
         if done.lost_reason is not None and self._lost is None:
             self._declare_lost(LockLost(f"lock {self.name!r}: {done.lost_reason}", lock=self.name))
         lost = self._lost

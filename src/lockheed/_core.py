@@ -48,7 +48,7 @@ from typing import Any, Final
 from ._clock import ServerClock
 from ._conditions import Condition, LockView
 from ._errors import LockBackendError, LockConflict, LockLost, LockStateError, LockTimeout
-from ._queue import Waiter, queue_meta, read_queue
+from ._queue import Waiter, place_of, queue_meta, read_queue
 from ._state import MUTEX, NEVER, Lease, LockState, Record, StateFormatError, parse_time
 
 __all__ = [
@@ -89,6 +89,17 @@ RELEASE_PATIENCE: Final = 30.0
 # ahead of one do not take it, it waits this long per waiter ahead, then
 # takes the lock itself (they are presumed gone).
 CLAIM_WINDOW: Final = 5.0
+# After a write conflict, the newer version is taken from the operation's open
+# watch (no request) if it shows one within this long; else it is read.
+REFRESH_WAIT: Final = 0.5
+# An acquire whose writes fail because others keep joining the line (many
+# contenders joining at once) pauses from the second such conflict in a row on:
+# a random delay up to CONFLICT_BASE, doubling each time, at most CONFLICT_CAP.
+CONFLICT_BASE: Final = 0.005
+CONFLICT_CAP: Final = 0.5
+# A cached copy of the object (the result of this instance's release) dates an
+# acquire's place in line if it is at most this old when the acquire begins.
+FRESH: Final = 1.0
 
 
 def loss_margin(duration: timedelta) -> float:
@@ -227,6 +238,7 @@ def decide_acquire(
     token: int | None = None,
     free_for: float = 0.0,
     join: bool = True,
+    since: int | None = None,
 ) -> Decision:
     """Decide an acquire; ``earliest``/``latest`` bound the server's time now.
 
@@ -243,6 +255,11 @@ def decide_acquire(
     returns the wait instead of joining. ``free_for`` is how long (seconds, this host's clock)
     the caller has seen the lock free at this version: a waiter takes a free
     lock after :data:`CLAIM_WINDOW` per waiter ahead of it has passed.
+    ``since`` is the version of the object the caller had seen when it began
+    to ask: it joins ahead of waiters at the end of the line that began to ask
+    later (:func:`~lockheed._queue.place_of`), so losing a race to join never
+    costs a contender its turn; a free lock it would be first in line for it
+    takes at once, in one write.
     """
     me = intent.instance_id
     expires = intent.expiry(latest)
@@ -264,7 +281,8 @@ def decide_acquire(
     place = next((i for i, w in enumerate(queue) if w.instance_id == me), None)
     live = state.live_leases(earliest)
     others = [le for le in live if le.instance_id != me]
-    entry = Waiter(me, intent.duration, intent.tags, intent.reset_tags)
+    entry = Waiter(me, intent.duration, intent.tags, intent.reset_tags, since)
+    joins_at = place_of(queue, since)
 
     def take(line: tuple[Waiter, ...]) -> Write:
         assert state is not None and record is not None
@@ -278,7 +296,9 @@ def decide_acquire(
 
     def enqueue() -> Write:
         assert state is not None and record is not None
-        return Write(record.version, state, queue_meta((*queue, entry)))
+        return Write(
+            record.version, state, queue_meta((*queue[:joins_at], entry, *queue[joins_at:]))
+        )
 
     if forced:
         return take(_without(queue, me))
@@ -300,7 +320,7 @@ def decide_acquire(
         if token is None and stamped is not None and place is None:
             return Accept(stamped, live[0].expires)  # handed to us, or our write landed
         return take(_without(queue, me))
-    if not intent.fair or not queue or place == 0:
+    if not intent.fair or not queue or place == 0 or (place is None and joins_at == 0):
         return take(_without(queue, me))
     if place is None:
         if join:
@@ -418,13 +438,19 @@ class Watch:
 
     ``session`` (set by the shell, one per operation) lets a locker keep one
     watch open across the operation's successive waits instead of opening a
-    new one each time; the shell ends the session when the operation ends."""
+    new one each time; the shell ends the session when the operation ends.
+    A ``quick`` watch asks for the version that a conflict proved exists,
+    from the open watch only (see the field)."""
 
     name: str
     version: str | None
     until: float | None
     session: Any = None
     holder: str | None = None
+    # Only what the session's open watch has received or receives by ``until``,
+    # and the newest of it: a locker with no open watch for the session answers
+    # UNCHANGED at once, without a request (the flow then reads).
+    quick: bool = False
 
 
 @dataclass(frozen=True)
@@ -596,6 +622,54 @@ def _read(name: str, patience: _Patience) -> Flow:
         return record
 
 
+def _refresh(
+    name: str,
+    record: Record | None,
+    clock: ServerClock,
+    patience: _Patience,
+    wait: float | None = REFRESH_WAIT,
+) -> Flow:
+    """The object after a write conflict: the newest version the operation's open
+    watch shows within ``wait`` seconds (no request), or a read when it shows none
+    (``wait`` None: read at once; a watch that lags keeps conflicting, so only the
+    first conflict in a row asks it)."""
+    if record is not None and wait is not None:
+        try:
+            result = yield Watch(name, record.version, clock.monotonic() + wait, quick=True)
+        except LockBackendError:
+            result = UNCHANGED
+        if result is None or isinstance(result, Record):
+            return result
+    return (yield from _read(name, patience))
+
+
+def _newcomers(before: Record | None, after: Record | None, me: str) -> bool:
+    """Whether others joined the line between ``before`` and ``after``."""
+    if after is None:
+        return False
+    known = {w.instance_id for w in read_queue(before.meta)} if before is not None else set()
+    return any(w.instance_id not in known and w.instance_id != me for w in read_queue(after.meta))
+
+
+def _version(record: Record | None) -> int | None:
+    try:
+        return None if record is None else int(record.version)
+    except ValueError:
+        return None
+
+
+def _pause(
+    name: str, clock: ServerClock, deadline: float | None, rng: Callable[[], float], streak: int
+) -> Flow:
+    """A random pause after ``streak`` write conflicts in a row (see :data:`CONFLICT_BASE`)."""
+    span = min(CONFLICT_CAP, CONFLICT_BASE * 2.0 ** min(streak - 2, 16))
+    until = clock.monotonic() + span * rng()
+    if deadline is not None:
+        until = min(until, deadline)
+    while clock.monotonic() < until:
+        yield Sleep(name, until)
+
+
 def acquire_flow(
     intent: Intent,
     clock: ServerClock,
@@ -603,6 +677,7 @@ def acquire_flow(
     cached: Record | None = None,
     token: int | None = None,
     rng: Callable[[], float] = random.random,
+    cached_at: float | None = None,
 ) -> Flow:
     """Acquire, waiting (by watch) until ``deadline`` (monotonic; None = forever).
 
@@ -611,15 +686,27 @@ def acquire_flow(
     wrote since, it meets a conflict, and the flow reads and decides again.
     ``token`` is the fencing token of a lock this instance holds, kept when it
     takes it again. Transient failures are retried until the deadline.
+
+    The acquire's place in line is dated by the first version it decides on
+    (``since`` of :func:`decide_acquire`): the cached object's if it was received
+    (``cached_at``, monotonic) at most :data:`FRESH` ago, else the first one
+    this flow reads. After a write conflict it takes the newer version from its
+    open watch if it has one (:func:`_refresh`; a read after a second conflict
+    in a row), and when others joining the line made it fail twice in a row or
+    more it pauses a random while (:data:`CONFLICT_BASE`), so that many
+    contenders joining at once do not keep colliding.
     """
     name = intent.name
     patience = _Patience(
         name, clock, deadline, rng, timeout_error=deadline is None or deadline > clock.monotonic()
     )
     record = cached
+    fresh = cached is not None and cached_at is not None and clock.monotonic() - cached_at <= FRESH
     if record is None:
         record = yield from _read(name, patience)
-    conflicts = late = 0
+        fresh = True
+    since = _version(record) if fresh else None
+    conflicts = late = streak = crowd = 0
     # When this waiter first saw the lock free with the same waiters ahead of it:
     # writes that do not change those (newcomers joining behind) keep the count.
     free_seen: tuple[tuple[str, ...], float] | None = None
@@ -633,7 +720,11 @@ def acquire_flow(
         if free_seen is not None and free_seen[0] == ahead:
             free_for = clock.monotonic() - free_seen[1]
         can_wait = not _timed_out(clock, deadline)
-        decision = decide_acquire(intent, record, earliest, latest, token, free_for, can_wait)
+        if since is None and record is not cached:  # the first version this flow got
+            since = _version(record)
+        decision = decide_acquire(
+            intent, record, earliest, latest, token, free_for, can_wait, since=since
+        )
         if isinstance(decision, Refuse):
             raise decision.error
         if isinstance(decision, Accept):
@@ -654,7 +745,7 @@ def acquire_flow(
                 continue
             patience.ok()
             if isinstance(result, Record):
-                record = result
+                record, streak, crowd = result, 0, 0
                 if decision.token is None:  # created free: now take it
                     continue
                 span = safe_span(intent.duration)
@@ -682,7 +773,16 @@ def acquire_flow(
                     f"lock {name!r}: other writers kept changing it until the timeout",
                     lock=name,
                 )
-            record = yield from _read(name, patience)
+            streak += 1
+            before = record
+            wait = REFRESH_WAIT if streak == 1 else None
+            record = yield from _refresh(name, record, clock, patience, wait)
+            # Others joining made the write fail twice in a row or more: many
+            # contenders are joining at once; pause, then look again.
+            crowd = crowd + 1 if _newcomers(before, record, intent.instance_id) else 0
+            if crowd > 1 and not late:
+                yield from _pause(name, clock, deadline, rng, crowd)
+                record = yield from _refresh(name, record, clock, patience, 0.0)
             continue
         assert isinstance(decision, Wait)
         if decision.reason != "queued":
@@ -793,8 +893,9 @@ def release_flow(
             return Released(result, None)
         if result is None:
             return Released(None, "its object was deleted")
+        wait = REFRESH_WAIT if conflicts == 0 else None  # the watch first, then reads
         conflicts = _count_conflict(intent, conflicts)
-        record = yield from _read(name, patience)
+        record = yield from _refresh(name, record, clock, patience, wait)
 
 
 def _count_conflict(intent: Intent, conflicts: int) -> int:

@@ -4,8 +4,10 @@ Waiters line up in the annotation ``lockheed/queue`` of the lock's object, a
 compact JSON list in arrival order: ``[{"id": "<instance ID>", "d": 30}]``
 (``d``: the waiter's lease duration in seconds, 0 for a lease that never
 expires; ``t``: the tags it asks for, and ``r``: true when they replace the
-lock's tags, both only when given), so that the write that hands the lock to
-a waiter also gives the lock that waiter's tags. Go lockheed keeps
+lock's tags, both only when given; ``v``: the resourceVersion of the object
+the waiter had seen when it began to ask, which orders the line: see
+:func:`place_of`), so that the write that hands the lock to a waiter also
+gives the lock that waiter's tags. Go lockheed keeps
 annotations it does not know on its own writes, so the line survives Go's
 writes next to its ``data.lock`` document.
 
@@ -22,7 +24,7 @@ from dataclasses import dataclass
 from datetime import timedelta
 from typing import Final
 
-__all__ = ["QUEUE_KEY", "Waiter", "queue_meta", "read_queue"]
+__all__ = ["QUEUE_KEY", "Waiter", "place_of", "queue_meta", "read_queue"]
 
 QUEUE_KEY: Final = "lockheed/queue"
 
@@ -35,6 +37,9 @@ class Waiter:
     duration: timedelta | None  # None: its lease would never expire
     tags: tuple[str, ...] = ()
     reset_tags: bool = False
+    # The version of the object this waiter had seen when it began to ask (None:
+    # not known, e.g. an entry written by an older lockheed).
+    since: int | None = None
 
 
 def read_queue(meta: Mapping[str, str]) -> tuple[Waiter, ...]:
@@ -63,10 +68,32 @@ def read_queue(meta: Mapping[str, str]) -> tuple[Waiter, ...]:
         tags = item.get("t", [])
         if not isinstance(tags, list) or not all(isinstance(t, str) and t for t in tags):
             tags = []
+        since = item.get("v")
+        if isinstance(since, bool) or not isinstance(since, int) or since < 0:
+            since = None
         seen.add(who)
         length = timedelta(seconds=seconds) if seconds else None
-        out.append(Waiter(who, length, tuple(tags), item.get("r") is True))
+        out.append(Waiter(who, length, tuple(tags), item.get("r") is True, since))
     return tuple(out)
+
+
+def place_of(queue: tuple[Waiter, ...], since: int | None) -> int:
+    """Where a newcomer that began to ask at version ``since`` joins ``queue``: at
+    the end, but ahead of the waiters at the end of the line that began to ask
+    at a later version than it did (they joined first only because their write
+    won a race with ours). Entries without a version, and everyone once an
+    entry without one is reached, keep their places: the line is never
+    reordered, and nobody is ever passed by a newcomer that began to ask after
+    it (its version is at least the object's version when it joined)."""
+    place = len(queue)
+    if since is None:
+        return place
+    while place > 0:
+        ahead = queue[place - 1].since
+        if ahead is None or ahead <= since:
+            break
+        place -= 1
+    return place
 
 
 def queue_meta(queue: Iterable[Waiter]) -> dict[str, str | None]:
@@ -81,6 +108,8 @@ def queue_meta(queue: Iterable[Waiter]) -> dict[str, str | None]:
             item["t"] = list(w.tags)
         if w.reset_tags:
             item["r"] = True
+        if w.since is not None:
+            item["v"] = w.since
         items.append(item)
     if not items:
         return {QUEUE_KEY: None}

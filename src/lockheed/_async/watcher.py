@@ -23,6 +23,7 @@ class WatchStream:
     def __init__(self) -> None:
         self._queue: asyncio.Queue[tuple[str, Any]] = asyncio.Queue()
         self._task: asyncio.Task[None] | None = None
+        self._held: tuple[str, Any] | None = None  # an event handed back (unget)
 
     def start(self, events: AsyncGenerator[tuple[str, Any], None]) -> WatchStream:
         self._task = asyncio.get_running_loop().create_task(
@@ -43,8 +44,15 @@ class WatchStream:
             return
         self._queue.put_nowait(("END", None))
 
+    def unget(self, item: tuple[str, Any]) -> None:
+        """Hand back the event just taken: the next ``poll`` or ``next`` returns it."""
+        self._held = item
+
     def poll(self) -> tuple[str, Any] | None:
         """The next event if one has arrived, else None (never waits)."""
+        if self._held is not None:
+            item, self._held = self._held, None
+            return item
         try:
             return self._queue.get_nowait()
         except asyncio.QueueEmpty:
@@ -52,6 +60,8 @@ class WatchStream:
 
     async def next(self, timeout: float | None) -> tuple[str, Any] | None:
         """The next event, or None when ``timeout`` seconds pass first."""
+        if self._held is not None:
+            return self.poll()
         try:
             return await asyncio.wait_for(self._queue.get(), timeout)
         except asyncio.TimeoutError:

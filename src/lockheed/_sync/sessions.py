@@ -9,6 +9,15 @@ such as the waiter's own writes), so a waiter that is woken by every change
 of a busy lock still sends one request for its whole wait. The shell ends
 the session when the operation ends, which closes the stream.
 
+After a release, the lock's session is *parked* (:meth:`Watches.park`):
+its watch stays open for :data:`LINGER` seconds, so a lock that is acquired
+again soon (a worker taking turns on a busy lock) waits on the watch it
+already has instead of sending a new one; a parked watch unused for longer
+is closed. A wait returns the newest version the stream has received, not
+each one in turn. A ``quick`` wait (after a write conflict) is answered only
+from a stream that is already open: with none, it returns UNCHANGED at once
+and the core reads instead.
+
 Failure semantics: a stream that the server ends is opened again; one that
 breaks, or answers 410 Gone, makes the wait return a fresh read (what
 changed meanwhile is unknown); one that the server refuses (403, 401) or
@@ -33,6 +42,8 @@ __all__ = ["Watches"]
 # A waiting operation keeps its watch open this long at most without events
 # (the server ends it then, and it is opened again).
 WATCH_LIFETIME = 60.0
+# A released lock's watch is kept open this long for its next acquire.
+LINGER = 5.0
 
 
 def _transient(error: Any) -> bool:
@@ -50,6 +61,19 @@ def _newer(obj: Any, version: str | None) -> bool:
         return seen != version
 
 
+def _newest(stream: WatchStream, obj: Any) -> Any:
+    """``obj``, or a later version of it that the stream has already received."""
+    while (item := stream.poll()) is not None:
+        kind, later = item
+        if kind not in ("ADDED", "MODIFIED"):
+            stream.unget(item)  # for the next wait to handle
+            break
+        version = str((obj.get("metadata") or {}).get("resourceVersion", ""))
+        if _newer(later, version):
+            obj = later
+    return obj
+
+
 class Watches:
     """The watch sessions of one locker."""
 
@@ -62,36 +86,46 @@ class Watches:
     ):
         self.api, self.object_name, self.decode, self.execute = api, object_name, decode, execute
         self._streams: dict[object, WatchStream] = {}  # open streams by session
+        self._parked: dict[object, float] = {}  # parked sessions: when to close them
 
     def watch(self, effect: Watch) -> Any:
         """Perform a :class:`~lockheed._core.Watch` effect."""
         clock = self.api.clock
         session = effect.session
+        self._sweep()
+        self._parked.pop(session, None)
         stream = self._streams.pop(session, None) if session is not None else None
+        if effect.quick and stream is None:
+            return UNCHANGED  # no watch open: the core reads instead
         try:
             while True:
-                timeout = None
-                if effect.until is not None:
-                    timeout = effect.until - clock.monotonic()
-                    if timeout <= 0:
-                        return UNCHANGED
-                if stream is None:
-                    stream = WatchStream()
-                    events = self.api.watch(
-                        self.object_name(effect.name),
-                        effect.version,
-                        WATCH_LIFETIME,
-                        lock=effect.name,
-                        opened=stream.opened,
-                    )
-                    stream.start(events)
-                item = stream.next(timeout)
+                # What the stream has received already counts, even when the time is up.
+                item = None if stream is None else stream.poll()
                 if item is None:
-                    continue  # the time is up: said above
+                    timeout = None
+                    if effect.until is not None:
+                        timeout = effect.until - clock.monotonic()
+                        if timeout <= 0:
+                            return UNCHANGED
+                    if stream is None:
+                        if effect.quick:
+                            return UNCHANGED
+                        stream = WatchStream()
+                        events = self.api.watch(
+                            self.object_name(effect.name),
+                            effect.version,
+                            WATCH_LIFETIME,
+                            lock=effect.name,
+                            opened=stream.opened,
+                        )
+                        stream.start(events)
+                    item = stream.next(timeout)
+                    if item is None:
+                        continue  # the time is up: said above
                 kind, obj = item
                 if kind in ("ADDED", "MODIFIED"):
                     if _newer(obj, effect.version):
-                        return self.decode(effect.name, obj)
+                        return self.decode(effect.name, _newest(stream, obj))
                     continue  # a change we have seen already (our own write, say)
                 if kind == "DELETED":
                     return None
@@ -104,6 +138,8 @@ class Watches:
                     stream = None
                     if kind == "BROKEN" and not _transient(obj):
                         raise obj  # refused (403, 401) or a lasting error: not ours to hide
+                    if effect.quick:
+                        return UNCHANGED
                     # 410 Gone (our version was compacted away), or the connection
                     # broke: what changed meanwhile is unknown, so read; a server
                     # that is really gone fails the read.
@@ -120,6 +156,7 @@ class Watches:
         and nobody has read yet, if it is newer than ``record``; else ``record``.
         Sends no request: a holder that kept its watch open renews and releases
         from a current copy instead of meeting a conflict."""
+        self._parked.pop(session, None)
         stream = self._streams.get(session)
         if stream is None or record is None:
             return record
@@ -135,8 +172,23 @@ class Watches:
                 break
         return record if newest is None else self.decode(record.name, newest)
 
+    def park(self, session: object) -> None:
+        """The lock that waited with ``session`` was released: keep its watch open
+        for :data:`LINGER` seconds, for the lock's next acquire."""
+        self._sweep()
+        if session in self._streams:
+            self._parked[session] = self.api.clock.monotonic() + LINGER
+
+    def _sweep(self) -> None:
+        """Close the parked watches that were not used in time."""
+        now = self.api.clock.monotonic()
+        for session, until in list(self._parked.items()):
+            if until <= now:
+                self.end(session)
+
     def end(self, session: object) -> None:
         """The operation that waited with ``session`` is over: stop its watch."""
+        self._parked.pop(session, None)
         stream = self._streams.pop(session, None)
         if stream is not None:
             stream.close()

@@ -24,6 +24,7 @@ class WatchStream:
         self._queue: queue.SimpleQueue[tuple[str, Any]] = queue.SimpleQueue()
         self._response: Any = None
         self._closed = threading.Event()
+        self._held: tuple[str, Any] | None = None  # an event handed back (unget)
 
     def start(self, events: Generator[tuple[str, Any], None, None]) -> WatchStream:
         thread = threading.Thread(
@@ -50,8 +51,15 @@ class WatchStream:
             return
         self._queue.put(("END", None))
 
+    def unget(self, item: tuple[str, Any]) -> None:
+        """Hand back the event just taken: the next ``poll`` or ``next`` returns it."""
+        self._held = item
+
     def poll(self) -> tuple[str, Any] | None:
         """The next event if one has arrived, else None (never waits)."""
+        if self._held is not None:
+            item, self._held = self._held, None
+            return item
         try:
             return self._queue.get_nowait()
         except queue.Empty:
@@ -59,6 +67,8 @@ class WatchStream:
 
     def next(self, timeout: float | None) -> tuple[str, Any] | None:
         """The next event, or None when ``timeout`` seconds pass first."""
+        if self._held is not None:
+            return self.poll()
         try:
             return self._queue.get(timeout=timeout)
         except queue.Empty:
