@@ -979,6 +979,7 @@ def drive_watching(
         yielded_at.append(time.mono)
         if isinstance(effect, Watch) and effect.quick:
             if locker.version_of(NAME) == effect.version:
+                assert effect.until is not None
                 time.advance(max(0.0, effect.until - time.mono))  # nothing newer comes
                 result = UNCHANGED
             else:

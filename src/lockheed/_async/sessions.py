@@ -121,6 +121,7 @@ class AsyncWatches:
                     item = await stream.next(timeout)
                     if item is None:
                         continue  # the time is up: said above
+                assert stream is not None  # an item came from it
                 kind, obj = item
                 if kind in ("ADDED", "MODIFIED"):
                     if _newer(obj, effect.version):

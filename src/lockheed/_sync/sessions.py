@@ -122,6 +122,7 @@ class Watches:
                     item = stream.next(timeout)
                     if item is None:
                         continue  # the time is up: said above
+                assert stream is not None  # an item came from it
                 kind, obj = item
                 if kind in ("ADDED", "MODIFIED"):
                     if _newer(obj, effect.version):
