@@ -89,6 +89,7 @@ class LockBase:
         self._deadline: float | None = None  # monotonic loss deadline; None = never
         self._sent = 0.0  # monotonic send time of the last write that extended our lease
         self._claim_by: float | None = None  # renew by then: the lock was handed to us
+        self._handed_at: float | None = None  # when the lock held now was handed to us
         self._active = False  # acquired and not released
         self._lost: LockLost | None = None
         # Set by leader election: a renew deadline shorter than the lease, and an
@@ -266,6 +267,7 @@ class LockBase:
         self._active, self._lost = True, None
         self._hold(got.record, got.expires, got.sent)
         self._deadline = self._capped(got.deadline, got.sent)
+        self._handed_at = got.sent if got.handed else None
         if got.handed and self._deadline is not None:
             # A hand-off's short lease becomes a full one with a renewal soon.
             self._claim_by = got.sent + (self._deadline - got.sent) / 2

@@ -28,6 +28,7 @@ from typing import Any
 
 from .._base import LockBase
 from .._core import (
+    SETTLE,
     Acquired,
     Create,
     Released,
@@ -243,8 +244,15 @@ class Lock(LockBase):
             token = self._begin_release()
             try:
                 self._latest_record()
+                settle = None if self._handed_at is None else self._handed_at + SETTLE
                 done: Released = self._run(
-                    release_flow(self._intent(), self.locker.clock, self._record, token),
+                    release_flow(
+                        self._intent(),
+                        self.locker.clock,
+                        self._record,
+                        token,
+                        settle_until=settle,
+                    ),
                     session=self._session,
                 )
             except LockError as exc:
