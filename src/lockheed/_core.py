@@ -443,18 +443,20 @@ class Watch:
     ``session`` (set by the shell, one per operation) lets a locker keep one
     watch open across the operation's successive waits instead of opening a
     new one each time; the shell ends the session when the operation ends.
-    A ``quick`` watch asks for the version that a conflict proved exists,
-    from the open watch only (see the field)."""
+    A ``quick`` watch asks for the version that a conflict proved exists
+    (see the fields)."""
 
     name: str
     version: str | None
     until: float | None
     session: Any = None
     holder: str | None = None
-    # Only what the session's open watch has received or receives by ``until``,
-    # and the newest of it: a locker with no open watch for the session answers
-    # UNCHANGED at once, without a request (the flow then reads).
+    # A look, not a wait (after a conflict, or before a release): the newest
+    # version received by ``until``; the lock's waiting observer is not told.
     quick: bool = False
+    # Whether the locker may open a watch for it; if not, a locker with no open
+    # watch for the session answers UNCHANGED at once, without a request.
+    open: bool = True
 
 
 @dataclass(frozen=True)
@@ -631,19 +633,23 @@ def _refresh(
     record: Record | None,
     clock: ServerClock,
     patience: _Patience,
-    wait: float | None = REFRESH_WAIT,
+    wait: float = REFRESH_WAIT,
 ) -> Flow:
-    """The object after a write conflict: the newest version the operation's open
-    watch shows within ``wait`` seconds (no request), or a read when it shows none
-    (``wait`` None: read at once; a watch that lags keeps conflicting, so only the
-    first conflict in a row asks it)."""
-    if record is not None and wait is not None:
-        try:
-            result = yield Watch(name, record.version, clock.monotonic() + wait, quick=True)
-        except LockBackendError:
-            result = UNCHANGED
-        if result is None or isinstance(result, Record):
-            return result
+    """The object after a write conflict: the newest version the operation's watch
+    shows within ``wait`` seconds (the watch is opened if the operation has none
+    yet: one request, like a read, and later conflicts cost none), or a read when
+    it shows none. ``wait`` 0: only what the watch has received already; if it
+    has nothing newer, ``record`` is the newest known."""
+    if record is None:
+        return (yield from _read(name, patience))
+    try:
+        result = yield Watch(name, record.version, clock.monotonic() + wait, quick=True)
+    except LockBackendError:  # the watch failed: read (which backs off if it fails too)
+        return (yield from _read(name, patience))
+    if result is None or isinstance(result, Record):
+        return result
+    if wait == 0:
+        return record
     return (yield from _read(name, patience))
 
 
@@ -884,7 +890,7 @@ def release_flow(
         record = yield from _read(name, patience)
     elif settle_until is not None and clock.monotonic() < settle_until:
         try:
-            newer = yield Watch(name, record.version, settle_until, quick=True)
+            newer = yield Watch(name, record.version, settle_until, quick=True, open=False)
         except LockBackendError:
             newer = UNCHANGED
         if newer is None or isinstance(newer, Record):

@@ -2,20 +2,23 @@
 
 A waiting operation (an acquire) may wait many times in a row; each of its
 waits is a :class:`~lockheed._core.Watch` effect carrying the operation's
-``session``. The first wait opens a watch stream on the object; later waits
-of the same session read on from that stream (skipping changes already seen,
-such as the waiter's own writes), so a waiter that is woken by every change
-of a busy lock still sends one request for its whole wait. The shell ends
-the session when the operation ends, which closes the stream.
+``session``. The first wait subscribes to the lock's watch stream; later waits
+of the same session read on from it (skipping changes already seen, such as
+the waiter's own writes), so a waiter that is woken by every change of a busy
+lock still sends one request for its whole wait. The waiters of one locker on
+one lock share one stream (:class:`~lockheed._async.watcher.Feed`), which
+is read and decoded once per change however many wait. The shell ends the
+session when the operation ends, which leaves the stream (closed when its
+last waiter leaves).
 
 After a release, the lock's session is *parked* (:meth:`AsyncWatches.park`):
 its watch stays open for :data:`LINGER` seconds, so a lock that is acquired
 again soon (a worker taking turns on a busy lock) waits on the watch it
 already has instead of sending a new one; a parked watch unused for longer
 is closed. A wait returns the newest version the stream has received, not
-each one in turn. A ``quick`` wait (after a write conflict) is answered only
-from a stream that is already open: with none, it returns UNCHANGED at once
-and the core reads instead.
+each one in turn. A wait that may not open a watch (``open`` False: a
+release settling after a hand-off) is answered only from a stream that is
+already open: with none, it returns UNCHANGED at once.
 
 Failure semantics: a stream that the server ends is opened again; one that
 breaks, or answers 410 Gone, makes the wait return a fresh read (what
@@ -34,7 +37,7 @@ from .._core import UNCHANGED, Read, Watch
 from .._errors import LockBackendError
 from .._state import Record
 from .kube import AsyncKubeAPI
-from .watcher import WatchStream
+from .watcher import Feed, Subscriber
 
 __all__ = ["AsyncWatches"]
 
@@ -60,7 +63,7 @@ def _newer(obj: Any, version: str | None) -> bool:
         return seen != version
 
 
-def _newest(stream: WatchStream, obj: Any) -> Any:
+def _newest(stream: Subscriber, obj: Any) -> Any:
     """``obj``, or a later version of it that the stream has already received."""
     while (item := stream.poll()) is not None:
         kind, later = item
@@ -84,7 +87,9 @@ class AsyncWatches:
         execute: Callable[[Any], Any],
     ):
         self.api, self.object_name, self.decode, self.execute = api, object_name, decode, execute
-        self._streams: dict[object, WatchStream] = {}  # open streams by session
+        self._streams: dict[object, Subscriber] = {}  # open streams by session
+        self._feeds: dict[str, Feed] = {}  # the shared watch of each lock, by its name
+        self._decoded: tuple[Any, Record] | None = None  # the last object decoded
         self._parked: dict[object, float] = {}  # parked sessions: when to close them
 
     async def watch(self, effect: Watch) -> Any:
@@ -94,8 +99,8 @@ class AsyncWatches:
         await self._sweep()
         self._parked.pop(session, None)
         stream = self._streams.pop(session, None) if session is not None else None
-        if effect.quick and stream is None:
-            return UNCHANGED  # no watch open: the core reads instead
+        if not effect.open and stream is None:
+            return UNCHANGED  # no watch open, and none to be opened for this
         try:
             while True:
                 # What the stream has received already counts, even when the time is up.
@@ -107,17 +112,9 @@ class AsyncWatches:
                         if timeout <= 0:
                             return UNCHANGED
                     if stream is None:
-                        if effect.quick:
+                        if not effect.open:
                             return UNCHANGED
-                        stream = WatchStream()
-                        events = self.api.watch(
-                            self.object_name(effect.name),
-                            effect.version,
-                            WATCH_LIFETIME,
-                            lock=effect.name,
-                            opened=stream.opened,
-                        )
-                        stream.start(events)
+                        stream = self._subscribe(effect.name, effect.version)
                     item = await stream.next(timeout)
                     if item is None:
                         continue  # the time is up: said above
@@ -125,7 +122,7 @@ class AsyncWatches:
                 kind, obj = item
                 if kind in ("ADDED", "MODIFIED"):
                     if _newer(obj, effect.version):
-                        return self.decode(effect.name, _newest(stream, obj))
+                        return self._decode(effect.name, _newest(stream, obj))
                     continue  # a change we have seen already (our own write, say)
                 if kind == "DELETED":
                     return None
@@ -138,7 +135,7 @@ class AsyncWatches:
                     stream = None
                     if kind == "BROKEN" and not _transient(obj):
                         raise obj  # refused (403, 401) or a lasting error: not ours to hide
-                    if effect.quick:
+                    if not effect.open:
                         return UNCHANGED
                     # 410 Gone (our version was compacted away), or the connection
                     # broke: what changed meanwhile is unknown, so read; a server
@@ -170,7 +167,29 @@ class AsyncWatches:
             elif kind not in ("ADDED", "MODIFIED"):  # deleted, ended or broken: stop using it
                 await self.end(session)
                 break
-        return record if newest is None else self.decode(record.name, newest)
+        return record if newest is None else self._decode(record.name, newest)
+
+    def _subscribe(self, name: str, version: str | None) -> Subscriber:
+        """A stream of the object's changes after ``version``: from the lock's shared
+        watch if it has one that misses nothing for this waiter, else a new one."""
+        feed = self._feeds.get(name)
+        if feed is None or not feed.covers(version):
+            feed = Feed(version)
+            events = self.api.watch(
+                self.object_name(name), version, WATCH_LIFETIME, lock=name, opened=feed.opened
+            )
+            feed.start(events)
+            self._feeds[name] = feed
+        return feed.subscribe()
+
+    def _decode(self, name: str, obj: Any) -> Record:
+        """Decode a watched object once for all the waiters that receive it."""
+        last = self._decoded
+        if last is not None and last[0] is obj:
+            return last[1]
+        record = self.decode(name, obj)
+        self._decoded = (obj, record)
+        return record
 
     async def park(self, session: object) -> None:
         """The lock that waited with ``session`` was released: keep its watch open
