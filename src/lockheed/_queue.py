@@ -18,6 +18,7 @@ lock itself from working.
 
 from __future__ import annotations
 
+import functools
 import json
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
@@ -47,6 +48,13 @@ def read_queue(meta: Mapping[str, str]) -> tuple[Waiter, ...]:
     text = meta.get(QUEUE_KEY)
     if not text:
         return ()
+    return _parse(text)
+
+
+@functools.lru_cache(maxsize=256)
+def _parse(text: str) -> tuple[Waiter, ...]:
+    """The line stored as ``text`` (remembered: every waiter on a lock decides on
+    the same versions, and the result is immutable)."""
     try:
         items = json.loads(text)
     except ValueError:
