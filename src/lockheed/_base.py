@@ -228,6 +228,8 @@ class LockBase:
         Tell the waiting observer who holds the lock before each watch."""
         if isinstance(effect, Watch) and not effect.quick and self._on_wait is not None:
             self._on_wait(effect.holder)
+            if effect.unless is not None:  # the observer wants every change of holder
+                effect = dataclasses.replace(effect, unless=None)
         stop = self._stop
         if stop is None:
             return effect

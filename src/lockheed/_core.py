@@ -92,11 +92,12 @@ CLAIM_WINDOW: Final = 5.0
 # After a write conflict, the newer version is taken from the operation's open
 # watch (no request) if it shows one within this long; else it is read.
 REFRESH_WAIT: Final = 0.5
-# An acquire whose writes fail because others keep joining the line (many
-# contenders joining at once) pauses from the second such conflict in a row on:
-# a random delay up to CONFLICT_BASE, doubling each time, at most CONFLICT_CAP.
+# An acquire whose write failed because others joined the line (many contenders
+# joining at once) pauses, then reads: a random delay up to CONFLICT_BASE,
+# doubling with each such conflict in a row, at most CONFLICT_CAP. Its place in
+# line does not suffer (see decide_acquire's ``since``).
 CONFLICT_BASE: Final = 0.005
-CONFLICT_CAP: Final = 0.5
+CONFLICT_CAP: Final = 2.0
 # A cached copy of the object (the result of this instance's release) dates an
 # acquire's place in line if it is at most this old when the acquire begins.
 FRESH: Final = 1.0
@@ -457,6 +458,9 @@ class Watch:
     # Whether the locker may open a watch for it; if not, a locker with no open
     # watch for the session answers UNCHANGED at once, without a request.
     open: bool = True
+    # A version for which ``unless(record)`` is true does not end the wait (the
+    # core says it changes nothing for this waiter); lockers may ignore it.
+    unless: Callable[[Record], bool] | None = None
 
 
 @dataclass(frozen=True)
@@ -550,6 +554,21 @@ def _ahead(record: Record | None, me: str) -> tuple[str, ...]:
     """The waiters ahead of ``me`` in the stored line (none if not in it)."""
     line = [] if record is None else [w.instance_id for w in read_queue(record.meta)]
     return tuple(line[: line.index(me)]) if me in line else ()
+
+
+def _still_behind(clock: ServerClock, me: str) -> Callable[[Record], bool]:
+    """For a waiter behind others in line while the lock is held: whether a new
+    version changes nothing for it (still behind, and someone else holds the
+    lock), so the watch need not wake it. A hand-off to it, reaching the head
+    of the line, the lock coming free or its entry gone all wake it."""
+
+    def still(record: Record) -> bool:
+        if record.state is None or not _ahead(record, me):
+            return False
+        earliest, _ = clock.bounds()
+        return any(le.instance_id != me for le in record.state.live_leases(earliest))
+
+    return still
 
 
 def _accepted(clock: ServerClock, record: Record, decision: Accept) -> Acquired | None:
@@ -672,7 +691,7 @@ def _pause(
     name: str, clock: ServerClock, deadline: float | None, rng: Callable[[], float], streak: int
 ) -> Flow:
     """A random pause after ``streak`` write conflicts in a row (see :data:`CONFLICT_BASE`)."""
-    span = min(CONFLICT_CAP, CONFLICT_BASE * 2.0 ** min(streak - 2, 16))
+    span = min(CONFLICT_CAP, CONFLICT_BASE * 2.0 ** min(streak - 1, 16))
     until = clock.monotonic() + span * rng()
     if deadline is not None:
         until = min(until, deadline)
@@ -701,10 +720,10 @@ def acquire_flow(
     (``since`` of :func:`decide_acquire`): the cached object's if it was received
     (``cached_at``, monotonic) at most :data:`FRESH` ago, else the first one
     this flow reads. After a write conflict it takes the newer version from its
-    open watch if it has one (:func:`_refresh`; a read after a second conflict
-    in a row), and when others joining the line made it fail twice in a row or
-    more it pauses a random while (:data:`CONFLICT_BASE`), so that many
-    contenders joining at once do not keep colliding.
+    watch (:func:`_refresh`; a read after a second conflict in a row), and when
+    others joining the line made it fail it pauses a random, doubling while
+    (:data:`CONFLICT_BASE`) and reads, so that many contenders joining at once
+    do not keep colliding.
     """
     name = intent.name
     patience = _Patience(
@@ -785,13 +804,16 @@ def acquire_flow(
                 )
             streak += 1
             before = record
-            record = yield from _refresh(name, record, clock, patience)
+            if streak == 1:  # the watch, which a busy host may read late: once in a row
+                record = yield from _refresh(name, record, clock, patience)
+            else:
+                record = yield from _read(name, patience)
             # Others joining made the write fail twice in a row or more: many
             # contenders are joining at once; pause, then look again.
             crowd = crowd + 1 if _newcomers(before, record, intent.instance_id) else 0
-            if crowd > 1 and not late:
+            if crowd and not late:
                 yield from _pause(name, clock, deadline, rng, crowd)
-                record = yield from _refresh(name, record, clock, patience, 0.0)
+                record = yield from _read(name, patience)  # what the pause let happen
             continue
         assert isinstance(decision, Wait)
         if decision.reason != "queued":
@@ -812,12 +834,14 @@ def acquire_flow(
                 expires=decision.expires,
             )
         held_by = decision.holder if decision.reason == "held" else None
+        behind = held_by is not None and _ahead(record, intent.instance_id) != ()
         try:
             result = yield Watch(
                 name,
                 record.version if record else None,
                 _wait_until(clock, decision, deadline),
                 holder=held_by,
+                unless=_still_behind(clock, intent.instance_id) if behind else None,
             )
         except LockBackendError as exc:
             yield from patience.pause(exc)
@@ -916,7 +940,16 @@ def release_flow(
         if result is None:
             return Released(None, "its object was deleted")
         conflicts = _count_conflict(intent, conflicts)
-        record = yield from _refresh(name, record, clock, patience)
+        state = record.state if record is not None else None
+        if state is not None and intent.instance_id not in state.leases:
+            # Only leaving the line (many may leave at once, at a shared
+            # timeout say): pause as a crowded acquire does, then read.
+            yield from _pause(name, clock, deadline, rng, conflicts)
+            record = yield from _read(name, patience)
+        elif conflicts == 1:
+            record = yield from _refresh(name, record, clock, patience)
+        else:  # the watch, which a busy host may read late: once in a row
+            record = yield from _read(name, patience)
 
 
 def _count_conflict(intent: Intent, conflicts: int) -> int:

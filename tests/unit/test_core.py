@@ -1072,8 +1072,8 @@ def test_conflicts_in_a_row_pause_a_random_doubling_while(
         for e, at in zip(effects, yielded_at, strict=True)
         if isinstance(e, Sleep)
     ]
-    # No pause after the first conflict; then 1, 2, 4 times the base (rng 1.0: the most).
-    assert pauses == [CONFLICT_BASE, 2 * CONFLICT_BASE, 4 * CONFLICT_BASE]
+    # A pause after each conflict with newcomers: 1, 2, 4, 8 times the base (rng 1.0: the most).
+    assert pauses == [CONFLICT_BASE, 2 * CONFLICT_BASE, 4 * CONFLICT_BASE, 8 * CONFLICT_BASE]
 
 
 def test_conflicts_with_a_holders_writes_do_not_pause(locker: MemoryLocker, time: FakeTime) -> None:

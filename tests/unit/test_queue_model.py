@@ -382,8 +382,11 @@ def test_a_contender_that_loses_the_race_to_join_keeps_its_turn() -> None:
     m.renew(0)  # the object moves on before h2 begins to ask
     m.acquire(2, None)  # h2 reads and joins: its write lands first
     assert stored_line(m) == ["h2"]
-    m.poke(1)  # h1's join lands: a conflict; it reads and joins again
-    while isinstance(h1.waiting_on, Replace):
+    m.poke(1)  # h1's join lands: a conflict (h2 joined); it pauses, reads, joins again
+    for _ in range(50):
+        if "h1" in stored_line(m):
+            break
+        m.advance(1)
         m.poke(1)
     assert stored_line(m) == ["h1", "h2"]
     m.release(0)  # the hand-off goes to h1

@@ -122,7 +122,10 @@ class AsyncWatches:
                 kind, obj = item
                 if kind in ("ADDED", "MODIFIED"):
                     if _newer(obj, effect.version):
-                        return self._decode(effect.name, _newest(stream, obj))
+                        record = self._decode(effect.name, _newest(stream, obj))
+                        if effect.unless is not None and effect.unless(record):
+                            continue  # nothing for this waiter: wait on
+                        return record
                     continue  # a change we have seen already (our own write, say)
                 if kind == "DELETED":
                     return None

@@ -62,10 +62,7 @@ class WatchStream:
         """The next event, or None when ``timeout`` seconds pass first."""
         if self._held is not None:
             return self.poll()
-        try:
-            return await asyncio.wait_for(self._queue.get(), timeout)
-        except asyncio.TimeoutError:
-            return None
+        return await _get(self._queue, timeout)
 
     async def close(self) -> None:
         if self._task is None:
@@ -179,10 +176,23 @@ class Subscriber:
     async def next(self, timeout: float | None) -> tuple[str, Any] | None:
         if self._held is not None:
             return self.poll()
-        try:
-            return await asyncio.wait_for(self._queue.get(), timeout)
-        except asyncio.TimeoutError:
-            return None
+        return await _get(self._queue, timeout)
 
     async def close(self) -> None:
         await self._feed.leave(self)
+
+
+async def _get(
+    queue: asyncio.Queue[tuple[str, Any]], timeout: float | None
+) -> tuple[str, Any] | None:
+    """The next item of ``queue``, or None after ``timeout`` seconds. Not
+    ``asyncio.wait_for``: before Python 3.12 it can swallow a cancellation that
+    comes as the item arrives, and a cancelled waiter then waits on."""
+    getter = asyncio.ensure_future(queue.get())
+    try:
+        done, _ = await asyncio.wait({getter}, timeout=timeout)
+    finally:
+        if not getter.done():
+            getter.cancel()
+    item: tuple[str, Any] | None = getter.result() if getter in done else None
+    return item
