@@ -252,10 +252,11 @@ def _figures(
                 if system.contend_mode is None:
                     res.contention[system.key][n] = NotMeasured(system.contend_reason)
                     continue
-                r.log(f"contention: {system.label}, {n} contenders, {s.window:g}s")
+                window = _window(s, n)
+                r.log(f"contention: {system.label}, {n} contenders, {window:g}s")
                 res.contention[system.key][n] = r.attempt(
                     f"contention {system.key} {n}",
-                    functools.partial(contend, system, meter, n, s.window),
+                    functools.partial(contend, system, meter, n, window),
                 )
             if isinstance(system, LockheedAsync):
                 n, processes = s.many_tasks
@@ -270,7 +271,7 @@ def _figures(
                     r.log(f"contention: {system.label} racing (with_fair(False)), {n} contenders")
                     res.contention[RACING_KEY][n] = r.attempt(
                         f"contention {RACING_KEY} {n}",
-                        functools.partial(contend, system, meter, n, s.window, fair=False),
+                        functools.partial(contend, system, meter, n, _window(s, n), fair=False),
                     )
     if r.wanted("election"):
         for key in ELECTORS:
@@ -293,6 +294,13 @@ def _figures(
             "listing",
             lambda: listing(cluster, meter, s.listing, s.list_repeats, kubectl, r.log),
         )
+
+
+def _window(s: Sizes, contenders: int) -> float:
+    """The contention window: longer at the most contenders, if the sizes say so."""
+    if s.fair_window is not None and contenders == max(s.contenders):
+        return s.fair_window
+    return s.window
 
 
 def _latency(measure: Callable[[int], list[float]], n: int) -> Latency:

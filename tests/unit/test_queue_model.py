@@ -4,7 +4,9 @@ lock, release it, give up, and die in line, all through the pure core.
 Each host runs the core's real flows against a Memory store on a shared fake
 clock (its server-time bounds come from second-truncated Date samples, as in
 production); a waiting host's flow is suspended at its Watch or Sleep and
-resumed when the model delivers the change or the time. Checked throughout:
+resumed when the model delivers the change or the time (a change the core
+marks as nothing to that waiter, ``Watch.unless``, is not delivered, as the
+lockers' watches do not wake it). Checked throughout:
 
 * never two hosts that believe they hold the lock (before their own loss
   deadlines) at the same true moment;
@@ -136,9 +138,15 @@ class QueueModel(RuleBasedStateMachine):
         if isinstance(effect, Sleep):
             return self.mono >= effect.until
         assert isinstance(effect, Watch)
-        if self.store.version_of(NAME) != effect.version:
+        if effect.until is not None and self.mono >= effect.until:
             return True
-        return effect.until is not None and self.mono >= effect.until
+        if self.store.version_of(NAME) == effect.version:
+            return False
+        if effect.unless is not None:  # as the lockers' watches do: sleep on through
+            current = self.store.execute(Read(NAME))  # changes the core says are not ours
+            self.store.requests["get"] -= 1
+            return current is None or not effect.unless(current)
+        return True
 
     def deliver(self, host: Host) -> Any:
         effect, host.waiting_on = host.waiting_on, None
@@ -151,7 +159,8 @@ class QueueModel(RuleBasedStateMachine):
         if self.store.version_of(NAME) != effect.version:
             result = self.store.execute(Read(NAME))
             self.sample(host)
-            return result
+            if effect.unless is None or result is None or not effect.unless(result):
+                return result
         return UNCHANGED
 
     def acquired(self, host: Host, got: Acquired) -> None:
