@@ -92,12 +92,12 @@ CLAIM_WINDOW: Final = 5.0
 # After a write conflict, the newer version is taken from the operation's open
 # watch (no request) if it shows one within this long; else it is read.
 REFRESH_WAIT: Final = 0.5
-# An acquire whose write failed because others joined the line (many contenders
-# joining at once) pauses, then reads: a random delay up to CONFLICT_BASE,
+# An acquire whose write failed because two or more others joined the line
+# (many contenders joining at once) pauses, then reads: a random delay up to CONFLICT_BASE,
 # doubling with each such conflict in a row, at most CONFLICT_CAP. Its place in
 # line does not suffer (see decide_acquire's ``since``).
 CONFLICT_BASE: Final = 0.005
-CONFLICT_CAP: Final = 2.0
+CONFLICT_CAP: Final = 1.0
 # A cached copy of the object (the result of this instance's release) dates an
 # acquire's place in line if it is at most this old when the acquire begins.
 FRESH: Final = 1.0
@@ -459,7 +459,8 @@ class Watch:
     # watch for the session answers UNCHANGED at once, without a request.
     open: bool = True
     # A version for which ``unless(record)`` is true does not end the wait (the
-    # core says it changes nothing for this waiter); lockers may ignore it.
+    # core says it changes nothing for this waiter); when the time is up, the
+    # newest such version is the result. Lockers may ignore it.
     unless: Callable[[Record], bool] | None = None
 
 
@@ -672,12 +673,12 @@ def _refresh(
     return (yield from _read(name, patience))
 
 
-def _newcomers(before: Record | None, after: Record | None, me: str) -> bool:
-    """Whether others joined the line between ``before`` and ``after``."""
+def _newcomers(before: Record | None, after: Record | None, me: str) -> int:
+    """How many others joined the line between ``before`` and ``after``."""
     if after is None:
-        return False
+        return 0
     known = {w.instance_id for w in read_queue(before.meta)} if before is not None else set()
-    return any(w.instance_id not in known and w.instance_id != me for w in read_queue(after.meta))
+    return sum(w.instance_id not in known and w.instance_id != me for w in read_queue(after.meta))
 
 
 def _version(record: Record | None) -> int | None:
@@ -810,7 +811,9 @@ def acquire_flow(
                 record = yield from _read(name, patience)
             # Others joining made the write fail twice in a row or more: many
             # contenders are joining at once; pause, then look again.
-            crowd = crowd + 1 if _newcomers(before, record, intent.instance_id) else 0
+            # Two or more joined since our copy: a crowd (one is the usual race
+            # with a holder joining again, retried at once).
+            crowd = crowd + 1 if _newcomers(before, record, intent.instance_id) > 1 else 0
             if crowd and not late:
                 yield from _pause(name, clock, deadline, rng, crowd)
                 record = yield from _read(name, patience)  # what the pause let happen

@@ -1076,6 +1076,30 @@ def test_conflicts_in_a_row_pause_a_random_doubling_while(
     assert pauses == [CONFLICT_BASE, 2 * CONFLICT_BASE, 4 * CONFLICT_BASE, 8 * CONFLICT_BASE]
 
 
+def test_a_single_newcomer_is_raced_again_at_once(locker: MemoryLocker, time: FakeTime) -> None:
+    """One newcomer beating our write is the usual race with a holder that joins
+    again right after its release: no pause."""
+    from lockheed._queue import Waiter, queue_meta
+
+    locker.put_raw(NAME, encode_state(lock()))
+    count = [0]
+
+    def one_joins(effect: Effect) -> None:
+        if count[0] >= 3:
+            return
+        count[0] += 1
+        current = locker.execute(Read(NAME))
+        assert isinstance(current, Record) and current.state is not None
+        meta = queue_meta((*read_queue(current.meta), Waiter(f"one-{count[0]}", None)))
+        assert locker.execute(Replace(NAME, current.version, current.state, meta, current))
+
+    got, effects = drive_watching(
+        acquire_flow(intent(), locker.clock, None), locker, time, one_joins
+    )
+    assert isinstance(got, Acquired)
+    assert not any(isinstance(e, Sleep) for e in effects)
+
+
 def test_conflicts_with_a_holders_writes_do_not_pause(locker: MemoryLocker, time: FakeTime) -> None:
     """A contender racing a greedy holder (who releases and takes the lock again)
     is not slowed down: only others joining the line makes it pause."""
@@ -1088,7 +1112,7 @@ def test_conflicts_with_a_holders_writes_do_not_pause(locker: MemoryLocker, time
 
 
 def joiners(locker: MemoryLocker, times: int) -> Hook:
-    """Conflicting writers that each join the line (a newcomer every time)."""
+    """Conflicting writers: two newcomers join the line each time (a crowd)."""
     from lockheed._queue import Waiter, queue_meta
 
     count = [0]
@@ -1099,7 +1123,11 @@ def joiners(locker: MemoryLocker, times: int) -> Hook:
         count[0] += 1
         current = locker.execute(Read(NAME))
         assert isinstance(current, Record) and current.state is not None
-        line = (*read_queue(current.meta), Waiter(f"newcomer-{count[0]}", None))
+        line = (
+            *read_queue(current.meta),
+            Waiter(f"newcomer-{count[0]}a", None),
+            Waiter(f"newcomer-{count[0]}b", None),
+        )
         meta = queue_meta(line)
         assert locker.execute(Replace(NAME, current.version, current.state, meta, current))
 

@@ -102,6 +102,7 @@ class Watches:
         stream = self._streams.pop(session, None) if session is not None else None
         if not effect.open and stream is None:
             return UNCHANGED  # no watch open, and none to be opened for this
+        skipped: Record | None = None
         try:
             while True:
                 # What the stream has received already counts, even when the time is up.
@@ -110,8 +111,8 @@ class Watches:
                     timeout = None
                     if effect.until is not None:
                         timeout = effect.until - clock.monotonic()
-                        if timeout <= 0:
-                            return UNCHANGED
+                        if timeout <= 0:  # the newest version slept through, if any
+                            return UNCHANGED if skipped is None else skipped
                     if stream is None:
                         if not effect.open:
                             return UNCHANGED
@@ -125,7 +126,8 @@ class Watches:
                     if _newer(obj, effect.version):
                         record = self._decode(effect.name, _newest(stream, obj))
                         if effect.unless is not None and effect.unless(record):
-                            continue  # nothing for this waiter: wait on
+                            skipped = record  # nothing for this waiter: wait on
+                            continue
                         return record
                     continue  # a change we have seen already (our own write, say)
                 if kind == "DELETED":
