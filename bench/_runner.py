@@ -100,6 +100,7 @@ class Options:
     kubeconfig: Path | None = None
     kubectl: Path | None = None
     only: tuple[str, ...] = FIGURES
+    systems: tuple[str, ...] | None = None  # keys of the systems to measure (None: all)
     log: Callable[[str], None] = field(default=lambda message: None)
 
 
@@ -140,7 +141,11 @@ def _make_systems(run: _Run, cluster: BenchCluster) -> list[System]:
         ),
     }
     systems: list[System] = []
+    chosen = run.o.systems
     for key, (kind, make) in makers.items():
+        if chosen is not None and key not in chosen:
+            run.results.settings[key] = "not measured: left out (--systems)"
+            continue
         missing = [m for m in kind.requires if importlib.util.find_spec(m) is None]
         if missing:
             run.results.settings[key] = (
@@ -154,6 +159,9 @@ def _make_systems(run: _Run, cluster: BenchCluster) -> list[System]:
             continue
         run.results.settings[key] = system.settings()
         systems.append(system)
+    if chosen is not None and GO_KEY not in chosen:
+        run.results.settings[GO_KEY] = "not measured: left out (--systems)"
+        return systems
     run.log("looking for the Go lockheed program (tests/golockheed)")
     program = find_program()
     if isinstance(program, str):
@@ -259,10 +267,11 @@ def _figures(
                 if system.contend_mode is None:
                     res.contention[system.key][n] = NotMeasured(system.contend_reason)
                     continue
-                r.log(f"contention: {system.label}, {n} contenders, {s.window:g}s")
+                window = _window(s, n)
+                r.log(f"contention: {system.label}, {n} contenders, {window:g}s")
                 res.contention[system.key][n] = r.attempt(
                     f"contention {system.key} {n}",
-                    functools.partial(contend, system, meter, n, s.window),
+                    functools.partial(contend, system, meter, n, window),
                 )
             if isinstance(system, LockheedAsync):
                 n, processes = s.many_tasks
@@ -277,7 +286,7 @@ def _figures(
                     r.log(f"contention: {system.label} racing (with_fair(False)), {n} contenders")
                     res.contention[RACING_KEY][n] = r.attempt(
                         f"contention {RACING_KEY} {n}",
-                        functools.partial(contend, system, meter, n, s.window, fair=False),
+                        functools.partial(contend, system, meter, n, _window(s, n), fair=False),
                     )
                 n = max(s.contenders)
                 for key, kind in SHARED_ROWS:
@@ -309,6 +318,13 @@ def _figures(
             "listing",
             lambda: listing(cluster, meter, s.listing, s.list_repeats, kubectl, r.log),
         )
+
+
+def _window(s: Sizes, contenders: int) -> float:
+    """The contention window: longer at the most contenders, if the sizes say so."""
+    if s.fair_window is not None and contenders == max(s.contenders):
+        return s.fair_window
+    return s.window
 
 
 def _latency(measure: Callable[[int], list[float]], n: int) -> Latency:

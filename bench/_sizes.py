@@ -37,6 +37,9 @@ class Sizes:
     election_window: float = 20.0  # requests of a steady leader, seconds
     contenders: tuple[int, ...] = (2, 8, 32)
     window: float = 10.0  # contended throughput window, seconds
+    # The window at the most contenders, long enough for the fairness figures to
+    # rest on 1,000 acquisitions or more (None: ``window``).
+    fair_window: float | None = None
     many_tasks: tuple[int, int] = (128, 4)  # asyncio contenders, and the processes they run in
     renew_interval: float = 1.0
     renew_window: float = 10.0

@@ -5,9 +5,11 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from lockheed import ConfigMapLocker
-from lockheed._core import UNCHANGED, Read, Watch
+from lockheed._codec import decode_configmap
+from lockheed._core import Read
 from lockheed._queue import read_queue
 from lockheed._state import Record
+from lockheed._sync.watcher import WatchStream
 
 WAIT = 60.0
 
@@ -25,30 +27,49 @@ def holders_of(record: Record | None) -> list[str]:
 
 
 class LineWatch:
-    """Follows one lock object version by version through one watch stream."""
+    """Follows one lock object version by version through one watch stream of its
+    own (a lock's waits skip to the newest version; this sees every one)."""
 
     def __init__(self, locker: ConfigMapLocker, name: str):
         self.locker, self.name = locker, name
-        self.session = object()
         self.record: Record | None = locker.execute(Read(name))
         self.history: list[Record | None] = [self.record]
+        self.stream: WatchStream | None = None
+
+    def _open(self) -> WatchStream:
+        version = self.record.version if self.record is not None else None
+        events = self.locker.api.watch(self.locker.object_name(self.name), version, WAIT)
+        self.stream = WatchStream()
+        return self.stream.start(events)
 
     def next(self, timeout: float) -> Record | None:
         """The next version of the object (None if it was deleted)."""
         clock = self.locker.clock
         deadline = clock.monotonic() + timeout
         while True:
-            if clock.monotonic() >= deadline:
+            left = deadline - clock.monotonic()
+            item = None if left <= 0 else (self.stream or self._open()).next(left)
+            if item is None:
                 raise AssertionError(
                     f"no change of lock {self.name!r} within {timeout} s; "
                     f"holders {holders_of(self.record)}, line {line_of(self.record)}"
                 )
-            version = self.record.version if self.record is not None else None
-            found = self.locker.execute(Watch(self.name, version, deadline, self.session))
-            if found is not UNCHANGED:
+            kind, obj = item
+            if kind in ("ADDED", "MODIFIED", "DELETED"):
+                found = None if kind == "DELETED" else decode_configmap(self.name, obj)
+                seen = self.record
+                if (
+                    found is not None
+                    and seen is not None
+                    and int(found.version) <= int(seen.version)
+                ):
+                    continue  # a version seen already
                 self.record = found
                 self.history.append(found)
                 return self.record
+            assert self.stream is not None
+            self.stream.close()  # ended (or broken): watch again from the last version
+            self.stream = None
 
     def until(self, predicate: Callable[[Record | None], bool], timeout: float = WAIT) -> Record:
         """Follow the versions until one satisfies ``predicate``."""
@@ -58,4 +79,5 @@ class LineWatch:
         return self.record
 
     def close(self) -> None:
-        self.locker.end_watch(self.session)
+        if self.stream is not None:
+            self.stream.close()

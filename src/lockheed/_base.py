@@ -92,11 +92,13 @@ class LockBase:
         self._on_event: EventHandler | None = None
         self._on_lost: list[Callable[[LockLost], Any]] = []
         self._record: Record | None = None
+        self._record_at: float | None = None  # monotonic time _record was received
         self._token: int | None = None
         self._expires: datetime | None = None
         self._deadline: float | None = None  # monotonic loss deadline; None = never
         self._sent = 0.0  # monotonic send time of the last write that extended our lease
         self._claim_by: float | None = None  # renew by then: the lock was handed to us
+        self._handed_at: float | None = None  # when the lock held now was handed to us
         self._active = False  # acquired and not released
         self._lost: LockLost | None = None
         # Set by leader election: a renew deadline shorter than the lease, and an
@@ -284,9 +286,11 @@ class LockBase:
         )
 
     def _acquire_flow(self, deadline: float | None) -> _core.Flow:
-        intent, clock = self._intent(), self._clock
+        intent, clock, cached_at = self._intent(), self._clock, self._record_at
         if self._mode == MUTEX:
-            return _core.acquire_flow(intent, clock, deadline, self._record, self._held_token())
+            return _core.acquire_flow(
+                intent, clock, deadline, self._record, self._held_token(), cached_at=cached_at
+            )
         return _core.acquire_flow(
             intent,
             clock,
@@ -295,6 +299,7 @@ class LockBase:
             self._held_token(),
             decide=_shared_core.decide_shared_acquire,
             settle=_shared_core.SETTLE,
+            cached_at=cached_at,
         )
 
     def _renew_flow(self, token: int) -> _core.Flow:
@@ -305,10 +310,12 @@ class LockBase:
             intent, clock, self._record, token, decide=_shared_core.decide_shared_renew
         )
 
-    def _release_flow(self, record: Record | None, token: int | None) -> _core.Flow:
+    def _release_flow(
+        self, record: Record | None, token: int | None, settle_until: float | None = None
+    ) -> _core.Flow:
         intent, clock = self._intent(), self._clock
         if self._mode == MUTEX:
-            return _core.release_flow(intent, clock, record, token)
+            return _core.release_flow(intent, clock, record, token, settle_until=settle_until)
         return _core.release_flow(
             intent,
             clock,
@@ -332,7 +339,10 @@ class LockBase:
     def _guard_effect(self, effect: Any) -> Any:
         """Check the stop signal before an effect; cut long waits while one is set.
         Tell the waiting observer who holds the lock before each watch."""
-        if isinstance(effect, Watch):
+        if isinstance(effect, Watch) and not effect.quick:
+            watched = self._on_wait is not None or self._on_watch is not None
+            if watched and effect.unless is not None:  # observers want every change of holder
+                effect = dataclasses.replace(effect, unless=None)
             if self._on_wait is not None:
                 self._on_wait(effect.holder)
             if self._on_watch is not None:
@@ -356,7 +366,7 @@ class LockBase:
 
     def _hold(self, record: Record, expires: datetime | None, sent: float) -> None:
         """Hold after a write of ours sent at ``sent`` (or a hand-off seen then)."""
-        self._record = record
+        self._record, self._record_at = record, self._clock.monotonic()
         self._expires = expires
         self._sent = sent
         self._claim_by = None
@@ -378,6 +388,7 @@ class LockBase:
         self._active, self._lost = True, None
         self._hold(got.record, got.expires, got.sent)
         self._deadline = self._capped(got.deadline, got.sent)
+        self._handed_at = got.sent if got.handed else None
         if got.handed and self._deadline is not None:
             # A hand-off's short lease becomes a full one with a renewal soon.
             self._claim_by = got.sent + (self._deadline - got.sent) / 2
@@ -481,7 +492,7 @@ class LockBase:
     def _released(self, done: Released) -> None:
         """Finish a release; raise :class:`LockLost` if the lock had been lost."""
         was_held = self._deadline is None or self._clock.monotonic() < self._deadline
-        self._record = done.record
+        self._record, self._record_at = done.record, self._clock.monotonic()
         if done.lost_reason is not None and self._lost is None:
             self._declare_lost(LockLost(f"lock {self.name!r}: {done.lost_reason}", lock=self.name))
         lost = self._lost

@@ -55,7 +55,7 @@ from ._errors import (
     LockTimeout,
     LockTypeError,
 )
-from ._queue import Waiter, queue_meta, read_queue
+from ._queue import Waiter, place_of, queue_meta, read_queue
 from ._state import MUTEX, NEVER, Lease, LockState, Record, StateFormatError, parse_time
 
 __all__ = [
@@ -96,6 +96,22 @@ RELEASE_PATIENCE: Final = 30.0
 # ahead of one do not take it, it waits this long per waiter ahead, then
 # takes the lock itself (they are presumed gone).
 CLAIM_WINDOW: Final = 5.0
+# After a write conflict, the newer version is taken from the operation's open
+# watch (no request) if it shows one within this long; else it is read.
+REFRESH_WAIT: Final = 0.5
+# An acquire whose write failed because two or more others joined the line
+# (many contenders joining at once) pauses, then reads: a random delay up to CONFLICT_BASE,
+# doubling with each such conflict in a row, at most CONFLICT_CAP. Its place in
+# line does not suffer (see decide_acquire's ``since``).
+CONFLICT_BASE: Final = 0.005
+CONFLICT_CAP: Final = 1.0
+# A cached copy of the object (the result of this instance's release) dates an
+# acquire's place in line if it is at most this old when the acquire begins.
+FRESH: Final = 1.0
+# A lock handed to us this recently waits, before its release is written, this
+# long after the hand-off for a newer version (the join of the one that handed
+# it over, which usually comes at once), so the release does not conflict.
+SETTLE: Final = 0.02
 
 
 def loss_margin(duration: timedelta) -> float:
@@ -235,6 +251,7 @@ def decide_acquire(
     token: int | None = None,
     free_for: float = 0.0,
     join: bool = True,
+    since: int | None = None,
 ) -> Decision:
     """Decide an acquire; ``earliest``/``latest`` bound the server's time now.
 
@@ -251,6 +268,11 @@ def decide_acquire(
     returns the wait instead of joining. ``free_for`` is how long (seconds, this host's clock)
     the caller has seen the lock free at this version: a waiter takes a free
     lock after :data:`CLAIM_WINDOW` per waiter ahead of it has passed.
+    ``since`` is the version of the object the caller had seen when it began
+    to ask: it joins ahead of waiters at the end of the line that began to ask
+    later (:func:`~lockheed._queue.place_of`), so losing a race to join never
+    costs a contender its turn; a free lock it would be first in line for it
+    takes at once, in one write.
     """
     me = intent.instance_id
     expires = intent.expiry(latest)
@@ -278,7 +300,8 @@ def decide_acquire(
     place = next((i for i, w in enumerate(queue) if w.instance_id == me), None)
     live = state.live_leases(earliest)
     others = [le for le in live if le.instance_id != me]
-    entry = Waiter(me, intent.duration, intent.tags, intent.reset_tags)
+    entry = Waiter(me, intent.duration, intent.tags, intent.reset_tags, since=since)
+    joins_at = place_of(queue, since)
 
     def take(line: tuple[Waiter, ...]) -> Write:
         assert state is not None and record is not None
@@ -292,7 +315,9 @@ def decide_acquire(
 
     def enqueue() -> Write:
         assert state is not None and record is not None
-        return Write(record.version, state, queue_meta((*queue, entry)))
+        return Write(
+            record.version, state, queue_meta((*queue[:joins_at], entry, *queue[joins_at:]))
+        )
 
     if forced:
         return take(_without(queue, me))
@@ -314,7 +339,7 @@ def decide_acquire(
         if token is None and stamped is not None and place is None:
             return Accept(stamped, live[0].expires)  # handed to us, or our write landed
         return take(_without(queue, me))
-    if not intent.fair or not queue or place == 0:
+    if not intent.fair or not queue or place == 0 or (place is None and joins_at == 0):
         return take(_without(queue, me))
     if place is None:
         if join:
@@ -433,7 +458,9 @@ class Watch:
 
     ``session`` (set by the shell, one per operation) lets a locker keep one
     watch open across the operation's successive waits instead of opening a
-    new one each time; the shell ends the session when the operation ends."""
+    new one each time; the shell ends the session when the operation ends.
+    A ``quick`` watch asks for the version that a conflict proved exists
+    (see the fields)."""
 
     name: str
     version: str | None
@@ -441,6 +468,16 @@ class Watch:
     session: Any = None
     holder: str | None = None
     expires: datetime | None = None
+    # A look, not a wait (after a conflict, or before a release): the newest
+    # version received by ``until``; the lock's waiting observer is not told.
+    quick: bool = False
+    # Whether the locker may open a watch for it; if not, a locker with no open
+    # watch for the session answers UNCHANGED at once, without a request.
+    open: bool = True
+    # A version for which ``unless(record)`` is true does not end the wait (the
+    # core says it changes nothing for this waiter); when the time is up, the
+    # newest such version is the result. Lockers may ignore it.
+    unless: Callable[[Record], bool] | None = None
 
 
 @dataclass(frozen=True)
@@ -536,6 +573,21 @@ def _ahead(record: Record | None, me: str) -> tuple[str, ...]:
     return tuple(line[: line.index(me)]) if me in line else ()
 
 
+def _still_behind(clock: ServerClock, me: str) -> Callable[[Record], bool]:
+    """For a waiter behind others in line while the lock is held: whether a new
+    version changes nothing for it (still behind, and someone else holds the
+    lock), so the watch need not wake it. A hand-off to it, reaching the head
+    of the line, the lock coming free or its entry gone all wake it."""
+
+    def still(record: Record) -> bool:
+        if record.state is None or not _ahead(record, me):
+            return False
+        earliest, _ = clock.bounds()
+        return any(le.instance_id != me for le in record.state.live_leases(earliest))
+
+    return still
+
+
 def _accepted(clock: ServerClock, record: Record, decision: Accept) -> Acquired | None:
     """Hold a lease that the object already gives us, if enough of it is left to be
     safe: its loss deadline comes from the server's latest possible time now."""
@@ -612,6 +664,58 @@ def _read(name: str, patience: _Patience) -> Flow:
         return record
 
 
+def _refresh(
+    name: str,
+    record: Record | None,
+    clock: ServerClock,
+    patience: _Patience,
+    wait: float = REFRESH_WAIT,
+) -> Flow:
+    """The object after a write conflict: the newest version the operation's watch
+    shows within ``wait`` seconds (the watch is opened if the operation has none
+    yet: one request, like a read, and later conflicts cost none), or a read when
+    it shows none. ``wait`` 0: only what the watch has received already; if it
+    has nothing newer, ``record`` is the newest known."""
+    if record is None:
+        return (yield from _read(name, patience))
+    try:
+        result = yield Watch(name, record.version, clock.monotonic() + wait, quick=True)
+    except LockBackendError:  # the watch failed: read (which backs off if it fails too)
+        return (yield from _read(name, patience))
+    if result is None or isinstance(result, Record):
+        return result
+    if wait == 0:
+        return record
+    return (yield from _read(name, patience))
+
+
+def _newcomers(before: Record | None, after: Record | None, me: str) -> int:
+    """How many others joined the line between ``before`` and ``after``."""
+    if after is None:
+        return 0
+    known = {w.instance_id for w in read_queue(before.meta)} if before is not None else set()
+    return sum(w.instance_id not in known and w.instance_id != me for w in read_queue(after.meta))
+
+
+def _version(record: Record | None) -> int | None:
+    try:
+        return None if record is None else int(record.version)
+    except ValueError:
+        return None
+
+
+def _pause(
+    name: str, clock: ServerClock, deadline: float | None, rng: Callable[[], float], streak: int
+) -> Flow:
+    """A random pause after ``streak`` write conflicts in a row (see :data:`CONFLICT_BASE`)."""
+    span = min(CONFLICT_CAP, CONFLICT_BASE * 2.0 ** min(streak - 1, 16))
+    until = clock.monotonic() + span * rng()
+    if deadline is not None:
+        until = min(until, deadline)
+    while clock.monotonic() < until:
+        yield Sleep(name, until)
+
+
 def acquire_flow(
     intent: Intent,
     clock: ServerClock,
@@ -621,6 +725,7 @@ def acquire_flow(
     rng: Callable[[], float] = random.random,
     decide: Callable[..., Decision] = decide_acquire,
     settle: float = 0.0,
+    cached_at: float | None = None,
 ) -> Flow:
     """Acquire, waiting (by watch) until ``deadline`` (monotonic; None = forever).
 
@@ -632,15 +737,27 @@ def acquire_flow(
     ``decide`` is :func:`decide_acquire`'s stand-in for other lock kinds
     (:mod:`lockheed._shared_core`), and ``settle`` their pause after a write
     conflict (:func:`_settle`; none for a mutex).
+
+    The acquire's place in line is dated by the first version it decides on
+    (``since`` of :func:`decide_acquire`): the cached object's if it was received
+    (``cached_at``, monotonic) at most :data:`FRESH` ago, else the first one
+    this flow reads. After a write conflict it takes the newer version from its
+    watch (:func:`_refresh`; a read after a second conflict in a row), and when
+    others joining the line made it fail it pauses a random, doubling while
+    (:data:`CONFLICT_BASE`) and reads, so that many contenders joining at once
+    do not keep colliding.
     """
     name = intent.name
     patience = _Patience(
         name, clock, deadline, rng, timeout_error=deadline is None or deadline > clock.monotonic()
     )
     record = cached
+    fresh = cached is not None and cached_at is not None and clock.monotonic() - cached_at <= FRESH
     if record is None:
         record = yield from _read(name, patience)
-    conflicts = late = 0
+        fresh = True
+    since = _version(record) if fresh else None
+    conflicts = late = streak = crowd = 0
     # When this waiter first saw the lock free with the same waiters ahead of it:
     # writes that do not change those (newcomers joining behind) keep the count.
     free_seen: tuple[tuple[str, ...], float] | None = None
@@ -654,7 +771,14 @@ def acquire_flow(
         if free_seen is not None and free_seen[0] == ahead:
             free_for = clock.monotonic() - free_seen[1]
         can_wait = not _timed_out(clock, deadline)
-        decision = decide(intent, record, earliest, latest, token, free_for, can_wait)
+        if since is None and record is not cached:  # the first version this flow got
+            since = _version(record)
+        if decide is decide_acquire:
+            decision = decide_acquire(
+                intent, record, earliest, latest, token, free_for, can_wait, since=since
+            )
+        else:
+            decision = decide(intent, record, earliest, latest, token, free_for, can_wait)
         if isinstance(decision, Refuse):
             raise decision.error
         if isinstance(decision, Accept):
@@ -675,7 +799,7 @@ def acquire_flow(
                 continue
             patience.ok()
             if isinstance(result, Record):
-                record = result
+                record, streak, crowd = result, 0, 0
                 if decision.token is None:  # created free: now take it
                     continue
                 span = safe_span(intent.duration)
@@ -703,8 +827,24 @@ def acquire_flow(
                     f"lock {name!r}: other writers kept changing it until the timeout",
                     lock=name,
                 )
-            yield from _settle(name, clock, deadline, rng, settle, conflicts)
-            record = yield from _read(name, patience)
+            if settle > 0:  # other kinds of lock: pause, then read
+                yield from _settle(name, clock, deadline, rng, settle, conflicts)
+                record = yield from _read(name, patience)
+                continue
+            streak += 1
+            before = record
+            if streak == 1:  # the watch, which a busy host may read late: once in a row
+                record = yield from _refresh(name, record, clock, patience)
+            else:
+                record = yield from _read(name, patience)
+            # Others joining made the write fail twice in a row or more: many
+            # contenders are joining at once; pause, then look again.
+            # Two or more joined since our copy: a crowd (one is the usual race
+            # with a holder joining again, retried at once).
+            crowd = crowd + 1 if _newcomers(before, record, intent.instance_id) > 1 else 0
+            if crowd and not late:
+                yield from _pause(name, clock, deadline, rng, crowd)
+                record = yield from _read(name, patience)  # what the pause let happen
             continue
         assert isinstance(decision, Wait)
         if decision.reason != "queued":
@@ -725,6 +865,11 @@ def acquire_flow(
                 expires=decision.expires,
             )
         held_by = decision.holder if decision.reason == "held" else None
+        behind = (
+            decide is decide_acquire
+            and held_by is not None
+            and _ahead(record, intent.instance_id) != ()
+        )
         try:
             result = yield Watch(
                 name,
@@ -732,6 +877,7 @@ def acquire_flow(
                 _wait_until(clock, decision, deadline),
                 holder=held_by,
                 expires=decision.expires if held_by is not None else None,
+                unless=_still_behind(clock, intent.instance_id) if behind else None,
             )
         except LockBackendError as exc:
             yield from patience.pause(exc)
@@ -790,9 +936,15 @@ def release_flow(
     rng: Callable[[], float] = random.random,
     decide: Callable[..., Decision] = decide_release,
     settle: float = 0.0,
+    settle_until: float | None = None,
 ) -> Flow:
     """Release from the cached ``record``; returns :class:`Released`. Like a
     renewal, it removes our own lease through a Go reservation.
+
+    ``settle_until`` (monotonic; for a lock handed to us a moment ago): before
+    writing, wait until then for a newer version on the open watch (no
+    request). The instance that handed us the lock often joins the line again
+    at once; releasing from a copy that has its join avoids a conflict.
 
     Transient failures are retried for as long as the lease could still be
     live (at most :data:`RELEASE_PATIENCE`); after a write whose outcome is
@@ -804,6 +956,13 @@ def release_flow(
     patience = _Patience(name, clock, deadline, rng, timeout_error=False)
     if record is None:
         record = yield from _read(name, patience)
+    elif settle_until is not None and clock.monotonic() < settle_until:
+        try:
+            newer = yield Watch(name, record.version, settle_until, quick=True, open=False)
+        except LockBackendError:
+            newer = UNCHANGED
+        if newer is None or isinstance(newer, Record):
+            record = newer
     conflicts = 0
     unsure = False
     while True:
@@ -825,8 +984,20 @@ def release_flow(
         if result is None:
             return Released(None, "its object was deleted")
         conflicts = _count_conflict(intent, conflicts)
-        yield from _settle(name, clock, deadline, rng, settle, conflicts)
-        record = yield from _read(name, patience)
+        if settle > 0:  # other kinds of lock: pause, then read
+            yield from _settle(name, clock, deadline, rng, settle, conflicts)
+            record = yield from _read(name, patience)
+            continue
+        state = record.state if record is not None else None
+        if state is not None and intent.instance_id not in state.leases:
+            # Only leaving the line (many may leave at once, at a shared
+            # timeout say): pause as a crowded acquire does, then read.
+            yield from _pause(name, clock, deadline, rng, conflicts)
+            record = yield from _read(name, patience)
+        elif conflicts == 1:
+            record = yield from _refresh(name, record, clock, patience)
+        else:  # the watch, which a busy host may read late: once in a row
+            record = yield from _read(name, patience)
 
 
 def _settle(

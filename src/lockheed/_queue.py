@@ -5,8 +5,10 @@ compact JSON list in arrival order: ``[{"id": "<instance ID>", "d": 30}]``
 (``d``: the waiter's lease duration in seconds, 0 for a lease that never
 expires; ``t``: the tags it asks for, and ``r``: true when they replace the
 lock's tags, both only when given; ``x``: true for an exclusive waiter of a
-shared lock, only when set), so that the write that hands the lock to
-a waiter also gives the lock that waiter's tags. Go lockheed keeps
+shared lock, only when set; ``v``: the resourceVersion of the object the
+waiter had seen when it began to ask, which orders the line: see
+:func:`place_of`), so that the write that hands the lock to a waiter also
+gives the lock that waiter's tags. Go lockheed keeps
 annotations it does not know on its own writes, so the line survives Go's
 writes next to its ``data.lock`` document.
 
@@ -17,13 +19,14 @@ lock itself from working.
 
 from __future__ import annotations
 
+import functools
 import json
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import Final
 
-__all__ = ["QUEUE_KEY", "Waiter", "queue_meta", "read_queue"]
+__all__ = ["QUEUE_KEY", "Waiter", "place_of", "queue_meta", "read_queue"]
 
 QUEUE_KEY: Final = "lockheed/queue"
 
@@ -37,6 +40,9 @@ class Waiter:
     tags: tuple[str, ...] = ()
     reset_tags: bool = False
     exclusive: bool = False  # an exclusive (writer) waiter of a shared lock
+    # The version of the object this waiter had seen when it began to ask (None:
+    # not known, e.g. an entry written by an older lockheed).
+    since: int | None = None
 
 
 def read_queue(meta: Mapping[str, str]) -> tuple[Waiter, ...]:
@@ -44,6 +50,13 @@ def read_queue(meta: Mapping[str, str]) -> tuple[Waiter, ...]:
     text = meta.get(QUEUE_KEY)
     if not text:
         return ()
+    return _parse(text)
+
+
+@functools.lru_cache(maxsize=256)
+def _parse(text: str) -> tuple[Waiter, ...]:
+    """The line stored as ``text`` (remembered: every waiter on a lock decides on
+    the same versions, and the result is immutable)."""
     try:
         items = json.loads(text)
     except ValueError:
@@ -65,10 +78,41 @@ def read_queue(meta: Mapping[str, str]) -> tuple[Waiter, ...]:
         tags = item.get("t", [])
         if not isinstance(tags, list) or not all(isinstance(t, str) and t for t in tags):
             tags = []
+        since = item.get("v")
+        if isinstance(since, bool) or not isinstance(since, int) or since < 0:
+            since = None
         seen.add(who)
         length = timedelta(seconds=seconds) if seconds else None
-        out.append(Waiter(who, length, tuple(tags), item.get("r") is True, item.get("x") is True))
+        out.append(
+            Waiter(
+                who,
+                length,
+                tuple(tags),
+                item.get("r") is True,
+                exclusive=item.get("x") is True,
+                since=since,
+            )
+        )
     return tuple(out)
+
+
+def place_of(queue: tuple[Waiter, ...], since: int | None) -> int:
+    """Where a newcomer that began to ask at version ``since`` joins ``queue``: at
+    the end, but ahead of the waiters at the end of the line that began to ask
+    at a later version than it did (they joined first only because their write
+    won a race with ours). Entries without a version, and everyone once an
+    entry without one is reached, keep their places: the line is never
+    reordered, and nobody is ever passed by a newcomer that began to ask after
+    it (its version is at least the object's version when it joined)."""
+    place = len(queue)
+    if since is None:
+        return place
+    while place > 0:
+        ahead = queue[place - 1].since
+        if ahead is None or ahead <= since:
+            break
+        place -= 1
+    return place
 
 
 def queue_meta(queue: Iterable[Waiter]) -> dict[str, str | None]:
@@ -85,6 +129,8 @@ def queue_meta(queue: Iterable[Waiter]) -> dict[str, str | None]:
             item["r"] = True
         if w.exclusive:
             item["x"] = True
+        if w.since is not None:
+            item["v"] = w.since
         items.append(item)
     if not items:
         return {QUEUE_KEY: None}

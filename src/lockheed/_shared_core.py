@@ -120,7 +120,9 @@ class SharedIntent(Intent):
     limit: int | None = None  # a semaphore's N; None for a readers-writer lock
 
     def waiter(self) -> Waiter:
-        return Waiter(self.instance_id, self.duration, self.tags, self.reset_tags, self.exclusive)
+        return Waiter(
+            self.instance_id, self.duration, self.tags, self.reset_tags, exclusive=self.exclusive
+        )
 
 
 def check_limit(limit: object) -> int:

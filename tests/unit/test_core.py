@@ -32,6 +32,7 @@ from lockheed._core import (
     Refuse,
     Released,
     Replace,
+    Sleep,
     Wait,
     Watch,
     Write,
@@ -43,6 +44,7 @@ from lockheed._core import (
     renew_flow,
     token_of,
 )
+from lockheed._queue import read_queue
 from lockheed._state import NEVER, Lease, LockState, Record, decode_state, encode_state, format_time
 
 UTC = timezone.utc
@@ -559,6 +561,10 @@ def drive(
             current = locker.execute(Read(effect.name))
             if (current.version if current else None) == effect.version:
                 time.advance(max(0.0, effect.until - time.mono))
+        elif isinstance(effect, Sleep):
+            time.advance(max(0.0, effect.until - time.mono))
+            result = None
+            continue
         elif isinstance(effect, Create | Replace) and before_write is not None:
             before_write(effect)
         result = locker.execute(effect)
@@ -950,3 +956,214 @@ def test_a_mutex_with_our_lease_and_another_live_one_is_refused() -> None:
     assert "several live leases" in str(error)
     lost = refused(decide_renew(intent(), rec, at(0), at(1), 7), LockLost)
     assert lost.holder == OTHER  # type: ignore[attr-defined]
+
+
+# ------------------------------------------------------------ conflicts: refresh and pause
+
+
+def drive_watching(
+    flow: Flow, locker: MemoryLocker, time: FakeTime, before_write: Hook | None
+) -> tuple[Any, list[Effect]]:
+    """Like :func:`drive`, for a shell whose open watch answers a quick wait with
+    the object's current version (no request); returns the effects seen too,
+    and records in ``yielded_at`` the fake monotonic time each was yielded."""
+    effects: list[Effect] = []
+    yielded_at.clear()
+    result: Any = None
+    for _ in range(500):
+        try:
+            effect = flow.send(result)
+        except StopIteration as stop:
+            return stop.value, effects
+        effects.append(effect)
+        yielded_at.append(time.mono)
+        if isinstance(effect, Watch) and effect.quick:
+            if locker.version_of(NAME) == effect.version:
+                assert effect.until is not None
+                time.advance(max(0.0, effect.until - time.mono))  # nothing newer comes
+                result = UNCHANGED
+            else:
+                result = locker.execute(Read(NAME))
+                locker.requests["get"] -= 1  # the open watch had it: no request
+            continue
+        if isinstance(effect, Sleep):
+            time.advance(max(0.0, effect.until - time.mono))
+            result = None
+            continue
+        if isinstance(effect, Create | Replace) and before_write is not None:
+            before_write(effect)
+        result = locker.execute(effect)
+    raise Runaway("flow still running after 500 effects")
+
+
+yielded_at: list[float] = []
+
+
+def bump_times(locker: MemoryLocker, times: int) -> Hook:
+    hook = bump(locker)
+    left = [times]
+
+    def maybe(effect: Effect) -> None:
+        if left[0] > 0:
+            left[0] -= 1
+            hook(effect)
+
+    return maybe
+
+
+def test_a_conflict_takes_the_newer_version_from_the_open_watch(
+    locker: MemoryLocker, time: FakeTime
+) -> None:
+    locker.put_raw(NAME, encode_state(lock()))
+    got, effects = drive_watching(
+        acquire_flow(intent(), locker.clock, None), locker, time, bump_times(locker, 1)
+    )
+    assert isinstance(got, Acquired)
+    # One read to begin with; after the conflict, the watch's version instead of a read.
+    assert locker.requests["get"] == 1 + 1  # the second is the conflicting writer's
+    quick = [e for e in effects if isinstance(e, Watch)]
+    assert len(quick) == 1 and quick[0].quick and quick[0].holder is None
+
+
+def test_a_conflict_reads_when_the_watch_shows_nothing_newer_in_time(
+    locker: MemoryLocker, time: FakeTime
+) -> None:
+    locker.put_raw(NAME, encode_state(lock()))
+    flow = acquire_flow(intent(), locker.clock, None)
+    effects: list[Effect] = []
+    hook = bump_times(locker, 1)
+    result: Any = None
+    got: Any = None
+    while got is None:
+        try:
+            effect = flow.send(result)
+        except StopIteration as stop:
+            got = stop.value
+            continue
+        effects.append(effect)
+        if isinstance(effect, Replace):
+            hook(effect)
+        if isinstance(effect, Watch):
+            assert effect.quick and effect.open  # it may open the operation's watch
+            result = UNCHANGED  # ... which shows nothing newer within REFRESH_WAIT
+            continue
+        result = locker.execute(effect)
+    assert isinstance(got, Acquired)
+    kinds = [type(e).__name__ + ("(quick)" if isinstance(e, Watch) else "") for e in effects]
+    assert kinds == ["Read", "Replace", "Watch(quick)", "Read", "Replace"]
+    assert locker.requests["watch"] == 0
+
+
+def test_conflicts_in_a_row_pause_a_random_doubling_while(
+    locker: MemoryLocker, time: FakeTime
+) -> None:
+    from lockheed._core import CONFLICT_BASE
+
+    locker.put_raw(NAME, encode_state(lock()))
+    got, effects = drive_watching(
+        acquire_flow(intent(), locker.clock, None, rng=lambda: 1.0),
+        locker,
+        time,
+        joiners(locker, 4),
+    )
+    assert isinstance(got, Acquired)
+    pauses = [
+        round(e.until - at, 6)
+        for e, at in zip(effects, yielded_at, strict=True)
+        if isinstance(e, Sleep)
+    ]
+    # A pause after each conflict with newcomers: 1, 2, 4, 8 times the base (rng 1.0: the most).
+    assert pauses == [CONFLICT_BASE, 2 * CONFLICT_BASE, 4 * CONFLICT_BASE, 8 * CONFLICT_BASE]
+
+
+def test_a_single_newcomer_is_raced_again_at_once(locker: MemoryLocker, time: FakeTime) -> None:
+    """One newcomer beating our write is the usual race with a holder that joins
+    again right after its release: no pause."""
+    from lockheed._queue import Waiter, queue_meta
+
+    locker.put_raw(NAME, encode_state(lock()))
+    count = [0]
+
+    def one_joins(effect: Effect) -> None:
+        if count[0] >= 3:
+            return
+        count[0] += 1
+        current = locker.execute(Read(NAME))
+        assert isinstance(current, Record) and current.state is not None
+        meta = queue_meta((*read_queue(current.meta), Waiter(f"one-{count[0]}", None)))
+        assert locker.execute(Replace(NAME, current.version, current.state, meta, current))
+
+    got, effects = drive_watching(
+        acquire_flow(intent(), locker.clock, None), locker, time, one_joins
+    )
+    assert isinstance(got, Acquired)
+    assert not any(isinstance(e, Sleep) for e in effects)
+
+
+def test_conflicts_with_a_holders_writes_do_not_pause(locker: MemoryLocker, time: FakeTime) -> None:
+    """A contender racing a greedy holder (who releases and takes the lock again)
+    is not slowed down: only others joining the line makes it pause."""
+    locker.put_raw(NAME, encode_state(lock()))
+    got, effects = drive_watching(
+        acquire_flow(intent(), locker.clock, None), locker, time, bump_times(locker, 4)
+    )
+    assert isinstance(got, Acquired)
+    assert not any(isinstance(e, Sleep) for e in effects)
+
+
+def joiners(locker: MemoryLocker, times: int) -> Hook:
+    """Conflicting writers: two newcomers join the line each time (a crowd)."""
+    from lockheed._queue import Waiter, queue_meta
+
+    count = [0]
+
+    def hook(effect: Effect) -> None:
+        if count[0] >= times:
+            return
+        count[0] += 1
+        current = locker.execute(Read(NAME))
+        assert isinstance(current, Record) and current.state is not None
+        line = (
+            *read_queue(current.meta),
+            Waiter(f"newcomer-{count[0]}a", None),
+            Waiter(f"newcomer-{count[0]}b", None),
+        )
+        meta = queue_meta(line)
+        assert locker.execute(Replace(NAME, current.version, current.state, meta, current))
+
+    return hook
+
+
+def test_a_conflict_pause_never_passes_the_deadline(locker: MemoryLocker, time: FakeTime) -> None:
+    locker.put_raw(NAME, encode_state(lock()))
+    deadline = time.mono + 0.001
+    with pytest.raises(LockTimeout):
+        drive(
+            acquire_flow(intent(), locker.clock, deadline, rng=lambda: 1.0),
+            locker,
+            time,
+            joiners(locker, 1000),
+        )
+    assert time.mono <= deadline
+
+
+def test_a_fresh_cached_copy_dates_the_acquire_a_stale_one_does_not(
+    locker: MemoryLocker, time: FakeTime
+) -> None:
+    locker.put_raw(NAME, encode_state(lock(Lease("holder", T0 + timedelta(seconds=60)))))
+    cached = locker.execute(Read(NAME))
+    bump(locker)(Read(NAME))  # the object moved on since the copy
+    for age, since in ((0.5, int(cached.version)), (5.0, int(cached.version) + 1)):
+        flow = acquire_flow(
+            intent(fair=True), locker.clock, None, cached=cached, cached_at=time.mono - age
+        )
+        effect = flow.send(None)  # the join, at the cached version: it conflicts
+        assert isinstance(effect, Replace)
+        result = locker.execute(effect)
+        assert result is CONFLICT
+        effect = flow.send(result)
+        while not isinstance(effect, Replace):
+            effect = flow.send(locker.execute(effect))
+        (entry,) = read_queue({k: v for k, v in effect.meta.items() if v is not None})
+        assert entry.since == since, age
+        flow.close()

@@ -22,7 +22,7 @@ from lockheed._core import (
     decide_acquire,
     decide_release,
 )
-from lockheed._queue import QUEUE_KEY, Waiter, queue_meta, read_queue
+from lockheed._queue import QUEUE_KEY, Waiter, place_of, queue_meta, read_queue
 from lockheed._state import NEVER, Lease, LockState, Record
 
 UTC = timezone.utc
@@ -244,3 +244,78 @@ def test_joining_records_the_tags_asked_for() -> None:
     assert isinstance(decision, Write)
     (entry,) = read_queue(_merged(decision))
     assert entry.tags == ("x",) and not entry.reset_tags
+
+
+# ------------------------------------------------------------ keeping one's place
+
+
+def dated(*line: tuple[str, int | None], holder: Lease | None = None) -> Record:
+    """A record whose waiters carry the versions at which they began to ask."""
+    stored = {k: v for k, v in queue_meta(Waiter(w, None, since=v) for w, v in line).items() if v}
+    state = LockState(NAME, "mutex").with_leases([holder] if holder else [])
+    return Record(NAME, "50", state, stored)
+
+
+def test_the_version_a_waiter_began_to_ask_at_round_trips() -> None:
+    line = (Waiter("a", None, since=7), Waiter("b", timedelta(seconds=3)))
+    stored = queue_meta(line)
+    assert json.loads(stored[QUEUE_KEY] or "") == [
+        {"id": "a", "d": 0, "v": 7},
+        {"id": "b", "d": 3.0},
+    ]
+    assert read_queue({QUEUE_KEY: stored[QUEUE_KEY] or ""}) == line
+
+
+@pytest.mark.parametrize("bad", ['"7"', "-1", "true", "1.5", "null"])
+def test_an_unreadable_version_counts_as_unknown(bad: str) -> None:
+    text = f'[{{"id": "a", "d": 1, "v": {bad}}}]'
+    assert read_queue({QUEUE_KEY: text}) == (Waiter("a", timedelta(seconds=1)),)
+
+
+@pytest.mark.parametrize(
+    ("line", "since", "place"),
+    [
+        ((), 5, 0),
+        ((("a", 3), ("b", 4)), 5, 2),  # both asked before: behind them
+        ((("a", 3), ("b", 9)), 5, 1),  # b asked later and only won the race to join
+        ((("a", 6), ("b", 9)), 5, 0),
+        ((("a", 5), ("b", 9)), 5, 1),  # the same version: the one that joined first stays ahead
+        ((("a", None), ("b", 9)), 5, 1),
+        ((("a", 9), ("b", None)), 5, 2),  # an undated entry is never passed, nor anyone ahead
+        ((("a", 9),), None, 1),  # an undated newcomer joins at the end
+    ],
+)
+def test_a_newcomer_joins_ahead_of_the_trailing_waiters_that_asked_later(
+    line: tuple[tuple[str, int | None], ...], since: int | None, place: int
+) -> None:
+    queue = tuple(Waiter(w, None, since=v) for w, v in line)
+    assert place_of(queue, since) == place
+
+
+def test_losing_the_race_to_join_keeps_the_contenders_turn() -> None:
+    # me began to ask at version 44; b began at 47 and its join landed first.
+    r = dated(("a", 40), ("b", 47), holder=Lease("h", at(20)))
+    decision = decide_acquire(me(), r, at(0), at(1), since=44)
+    assert line_of(decision) == ["a", "me", "b"]
+    (_, mine, _) = read_queue(_merged(decision))  # type: ignore[arg-type]
+    assert mine.since == 44
+
+
+def test_a_contender_that_would_be_first_in_line_takes_a_free_lock_in_one_write() -> None:
+    r = dated(("b", 47))  # free: b won the race to join, and has not taken it yet
+    decision = decide_acquire(me(), r, at(0), at(1), since=44)
+    assert isinstance(decision, Write) and set(decision.state.leases) == {"me"}
+    assert QUEUE_KEY not in decision.meta  # the line stays as it is: b is still in it
+
+
+@given(
+    st.lists(st.integers(0, 30), max_size=8),
+    st.integers(0, 30),
+)
+def test_nobody_is_passed_by_a_newcomer_that_began_to_ask_after_it(
+    versions: list[int], since: int
+) -> None:
+    queue = tuple(Waiter(f"w{i}", None, since=v) for i, v in enumerate(sorted(versions)))
+    place = place_of(queue, since)
+    assert all(w.since is not None and w.since > since for w in queue[place:])
+    assert all(w.since is not None and w.since <= since for w in queue[:place])

@@ -4,7 +4,9 @@ lock, release it, give up, and die in line, all through the pure core.
 Each host runs the core's real flows against a Memory store on a shared fake
 clock (its server-time bounds come from second-truncated Date samples, as in
 production); a waiting host's flow is suspended at its Watch or Sleep and
-resumed when the model delivers the change or the time. Checked throughout:
+resumed when the model delivers the change or the time (a change the core
+marks as nothing to that waiter, ``Watch.unless``, is not delivered, as the
+lockers' watches do not wake it). Checked throughout:
 
 * never two hosts that believe they hold the lock (before their own loss
   deadlines) at the same true moment;
@@ -34,10 +36,12 @@ from lockheed._clock import ServerClock
 from lockheed._core import (
     UNCHANGED,
     Acquired,
+    Create,
     Flow,
     Intent,
     Read,
     Released,
+    Replace,
     Sleep,
     Watch,
     acquire_flow,
@@ -72,6 +76,7 @@ class Host:
     dead: bool = False
     joined: bool = False
     patient: bool = True  # its acquire waits without a timeout
+    slow_writes: bool = False  # its writes wait for the model to land them (races)
     acquisitions: int = 0
     seen: list[int] = field(default_factory=list)
 
@@ -119,26 +124,43 @@ class QueueModel(RuleBasedStateMachine):
                     value = self.deliver(host)
                     continue
                 return
+            if host.slow_writes and isinstance(effect, (Create, Replace)):
+                host.waiting_on = effect  # in flight: others may write first (land_write)
+                return
             value = self.store.execute(effect)
             self.sample(host)
         raise AssertionError(f"{host.intent.instance_id}'s acquire ran away")
 
     def ready(self, host: Host) -> bool:
         effect = host.waiting_on
+        if isinstance(effect, (Create, Replace)):
+            return True  # a write in flight lands whenever the model says
         if isinstance(effect, Sleep):
             return self.mono >= effect.until
         assert isinstance(effect, Watch)
-        if self.store.version_of(NAME) != effect.version:
+        if effect.until is not None and self.mono >= effect.until:
             return True
-        return effect.until is not None and self.mono >= effect.until
+        if self.store.version_of(NAME) == effect.version:
+            return False
+        if effect.unless is not None:  # as the lockers' watches do: sleep on through
+            current = self.store.execute(Read(NAME))  # changes the core says are not ours
+            self.store.requests["get"] -= 1
+            return current is None or not effect.unless(current)
+        return True
 
     def deliver(self, host: Host) -> Any:
         effect, host.waiting_on = host.waiting_on, None
+        if isinstance(effect, (Create, Replace)):
+            result = self.store.execute(effect)
+            self.sample(host)
+            return result
         if isinstance(effect, Sleep):
             return None
         if self.store.version_of(NAME) != effect.version:
             result = self.store.execute(Read(NAME))
             self.sample(host)
+            # A change the core marked as not ours arrives when the wait's time is
+            # up, as the lockers' watches then return the newest version they skipped.
             return result
         return UNCHANGED
 
@@ -182,7 +204,10 @@ class QueueModel(RuleBasedStateMachine):
                 effect = flow.send(value)
             except StopIteration as stop:
                 return stop.value
-            assert not isinstance(effect, (Watch, Sleep)), effect
+            # A quick watch (after a conflict) is answered by the store (UNCHANGED:
+            # it keeps no watch open) and the flow reads; nothing else may wait.
+            assert not isinstance(effect, Sleep), effect
+            assert not isinstance(effect, Watch) or effect.quick, effect
             value = self.store.execute(effect)
             self.sample(host)
         raise AssertionError("a flow ran away")
@@ -193,15 +218,21 @@ class QueueModel(RuleBasedStateMachine):
         host = self.hosts[i]
         return None if host.dead else host
 
-    @rule(i=st.integers(0, HOSTS - 1), patience=st.sampled_from([None, 0.0, 2.0, 20.0]))
-    def acquire(self, i: int, patience: float | None) -> None:
+    @rule(
+        i=st.integers(0, HOSTS - 1),
+        patience=st.sampled_from([None, 0.0, 2.0, 20.0]),
+        slow=st.booleans(),
+    )
+    def acquire(self, i: int, patience: float | None, slow: bool = False) -> None:
+        """``slow``: each write of this acquire is in flight until ``poke`` lands it,
+        so others may write first (a race to join, a conflict)."""
         host = self.live(i)
         if host is None or host.flow is not None or host.holding:
             return
         self.sample(host)
         deadline = None if patience is None else self.mono + patience
-        host.flow = acquire_flow(host.intent, host.clock, deadline)
-        host.joined, host.patient = True, deadline is None
+        host.flow = acquire_flow(host.intent, host.clock, deadline, rng=lambda: 0.5)
+        host.joined, host.patient, host.slow_writes = True, deadline is None, slow
         self.step(host)
 
     @rule(i=st.integers(0, HOSTS - 1))
@@ -340,5 +371,37 @@ def test_an_unclaimed_hand_off_passes_to_the_next_only_after_the_first_stops_bel
     assert h2.holding and (h2.token or 0) > (h1.token or 0)
     assert m.mono >= h1.deadline  # h1 had stopped believing before h2 got it
     assert m.mono - handed_at <= 5 + 2  # the claim window, plus clock resolution
+    m.never_two_holders()
+    m.teardown()
+
+
+def stored_line(m: QueueModel) -> list[str]:
+    raw = m.store.raw(NAME)
+    assert raw is not None
+    return [w.instance_id for w in read_queue(raw[1])]
+
+
+def test_a_contender_that_loses_the_race_to_join_keeps_its_turn() -> None:
+    """h1 began to ask before h2, but h2's join landed first: h1's join meets a
+    conflict, and h1 joins ahead of h2, so it is served first."""
+    m = QueueModel()
+    m.acquire(0, None)  # h0 holds
+    h1, h2 = m.hosts[1:3]
+    m.acquire(1, None, slow=True)  # h1 has read; its join is in flight
+    assert isinstance(h1.waiting_on, Replace)
+    m.renew(0)  # the object moves on before h2 begins to ask
+    m.acquire(2, None)  # h2 reads and joins: its write lands first
+    assert stored_line(m) == ["h2"]
+    m.poke(1)  # h1's join lands: a conflict (h2 joined); it pauses, reads, joins again
+    for _ in range(50):
+        if "h1" in stored_line(m):
+            break
+        m.advance(1)
+        m.poke(1)
+    assert stored_line(m) == ["h1", "h2"]
+    m.release(0)  # the hand-off goes to h1
+    m.poke(1)
+    m.poke(2)
+    assert h1.holding and not h2.holding
     m.never_two_holders()
     m.teardown()

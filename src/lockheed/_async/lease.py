@@ -136,6 +136,10 @@ class AsyncLeaseLocker:
         """The operation that waited with ``session`` is over: stop its watch."""
         await self._watches.end(session)
 
+    async def park_watch(self, session: object) -> None:
+        """A released lock keeps ``session``'s watch open a few seconds, for its next acquire."""
+        await self._watches.park(session)
+
     async def latest(self, session: object, record: Record | None) -> Record | None:
         """``record``, or a newer version that ``session``'s watch has received (no request)."""
         return await self._watches.latest(session, record)

@@ -29,6 +29,7 @@ from typing import Any
 from .. import _observe
 from .._base import LockBase
 from .._core import (
+    SETTLE,
     Acquired,
     Create,
     Released,
@@ -46,6 +47,12 @@ from .renewer import renewer
 __all__ = ["AsyncLock"]
 
 
+class _Session:
+    """One lock object's watch session (the key of its open watch in the locker)."""
+
+    __slots__ = ("__weakref__",)
+
+
 class AsyncLock(LockBase):
     """A mutex named ``name`` kept by ``locker`` (or, with ``with_shared()`` /
     ``with_exclusive()``, one holder of a shared lock; see
@@ -61,7 +68,7 @@ class AsyncLock(LockBase):
         super().__init__(name, locker, instance_id=instance_id)
         self._mutex = asyncio.Lock()
         self._wrote = False  # this acquire sent a write (it may have landed)
-        self._session: object = None  # the watch session kept while held
+        self._session: object = None  # the watch session kept while held, and after
         # unasync: begin async-only
         self._lost_event = asyncio.Event()
         # unasync: end
@@ -109,11 +116,23 @@ class AsyncLock(LockBase):
         version instead of meeting a conflict after waiters joined the line."""
         latest = getattr(self.locker, "latest", None)
         if latest is not None and self._session is not None:
-            self._record = await latest(self._session, self._record)
+            record = await latest(self._session, self._record)
+            if record is not self._record:
+                self._record, self._record_at = record, self._clock.monotonic()
 
     async def _drop_session(self) -> None:
         session, self._session = self._session, None
         await self._end_watch(session)
+
+    async def _park_session(self) -> None:
+        """After a release, keep the session's watch open for a while (the locker
+        closes it after a few seconds unused), so that acquiring the same lock
+        again soon reuses it instead of sending a new watch."""
+        park = getattr(self.locker, "park_watch", None)
+        if park is None:
+            await self._drop_session()
+        elif self._session is not None:
+            await park(self._session)
 
     async def acquire(self, blocking: bool = True, timeout: float | None = None) -> int:
         """Take the lock; return the fencing token.
@@ -125,8 +144,11 @@ class AsyncLock(LockBase):
         async with self._mutex:
             was_active = self._active
             self._wrote = False
+            await self._latest_record()
             flow = self._acquire_flow(deadline)
-            session = object()
+            # The lock's watch session: the one kept since it was last held (its
+            # watch still open), or a new one.
+            session, self._session = self._session or _Session(), None
             try:
                 got: Acquired = await self._run(flow, session=session)
             except BaseException as exc:
@@ -136,7 +158,6 @@ class AsyncLock(LockBase):
                 if self._wrote and not was_active:  # leave the line, drop what landed
                     await shield(self._abandon())
                 raise
-            await self._drop_session()
             self._session = session  # its watch, if it waited, is kept while held
             token = self._acquired(got)
             self._lost_event.clear()  # unasync: async-only
@@ -221,12 +242,17 @@ class AsyncLock(LockBase):
             token = self._begin_release()
             try:
                 await self._latest_record()
-                done: Released = await self._run(self._release_flow(self._record, token))
+                settle = None if self._handed_at is None else self._handed_at + SETTLE
+                done: Released = await self._run(
+                    self._release_flow(self._record, token, settle_until=settle),
+                    session=self._session,
+                )
             except LockError as exc:
                 self._event(EventCode.RELEASE_FAILED, str(exc), exc)
+                await self._drop_session()
                 raise
             finally:
-                await self._drop_session()
+                await self._park_session()
                 self._active = False
                 self._expires = None
             self._released(done)

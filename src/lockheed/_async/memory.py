@@ -47,7 +47,7 @@ class AsyncMemoryLocker:
         pass
 
     async def execute(self, effect: Effect) -> Any:
-        if not isinstance(effect, Watch):
+        if not isinstance(effect, Watch) or not effect.open:
             return self.store.execute(effect)
         self.store.requests["watch"] += 1
         loop = asyncio.get_running_loop()

@@ -16,13 +16,14 @@ from collections.abc import AsyncGenerator
 from contextlib import aclosing
 from typing import Any
 
-__all__ = ["WatchStream"]
+__all__ = ["Feed", "Subscriber", "WatchStream"]
 
 
 class WatchStream:
     def __init__(self) -> None:
         self._queue: asyncio.Queue[tuple[str, Any]] = asyncio.Queue()
         self._task: asyncio.Task[None] | None = None
+        self._held: tuple[str, Any] | None = None  # an event handed back (unget)
 
     def start(self, events: AsyncGenerator[tuple[str, Any], None]) -> WatchStream:
         self._task = asyncio.get_running_loop().create_task(
@@ -43,8 +44,15 @@ class WatchStream:
             return
         self._queue.put_nowait(("END", None))
 
+    def unget(self, item: tuple[str, Any]) -> None:
+        """Hand back the event just taken: the next ``poll`` or ``next`` returns it."""
+        self._held = item
+
     def poll(self) -> tuple[str, Any] | None:
         """The next event if one has arrived, else None (never waits)."""
+        if self._held is not None:
+            item, self._held = self._held, None
+            return item
         try:
             return self._queue.get_nowait()
         except asyncio.QueueEmpty:
@@ -52,10 +60,9 @@ class WatchStream:
 
     async def next(self, timeout: float | None) -> tuple[str, Any] | None:
         """The next event, or None when ``timeout`` seconds pass first."""
-        try:
-            return await asyncio.wait_for(self._queue.get(), timeout)
-        except asyncio.TimeoutError:
-            return None
+        if self._held is not None:
+            return self.poll()
+        return await _get(self._queue, timeout)
 
     async def close(self) -> None:
         if self._task is None:
@@ -63,3 +70,129 @@ class WatchStream:
         self._task.cancel()
         with contextlib.suppress(asyncio.CancelledError, Exception):
             await self._task
+
+
+class Feed:
+    """One watch stream of one object, shared by every waiting operation of one
+    locker on that object: each :class:`Subscriber` receives the events from
+    when it subscribed, the newest version received before that first. So many
+    tasks waiting on one lock cost one watch request, and each event is read
+    and parsed once.
+
+    A feed opened at version ``since`` that has received no version yet only
+    serves subscribers that have seen ``since`` or later (:meth:`covers`);
+    once it has received one, it serves anybody (the newest version it holds
+    is as current as the stream). It ends when the server ends the stream, or
+    when its last subscriber leaves.
+    """
+
+    def __init__(self, since: str | None) -> None:
+        self.since = since
+        self.latest: Any = None  # the newest ADDED or MODIFIED object received
+        self.done = False
+        self._subs: set[Subscriber] = set()
+        self._task: asyncio.Task[None] | None = None
+
+    def start(self, events: AsyncGenerator[tuple[str, Any], None]) -> Feed:
+        self._task = asyncio.get_running_loop().create_task(
+            self._pump(events), name="lockheed-watch"
+        )
+        return self
+
+    def opened(self, response: Any) -> None:
+        """The streaming response is open (nothing to keep: a task is cancelled)."""
+
+    async def _pump(self, events: AsyncGenerator[tuple[str, Any], None]) -> None:
+        try:
+            async with aclosing(events):
+                async for item in events:
+                    if item[0] in ("ADDED", "MODIFIED"):
+                        self.latest = item[1]
+                    for sub in list(self._subs):
+                        sub.put(item)
+        except Exception as exc:  # broken, refused (403), or a bad answer
+            self._finish(("BROKEN", exc))
+            return
+        self._finish(("END", None))
+
+    def _finish(self, item: tuple[str, Any]) -> None:
+        self.done = True
+        for sub in list(self._subs):
+            sub.put(item)
+
+    def covers(self, version: str | None) -> bool:
+        """Whether a waiter that has seen ``version`` misses nothing by subscribing."""
+        if self.done or not self._subs:
+            return False
+        if self.latest is not None:
+            return True
+        if version is None or self.since is None:
+            return False
+        try:
+            return int(version) >= int(self.since)
+        except ValueError:
+            return version == self.since
+
+    def subscribe(self) -> Subscriber:
+        sub = Subscriber(self)
+        self._subs.add(sub)
+        if self.latest is not None:
+            sub.put(("MODIFIED", self.latest))
+        return sub
+
+    async def leave(self, sub: Subscriber) -> None:
+        self._subs.discard(sub)
+        if not self._subs:
+            self.done = True
+            if self._task is not None:
+                self._task.cancel()
+                with contextlib.suppress(asyncio.CancelledError, Exception):
+                    await self._task
+
+
+class Subscriber:
+    """One waiting operation's view of a :class:`Feed` (a :class:`WatchStream`'s interface)."""
+
+    def __init__(self, feed: Feed) -> None:
+        self._feed = feed
+        self._queue: asyncio.Queue[tuple[str, Any]] = asyncio.Queue()
+        self._held: tuple[str, Any] | None = None
+
+    def put(self, item: tuple[str, Any]) -> None:
+        self._queue.put_nowait(item)
+
+    def unget(self, item: tuple[str, Any]) -> None:
+        self._held = item
+
+    def poll(self) -> tuple[str, Any] | None:
+        if self._held is not None:
+            item, self._held = self._held, None
+            return item
+        try:
+            return self._queue.get_nowait()
+        except asyncio.QueueEmpty:
+            return None
+
+    async def next(self, timeout: float | None) -> tuple[str, Any] | None:
+        if self._held is not None:
+            return self.poll()
+        return await _get(self._queue, timeout)
+
+    async def close(self) -> None:
+        await self._feed.leave(self)
+
+
+async def _get(
+    queue: asyncio.Queue[tuple[str, Any]], timeout: float | None
+) -> tuple[str, Any] | None:
+    """The next item of ``queue``, or None after ``timeout`` seconds. Not
+    ``asyncio.wait_for``: before Python 3.12 it can swallow a cancellation that
+    comes as the item arrives, and a cancelled waiter then waits on."""
+    getter = asyncio.ensure_future(queue.get())
+    try:
+        done, _ = await asyncio.wait({getter}, timeout=timeout)
+    finally:
+        if not getter.done():
+            getter.cancel()
+    item: tuple[str, Any] | None = getter.result() if getter in done else None
+    return item

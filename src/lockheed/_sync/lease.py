@@ -137,6 +137,10 @@ class LeaseLocker:
         """The operation that waited with ``session`` is over: stop its watch."""
         self._watches.end(session)
 
+    def park_watch(self, session: object) -> None:
+        """A released lock keeps ``session``'s watch open a few seconds, for its next acquire."""
+        self._watches.park(session)
+
     def latest(self, session: object, record: Record | None) -> Record | None:
         """``record``, or a newer version that ``session``'s watch has received (no request)."""
         return self._watches.latest(session, record)

@@ -29,6 +29,7 @@ from typing import Any
 from .. import _observe
 from .._base import LockBase
 from .._core import (
+    SETTLE,
     Acquired,
     Create,
     Released,
@@ -43,6 +44,12 @@ from .compat import shield, sleep, try_acquire
 from .renewer import renewer
 
 __all__ = ["Lock"]
+
+
+class _Session:
+    """One lock object's watch session (the key of its open watch in the locker)."""
+
+    __slots__ = ("__weakref__",)
 
 
 class Lock(LockBase):
@@ -60,7 +67,7 @@ class Lock(LockBase):
         super().__init__(name, locker, instance_id=instance_id)
         self._mutex = threading.RLock()
         self._wrote = False  # this acquire sent a write (it may have landed)
-        self._session: object = None  # the watch session kept while held
+        self._session: object = None  # the watch session kept while held, and after
 
     def _run(self, flow: Any, guard: bool = True, session: object = None) -> Any:
         """Perform a flow's effects; backend errors go back into the flow to decide.
@@ -105,11 +112,23 @@ class Lock(LockBase):
         version instead of meeting a conflict after waiters joined the line."""
         latest = getattr(self.locker, "latest", None)
         if latest is not None and self._session is not None:
-            self._record = latest(self._session, self._record)
+            record = latest(self._session, self._record)
+            if record is not self._record:
+                self._record, self._record_at = record, self._clock.monotonic()
 
     def _drop_session(self) -> None:
         session, self._session = self._session, None
         self._end_watch(session)
+
+    def _park_session(self) -> None:
+        """After a release, keep the session's watch open for a while (the locker
+        closes it after a few seconds unused), so that acquiring the same lock
+        again soon reuses it instead of sending a new watch."""
+        park = getattr(self.locker, "park_watch", None)
+        if park is None:
+            self._drop_session()
+        elif self._session is not None:
+            park(self._session)
 
     def acquire(self, blocking: bool = True, timeout: float | None = None) -> int:
         """Take the lock; return the fencing token.
@@ -121,8 +140,11 @@ class Lock(LockBase):
         with self._mutex:
             was_active = self._active
             self._wrote = False
+            self._latest_record()
             flow = self._acquire_flow(deadline)
-            session = object()
+            # The lock's watch session: the one kept since it was last held (its
+            # watch still open), or a new one.
+            session, self._session = self._session or _Session(), None
             try:
                 got: Acquired = self._run(flow, session=session)
             except BaseException as exc:
@@ -132,7 +154,6 @@ class Lock(LockBase):
                 if self._wrote and not was_active:  # leave the line, drop what landed
                     shield(self._abandon())
                 raise
-            self._drop_session()
             self._session = session  # its watch, if it waited, is kept while held
             token = self._acquired(got)
             self._schedule()
@@ -216,12 +237,17 @@ class Lock(LockBase):
             token = self._begin_release()
             try:
                 self._latest_record()
-                done: Released = self._run(self._release_flow(self._record, token))
+                settle = None if self._handed_at is None else self._handed_at + SETTLE
+                done: Released = self._run(
+                    self._release_flow(self._record, token, settle_until=settle),
+                    session=self._session,
+                )
             except LockError as exc:
                 self._event(EventCode.RELEASE_FAILED, str(exc), exc)
+                self._drop_session()
                 raise
             finally:
-                self._drop_session()
+                self._park_session()
                 self._active = False
                 self._expires = None
             self._released(done)

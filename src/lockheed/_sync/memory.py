@@ -157,6 +157,8 @@ class MemoryLocker:
             return self._record(effect.name, stored)
 
     def _watch(self, key: str, effect: Watch) -> Any:
+        if not effect.open:
+            return UNCHANGED  # no watch is kept open here
         self.requests["watch"] += 1
         with self._changed:
             while True:

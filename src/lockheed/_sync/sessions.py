@@ -3,11 +3,23 @@
 
 A waiting operation (an acquire) may wait many times in a row; each of its
 waits is a :class:`~lockheed._core.Watch` effect carrying the operation's
-``session``. The first wait opens a watch stream on the object; later waits
-of the same session read on from that stream (skipping changes already seen,
-such as the waiter's own writes), so a waiter that is woken by every change
-of a busy lock still sends one request for its whole wait. The shell ends
-the session when the operation ends, which closes the stream.
+``session``. The first wait subscribes to the lock's watch stream; later waits
+of the same session read on from it (skipping changes already seen, such as
+the waiter's own writes), so a waiter that is woken by every change of a busy
+lock still sends one request for its whole wait. The waiters of one locker on
+one lock share one stream (:class:`~lockheed._async.watcher.Feed`), which
+is read and decoded once per change however many wait. The shell ends the
+session when the operation ends, which leaves the stream (closed when its
+last waiter leaves).
+
+After a release, the lock's session is *parked* (:meth:`Watches.park`):
+its watch stays open for :data:`LINGER` seconds, so a lock that is acquired
+again soon (a worker taking turns on a busy lock) waits on the watch it
+already has instead of sending a new one; a parked watch unused for longer
+is closed. A wait returns the newest version the stream has received, not
+each one in turn. A wait that may not open a watch (``open`` False: a
+release settling after a hand-off) is answered only from a stream that is
+already open: with none, it returns UNCHANGED at once.
 
 Failure semantics: a stream that the server ends is opened again; one that
 breaks, or answers 410 Gone, makes the wait return a fresh read (what
@@ -26,13 +38,15 @@ from .._core import UNCHANGED, Read, Watch
 from .._errors import LockBackendError
 from .._state import Record
 from .kube import KubeAPI
-from .watcher import WatchStream
+from .watcher import Feed, Subscriber
 
 __all__ = ["Watches"]
 
 # A waiting operation keeps its watch open this long at most without events
 # (the server ends it then, and it is opened again).
 WATCH_LIFETIME = 60.0
+# A released lock's watch is kept open this long for its next acquire.
+LINGER = 5.0
 
 
 def _transient(error: Any) -> bool:
@@ -50,6 +64,19 @@ def _newer(obj: Any, version: str | None) -> bool:
         return seen != version
 
 
+def _newest(stream: Subscriber, obj: Any) -> Any:
+    """``obj``, or a later version of it that the stream has already received."""
+    while (item := stream.poll()) is not None:
+        kind, later = item
+        if kind not in ("ADDED", "MODIFIED"):
+            stream.unget(item)  # for the next wait to handle
+            break
+        version = str((obj.get("metadata") or {}).get("resourceVersion", ""))
+        if _newer(later, version):
+            obj = later
+    return obj
+
+
 class Watches:
     """The watch sessions of one locker."""
 
@@ -61,37 +88,47 @@ class Watches:
         execute: Callable[[Any], Any],
     ):
         self.api, self.object_name, self.decode, self.execute = api, object_name, decode, execute
-        self._streams: dict[object, WatchStream] = {}  # open streams by session
+        self._streams: dict[object, Subscriber] = {}  # open streams by session
+        self._feeds: dict[str, Feed] = {}  # the shared watch of each lock, by its name
+        self._decoded: tuple[Any, Record] | None = None  # the last object decoded
+        self._parked: dict[object, float] = {}  # parked sessions: when to close them
 
     def watch(self, effect: Watch) -> Any:
         """Perform a :class:`~lockheed._core.Watch` effect."""
         clock = self.api.clock
         session = effect.session
+        self._sweep()
+        self._parked.pop(session, None)
         stream = self._streams.pop(session, None) if session is not None else None
+        if not effect.open and stream is None:
+            return UNCHANGED  # no watch open, and none to be opened for this
+        skipped: Record | None = None
         try:
             while True:
-                timeout = None
-                if effect.until is not None:
-                    timeout = effect.until - clock.monotonic()
-                    if timeout <= 0:
-                        return UNCHANGED
-                if stream is None:
-                    stream = WatchStream()
-                    events = self.api.watch(
-                        self.object_name(effect.name),
-                        effect.version,
-                        WATCH_LIFETIME,
-                        lock=effect.name,
-                        opened=stream.opened,
-                    )
-                    stream.start(events)
-                item = stream.next(timeout)
+                # What the stream has received already counts, even when the time is up.
+                item = None if stream is None else stream.poll()
                 if item is None:
-                    continue  # the time is up: said above
+                    timeout = None
+                    if effect.until is not None:
+                        timeout = effect.until - clock.monotonic()
+                        if timeout <= 0:  # the newest version slept through, if any
+                            return UNCHANGED if skipped is None else skipped
+                    if stream is None:
+                        if not effect.open:
+                            return UNCHANGED
+                        stream = self._subscribe(effect.name, effect.version)
+                    item = stream.next(timeout)
+                    if item is None:
+                        continue  # the time is up: said above
+                assert stream is not None  # an item came from it
                 kind, obj = item
                 if kind in ("ADDED", "MODIFIED"):
                     if _newer(obj, effect.version):
-                        return self.decode(effect.name, obj)
+                        record = self._decode(effect.name, _newest(stream, obj))
+                        if effect.unless is not None and effect.unless(record):
+                            skipped = record  # nothing for this waiter: wait on
+                            continue
+                        return record
                     continue  # a change we have seen already (our own write, say)
                 if kind == "DELETED":
                     return None
@@ -104,6 +141,8 @@ class Watches:
                     stream = None
                     if kind == "BROKEN" and not _transient(obj):
                         raise obj  # refused (403, 401) or a lasting error: not ours to hide
+                    if not effect.open:
+                        return UNCHANGED
                     # 410 Gone (our version was compacted away), or the connection
                     # broke: what changed meanwhile is unknown, so read; a server
                     # that is really gone fails the read.
@@ -120,6 +159,7 @@ class Watches:
         and nobody has read yet, if it is newer than ``record``; else ``record``.
         Sends no request: a holder that kept its watch open renews and releases
         from a current copy instead of meeting a conflict."""
+        self._parked.pop(session, None)
         stream = self._streams.get(session)
         if stream is None or record is None:
             return record
@@ -133,10 +173,47 @@ class Watches:
             elif kind not in ("ADDED", "MODIFIED"):  # deleted, ended or broken: stop using it
                 self.end(session)
                 break
-        return record if newest is None else self.decode(record.name, newest)
+        return record if newest is None else self._decode(record.name, newest)
+
+    def _subscribe(self, name: str, version: str | None) -> Subscriber:
+        """A stream of the object's changes after ``version``: from the lock's shared
+        watch if it has one that misses nothing for this waiter, else a new one."""
+        feed = self._feeds.get(name)
+        if feed is None or not feed.covers(version):
+            feed = Feed(version)
+            events = self.api.watch(
+                self.object_name(name), version, WATCH_LIFETIME, lock=name, opened=feed.opened
+            )
+            feed.start(events)
+            self._feeds[name] = feed
+        return feed.subscribe()
+
+    def _decode(self, name: str, obj: Any) -> Record:
+        """Decode a watched object once for all the waiters that receive it."""
+        last = self._decoded
+        if last is not None and last[0] is obj:
+            return last[1]
+        record = self.decode(name, obj)
+        self._decoded = (obj, record)
+        return record
+
+    def park(self, session: object) -> None:
+        """The lock that waited with ``session`` was released: keep its watch open
+        for :data:`LINGER` seconds, for the lock's next acquire."""
+        self._sweep()
+        if session in self._streams:
+            self._parked[session] = self.api.clock.monotonic() + LINGER
+
+    def _sweep(self) -> None:
+        """Close the parked watches that were not used in time."""
+        now = self.api.clock.monotonic()
+        for session, until in list(self._parked.items()):
+            if until <= now:
+                self.end(session)
 
     def end(self, session: object) -> None:
         """The operation that waited with ``session`` is over: stop its watch."""
+        self._parked.pop(session, None)
         stream = self._streams.pop(session, None)
         if stream is not None:
             stream.close()
