@@ -827,7 +827,7 @@ def acquire_flow(
                     f"lock {name!r}: other writers kept changing it until the timeout",
                     lock=name,
                 )
-            if settle > 0:  # other kinds of lock: pause, then read
+            if settle > 0 or decide is not decide_acquire:  # other kinds: pause, read
                 yield from _settle(name, clock, deadline, rng, settle, conflicts)
                 record = yield from _read(name, patience)
                 continue
@@ -984,7 +984,7 @@ def release_flow(
         if result is None:
             return Released(None, "its object was deleted")
         conflicts = _count_conflict(intent, conflicts)
-        if settle > 0:  # other kinds of lock: pause, then read
+        if settle > 0 or decide is not decide_release:  # other kinds: pause, then read
             yield from _settle(name, clock, deadline, rng, settle, conflicts)
             record = yield from _read(name, patience)
             continue
