@@ -374,6 +374,27 @@ def decide_renew(
     return Write(record.version, new, _token_meta(me, token), expires=expires)
 
 
+def release_start(
+    me: str, record: Record | None, earliest: datetime
+) -> Decision | tuple[Record, LockState, tuple[Waiter, ...], tuple[Waiter, ...]]:
+    """The part of a release every kind of lock shares: a decision when ``me``
+    holds no lease (leave the line, or nothing to do, saying why), else the
+    record, its state, its line and the line without ``me``."""
+    if record is None:
+        return Nothing("its object was deleted")
+    state = record.state
+    if state is None:
+        return Nothing("stored state is unreadable")
+    queue = read_queue(record.meta)
+    line = _without(queue, me)
+    if me not in state.leases:
+        if line != queue:  # leaving the line
+            return Write(record.version, state, queue_meta(line))
+        holders = [le.instance_id for le in state.live_leases(earliest)]
+        return Nothing(f"taken over by {holders[0]}" if holders else "our lease was removed")
+    return record, state, queue, line
+
+
 def decide_release(
     intent: Intent,
     record: Record | None,
@@ -387,18 +408,10 @@ def decide_release(
     :data:`CLAIM_WINDOW` (from ``latest``, the server's latest time now) and
     the fencing token for it, which that waiter learns from its watch."""
     me = intent.instance_id
-    if record is None:
-        return Nothing("its object was deleted")
-    state = record.state
-    if state is None:
-        return Nothing("stored state is unreadable")
-    queue = read_queue(record.meta)
-    line = _without(queue, me)
-    if me not in state.leases:
-        if line != queue:  # leaving the line
-            return Write(record.version, state, queue_meta(line))
-        holders = [le.instance_id for le in state.live_leases(earliest)]
-        return Nothing(f"taken over by {holders[0]}" if holders else "our lease was removed")
+    start = release_start(me, record, earliest)
+    if not isinstance(start, tuple):
+        return start
+    record, state, queue, line = start
     rest = [le for le in state.leases.values() if le.instance_id != me]
     tags = _sync_tags(state.tags, intent.tags, intent.reset_tags)
     meta = _token_meta(me, token)

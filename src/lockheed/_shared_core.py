@@ -65,13 +65,13 @@ from ._core import (
     Accept,
     Decision,
     Intent,
-    Nothing,
     Refuse,
     Wait,
     Write,
     _reservation,
     _sync_tags,
     _without,
+    release_start,
     token_of,
 )
 from ._errors import LockLost, LockStateError, LockTypeError
@@ -386,18 +386,10 @@ def decide_shared_release(
     waiters from the head of the line as can now enter (each a lease of at most
     ``CLAIM_WINDOW`` from ``latest`` and the fencing token for it)."""
     me = intent.instance_id
-    if record is None:
-        return Nothing("its object was deleted")
-    state = record.state
-    if state is None:
-        return Nothing("stored state is unreadable")
-    queue = read_queue(record.meta)
-    line = _without(queue, me)
-    if me not in state.leases:
-        if line != queue:  # leaving the line
-            return Write(record.version, state, queue_meta(line))
-        holders = [le.instance_id for le in state.live_leases(earliest)]
-        return Nothing(f"taken over by {holders[0]}" if holders else "our lease was removed")
+    start = release_start(me, record, earliest)
+    if not isinstance(start, tuple):
+        return start
+    record, state, queue, line = start
     held = _held(record, state, earliest)
     rest = held.others(me)
     exclusive = held.exclusive if held.exclusive != me else None
