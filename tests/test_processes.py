@@ -430,9 +430,13 @@ def test_dead_waiters_hold_the_line_up_only_briefly(
     for dead, gap in gaps:
         assert gap < dead * CLAIM_WINDOW + LINE_SLACK, (seed, gaps)
     final = configmap_locker().execute(Read("line"))
-    assert line_of(final) == []  # every entry consumed
+    killed_ids = {f"waiter-{i}" for i in killed}
+    # Every live waiter's entry is consumed. Dead waiters after the last live one
+    # keep theirs (the last release hands the lock to the first of them): only a
+    # later contender passes them, each costing at most about CLAIM_WINDOW.
+    assert set(line_of(final)) <= killed_ids
     # Only a dead waiter's short handed lease can be left; it runs out soon.
-    assert set(holders_of(final)) <= {f"waiter-{i}" for i in killed}
+    assert set(holders_of(final)) <= killed_ids
     after = Lock("line", configmap_locker()).with_duration(LINE_DURATION)
-    after.acquire(timeout=CLAIM_WINDOW + LINE_SLACK)
+    after.acquire(timeout=(len(line_of(final)) + 1) * CLAIM_WINDOW + LINE_SLACK)
     after.release()
