@@ -586,17 +586,28 @@ def _ahead(record: Record | None, me: str) -> tuple[str, ...]:
     return tuple(line[: line.index(me)]) if me in line else ()
 
 
-def _still_behind(clock: ServerClock, me: str) -> Callable[[Record], bool]:
+def _still_behind(clock: ServerClock, me: str, seen: Record) -> Callable[[Record], bool]:
     """For a waiter behind others in line while the lock is held: whether a new
-    version changes nothing for it (still behind, and someone else holds the
-    lock), so the watch need not wake it. A hand-off to it, reaching the head
-    of the line, the lock coming free or its entry gone all wake it."""
+    version changes nothing for it (still behind, and the same live leases as in
+    ``seen``, the version its wait was decided on), so the watch need not wake
+    it. A hand-off to anyone, a renewal, reaching the head of the line, the lock
+    coming free or its entry gone all wake it: each may change when it must
+    look again (a dead waiter's short claim ends long before the lease it
+    replaced)."""
+
+    def leases(record: Record) -> frozenset[tuple[str, datetime]] | None:
+        if record.state is None:
+            return None
+        earliest, _ = clock.bounds()
+        return frozenset((le.instance_id, le.expires) for le in record.state.live_leases(earliest))
+
+    held = leases(seen)
 
     def still(record: Record) -> bool:
         if record.state is None or not _ahead(record, me):
             return False
-        earliest, _ = clock.bounds()
-        return any(le.instance_id != me for le in record.state.live_leases(earliest))
+        now = leases(record)
+        return bool(now) and now == held
 
     return still
 
@@ -890,7 +901,7 @@ def acquire_flow(
                 _wait_until(clock, decision, deadline),
                 holder=held_by,
                 expires=decision.expires if held_by is not None else None,
-                unless=_still_behind(clock, intent.instance_id) if behind else None,
+                unless=_still_behind(clock, intent.instance_id, record) if behind else None,
             )
         except LockBackendError as exc:
             yield from patience.pause(exc)
