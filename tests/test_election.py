@@ -553,9 +553,9 @@ def test_a_cancelled_async_leader_releases_to_a_waiting_candidate(
     loop_thread: LoopThread, kube_lockers: KubeLockers
 ) -> None:
     """Cancelling the task that runs an AsyncLeaderElector (as asyncio.run does on
-    Ctrl-C, or a TaskGroup when a sibling fails) is not stop(): run() raises
-    CancelledError, but first the work is cancelled and leadership released, so a
-    waiting candidate leads while the cancelled leader's lease is still live."""
+    Ctrl-C, or a TaskGroup when a sibling fails) is not stop(): the cancellation
+    goes on up, but on its way the work is cancelled and leadership released, so
+    a waiting candidate leads while the cancelled leader's lease is still live."""
     api = Api("async", loop_thread)
     locker = kube_lockers()
     try:
@@ -566,6 +566,7 @@ def test_a_cancelled_async_leader_releases_to_a_waiting_candidate(
         assert a.outcome.cancel()  # cancels the task running a.elector.run() on the loop
         b.rec.wait_for("work", "started")
         assert before_expiry(locker.clock, a.expiries[0]), "b led only once a's lease had run out"
+        a.rec.wait_for("stopped")  # told once its release has returned (b may lead sooner)
         assert a.rec.work() == ["started", "cancelled"]
         assert a.rec.callbacks() == [("new", "a"), ("started",), ("stopped",)]
         assert not a.elector.is_leader and not a.lock.held
