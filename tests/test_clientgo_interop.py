@@ -9,7 +9,8 @@ leaders.
 The Go side is ``tests/clientgo``: client-go v0.35.4's ``tools/leaderelection``
 with ``resourcelock.LeaseLock``, every decision client-go's own (see its
 package comment); it is built and cached by :mod:`clientgo`, and every test is
-skipped, with the ``go`` error as the reason, when it cannot be built. Go
+skipped, with the ``go`` error as the reason, when it cannot be built (it fails
+instead with ``LOCKHEED_REQUIRE_GOLOCKHEED=1``, as in CI). Go
 processes are killed at the end of each test whatever happens, and every wait
 is bounded.
 """
