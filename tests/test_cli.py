@@ -133,6 +133,12 @@ def test_lease_backend_for_run_and_list(lockheed_kubeconfig: Path, lockheed_name
         held = cli(lockheed_kubeconfig, lockheed_namespace, "list", *lease, "--held", "--json")
         (only,) = json.loads(held.stdout)
         assert only["holders"][0]["instanceID"] == holder.instance_id
+        shown = cli(lockheed_kubeconfig, lockheed_namespace, "show", "report", *lease, "-o", "json")
+        assert shown.returncode == 0, shown.stderr
+        doc = json.loads(shown.stdout)
+        assert doc["object"] == "lockheed-report" and doc["raw"]["kind"] == "Lease"
+        assert [h["instanceID"] for h in doc["holders"]] == [holder.instance_id]
+        assert doc["fencingToken"] == holder.fencing_token
         holder.release()
         ran = ["run", "report", *lease, "--tag", "lease", "--", sys.executable, "-c", show]
         done = cli(lockheed_kubeconfig, lockheed_namespace, *ran)
