@@ -769,8 +769,8 @@ def acquire_flow(
     this flow reads. After a write conflict it takes the newer version from its
     watch (:func:`_refresh`; a read after a second conflict in a row), and when
     others joining the line made it fail it pauses a random, doubling while
-    (:data:`CONFLICT_BASE`) and reads, so that many contenders joining at once
-    do not keep colliding.
+    (:data:`CONFLICT_BASE`) and takes what its watch received meanwhile, so
+    that many contenders joining at once do not keep colliding.
     """
     name = intent.name
     patience = _Patience(
@@ -869,7 +869,9 @@ def acquire_flow(
             crowd = crowd + 1 if _newcomers(before, record, intent.instance_id) > 1 else 0
             if crowd and not late:
                 yield from _pause(name, clock, deadline, rng, crowd)
-                record = yield from _read(name, patience)  # what the pause let happen
+                # What the pause let happen, from the watch (open since the first
+                # conflict, and given the pause to catch up): no request.
+                record = yield from _refresh(name, record, clock, patience, wait=0)
             continue
         assert isinstance(decision, Wait)
         if decision.reason != "queued":
