@@ -5,7 +5,8 @@ The stream's events are queued as they arrive; :meth:`WatchStream.next` waits
 for the next one with a timeout of the caller's choosing. The stream ends
 with an ``END`` item when the server closes it, or a ``BROKEN`` item (with
 the error) when it fails: the connection broke, or the server refused it;
-:meth:`close` stops it at once.
+:meth:`close` stops it at once. A subscriber's filter that raises lets the
+change through to the waiter, which decodes it itself and meets the error.
 """
 
 from __future__ import annotations

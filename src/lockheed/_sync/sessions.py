@@ -19,7 +19,10 @@ already has instead of sending a new one; a parked watch unused for longer
 is closed. A wait returns the newest version the stream has received, not
 each one in turn. A wait that may not open a watch (``open`` False: a
 release settling after a hand-off) is answered only from a stream that is
-already open: with none, it returns UNCHANGED at once.
+already open: with none, it returns UNCHANGED at once. The changes that a
+wait's ``unless`` marks as nothing to its waiter are kept by the stream's
+reader (:meth:`~lockheed._async.watcher.Subscriber.sleep_through`), so the
+waiter is not woken for them; the newest is its result if its time runs out.
 
 Failure semantics: a stream that the server ends is opened again; one that
 breaks, or answers 410 Gone, makes the wait return a fresh read (what

@@ -3,7 +3,9 @@ after change of one object on a single request (the sync twin of
 :mod:`lockheed._async.watcher`, written by hand: it needs a thread).
 
 :meth:`WatchStream.close` shuts the stream's socket down, which ends the
-reading thread's blocked read at once; the thread is a daemon.
+reading thread's blocked read at once; the thread is a daemon. A subscriber's
+filter runs in the reading thread; one that raises lets the change through to
+the waiter, which decodes it itself and meets the error.
 """
 
 from __future__ import annotations
