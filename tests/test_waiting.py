@@ -32,7 +32,7 @@ from lockheed import (
     LockError,
     LockTimeout,
 )
-from lockheed._core import Read
+from lockheed._core import Read, Watch
 from lockheed._state import Record
 from support import Api, ConfigMapLockers, LoopThread, Requests, SyncFacade
 
@@ -166,6 +166,54 @@ def test_waiters_get_the_lock_in_the_order_they_joined(
     assert changes == [[holder.instance_id], *([i] for i in ids), []]
     for record in seen:  # a holder is never in line as well
         assert not set(holders_of(record)) & set(line_of(record))
+
+
+def test_a_waiter_far_back_is_not_woken_by_hand_offs_ahead_of_it(
+    configmap_locker: ConfigMapLockers,
+    watch_line: Callable[[str], LineWatch],
+    pool: ThreadPoolExecutor,
+) -> None:
+    """Of a line of waiters, one far back is woken while behind others (a wait of
+    its acquire that carries ``unless`` returns before its time) only when a
+    change may end its wait sooner: the first hand-off (a 5 s claim where a 60 s
+    lease was) and reaching the head of the line. The hand-off between the live
+    waiters ahead of it in between, and their renewals, are read by its watch's
+    reader and kept from its waiting thread."""
+    holder = Lock("far", configmap_locker()).with_duration(60)
+    holder.acquire()
+    line = watch_line("far")
+    ahead: list[tuple[Lock, Future[int]]] = []
+    for i in range(3):
+        lock = Lock("far", configmap_locker()).with_duration(30).with_renew_interval(10)
+        ahead.append((lock, pool.submit(lock.acquire, timeout=WAIT)))
+        line.until(functools.partial(lambda n, r: len(line_of(r)) == n, i + 1))
+
+    locker = configmap_locker()
+    woken: list[str] = []  # what each of its waits behind others returned, woken
+    first = threading.Event()
+    execute = locker.execute
+
+    def counting(effect: Any) -> Any:
+        result = execute(effect)
+        behind = isinstance(effect, Watch) and effect.unless is not None
+        if behind and (effect.until is None or locker.clock.monotonic() < effect.until):
+            woken.append(result.version if isinstance(result, Record) else repr(result))
+            first.set()
+        return result
+
+    locker.execute = counting  # type: ignore[method-assign]
+    far = Lock("far", locker).with_duration(30).with_renew_interval(10)
+    waiting = pool.submit(far.acquire, timeout=WAIT)
+    line.until(lambda r: line_of(r)[-1:] == [far.instance_id])
+
+    holder.release()
+    assert first.wait(WAIT)  # woken by the first hand-off, before the next one is written
+    for lock, future in ahead:
+        future.result(WAIT)
+        lock.release()
+    waiting.result(WAIT)
+    far.release()
+    assert len(woken) == 2, f"woken at versions {woken}"
 
 
 # ---------------------------------------------------------------- leaving the line

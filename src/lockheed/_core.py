@@ -588,26 +588,27 @@ def _ahead(record: Record | None, me: str) -> tuple[str, ...]:
 
 def _still_behind(clock: ServerClock, me: str, seen: Record) -> Callable[[Record], bool]:
     """For a waiter behind others in line while the lock is held: whether a new
-    version changes nothing for it (still behind, and the same live leases as in
-    ``seen``, the version its wait was decided on), so the watch need not wake
-    it. A hand-off to anyone, a renewal, reaching the head of the line, the lock
-    coming free or its entry gone all wake it: each may change when it must
-    look again (a dead waiter's short claim ends long before the lease it
-    replaced)."""
+    version changes nothing for it, so the watch need not wake it. It is still
+    behind others, someone holds the lock, and no live lease ends before the
+    first end in ``seen`` (the version its wait was decided on, which bounds the
+    wait's time): its wait then ends no later than it must. A hand-off to a
+    live waiter, a renewal or a join sleeps through; a lease ending sooner (a
+    dead waiter's short claim replacing a longer lease), reaching the head of
+    the line, the lock coming free or its entry gone wake it."""
 
-    def leases(record: Record) -> frozenset[tuple[str, datetime]] | None:
+    def first_end(record: Record) -> datetime | None:
         if record.state is None:
             return None
         earliest, _ = clock.bounds()
-        return frozenset((le.instance_id, le.expires) for le in record.state.live_leases(earliest))
+        return min((le.expires for le in record.state.live_leases(earliest)), default=None)
 
-    held = leases(seen)
+    bound = first_end(seen)
 
     def still(record: Record) -> bool:
-        if record.state is None or not _ahead(record, me):
+        if bound is None or record.state is None or not _ahead(record, me):
             return False
-        now = leases(record)
-        return bool(now) and now == held
+        ends = first_end(record)
+        return ends is not None and ends >= bound
 
     return still
 
@@ -768,8 +769,8 @@ def acquire_flow(
     this flow reads. After a write conflict it takes the newer version from its
     watch (:func:`_refresh`; a read after a second conflict in a row), and when
     others joining the line made it fail it pauses a random, doubling while
-    (:data:`CONFLICT_BASE`) and reads, so that many contenders joining at once
-    do not keep colliding.
+    (:data:`CONFLICT_BASE`) and takes what its watch received meanwhile, so
+    that many contenders joining at once do not keep colliding.
     """
     name = intent.name
     patience = _Patience(
@@ -868,7 +869,9 @@ def acquire_flow(
             crowd = crowd + 1 if _newcomers(before, record, intent.instance_id) > 1 else 0
             if crowd and not late:
                 yield from _pause(name, clock, deadline, rng, crowd)
-                record = yield from _read(name, patience)  # what the pause let happen
+                # What the pause let happen, from the watch (open since the first
+                # conflict, and given the pause to catch up): no request.
+                record = yield from _refresh(name, record, clock, patience, wait=0)
             continue
         assert isinstance(decision, Wait)
         if decision.reason != "queued":

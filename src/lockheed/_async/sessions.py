@@ -18,7 +18,10 @@ already has instead of sending a new one; a parked watch unused for longer
 is closed. A wait returns the newest version the stream has received, not
 each one in turn. A wait that may not open a watch (``open`` False: a
 release settling after a hand-off) is answered only from a stream that is
-already open: with none, it returns UNCHANGED at once.
+already open: with none, it returns UNCHANGED at once. The changes that a
+wait's ``unless`` marks as nothing to its waiter are kept by the stream's
+reader (:meth:`~lockheed._async.watcher.Subscriber.sleep_through`), so the
+waiter is not woken for them; the newest is its result if its time runs out.
 
 Failure semantics: a stream that the server ends is opened again; one that
 breaks, or answers 410 Gone, makes the wait return a fresh read (what
@@ -103,6 +106,8 @@ class AsyncWatches:
             return UNCHANGED  # no watch open, and none to be opened for this
         skipped: Record | None = None
         try:
+            if stream is not None:
+                self._sleep_through(stream, effect)
             while True:
                 # What the stream has received already counts, even when the time is up.
                 item = None if stream is None else stream.poll()
@@ -111,11 +116,13 @@ class AsyncWatches:
                     if effect.until is not None:
                         timeout = effect.until - clock.monotonic()
                         if timeout <= 0:  # the newest version slept through, if any
+                            skipped = self._skipped(stream, effect.name, skipped)
                             return UNCHANGED if skipped is None else skipped
                     if stream is None:
                         if not effect.open:
                             return UNCHANGED
                         stream = self._subscribe(effect.name, effect.version)
+                        self._sleep_through(stream, effect)
                     item = await stream.next(timeout)
                     if item is None:
                         continue  # the time is up: said above
@@ -132,6 +139,7 @@ class AsyncWatches:
                 if kind == "DELETED":
                     return None
                 if kind == "END":  # the server ended the watch: watch again
+                    skipped = self._skipped(stream, effect.name, skipped)
                     await stream.close()
                     stream = None
                     continue
@@ -148,6 +156,7 @@ class AsyncWatches:
                     return await self.execute(Read(effect.name))
         finally:
             if stream is not None:
+                stream.wake_up()  # later changes are queued for the session's next wait
                 if session is not None:
                     self._streams[session] = stream  # for the session's next wait
                 else:
@@ -174,6 +183,27 @@ class AsyncWatches:
                 break
         return record if newest is None else self._decode(record.name, newest)
 
+    def _sleep_through(self, stream: Subscriber, effect: Watch) -> None:
+        """Let the stream's reader keep the changes that ``effect.unless`` marks as
+        nothing to this waiter instead of waking it (the newest is kept)."""
+        unless = effect.unless
+        if unless is None:
+            return
+        name, version = effect.name, effect.version
+
+        def nothing(obj: Any) -> bool:
+            return _newer(obj, version) and unless(self._decode(name, obj))
+
+        stream.sleep_through(nothing)
+
+    def _skipped(
+        self, stream: Subscriber | None, name: str, skipped: Record | None
+    ) -> Record | None:
+        """The newest version slept through: the one the stream's reader kept, if
+        any (it came after those this wait took from the queue), else ``skipped``."""
+        kept = None if stream is None else stream.wake_up()
+        return skipped if kept is None else self._decode(name, kept)
+
     def _subscribe(self, name: str, version: str | None) -> Subscriber:
         """A stream of the object's changes after ``version``: from the lock's shared
         watch if it has one that misses nothing for this waiter, else a new one."""
@@ -188,7 +218,8 @@ class AsyncWatches:
         return feed.subscribe()
 
     def _decode(self, name: str, obj: Any) -> Record:
-        """Decode a watched object once for all the waiters that receive it."""
+        """Decode a watched object once for all the waiters that receive it (also
+        from the sync watch's reading thread: the cache is one tuple, swapped whole)."""
         last = self._decoded
         if last is not None and last[0] is obj:
             return last[1]

@@ -5,14 +5,15 @@ The stream's events are queued as they arrive; :meth:`WatchStream.next` waits
 for the next one with a timeout of the caller's choosing. The stream ends
 with an ``END`` item when the server closes it, or a ``BROKEN`` item (with
 the error) when it fails: the connection broke, or the server refused it;
-:meth:`close` stops it at once.
+:meth:`close` stops it at once. A subscriber's filter that raises lets the
+change through to the waiter, which decodes it itself and meets the error.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncGenerator
+from collections.abc import AsyncGenerator, Callable
 from contextlib import aclosing
 from typing import Any
 
@@ -35,14 +36,7 @@ class WatchStream:
         """The streaming response is open (nothing to keep: a task is cancelled)."""
 
     async def _pump(self, events: AsyncGenerator[tuple[str, Any], None]) -> None:
-        try:
-            async with aclosing(events):
-                async for item in events:
-                    self._queue.put_nowait(item)
-        except Exception as exc:  # broken, refused (403), or a bad answer
-            self._queue.put_nowait(("BROKEN", exc))
-            return
-        self._queue.put_nowait(("END", None))
+        self._queue.put_nowait(await _read(events, self._queue.put_nowait))
 
     def unget(self, item: tuple[str, Any]) -> None:
         """Hand back the event just taken: the next ``poll`` or ``next`` returns it."""
@@ -103,17 +97,13 @@ class Feed:
         """The streaming response is open (nothing to keep: a task is cancelled)."""
 
     async def _pump(self, events: AsyncGenerator[tuple[str, Any], None]) -> None:
-        try:
-            async with aclosing(events):
-                async for item in events:
-                    if item[0] in ("ADDED", "MODIFIED"):
-                        self.latest = item[1]
-                    for sub in list(self._subs):
-                        sub.put(item)
-        except Exception as exc:  # broken, refused (403), or a bad answer
-            self._finish(("BROKEN", exc))
-            return
-        self._finish(("END", None))
+        self._finish(await _read(events, self._deliver))
+
+    def _deliver(self, item: tuple[str, Any]) -> None:
+        if item[0] in ("ADDED", "MODIFIED"):
+            self.latest = item[1]
+        for sub in list(self._subs):
+            sub.put(item)
 
     def _finish(self, item: tuple[str, Any]) -> None:
         self.done = True
@@ -151,15 +141,40 @@ class Feed:
 
 
 class Subscriber:
-    """One waiting operation's view of a :class:`Feed` (a :class:`WatchStream`'s interface)."""
+    """One waiting operation's view of a :class:`Feed` (a :class:`WatchStream`'s interface).
+
+    While a filter is set (:meth:`sleep_through`), the feed keeps the changes it
+    matches instead of queueing them, so the waiting task is not woken for a
+    change that is nothing to it; :meth:`wake_up` ends that and returns the
+    newest change kept.
+    """
 
     def __init__(self, feed: Feed) -> None:
         self._feed = feed
         self._queue: asyncio.Queue[tuple[str, Any]] = asyncio.Queue()
         self._held: tuple[str, Any] | None = None
+        self._nothing: Callable[[Any], bool] | None = None
+        self._kept: Any = None
 
     def put(self, item: tuple[str, Any]) -> None:
+        nothing = self._nothing
+        if nothing is not None and item[0] in ("ADDED", "MODIFIED"):
+            try:
+                if nothing(item[1]):
+                    self._kept = item[1]
+                    return
+            except Exception:  # noqa: S110 - the waiter decodes it itself, and meets the error
+                pass
         self._queue.put_nowait(item)
+
+    def sleep_through(self, nothing: Callable[[Any], bool]) -> None:
+        """Keep, without waking the waiter, the changes for which ``nothing(obj)`` is true."""
+        self._nothing, self._kept = nothing, None
+
+    def wake_up(self) -> Any:
+        """Queue every change from now on; return the newest one kept (None: none)."""
+        kept, self._kept, self._nothing = self._kept, None, None
+        return kept
 
     def unget(self, item: tuple[str, Any]) -> None:
         self._held = item
@@ -180,6 +195,21 @@ class Subscriber:
 
     async def close(self) -> None:
         await self._feed.leave(self)
+
+
+async def _read(
+    events: AsyncGenerator[tuple[str, Any], None], deliver: Callable[[tuple[str, Any]], None]
+) -> tuple[str, Any]:
+    """Read a watch's ``events``, handing each to ``deliver``, until the stream
+    ends: return the last item to hand on, ``END`` (the server ended it) or
+    ``BROKEN`` with the error (broken, refused (403), or a bad answer)."""
+    try:
+        async with aclosing(events):
+            async for item in events:
+                deliver(item)
+    except Exception as exc:
+        return ("BROKEN", exc)
+    return ("END", None)
 
 
 async def _get(

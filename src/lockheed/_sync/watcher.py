@@ -3,7 +3,9 @@ after change of one object on a single request (the sync twin of
 :mod:`lockheed._async.watcher`, written by hand: it needs a thread).
 
 :meth:`WatchStream.close` shuts the stream's socket down, which ends the
-reading thread's blocked read at once; the thread is a daemon.
+reading thread's blocked read at once; the thread is a daemon. A subscriber's
+filter runs in the reading thread; one that raises lets the change through to
+the waiter, which decodes it itself and meets the error.
 """
 
 from __future__ import annotations
@@ -12,7 +14,7 @@ import contextlib
 import queue
 import socket
 import threading
-from collections.abc import Generator
+from collections.abc import Callable, Generator
 from contextlib import closing
 from typing import Any
 
@@ -37,19 +39,12 @@ class WatchStream:
         """Called from the reading thread with the streaming response, once open."""
         self._response = response
         if self._closed.is_set():
-            self._shutdown()
+            _shutdown(response)
 
     def _pump(self, events: Generator[tuple[str, Any], None, None]) -> None:
-        try:
-            with closing(events):
-                for item in events:
-                    if self._closed.is_set():
-                        return
-                    self._queue.put(item)
-        except Exception as exc:  # a broken or shut-down connection
-            self._queue.put(("BROKEN", exc))
-            return
-        self._queue.put(("END", None))
+        last = _read(events, self._queue.put, self._closed)
+        if last is not None:
+            self._queue.put(last)
 
     def unget(self, item: tuple[str, Any]) -> None:
         """Hand back the event just taken: the next ``poll`` or ``next`` returns it."""
@@ -76,17 +71,8 @@ class WatchStream:
 
     def close(self) -> None:
         self._closed.set()
-        self._shutdown()
-
-    def _shutdown(self) -> None:
-        response = self._response
-        if response is None:
-            return
-        stream = response.extensions.get("network_stream")
-        sock = stream.get_extra_info("socket") if stream is not None else None
-        if isinstance(sock, socket.socket):
-            with contextlib.suppress(OSError):
-                sock.shutdown(socket.SHUT_RDWR)
+        if self._response is not None:
+            _shutdown(self._response)
 
 
 class Feed:
@@ -120,20 +106,16 @@ class Feed:
             _shutdown(response)
 
     def _pump(self, events: Generator[tuple[str, Any], None, None]) -> None:
-        try:
-            with closing(events):
-                for item in events:
-                    if self._closed.is_set():
-                        return
-                    with self._lock:
-                        if item[0] in ("ADDED", "MODIFIED"):
-                            self.latest = item[1]
-                        for sub in self._subs:
-                            sub.put(item)
-        except Exception as exc:  # a broken or shut-down connection
-            self._finish(("BROKEN", exc))
-            return
-        self._finish(("END", None))
+        last = _read(events, self._deliver, self._closed)
+        if last is not None:
+            self._finish(last)
+
+    def _deliver(self, item: tuple[str, Any]) -> None:
+        with self._lock:
+            if item[0] in ("ADDED", "MODIFIED"):
+                self.latest = item[1]
+            for sub in self._subs:
+                sub.put(item)
 
     def _finish(self, item: tuple[str, Any]) -> None:
         with self._lock:
@@ -175,15 +157,43 @@ class Feed:
 
 
 class Subscriber:
-    """One waiting operation's view of a :class:`Feed` (a :class:`WatchStream`'s interface)."""
+    """One waiting operation's view of a :class:`Feed` (a :class:`WatchStream`'s interface).
+
+    While a filter is set (:meth:`sleep_through`), the feed's reading thread keeps
+    the changes it matches instead of queueing them, so the waiting thread is
+    not woken for a change that is nothing to it; :meth:`wake_up` ends that and
+    returns the newest change kept.
+    """
 
     def __init__(self, feed: Feed) -> None:
         self._feed = feed
         self._queue: queue.SimpleQueue[tuple[str, Any]] = queue.SimpleQueue()
         self._held: tuple[str, Any] | None = None
+        self._nothing: Callable[[Any], bool] | None = None
+        self._kept: Any = None
 
     def put(self, item: tuple[str, Any]) -> None:
+        """Called by the feed, under its lock."""
+        nothing = self._nothing
+        if nothing is not None and item[0] in ("ADDED", "MODIFIED"):
+            try:
+                if nothing(item[1]):
+                    self._kept = item[1]
+                    return
+            except Exception:  # noqa: S110 - the waiter decodes it itself, and meets the error
+                pass
         self._queue.put(item)
+
+    def sleep_through(self, nothing: Callable[[Any], bool]) -> None:
+        """Keep, without waking the waiter, the changes for which ``nothing(obj)`` is true."""
+        with self._feed._lock:
+            self._nothing, self._kept = nothing, None
+
+    def wake_up(self) -> Any:
+        """Queue every change from now on; return the newest one kept (None: none)."""
+        with self._feed._lock:
+            kept, self._kept, self._nothing = self._kept, None, None
+        return kept
 
     def unget(self, item: tuple[str, Any]) -> None:
         self._held = item
@@ -207,6 +217,26 @@ class Subscriber:
 
     def close(self) -> None:
         self._feed.leave(self)
+
+
+def _read(
+    events: Generator[tuple[str, Any], None, None],
+    deliver: Callable[[tuple[str, Any]], None],
+    closed: threading.Event,
+) -> tuple[str, Any] | None:
+    """Read a watch's ``events``, handing each to ``deliver``, until the stream
+    ends: return the last item to hand on, ``END`` (the server ended it) or
+    ``BROKEN`` with the error (a broken or shut-down connection), or None once
+    ``closed`` is set (nobody is listening any more)."""
+    try:
+        with closing(events):
+            for item in events:
+                if closed.is_set():
+                    return None
+                deliver(item)
+    except Exception as exc:
+        return ("BROKEN", exc)
+    return ("END", None)
 
 
 def _shutdown(response: Any) -> None:

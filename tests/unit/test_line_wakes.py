@@ -1,0 +1,126 @@
+"""Which changes wake a waiter behind others in line (``Watch.unless``), driven
+through the core's flows on the Memory locker with a fake clock (no I/O, no
+real time). Many waiters on one lock must not all wake on every hand-off among
+those ahead of them; but a change that could make one's wait end sooner (a
+dead waiter's short claim replacing a longer lease) must wake it, or a line
+behind dead waiters would stall for a whole lease."""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta, timezone
+from typing import Any
+
+from lockheed import MemoryLocker
+from lockheed._core import (
+    Acquired,
+    Flow,
+    Intent,
+    Read,
+    Watch,
+    acquire_flow,
+    release_flow,
+    renew_flow,
+)
+from lockheed._queue import read_queue
+from lockheed._state import Record
+
+NAME = "jobs"
+
+
+class World:
+    def __init__(self) -> None:
+        self.mono = 100.0
+        self.wall = datetime(2026, 11, 30, 7, tzinfo=timezone.utc).timestamp()
+        self.store = MemoryLocker(wall=lambda: self.wall, monotonic=lambda: self.mono)
+
+    def advance(self, seconds: float) -> None:
+        self.mono += seconds
+        self.wall += seconds
+
+    def intent(self, who: str) -> Intent:
+        return Intent(NAME, who, timedelta(seconds=60))
+
+    def until_wait(self, flow: Flow, answer: Any = None) -> Watch:
+        """Run ``flow`` (sending it ``answer`` first) until it waits; return that wait."""
+        while True:
+            effect = flow.send(answer)
+            if isinstance(effect, Watch):
+                return effect
+            answer = self.store.execute(effect)
+
+    def finish(self, flow: Flow, answer: Any = None) -> Any:
+        """Run ``flow`` (sending it ``answer`` first) to its end; return its result."""
+        while True:
+            try:
+                effect = flow.send(answer)
+            except StopIteration as done:
+                return done.value
+            answer = self.store.execute(effect)
+
+    def read(self) -> Record:
+        record = self.store.execute(Read(NAME))
+        assert isinstance(record, Record)
+        return record
+
+    def line(self) -> list[str]:
+        return [w.instance_id for w in read_queue(self.read().meta)]
+
+
+def test_a_waiter_far_back_sleeps_through_hand_offs_between_live_waiters() -> None:
+    world = World()
+    clock = world.store.clock
+    world.finish(acquire_flow(world.intent("holder"), clock, None))  # a 60 s lease
+    ahead = {who: acquire_flow(world.intent(who), clock, None) for who in ("a", "b", "c")}
+    for flow in ahead.values():
+        world.until_wait(flow)
+    mine = acquire_flow(Intent(NAME, "me", timedelta(seconds=30)), clock, None)
+    watch = world.until_wait(mine)
+    assert world.line() == ["a", "b", "c", "me"]
+    assert watch.unless is not None  # behind others while the lock is held
+
+    read = world.read
+    # The holder hands the lock to "a": a 5 s claim where a 60 s lease was. My
+    # wait was timed by the lease; the claim ends sooner, so this wakes me.
+    world.advance(1.0)
+    world.finish(release_flow(world.intent("holder"), clock, None, None))
+    handed = read()
+    assert not watch.unless(handed)
+    watch = world.until_wait(mine, handed)
+    assert watch.unless is not None
+
+    # "a" takes it (no write), renews (a full lease), and hands it to "b": each is
+    # nothing to me (still behind, and no lease ends before the claim I wait on).
+    got_a = world.finish(ahead["a"], handed)
+    assert isinstance(got_a, Acquired) and got_a.handed
+    world.advance(1.0)
+    world.finish(renew_flow(world.intent("a"), clock, got_a.record, got_a.token))
+    assert watch.unless(read())
+    world.advance(1.0)
+    world.finish(release_flow(world.intent("a"), clock, read(), got_a.token))
+    to_b = read()
+    assert world.line() == ["c", "me"]
+    assert watch.unless(to_b)
+
+    # "b" hands it to "c": I am first in line now, which wakes me.
+    got_b = world.finish(ahead["b"], to_b)
+    assert isinstance(got_b, Acquired) and got_b.handed
+    world.advance(0.5)
+    world.finish(release_flow(world.intent("b"), clock, read(), got_b.token))
+    assert world.line() == ["me"]
+    assert not watch.unless(read())
+
+
+def test_a_claim_that_ends_sooner_than_the_wait_wakes_the_waiter() -> None:
+    """Two waiters ahead of me die in line. The hand-off to the first gives it a
+    5 s claim, which must wake me: sleeping on to the released holder's old
+    expiry would cost the line a whole lease."""
+    world = World()
+    clock = world.store.clock
+    world.finish(acquire_flow(world.intent("holder"), clock, None))
+    for dead in ("dead-1", "dead-2"):
+        world.until_wait(acquire_flow(world.intent(dead), clock, None))  # never runs again
+    mine = acquire_flow(world.intent("me"), clock, None)
+    watch = world.until_wait(mine)
+    assert watch.unless is not None
+    world.finish(release_flow(world.intent("holder"), clock, None, None))
+    assert not watch.unless(world.read())

@@ -1,0 +1,110 @@
+"""A watch feed's subscriber that sleeps through changes (both APIs): the
+reader keeps the changes its filter marks as nothing to the waiter instead of
+waking it, and hands the newest of them over when the wait ends; every other
+change, and every change after the wait, is queued as before. The events come
+from a generator the test feeds (no server)."""
+
+from __future__ import annotations
+
+import asyncio
+import queue
+import threading
+from collections.abc import AsyncGenerator, Generator
+from typing import Any
+
+from lockheed._async import watcher as async_watcher
+from lockheed._sync import watcher as sync_watcher
+
+WAIT = 30.0
+
+
+def change(version: int, nothing: bool) -> tuple[str, Any]:
+    return "MODIFIED", {"metadata": {"resourceVersion": str(version)}, "nothing": nothing}
+
+
+def version(item: tuple[str, Any] | None) -> str:
+    assert item is not None
+    return str(item[1]["metadata"]["resourceVersion"])
+
+
+def test_sync_subscriber_keeps_what_is_nothing_to_it() -> None:
+    source: queue.SimpleQueue[tuple[str, Any] | None] = queue.SimpleQueue()
+    delivered = threading.Event()
+
+    def events() -> Generator[tuple[str, Any], None, None]:
+        while (item := source.get()) is not None:
+            yield item
+
+    feed = sync_watcher.Feed("1")
+    sub = feed.subscribe()
+    feed.start(events())
+    sub.sleep_through(lambda obj: bool(obj["nothing"]))
+    for item in (change(2, True), change(3, True), change(4, False)):
+        source.put(item)
+    assert version(sub.next(WAIT)) == "4"  # the first change that is something to it
+    assert sub.poll() is None  # 2 and 3 were never queued
+    assert sub.wake_up()["metadata"]["resourceVersion"] == "3"  # the newest kept
+    assert sub.wake_up() is None
+
+    # Awake again: everything is queued, whatever the filter said before.
+    original = sub.put
+
+    def put(item: tuple[str, Any]) -> None:
+        original(item)
+        delivered.set()
+
+    sub.put = put  # type: ignore[method-assign]
+    source.put(change(5, True))
+    assert delivered.wait(WAIT)
+    assert version(sub.poll()) == "5"
+
+    # A kept change is handed over when the wait's time is up (nothing else came).
+    sub.sleep_through(lambda obj: bool(obj["nothing"]))
+    delivered.clear()
+    source.put(change(6, True))
+    assert delivered.wait(WAIT)
+    assert sub.poll() is None
+    assert sub.wake_up()["metadata"]["resourceVersion"] == "6"
+    source.put(None)
+    assert sub.next(WAIT) == ("END", None)
+    sub.close()
+
+
+def test_async_subscriber_keeps_what_is_nothing_to_it() -> None:
+    async def main() -> None:
+        source: asyncio.Queue[tuple[str, Any] | None] = asyncio.Queue()
+
+        async def events() -> AsyncGenerator[tuple[str, Any], None]:
+            while (item := await source.get()) is not None:
+                yield item
+
+        feed = async_watcher.Feed("1")
+        sub = feed.subscribe()
+        feed.start(events())
+        sub.sleep_through(lambda obj: bool(obj["nothing"]))
+        for item in (change(2, True), change(3, True), change(4, False)):
+            source.put_nowait(item)
+        assert version(await sub.next(WAIT)) == "4"
+        assert sub.poll() is None
+        assert sub.wake_up()["metadata"]["resourceVersion"] == "3"
+        source.put_nowait(change(5, True))
+        assert version(await sub.next(WAIT)) == "5"  # awake: queued whatever it is
+        source.put_nowait(None)
+        assert await sub.next(WAIT) == ("END", None)
+        await sub.close()
+
+    asyncio.run(main())
+
+
+def test_a_filter_that_fails_lets_the_change_through() -> None:
+    """The waiter decodes the change itself and meets the error there."""
+    feed = sync_watcher.Feed("1")
+    sub = feed.subscribe()
+
+    def broken(obj: Any) -> bool:
+        raise ValueError("undecodable")
+
+    sub.sleep_through(broken)
+    sub.put(change(2, True))
+    assert version(sub.poll()) == "2"
+    assert sub.wake_up() is None
