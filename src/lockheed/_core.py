@@ -112,6 +112,9 @@ FRESH: Final = 1.0
 # long after the hand-off for a newer version (the join of the one that handed
 # it over, which usually comes at once), so the release does not conflict.
 SETTLE: Final = 0.02
+# A release that waits for its turn (the shared kinds, see _await_turn) stops
+# waiting when the object has not changed for this long.
+TURN_GAP: Final = 0.05
 
 
 def loss_margin(duration: timedelta) -> float:
@@ -527,6 +530,9 @@ class Acquired:
     sent: float  # monotonic time the winning write was sent (or the hand-off seen)
     deadline: float | None  # monotonic loss deadline; None: the lease never expires
     handed: bool = False  # handed over in line: a short lease, to be made full by a renewal
+    # The version the waiter had before the one that handed it the lock (None: not
+    # handed, or not known): who held the lock then (shared kinds' release order).
+    before: Record | None = None
 
 
 @dataclass(frozen=True)
@@ -748,8 +754,8 @@ def acquire_flow(
     token: int | None = None,
     rng: Callable[[], float] = random.random,
     decide: Callable[..., Decision] = decide_acquire,
-    settle: float = 0.0,
     cached_at: float | None = None,
+    behind: Callable[[ServerClock, Any, Record], Callable[[Record], bool]] | None = None,
 ) -> Flow:
     """Acquire, waiting (by watch) until ``deadline`` (monotonic; None = forever).
 
@@ -759,8 +765,9 @@ def acquire_flow(
     ``token`` is the fencing token of a lock this instance holds, kept when it
     takes it again. Transient failures are retried until the deadline.
     ``decide`` is :func:`decide_acquire`'s stand-in for other lock kinds
-    (:mod:`lockheed._shared_core`), and ``settle`` their pause after a write
-    conflict (:func:`_settle`; none for a mutex).
+    (:mod:`lockheed._shared_core`), and ``behind`` their :func:`_still_behind`:
+    given the clock, the intent and the record a wait for holders was decided
+    on, a predicate under which a newer version changes nothing for the waiter.
 
     The acquire's place in line is dated by the first version it decides on
     (``since`` of :func:`decide_acquire`): the cached object's if it was received
@@ -782,6 +789,7 @@ def acquire_flow(
         fresh = True
     since = _version(record) if fresh else None
     conflicts = late = streak = crowd = 0
+    waited: Record | None = None  # the version this flow last waited on
     # When this waiter first saw the lock free with the same waiters ahead of it:
     # writes that do not change those (newcomers joining behind) keep the count.
     free_seen: tuple[tuple[str, ...], float] | None = None
@@ -797,19 +805,14 @@ def acquire_flow(
         can_wait = not _timed_out(clock, deadline)
         if since is None and record is not cached:  # the first version this flow got
             since = _version(record)
-        if decide is decide_acquire:
-            decision = decide_acquire(
-                intent, record, earliest, latest, token, free_for, can_wait, since=since
-            )
-        else:
-            decision = decide(intent, record, earliest, latest, token, free_for, can_wait)
+        decision = decide(intent, record, earliest, latest, token, free_for, can_wait, since=since)
         if isinstance(decision, Refuse):
             raise decision.error
         if isinstance(decision, Accept):
             assert record is not None
             got = _accepted(clock, record, decision)
             if got is not None:
-                return got
+                return replace(got, before=waited)
             token = decision.token  # too little of it left to trust: write it again
             continue
         if isinstance(decision, Write):
@@ -851,10 +854,6 @@ def acquire_flow(
                     f"lock {name!r}: other writers kept changing it until the timeout",
                     lock=name,
                 )
-            if settle > 0 or decide is not decide_acquire:  # other kinds: pause, read
-                yield from _settle(name, clock, deadline, rng, settle, conflicts)
-                record = yield from _read(name, patience)
-                continue
             streak += 1
             before = record
             if streak == 1:  # the watch, which a busy host may read late: once in a row
@@ -889,11 +888,13 @@ def acquire_flow(
                 expires=decision.expires,
             )
         held_by = decision.holder if decision.reason == "held" else None
-        behind = (
-            decide is decide_acquire
-            and held_by is not None
-            and _ahead(record, intent.instance_id) != ()
-        )
+        unless = None
+        if decide is decide_acquire:
+            if held_by is not None and _ahead(record, intent.instance_id) != ():
+                unless = _still_behind(clock, intent.instance_id, record)
+        elif behind is not None and held_by is not None and record is not None:
+            unless = behind(clock, intent, record)
+        waited = record
         try:
             result = yield Watch(
                 name,
@@ -901,7 +902,7 @@ def acquire_flow(
                 _wait_until(clock, decision, deadline),
                 holder=held_by,
                 expires=decision.expires if held_by is not None else None,
-                unless=_still_behind(clock, intent.instance_id, record) if behind else None,
+                unless=unless,
             )
         except LockBackendError as exc:
             yield from patience.pause(exc)
@@ -959,8 +960,8 @@ def release_flow(
     token: int | None,
     rng: Callable[[], float] = random.random,
     decide: Callable[..., Decision] = decide_release,
-    settle: float = 0.0,
     settle_until: float | None = None,
+    turn: Callable[[Record], bool] | None = None,
 ) -> Flow:
     """Release from the cached ``record``; returns :class:`Released`. Like a
     renewal, it removes our own lease through a Go reservation.
@@ -969,6 +970,8 @@ def release_flow(
     writing, wait until then for a newer version on the open watch (no
     request). The instance that handed us the lock often joins the line again
     at once; releasing from a copy that has its join avoids a conflict.
+    ``turn`` (the shared kinds': see :func:`_await_turn`): instead, wait
+    while it says others write first.
 
     Transient failures are retried for as long as the lease could still be
     live (at most :data:`RELEASE_PATIENCE`); after a write whose outcome is
@@ -980,6 +983,8 @@ def release_flow(
     patience = _Patience(name, clock, deadline, rng, timeout_error=False)
     if record is None:
         record = yield from _read(name, patience)
+    elif settle_until is not None and turn is not None:
+        record = yield from _await_turn(name, record, clock, settle_until, turn)
     elif settle_until is not None and clock.monotonic() < settle_until:
         try:
             newer = yield Watch(name, record.version, settle_until, quick=True, open=False)
@@ -1008,10 +1013,6 @@ def release_flow(
         if result is None:
             return Released(None, "its object was deleted")
         conflicts = _count_conflict(intent, conflicts)
-        if settle > 0 or decide is not decide_release:  # other kinds: pause, then read
-            yield from _settle(name, clock, deadline, rng, settle, conflicts)
-            record = yield from _read(name, patience)
-            continue
         state = record.state if record is not None else None
         if state is not None and intent.instance_id not in state.leases:
             # Only leaving the line (many may leave at once, at a shared
@@ -1024,25 +1025,33 @@ def release_flow(
             record = yield from _read(name, patience)
 
 
-def _settle(
+def _await_turn(
     name: str,
+    record: Record,
     clock: ServerClock,
-    deadline: float | None,
-    rng: Callable[[], float],
-    settle: float,
-    conflicts: int,
+    until: float,
+    turn: Callable[[Record], bool],
 ) -> Flow:
-    """After a write conflict, pause a random part of ``settle`` seconds (doubling
-    with each conflict in a row, up to 8 times) before reading again, so that
-    several writers that met each other do not all meet again (``settle`` 0: no
-    pause)."""
-    if settle <= 0:
-        return
-    until = clock.monotonic() + rng() * settle * 2 ** min(conflicts - 1, 3)
-    if deadline is not None:
-        until = min(until, deadline)
-    while clock.monotonic() < until:
-        yield Sleep(name, until)
+    """Before a release: while ``turn`` says others write first, wait on the open
+    watch (no request; none is opened) for the next version, until ``until`` at
+    the latest; stop when no newer version comes within :data:`TURN_GAP` (those
+    others are not writing). Returns the newest version seen."""
+    while turn(record):
+        now = clock.monotonic()
+        if now >= until:
+            break
+        try:
+            newer = yield Watch(
+                name, record.version, min(until, now + TURN_GAP), quick=True, open=False
+            )
+        except LockBackendError:
+            break
+        if newer is None:
+            return None
+        if not isinstance(newer, Record):
+            break
+        record = newer
+    return record
 
 
 def _count_conflict(intent: Intent, conflicts: int) -> int:

@@ -54,14 +54,16 @@ run inside its flows (``acquire_flow(..., decide=decide_shared_acquire)``).
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from typing import Final
 
+from ._clock import ServerClock
 from ._conditions import LockView
 from ._core import (
     CLAIM_WINDOW,
+    TURN_GAP,
     Accept,
     Decision,
     Intent,
@@ -75,7 +77,7 @@ from ._core import (
     token_of,
 )
 from ._errors import LockLost, LockStateError, LockTypeError
-from ._queue import Waiter, queue_meta, read_queue
+from ._queue import Waiter, place_of, queue_meta, read_queue
 from ._state import MUTEX, NEVER, Lease, LockState, Record
 
 __all__ = [
@@ -91,6 +93,8 @@ __all__ = [
     "decide_shared_renew",
     "read_limit",
     "read_tokens",
+    "release_turn",
+    "shared_still_behind",
     "shared_view",
 ]
 
@@ -102,13 +106,14 @@ EXCLUSIVE_KEY: Final = "lockheed/exclusive"
 TOKENS_KEY: Final = "lockheed/tokens"
 # The largest semaphore limit (so that a limit is an ordinary JSON number).
 MAX_LIMIT: Final = 1_000_000
-# After a write conflict, acquires and releases of these kinds pause a random
-# part of this many seconds (doubling with each conflict in a row) before they
-# read again: several holders release, and contenders join, at once, and
-# without the pause they keep meeting each other (measured with 16 contenders
-# on a semaphore of 4: 3.5 conflicts per join and per release without it,
-# 1.2-1.6 with it, and twice the acquisitions per second).
-SETTLE: Final = 0.02
+# Above any fencing token: the place in the release order of a holder without one.
+MAX_TOKEN: Final = 2**63
+# A holder that releases within this long of getting the lock waits for its
+# turn first (release_turn), for at most TURN_CAP: several holders that came in
+# together, or one after another, leave together too, and each leaver joins
+# the line again at once; released in turn, their writes do not collide.
+TURN_RECENT: Final = 0.05
+TURN_CAP: Final = 1.0
 
 
 @dataclass(frozen=True)
@@ -119,9 +124,14 @@ class SharedIntent(Intent):
     exclusive: bool = False
     limit: int | None = None  # a semaphore's N; None for a readers-writer lock
 
-    def waiter(self) -> Waiter:
+    def waiter(self, since: int | None = None) -> Waiter:
         return Waiter(
-            self.instance_id, self.duration, self.tags, self.reset_tags, exclusive=self.exclusive
+            self.instance_id,
+            self.duration,
+            self.tags,
+            self.reset_tags,
+            exclusive=self.exclusive,
+            since=since,
         )
 
 
@@ -253,12 +263,18 @@ def decide_shared_acquire(
     token: int | None = None,
     free_for: float = 0.0,
     join: bool = True,
+    since: int | None = None,
 ) -> Decision:
     """Decide an acquire of a shared lock or semaphore (see the module's rules).
 
     The arguments are :func:`lockheed._core.decide_acquire`'s; ``free_for`` is
     how long the caller has seen waiters ahead of it able to enter without
-    entering (with the same waiters ahead).
+    entering (with the same waiters ahead). ``since`` dates the newcomer's
+    place as for a mutex (:func:`~lockheed._queue.place_of`): it joins ahead
+    of the entries at the end of the line that began to ask later, exclusive
+    or not (losing a race to join never costs a turn, and a writer's entry
+    is never passed by a reader that began to ask after it), and it enters at
+    once when, in that place, it would be among those that can enter now.
     """
     me, name = intent.instance_id, intent.name
     expires = intent.expiry(latest)
@@ -313,10 +329,13 @@ def decide_shared_acquire(
         not others if intent.exclusive else limit is None or len(others) < limit
     )
     if place is None:
-        if fits and (not queue or not intent.fair):
+        joins_at = place_of(queue, since) if intent.fair else len(queue)
+        line = (*queue[:joins_at], intent.waiter(since), *queue[joins_at:])
+        ready = admissible(line, len(others), held.exclusive is not None, limit)
+        if (fits and not intent.fair) or joins_at < ready:
             return take(queue, others)
         if join and intent.fair:
-            return Write(record.version, state, queue_meta((*queue, intent.waiter())))
+            return Write(record.version, state, queue_meta(line))
         if others and not fits:
             return _blocking(intent, held)
         return Wait(None, queue[0].instance_id, None, "queued", after=CLAIM_WINDOW * len(queue))
@@ -415,3 +434,95 @@ def decide_shared_release(
     if line != queue:
         meta.update(queue_meta(line))
     return Write(record.version, replace(state, tags=tags).with_leases(rest), meta)
+
+
+def _holding(record: Record, earliest: datetime) -> frozenset[tuple[str, datetime]] | None:
+    """The live leases of ``record`` (None if unreadable), and who is exclusive."""
+    state = record.state
+    if state is None:
+        return None
+    ex = record.meta.get(EXCLUSIVE_KEY) or ""
+    leases = {(le.instance_id, le.expires) for le in state.live_leases(earliest)}
+    return frozenset({*leases, ("\0exclusive:" + ex, NEVER)})
+
+
+def shared_still_behind(
+    clock: ServerClock, intent: SharedIntent, seen: Record
+) -> Callable[[Record], bool]:
+    """For a waiter in line that the holders keep out (``seen``, the version its
+    wait was decided on): whether a newer version changes nothing for it, so
+    that its watch need not wake it. True while its entry is in line, the live
+    leases (and the exclusive holder) are those of ``seen``, and nobody at the
+    head of the line can enter: its decision would be the same wait. A change
+    of the holders, a lease renewed or handed over, the head of the line
+    becoming able to enter (a writer ahead leaving it), its entry gone, or
+    another kind of lock all wake it."""
+    me = intent.instance_id
+    limit = intent.limit if intent.lock_type == SEMAPHORE else None
+    earliest, _ = clock.bounds()
+    held = _holding(seen, earliest)
+
+    def still(record: Record) -> bool:
+        state = record.state
+        if state is None or state.lock_type != intent.lock_type:
+            return False
+        queue = read_queue(record.meta)
+        if all(w.instance_id != me for w in queue):
+            return False
+        earliest, _ = clock.bounds()
+        if _holding(record, earliest) != held:
+            return False
+        now = _held(record, state, earliest)
+        others = now.others(me)
+        return admissible(queue, len(others), now.exclusive is not None, limit) == 0
+
+    return still
+
+
+def release_turn(
+    clock: ServerClock, intent: SharedIntent, seen: Iterable[Record | None]
+) -> Callable[[Record], bool]:
+    """For a holder about to release soon after it got the lock: whether others
+    write first, given the newest version. ``seen`` are the versions it knew
+    when it got the lock (the one that let it in, and the one before).
+
+    Holders leave in the order they came in (fencing token, then instance ID):
+    while a holder that came in before us is still in, we wait for its
+    release; and a holder of ``seen`` that has left since, and is neither in
+    line nor holding again, is about to join the line again (a greedy worker
+    does at once): we wait for that join, for at most
+    :data:`~lockheed._core.TURN_GAP` from when we first saw it gone. The
+    caller bounds the whole wait (:func:`lockheed._core._await_turn`), so a
+    holder that works on, or a leaver that does not come back, costs at most
+    that. Waiting only orders writes: nothing is decided from it."""
+    me = intent.instance_id
+    earliest, _ = clock.bounds()
+    known: set[str] = set()
+    for record in seen:
+        if record is not None and record.state is not None:
+            known |= {le.instance_id for le in record.state.live_leases(earliest)}
+    known.discard(me)
+    gone_since: dict[str, float] = {}
+
+    def waits(record: Record) -> bool:
+        state = record.state
+        if state is None or me not in state.leases:
+            return False
+        earliest, _ = clock.bounds()
+        tokens = read_tokens(record.meta)
+        never = MAX_TOKEN
+        mine = (tokens.get(me, never), me)
+        live = {le.instance_id for le in state.live_leases(earliest)}
+        if any((tokens.get(who, never), who) < mine for who in live if who != me):
+            return True
+        queued = {w.instance_id for w in read_queue(record.meta)}
+        now = clock.monotonic()
+        for who in known:
+            if who in live or who in queued:
+                continue
+            first = gone_since.setdefault(who, now)
+            if now - first < TURN_GAP:
+                return True
+        return False
+
+    return waits
