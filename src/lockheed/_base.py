@@ -46,6 +46,8 @@ from ._state import MUTEX, Record
 
 __all__ = ["MODES", "LockBase", "StopSignal", "loss_margin"]
 
+_SECOND = timedelta(seconds=1)
+
 #: A lock's modes: a Go mutex (the default), or a shared lock's shared or
 #: exclusive side (:mod:`lockheed._shared_core`); a semaphore is its own class.
 MODES = (MUTEX, "shared", "exclusive")
@@ -302,6 +304,7 @@ class LockBase:
             decide=_shared_core.decide_shared_acquire,
             cached_at=cached_at,
             behind=_shared_core.shared_still_behind,
+            watch_only=True,
         )
 
     def _renew_flow(self, token: int) -> _core.Flow:
@@ -324,9 +327,9 @@ class LockBase:
         if record is not None and self._active and now - self._sent <= _shared_core.TURN_RECENT:
             # Released soon after it was got: in turn with the holders it came in with.
             turn = _shared_core.release_turn(clock, intent, self._got_from)
-            until = now + _shared_core.TURN_CAP
-            if self._deadline is not None:
-                until = min(until, self._deadline)
+            until = now + _shared_core.turn_cap(intent, record, clock.bounds()[0])
+            if self._deadline is not None:  # and the write well before the loss deadline
+                until = min(until, self._deadline - 2 * loss_margin(self._duration or _SECOND))
         return _core.release_flow(
             intent,
             clock,
@@ -335,6 +338,7 @@ class LockBase:
             decide=_shared_core.decide_shared_release,
             settle_until=until,
             turn=turn,
+            watch_only=True,
         )
 
     def _event(self, code: EventCode, message: str, error: BaseException | None = None) -> None:

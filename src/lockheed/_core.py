@@ -112,9 +112,6 @@ FRESH: Final = 1.0
 # long after the hand-off for a newer version (the join of the one that handed
 # it over, which usually comes at once), so the release does not conflict.
 SETTLE: Final = 0.02
-# A release that waits for its turn (the shared kinds, see _await_turn) stops
-# waiting when the object has not changed for this long.
-TURN_GAP: Final = 0.05
 
 
 def loss_margin(duration: timedelta) -> float:
@@ -756,6 +753,7 @@ def acquire_flow(
     decide: Callable[..., Decision] = decide_acquire,
     cached_at: float | None = None,
     behind: Callable[[ServerClock, Any, Record], Callable[[Record], bool]] | None = None,
+    watch_only: bool = False,
 ) -> Flow:
     """Acquire, waiting (by watch) until ``deadline`` (monotonic; None = forever).
 
@@ -768,6 +766,8 @@ def acquire_flow(
     (:mod:`lockheed._shared_core`), and ``behind`` their :func:`_still_behind`:
     given the clock, the intent and the record a wait for holders was decided
     on, a predicate under which a newer version changes nothing for the waiter.
+    ``watch_only`` (the shared kinds'): after every conflict, and after a
+    pause, the newer version comes from the watch, never from a read.
 
     The acquire's place in line is dated by the first version it decides on
     (``since`` of :func:`decide_acquire`): the cached object's if it was received
@@ -856,7 +856,9 @@ def acquire_flow(
                 )
             streak += 1
             before = record
-            if streak == 1:  # the watch, which a busy host may read late: once in a row
+            # The watch, which a busy host may read late: once in a row (always
+            # for the shared kinds, whose writers take turns: see release_flow).
+            if streak == 1 or watch_only:
                 record = yield from _refresh(name, record, clock, patience)
             else:
                 record = yield from _read(name, patience)
@@ -867,7 +869,11 @@ def acquire_flow(
             crowd = crowd + 1 if _newcomers(before, record, intent.instance_id) > 1 else 0
             if crowd and not late:
                 yield from _pause(name, clock, deadline, rng, crowd)
-                record = yield from _read(name, patience)  # what the pause let happen
+                # what the pause let happen
+                if watch_only:
+                    record = yield from _refresh(name, record, clock, patience, wait=0)
+                else:
+                    record = yield from _read(name, patience)
             continue
         assert isinstance(decision, Wait)
         if decision.reason != "queued":
@@ -961,7 +967,8 @@ def release_flow(
     rng: Callable[[], float] = random.random,
     decide: Callable[..., Decision] = decide_release,
     settle_until: float | None = None,
-    turn: Callable[[Record], bool] | None = None,
+    turn: Callable[[Record], float] | None = None,
+    watch_only: bool = False,
 ) -> Flow:
     """Release from the cached ``record``; returns :class:`Released`. Like a
     renewal, it removes our own lease through a Go reservation.
@@ -970,8 +977,11 @@ def release_flow(
     writing, wait until then for a newer version on the open watch (no
     request). The instance that handed us the lock often joins the line again
     at once; releasing from a copy that has its join avoids a conflict.
-    ``turn`` (the shared kinds': see :func:`_await_turn`): instead, wait
-    while it says others write first.
+    ``turn`` (the shared kinds': see :func:`_await_turn`): instead, before
+    each write (the first, and again after a conflict), wait until then at
+    most while it says others write first. ``watch_only`` (the shared
+    kinds'): after a conflict the newer version comes from the watch (a read
+    only if it shows none in time).
 
     Transient failures are retried for as long as the lease could still be
     live (at most :data:`RELEASE_PATIENCE`); after a write whose outcome is
@@ -995,6 +1005,8 @@ def release_flow(
     conflicts = 0
     unsure = False
     while True:
+        if conflicts and turn is not None and record is not None and settle_until is not None:
+            record = yield from _await_turn(name, record, clock, settle_until, turn)
         earliest, latest = clock.bounds()
         decision = decide(intent, record, earliest, token, latest)
         if isinstance(decision, Nothing):
@@ -1018,8 +1030,11 @@ def release_flow(
             # Only leaving the line (many may leave at once, at a shared
             # timeout say): pause as a crowded acquire does, then read.
             yield from _pause(name, clock, deadline, rng, conflicts)
-            record = yield from _read(name, patience)
-        elif conflicts == 1:
+            if watch_only:
+                record = yield from _refresh(name, record, clock, patience)
+            else:
+                record = yield from _read(name, patience)
+        elif conflicts == 1 or watch_only:
             record = yield from _refresh(name, record, clock, patience)
         else:  # the watch, which a busy host may read late: once in a row
             record = yield from _read(name, patience)
@@ -1030,20 +1045,19 @@ def _await_turn(
     record: Record,
     clock: ServerClock,
     until: float,
-    turn: Callable[[Record], bool],
+    turn: Callable[[Record], float],
 ) -> Flow:
-    """Before a release: while ``turn`` says others write first, wait on the open
-    watch (no request; none is opened) for the next version, until ``until`` at
-    the latest; stop when no newer version comes within :data:`TURN_GAP` (those
-    others are not writing). Returns the newest version seen."""
-    while turn(record):
+    """Before a release's write: while ``turn`` says others write first (how long
+    to wait for their write, in seconds; 0: our turn), wait on the open watch
+    (no request; none is opened) for the next version, until ``until`` at the
+    latest; stop when no newer version comes within that while (those others
+    are not writing). Returns the newest version seen."""
+    while (gap := turn(record)) > 0:
         now = clock.monotonic()
         if now >= until:
             break
         try:
-            newer = yield Watch(
-                name, record.version, min(until, now + TURN_GAP), quick=True, open=False
-            )
+            newer = yield Watch(name, record.version, min(until, now + gap), quick=True, open=False)
         except LockBackendError:
             break
         if newer is None:

@@ -63,7 +63,6 @@ from ._clock import ServerClock
 from ._conditions import LockView
 from ._core import (
     CLAIM_WINDOW,
-    TURN_GAP,
     Accept,
     Decision,
     Intent,
@@ -96,6 +95,7 @@ __all__ = [
     "release_turn",
     "shared_still_behind",
     "shared_view",
+    "turn_cap",
 ]
 
 SHARED: Final = "shared"
@@ -114,6 +114,11 @@ MAX_TOKEN: Final = 2**63
 # the line again at once; released in turn, their writes do not collide.
 TURN_RECENT: Final = 0.05
 TURN_CAP: Final = 1.0
+# How long such a release waits for a write it expects (a leaver's join, the
+# release of the holder before it) before it writes anyway; a holder waiting
+# behind others waits this much longer per holder before it, so that, when
+# one does not come, they do not all write at once.
+TURN_GAP: Final = 0.1
 
 
 @dataclass(frozen=True)
@@ -436,14 +441,13 @@ def decide_shared_release(
     return Write(record.version, replace(state, tags=tags).with_leases(rest), meta)
 
 
-def _holding(record: Record, earliest: datetime) -> frozenset[tuple[str, datetime]] | None:
-    """The live leases of ``record`` (None if unreadable), and who is exclusive."""
+def _first_expiry(record: Record, me: str, earliest: datetime) -> datetime | None:
+    """When the first live lease of another than ``me`` in ``record`` ends (None: none)."""
     state = record.state
     if state is None:
         return None
-    ex = record.meta.get(EXCLUSIVE_KEY) or ""
-    leases = {(le.instance_id, le.expires) for le in state.live_leases(earliest)}
-    return frozenset({*leases, ("\0exclusive:" + ex, NEVER)})
+    ends = [le.expires for le in state.live_leases(earliest) if le.instance_id != me]
+    return min(ends, default=None)
 
 
 def shared_still_behind(
@@ -451,50 +455,71 @@ def shared_still_behind(
 ) -> Callable[[Record], bool]:
     """For a waiter in line that the holders keep out (``seen``, the version its
     wait was decided on): whether a newer version changes nothing for it, so
-    that its watch need not wake it. True while its entry is in line, the live
-    leases (and the exclusive holder) are those of ``seen``, and nobody at the
-    head of the line can enter: its decision would be the same wait. A change
-    of the holders, a lease renewed or handed over, the head of the line
-    becoming able to enter (a writer ahead leaving it), its entry gone, or
-    another kind of lock all wake it."""
+    that its watch need not wake it. True while its entry is in line, nobody
+    at the head of the line can enter, and no holder's lease ends before the
+    first end it waits for (``seen``'s): its decision would be the same wait,
+    or one that ends later, which its watch's time (the earlier end) covers.
+    The head of the line becoming able to enter (the last holder gone, a
+    place freed, a writer ahead leaving the line), a shorter lease (a holder
+    let in with a claim window), its entry gone, or another kind of lock all
+    wake it. The holders coming and going behind a waiting writer do not."""
     me = intent.instance_id
     limit = intent.limit if intent.lock_type == SEMAPHORE else None
     earliest, _ = clock.bounds()
-    held = _holding(seen, earliest)
+    first = _first_expiry(seen, me, earliest)
 
     def still(record: Record) -> bool:
         state = record.state
-        if state is None or state.lock_type != intent.lock_type:
+        if first is None or state is None or state.lock_type != intent.lock_type:
             return False
         queue = read_queue(record.meta)
         if all(w.instance_id != me for w in queue):
             return False
         earliest, _ = clock.bounds()
-        if _holding(record, earliest) != held:
-            return False
         now = _held(record, state, earliest)
         others = now.others(me)
-        return admissible(queue, len(others), now.exclusive is not None, limit) == 0
+        if admissible(queue, len(others), now.exclusive is not None, limit) != 0:
+            return False
+        ends = _first_expiry(record, me, earliest)
+        return ends is not None and ends >= first
 
     return still
 
 
+def turn_cap(intent: SharedIntent, record: Record, earliest: datetime) -> float:
+    """How long at most (seconds) a release soon after getting the lock waits
+    for its turn (:func:`release_turn`): :data:`TURN_CAP`, and
+    :data:`TURN_GAP` more for each live holder that came in before it, so that
+    holders that came in together do not all stop waiting at once."""
+    state = record.state
+    if state is None:
+        return 0.0
+    tokens = read_tokens(record.meta)
+    me = intent.instance_id
+    mine = (tokens.get(me, MAX_TOKEN), me)
+    live = [le.instance_id for le in state.live_leases(earliest) if le.instance_id != me]
+    before = sum((tokens.get(who, MAX_TOKEN), who) < mine for who in live)
+    return TURN_CAP + TURN_GAP * before
+
+
 def release_turn(
     clock: ServerClock, intent: SharedIntent, seen: Iterable[Record | None]
-) -> Callable[[Record], bool]:
+) -> Callable[[Record], float]:
     """For a holder about to release soon after it got the lock: whether others
-    write first, given the newest version. ``seen`` are the versions it knew
-    when it got the lock (the one that let it in, and the one before).
+    write first, given the newest version: how long (seconds) to wait for
+    their next write at most, or 0 when it is our turn. ``seen`` are the
+    versions it knew when it got the lock (the one that let it in, and the
+    one before); the holders of every version it is given count too.
 
     Holders leave in the order they came in (fencing token, then instance ID):
-    while a holder that came in before us is still in, we wait for its
-    release; and a holder of ``seen`` that has left since, and is neither in
-    line nor holding again, is about to join the line again (a greedy worker
-    does at once): we wait for that join, for at most
-    :data:`~lockheed._core.TURN_GAP` from when we first saw it gone. The
-    caller bounds the whole wait (:func:`lockheed._core._await_turn`), so a
-    holder that works on, or a leaver that does not come back, costs at most
-    that. Waiting only orders writes: nothing is decided from it."""
+    while a holder that came in before us is still in, we wait for a change,
+    :data:`TURN_GAP` for each such holder; and a holder of ``seen`` that has
+    left since, and is neither in line nor holding again, is about to join
+    the line again (a greedy worker does at once): we wait for that join,
+    until :data:`TURN_GAP` after we first saw it gone. The caller bounds the
+    whole wait (:func:`lockheed._core._await_turn`), so a holder that works
+    on, or a leaver that does not come back, costs at most that. Waiting only
+    orders writes: nothing is decided from it."""
     me = intent.instance_id
     earliest, _ = clock.bounds()
     known: set[str] = set()
@@ -504,25 +529,27 @@ def release_turn(
     known.discard(me)
     gone_since: dict[str, float] = {}
 
-    def waits(record: Record) -> bool:
+    def waits(record: Record) -> float:
         state = record.state
         if state is None or me not in state.leases:
-            return False
+            return 0.0
         earliest, _ = clock.bounds()
         tokens = read_tokens(record.meta)
         never = MAX_TOKEN
         mine = (tokens.get(me, never), me)
         live = {le.instance_id for le in state.live_leases(earliest)}
-        if any((tokens.get(who, never), who) < mine for who in live if who != me):
-            return True
+        known.update(live - {me})
+        before = sum((tokens.get(who, never), who) < mine for who in live if who != me)
+        if before:
+            return TURN_GAP * (1 + before)
         queued = {w.instance_id for w in read_queue(record.meta)}
         now = clock.monotonic()
+        left = 0.0
         for who in known:
             if who in live or who in queued:
                 continue
             first = gone_since.setdefault(who, now)
-            if now - first < TURN_GAP:
-                return True
-        return False
+            left = max(left, first + TURN_GAP - now)
+        return left
 
     return waits

@@ -32,9 +32,12 @@ from hypothesis.stateful import invariant
 
 from line_model import Host, LineModel, event
 from lockheed._core import (
+    UNCHANGED,
     Acquired,
     Flow,
     Read,
+    Replace,
+    Watch,
     acquire_flow,
     release_flow,
     renew_flow,
@@ -100,6 +103,7 @@ class SharedModel(LineModel):
             rng=lambda: 0.5,
             decide=decide_shared_acquire,
             behind=shared_still_behind,
+            watch_only=True,
         )
 
     def release_flow(self, host: Host, record: Any, token: int | None) -> Flow:
@@ -117,6 +121,7 @@ class SharedModel(LineModel):
             decide=decide_shared_release,
             settle_until=until,
             turn=turn,
+            watch_only=True,
         )
 
     def renew_flow(self, host: Host) -> Flow:
@@ -207,3 +212,131 @@ def test_a_release_on_a_full_semaphore_admits_exactly_as_many_as_fit(ready: int)
     m.poke(5)
     assert m.hosts[5].holding
     m.teardown()
+
+
+def test_a_reader_that_loses_the_race_to_join_keeps_its_turn_ahead_of_a_later_writer() -> None:
+    """h2 (shared) began to ask before h1 (exclusive), but h1's join landed first:
+    h2's join meets a conflict, and h2 joins ahead of h1's entry, so the writer's
+    release lets h2 in, and h1 after it."""
+    m = SharedModel()
+    m.acquire(0, None)  # h0, exclusive, holds
+    h1, h2 = m.hosts[1], m.hosts[2]
+    m.acquire(2, None, slow=True)  # h2 has read; its join is in flight
+    assert isinstance(h2.waiting_on, Replace)
+    m.renew(0)  # the object moves on before h1 begins to ask
+    m.acquire(1, None)  # h1 reads and joins: its write lands first
+    assert m.stored_line() == ["h1"]
+    for _ in range(50):  # h2's join conflicts; it looks again and joins
+        if "h2" in m.stored_line():
+            break
+        m.poke(2)
+    assert m.stored_line() == ["h2", "h1"]
+    m.release(0)  # admits h2 only: the writer behind it waits
+    m.poke(2)
+    m.poke(1)
+    assert h2.holding and not h1.holding
+    m.release(2)
+    m.poke(1)
+    assert h1.holding and (h1.token or 0) > (h2.token or 0)
+    m.teardown()
+
+
+def test_a_newcomer_enters_at_once_only_where_its_place_would_let_it_in() -> None:
+    """A reader whose dated place is ahead of a waiting writer enters beside the
+    reader holding the lock at once, even after losing the race to the writer;
+    one that began to ask after the writer joined lines up."""
+    m = SharedModel()
+    m.acquire(2, None)  # h2 reads
+    h3, h4 = m.hosts[3], m.hosts[4]
+    m.acquire(3, None, slow=True)  # h3 began to ask; its write is in flight
+    m.renew(2)
+    m.acquire(0, None)  # h0, exclusive, lines up behind the reader
+    assert m.stored_line() == ["h0"]
+    m.acquire(4, None)  # h4 began to ask after h0 joined: behind it
+    assert m.stored_line() == ["h0", "h4"] and h4.flow is not None
+    for _ in range(4):  # two newcomers made h3's write fail: it pauses, then looks again
+        if h3.holding:
+            break
+        m.poke(3)
+        m.advance(1)
+    assert h3.holding and m.stored_line() == ["h0", "h4"]
+    m.teardown()
+
+
+def test_waiters_behind_a_writer_sleep_through_joins_and_wake_when_they_can_enter() -> None:
+    m = SharedModel()
+    m.acquire(2, None)  # h2 reads
+    m.acquire(0, None)  # h0, exclusive, waits for h2
+    m.acquire(3, None)  # h3 lines up behind the writer
+    h0, h3 = m.hosts[0], m.hosts[3]
+    assert isinstance(h3.waiting_on, Watch) and h3.waiting_on.unless is not None
+    assert isinstance(h0.waiting_on, Watch) and h0.waiting_on.unless is not None
+    m.acquire(4, None)  # another reader joins behind: nothing for h0 or h3
+    assert not m.ready(h0) and not m.ready(h3)
+    m.stop_waiting(0, cancel=True)  # the writer leaves the line: h3 can enter now
+    assert m.ready(h3)
+    m.poke(3)
+    assert h3.holding
+    m.teardown()
+
+
+def test_holders_release_in_the_order_they_came_in_each_after_the_last_leavers_join() -> None:
+    """``release_turn``: a holder waits while one that came in before it holds,
+    then for a leaver to join the line again, for at most TURN_GAP."""
+    m = SemaphoreModel()
+    for i in (1, 2, 3):
+        m.acquire(i, None)
+    h1, h2 = m.hosts[1], m.hosts[2]
+    got = m.store.execute(Read(NAME))
+    waits = release_turn(h2.clock, m.intent(h2), (None, got))
+    assert waits(got)  # h1 came in first and holds
+    assert not release_turn(h1.clock, m.intent(h1), (None, got))(got)  # h1 goes first
+    m.release(1)
+    after = m.store.execute(Read(NAME))
+    assert waits(after)  # h1 left and is not back in line yet
+    m.acquire(1, None)  # h1 wants it again (it re-enters: a place was free)
+    assert h1.holding
+    assert not waits(m.store.execute(Read(NAME)))  # back, after h2 in the order
+    m.release(1)
+    left = m.store.execute(Read(NAME))
+    assert waits(left)
+    m.advance(1)  # a leaver that does not come back holds nobody up for long
+    assert not waits(left)
+
+
+def test_a_release_waits_for_its_turn_on_the_open_watch_without_requests() -> None:
+    m = SemaphoreModel()
+    for i in (1, 2):
+        m.acquire(i, None)
+    h2 = m.hosts[2]
+    got = m.store.execute(Read(NAME))
+    turn = release_turn(h2.clock, m.intent(h2), (None, got))
+    flow = release_flow(
+        m.intent(h2),
+        h2.clock,
+        got,
+        h2.token,
+        decide=decide_shared_release,
+        settle_until=m.mono + TURN_CAP,
+        turn=turn,
+    )
+    look = next(flow)
+    assert isinstance(look, Watch) and look.quick and not look.open  # no watch opened for it
+    m.release(1)  # h1 leaves: the watch shows it; h2 waits on for h1's join
+    look = flow.send(m.store.execute(Read(NAME)))
+    assert isinstance(look, Watch) and look.version == m.store.version_of(NAME)
+    m.acquire(1, None)  # h1 is back: h2's turn
+    write = flow.send(m.store.execute(Read(NAME)))
+    assert isinstance(write, Replace) and write.version == m.store.version_of(NAME)
+    # Nothing newer within TURN_GAP (the store keeps no watch): the release goes ahead.
+    flow = release_flow(
+        m.intent(h2),
+        h2.clock,
+        write.base,
+        h2.token,
+        decide=decide_shared_release,
+        settle_until=m.mono + TURN_CAP,
+        turn=lambda record: 0.1,
+    )
+    assert isinstance(next(flow), Watch)
+    assert isinstance(flow.send(UNCHANGED), Replace)
