@@ -300,7 +300,7 @@ def _figures(
                     res.contention[key] = {
                         n: r.attempt(
                             f"contention {key} {n}",
-                            functools.partial(contend, system, meter, n, s.window, kind=kind),
+                            functools.partial(contend, system, meter, n, _window(s, n), kind=kind),
                         )
                     }
     if r.wanted("election"):

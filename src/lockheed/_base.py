@@ -46,8 +46,6 @@ from ._state import MUTEX, Record
 
 __all__ = ["MODES", "LockBase", "StopSignal", "loss_margin"]
 
-_SECOND = timedelta(seconds=1)
-
 #: A lock's modes: a Go mutex (the default), or a shared lock's shared or
 #: exclusive side (:mod:`lockheed._shared_core`); a semaphore is its own class.
 MODES = (MUTEX, "shared", "exclusive")
@@ -328,8 +326,8 @@ class LockBase:
             # Released soon after it was got: in turn with the holders it came in with.
             turn = _shared_core.release_turn(clock, intent, self._got_from)
             until = now + _shared_core.turn_cap(intent, record, clock.bounds()[0])
-            if self._deadline is not None:  # and the write well before the loss deadline
-                until = min(until, self._deadline - 2 * loss_margin(self._duration or _SECOND))
+            if self._deadline is not None:  # the write goes well before the loss deadline
+                until = min(until, self._deadline - _shared_core.TURN_MARGIN)
         return _core.release_flow(
             intent,
             clock,

@@ -119,6 +119,9 @@ TURN_CAP: Final = 1.0
 # behind others waits this much longer per holder before it, so that, when
 # one does not come, they do not all write at once.
 TURN_GAP: Final = 0.1
+# ...and stops waiting this long before its loss deadline at the latest (a
+# lock let in from the line holds a claim window's lease until it renews).
+TURN_MARGIN: Final = 0.5
 
 
 @dataclass(frozen=True)
