@@ -20,11 +20,16 @@ Decisions, each made from the stored object and the server's time bounds:
 * **Who may enter.** A contender enters at once when nobody waits in line and
   it is compatible with the live holders (a shared one: no exclusive holder
   and fewer than ``limit`` holders; an exclusive one: no holder at all);
-  otherwise it joins the line (one write) and waits on its watch. So once an
-  exclusive acquirer waits, later shared ones line up behind it (writer
-  preference) and it enters as soon as the holders before it have left; the
-  shared ones ahead of it enter together. Neither side starves: the line is
-  served in order.
+  otherwise it joins the line (one write) and waits on its watch. Its place
+  is dated as a mutex waiter's (:func:`~lockheed._queue.place_of`): ahead of
+  entries at the end of the line that began to ask later, so it also enters
+  at once when, in that place, it would be among those that can enter now.
+  So once an exclusive acquirer waits, shared ones that began to ask later
+  line up behind it (writer preference) and it enters as soon as the
+  holders before it have left; the shared ones ahead of it enter together.
+  Neither side starves: the line is served in order. A waiter that the
+  holders keep out sleeps through changes that leave it so
+  (:func:`shared_still_behind`).
 * **Who a release wakes.** A release removes its lease and, in the same
   write, gives a lease of at most :data:`~lockheed._core.CLAIM_WINDOW` and a
   fencing token to as many waiters from the head of the line as can now
@@ -32,6 +37,13 @@ Decisions, each made from the stored object and the server's time bounds:
   one waiter, the last reader leaving admits the writer, a leaving writer
   admits the readers up to the next writer. Those waiters take the lock from
   their watch without writing; nobody else writes.
+* **Releasing in turn.** A holder that releases soon after it got the lock
+  waits on its open watch, without a request, for its turn
+  (:func:`release_turn`): holders that came in before it leave first, and
+  holders that just left join the line again first, so that several holders
+  leaving and joining again at once do not meet each other's writes. The
+  wait is bounded (:data:`TURN_GAP` per expected write, :func:`turn_cap` in
+  all, never near the loss deadline) and decides nothing.
 * **Fencing.** A holder's token is the resourceVersion that the write which
   made it a holder replaced (waiters admitted together share it). Every write
   that admits an exclusive holder comes after the writes that admitted every
