@@ -767,7 +767,8 @@ def acquire_flow(
     given the clock, the intent and the record a wait for holders was decided
     on, a predicate under which a newer version changes nothing for the waiter.
     ``watch_only`` (the shared kinds'): after every conflict, and after a
-    pause, the newer version comes from the watch, never from a read.
+    pause, the newer version comes from the watch (a read only if it shows
+    none in time).
 
     The acquire's place in line is dated by the first version it decides on
     (``since`` of :func:`decide_acquire`): the cached object's if it was received
@@ -1028,7 +1029,7 @@ def release_flow(
         state = record.state if record is not None else None
         if state is not None and intent.instance_id not in state.leases:
             # Only leaving the line (many may leave at once, at a shared
-            # timeout say): pause as a crowded acquire does, then read.
+            # timeout say): pause as a crowded acquire does, then look again.
             yield from _pause(name, clock, deadline, rng, conflicts)
             if watch_only:
                 record = yield from _refresh(name, record, clock, patience)
