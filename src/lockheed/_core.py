@@ -716,6 +716,34 @@ def _refresh(
     return (yield from _read(name, patience))
 
 
+def _spread(
+    name: str,
+    clock: ServerClock,
+    deadline: float | None,
+    rng: Callable[[], float],
+    crowd: int,
+    took: float,
+) -> Flow:
+    """A random pause among ``crowd`` writers that met at once: up to ``crowd``
+    times ``took`` (how long our failed write took), at most
+    :data:`CONFLICT_CAP`, so that they come back about one write apart."""
+    span = min(CONFLICT_CAP, crowd * max(took, CONFLICT_BASE))
+    until = clock.monotonic() + rng() * span
+    if deadline is not None:
+        until = min(until, deadline)
+    while clock.monotonic() < until:
+        yield Sleep(name, until)
+
+
+def _line_changes(before: Record | None, after: Record | None, me: str) -> int:
+    """How many others joined or left the line between ``before`` and ``after``."""
+    if after is None:
+        return 0
+    was = {w.instance_id for w in read_queue(before.meta)} if before is not None else set()
+    now = {w.instance_id for w in read_queue(after.meta)}
+    return len((was ^ now) - {me})
+
+
 def _newcomers(before: Record | None, after: Record | None, me: str) -> int:
     """How many others joined the line between ``before`` and ``after``."""
     if after is None:
@@ -817,6 +845,7 @@ def acquire_flow(
             token = decision.token  # too little of it left to trust: write it again
             continue
         if isinstance(decision, Write):
+            wrote = clock.monotonic()
             try:
                 result = yield _write_effect(name, record, decision)
             except LockBackendError as exc:
@@ -857,6 +886,7 @@ def acquire_flow(
                 )
             streak += 1
             before = record
+            took = clock.monotonic() - wrote
             # The watch, which a busy host may read late: once in a row (always
             # for the shared kinds, whose writers take turns: see release_flow).
             if streak == 1 or watch_only:
@@ -869,12 +899,12 @@ def acquire_flow(
             # with a holder joining again, retried at once).
             crowd = crowd + 1 if _newcomers(before, record, intent.instance_id) > 1 else 0
             if crowd and not late:
-                yield from _pause(name, clock, deadline, rng, crowd)
-                # what the pause let happen
-                if watch_only:
-                    record = yield from _refresh(name, record, clock, patience, wait=0)
+                if watch_only:  # spread over as many writes' time as joined at once
+                    joined = _newcomers(before, record, intent.instance_id)
+                    yield from _spread(name, clock, deadline, rng, joined, took)
                 else:
-                    record = yield from _read(name, patience)
+                    yield from _pause(name, clock, deadline, rng, crowd)
+                record = yield from _read(name, patience)  # what the pause let happen
             continue
         assert isinstance(decision, Wait)
         if decision.reason != "queued":
@@ -1013,6 +1043,7 @@ def release_flow(
         if isinstance(decision, Nothing):
             return Released(record, None if unsure else decision.reason)
         assert isinstance(decision, Write)
+        wrote = clock.monotonic()
         try:
             result = yield _write_effect(name, record, decision)
         except LockBackendError as exc:
@@ -1025,16 +1056,22 @@ def release_flow(
             return Released(result, None)
         if result is None:
             return Released(None, "its object was deleted")
+        took = clock.monotonic() - wrote
         conflicts = _count_conflict(intent, conflicts)
         state = record.state if record is not None else None
         if state is not None and intent.instance_id not in state.leases:
             # Only leaving the line (many may leave at once, at a shared
             # timeout say): pause as a crowded acquire does, then look again.
-            yield from _pause(name, clock, deadline, rng, conflicts)
-            if watch_only:
-                record = yield from _refresh(name, record, clock, patience)
-            else:
+            if watch_only:  # spread over as many writes' time as left at once
+                before = record
                 record = yield from _read(name, patience)
+                crowd = _line_changes(before, record, intent.instance_id)
+                if crowd > 1:
+                    yield from _spread(name, clock, deadline, rng, crowd, took)
+                    record = yield from _read(name, patience)
+                continue
+            yield from _pause(name, clock, deadline, rng, conflicts)
+            record = yield from _read(name, patience)
         elif conflicts == 1 or watch_only:
             record = yield from _refresh(name, record, clock, patience)
         else:  # the watch, which a busy host may read late: once in a row
