@@ -794,9 +794,10 @@ def acquire_flow(
     (:mod:`lockheed._shared_core`), and ``behind`` their :func:`_still_behind`:
     given the clock, the intent and the record a wait for holders was decided
     on, a predicate under which a newer version changes nothing for the waiter.
-    ``watch_only`` (the shared kinds'): after every conflict, and after a
-    pause, the newer version comes from the watch (a read only if it shows
-    none in time).
+    ``watch_only`` (the shared kinds'): after every conflict the newer version
+    comes from the watch (a read only if it shows none in time), and when two
+    or more newcomers made the write fail, the pause is spread over as many
+    writes' time as joined (:func:`_spread`), then the flow reads.
 
     The acquire's place in line is dated by the first version it decides on
     (``since`` of :func:`decide_acquire`): the cached object's if it was received
@@ -1012,7 +1013,9 @@ def release_flow(
     each write (the first, and again after a conflict), wait until then at
     most while it says others write first. ``watch_only`` (the shared
     kinds'): after a conflict the newer version comes from the watch (a read
-    only if it shows none in time).
+    only if it shows none in time); leaving the line, it reads, and when two
+    or more others joined or left meanwhile it pauses over as many writes'
+    time (:func:`_spread`) and reads again.
 
     Transient failures are retried for as long as the lease could still be
     live (at most :data:`RELEASE_PATIENCE`); after a write whose outcome is
