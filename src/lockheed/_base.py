@@ -101,6 +101,7 @@ class LockBase:
         self._handed_at: float | None = None  # when the lock held now was handed to us
         # The versions we knew as we got the lock held now (shared kinds' release order).
         self._got_from: tuple[Record | None, ...] = ()
+        self._got_at = 0.0  # monotonic time the acquire that got it returned
         self._active = False  # acquired and not released
         self._lost: LockLost | None = None
         # Set by leader election: a renew deadline shorter than the lease, and an
@@ -322,7 +323,7 @@ class LockBase:
         assert isinstance(intent, SharedIntent)
         turn, until = None, None
         now = clock.monotonic()
-        if record is not None and self._active and now - self._sent <= _shared_core.TURN_RECENT:
+        if record is not None and self._active and now - self._got_at <= _shared_core.TURN_RECENT:
             # Released soon after it was got: in turn with the holders it came in with.
             turn = _shared_core.release_turn(clock, intent, self._got_from)
             until = now + _shared_core.turn_cap(intent, record, clock.bounds()[0])
@@ -404,6 +405,7 @@ class LockBase:
         self._deadline = self._capped(got.deadline, got.sent)
         self._handed_at = got.sent if got.handed else None
         self._got_from = (got.before, got.record)  # who held it as we came in
+        self._got_at = self._clock.monotonic()
         if got.handed and self._deadline is not None:
             # A hand-off's short lease becomes a full one with a renewal soon.
             self._claim_by = got.sent + (self._deadline - got.sent) / 2
