@@ -8,7 +8,14 @@ FIGURES`` (a comma-separated subset of imports, ops, cycle, handoff, renewal,
 many, contention, election, listing), ``--systems KEYS`` (a comma-separated
 subset of lockheed-sync, lockheed-async, lockheed-lease, sherlock,
 leaderelection, go-lockheed; default all), ``--fair-window SECONDS`` (a longer
-contention run at the most contenders, for the fairness figures).
+contention run at the most contenders, for the fairness figures),
+``--contenders COUNTS`` (a comma-separated subset of the contender counts,
+e.g. ``32``), ``--rows ROWS`` (a comma-separated subset of the contention
+rows: fair, racing, shared; the shared rows, a semaphore of 4 and a shared
+lock with 90% readers, run at the most contenders). For example, the shared
+rows next to the mutex's at 32 contenders::
+
+    python -m bench --only contention --systems lockheed-sync --contenders 32 --rows fair,shared
 """
 
 from __future__ import annotations
@@ -18,7 +25,7 @@ import dataclasses
 import sys
 from pathlib import Path
 
-from ._runner import FIGURES, RACING_KEY, SYSTEM_LABELS, Options, run
+from ._runner import FIGURES, RACING_KEY, ROWS, SYSTEM_LABELS, Options, run
 from ._sizes import full, quick
 
 SYSTEMS = tuple(key for key in SYSTEM_LABELS if key != RACING_KEY)
@@ -45,6 +52,24 @@ def _systems(text: str) -> tuple[str, ...]:
     return chosen
 
 
+def _rows(text: str) -> tuple[str, ...]:
+    chosen = tuple(part.strip() for part in text.split(",") if part.strip())
+    unknown = [row for row in chosen if row not in ROWS]
+    if unknown or not chosen:
+        raise argparse.ArgumentTypeError(f"unknown rows {unknown}; choose from {ROWS}")
+    return chosen
+
+
+def _counts(text: str) -> tuple[int, ...]:
+    try:
+        counts = tuple(sorted({int(part) for part in text.split(",") if part.strip()}))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a list of counts: {text!r}") from None
+    if not counts or counts[0] < 1:
+        raise argparse.ArgumentTypeError(f"contender counts must be 1 or more: {text!r}")
+    return counts
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__)
     parser.add_argument("--quick", action="store_true", help="tiny sizes (smoke test)")
@@ -60,17 +85,24 @@ def main(argv: list[str] | None = None) -> int:
         help="seconds of the contention run at the most contenders (default: the same as the "
         "others); about 40 gives the fairness figures 1,000 acquisitions or more",
     )
+    parser.add_argument(
+        "--contenders", type=_counts, default=None, help="contender counts, e.g. 2,8,32"
+    )
+    parser.add_argument("--rows", type=_rows, default=ROWS, help=",".join(ROWS))
     args = parser.parse_args(argv)
 
     sizes = quick() if args.quick else full()
     if args.fair_window is not None:
         sizes = dataclasses.replace(sizes, fair_window=args.fair_window)
+    if args.contenders is not None:
+        sizes = dataclasses.replace(sizes, contenders=args.contenders)
     options = Options(
         sizes=sizes,
         kubeconfig=args.kubeconfig,
         kubectl=args.kubectl,
         only=args.only,
         systems=args.systems,
+        rows=args.rows,
         log=_log,
     )
     results = run(options)

@@ -16,11 +16,15 @@ different contender than the one before; a releaser that immediately wins
 again is not a hand-off), the API requests per acquisition and per hand-off,
 counted by the server from the start signal until every contender has
 exited, and the fairness of who was served when (:class:`bench._results.Fairness`:
-overtakes, Jain's index of acquisitions per contender, waits).
+overtakes, Jain's index of acquisitions per contender, waits). On the shared
+rows (a semaphore, a readers-writer lock), where several hold at once, an
+overtake is an entry served before an earlier-asked waiter that could not
+have entered beside the holders (:func:`shared_overtakes`).
 """
 
 from __future__ import annotations
 
+import bisect
 import itertools
 import math
 import time
@@ -33,7 +37,7 @@ from ._procs import Workers, worker_command
 from ._results import Contention, Fairness
 from ._systems import System
 
-__all__ = ["contend", "fairness", "jain", "overtakes"]
+__all__ = ["contend", "fairness", "jain", "overtakes", "shared_overtakes"]
 
 STARTUP_TIMEOUT = 240.0  # interpreters, imports and a first request, 32 at once on 2 cores
 
@@ -53,19 +57,77 @@ def overtakes(stamps: Sequence[tuple[float, float]]) -> int:
     return count
 
 
+Entry = tuple[float, float, float, bool, int]  # asked, got, released, exclusive, token
+
+
+def shared_overtakes(entries: Sequence[Entry], limit: int | None) -> int:
+    """Overtakes among the holders of a shared lock or semaphore: how many
+    acquisitions X were served while an acquisition Y that had asked strictly
+    earlier was still waiting *and could not have entered beside the holders*
+    X joined (X itself included): Y exclusive beside anyone, anyone beside an
+    exclusive X, or, on a semaphore of ``limit``, X taking the last free place.
+    Readers entering together beside readers, or into places that were free
+    for both, are not overtakes.
+
+    The order of service is that of the writes that let each in, which the
+    fencing tokens give (X before Y: X's token is smaller; those admitted by
+    one write share a token and are served together); the processes' clock
+    stamps of a busy host lag those writes by as much as a hand-off takes.
+    The holders at X's entry are the acquisitions whose ``[got, released]``
+    spans hold the moment X got it; the stamps are taken after each call
+    returns, so the spans are a little long and the count errs towards more
+    overtakes."""
+    if not entries:
+        return 0
+    by_asked = sorted(entries)
+    spans = sorted((got, released, exclusive) for _, got, released, exclusive, _ in entries)
+    starts = [span[0] for span in spans]
+    longest = max(released - got for _, got, released, _, _ in entries)
+    longest_wait = max(got - asked for asked, got, _, _, _ in entries)
+    count = 0
+    for i, (asked, got, _, exclusive, token) in enumerate(by_asked):
+        holders = []  # whether each holder at X's entry is exclusive
+        k = bisect.bisect_right(starts, got)
+        while k > 0 and spans[k - 1][0] >= got - longest:
+            k -= 1
+            if got < spans[k][1]:
+                holders.append(spans[k][2])
+        barred = exclusive or any(holders) or (limit is not None and len(holders) >= limit)
+        k = i
+        while k > 0 and by_asked[k - 1][0] > got - longest_wait - 1.0:  # who could still wait
+            k -= 1
+            y_asked, _, _, y_exclusive, y_token = by_asked[k]
+            if y_asked < asked and y_token > token and (barred or y_exclusive):
+                count += 1
+                break
+    return count
+
+
 def jain(counts: Sequence[int]) -> float:
     """Jain's fairness index: 1 when every contender got as many, 1/n when one got all."""
     total, squares = sum(counts), sum(c * c for c in counts)
     return total * total / (len(counts) * squares) if squares else math.nan
 
 
-def fairness(stamps: Sequence[Stamp], contenders: Sequence[str], t_end: float) -> Fairness:
+def fairness(
+    stamps: Sequence[Stamp],
+    contenders: Sequence[str],
+    t_end: float,
+    shared: Sequence[Entry] | None = None,
+    limit: int | None = None,
+) -> Fairness:
+    """The fairness figures; ``shared`` (the entries of a shared lock or
+    semaphore of ``limit``) counts overtakes by :func:`shared_overtakes`."""
     inside = [s for s in stamps if s[1] <= t_end]
     per = Counter(who for _, _, who in inside)
+    if shared is None:
+        count = overtakes([(asked, got) for asked, got, _ in stamps])
+    else:
+        count = shared_overtakes(shared, limit)
     return Fairness(
         acquisitions=len(stamps),
         contenders=len(contenders),
-        overtakes=overtakes([(asked, got) for asked, got, _ in stamps]),
+        overtakes=count,
         jain=jain([per.get(who, 0) for who in contenders]),
         waits=tuple(got - asked for asked, got, _ in inside),
     )
@@ -93,6 +155,12 @@ def _commands(
             worker_command("contend", "--system", mode, "--tasks", str(k), *common) for k in shares
         ]
     return [worker_command("contend", "--system", mode, *common)] * contenders
+
+
+def _limit(kind: Sequence[str]) -> int | None:
+    """The semaphore's limit among the worker's options (None: not a semaphore)."""
+    options = list(kind)
+    return int(options[options.index("--limit") + 1]) if "--limit" in options else None
 
 
 def _lost(results: Sequence[dict[str, object]]) -> int:
@@ -125,14 +193,22 @@ def contend(
         workers.join(30.0)
     after = meter.settle(before)
     raw = [stamp for r in results for stamp in r["stamps"]]
-    got = sorted((float(s[-2]), str(s[-1])) for s in raw)
+    # (got, contender): Go's stamps are just that; the others begin with when they asked
+    got = sorted(
+        (float(s[-2]), str(s[-1])) if len(s) == 2 else (float(s[1]), str(s[2])) for s in raw
+    )
     inside = [s for s in got if s[0] <= t_end]
     handoffs = sum(1 for a, b in itertools.pairwise(inside) if a[1] != b[1])
     fair_figures = None
-    if raw and all(len(s) == 3 for s in raw):
+    if raw and all(len(s) in (3, 6) for s in raw):
         who = [str(w) for r in results for w in r.get("contenders", ())]
-        stamps = [(float(a), float(g), str(w)) for a, g, w in raw]
-        fair_figures = fairness(stamps, who or sorted({s[2] for s in stamps}), t_end)
+        stamps = [(float(s[0]), float(s[1]), str(s[2])) for s in raw]
+        shared = None
+        if all(len(s) == 6 for s in raw):
+            shared = [(float(s[0]), float(s[1]), float(s[3]), s[4] == "x", int(s[5])) for s in raw]
+        fair_figures = fairness(
+            stamps, who or sorted({s[2] for s in stamps}), t_end, shared, _limit(kind)
+        )
     if isinstance(system, GoLockheed) or system.contend_mode != "lockheed-async":
         how = "processes"
     elif processes == 1:

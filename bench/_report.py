@@ -1043,7 +1043,10 @@ METHOD = """\
   acquisition; a call again after a timeout is the same request) and when it
   got the lock. An acquisition *overtakes* when another that asked earlier got
   the lock later (A.asked > B.asked and A.got < B.got), counted over every
-  acquisition of the run; Jain's index is (Σx)² / (n·Σx²) over the
+  acquisition of the run; on the semaphore and shared-lock rows, only when B
+  could not have entered beside the holders A joined (B exclusive, A
+  exclusive, or A taking the semaphore's last place), in the order of the
+  writes that let them in (their fencing tokens); Jain's index is (Σx)² / (n·Σx²) over the
   acquisitions x of each of the n contenders inside the window (1: all
   equal); a wait is got - asked. Go lockheed's contenders are processes of
   the Go program; having no way to wait for a lock, each retries a failed

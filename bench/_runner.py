@@ -58,6 +58,7 @@ __all__ = [
     "GO_KEY",
     "GO_REASON",
     "RACING_KEY",
+    "ROWS",
     "RW_KEY",
     "SEMAPHORE_KEY",
     "SYSTEM_LABELS",
@@ -66,6 +67,7 @@ __all__ = [
 ]
 
 T = TypeVar("T")
+ROWS = ("fair", "racing", "shared")  # the contention rows, for --rows
 RACING_KEY = "lockheed-racing"  # lockheed (sync) contenders with with_fair(False)
 SEMAPHORE_KEY = "lockheed-semaphore"  # lockheed (sync) contenders on a Semaphore of 4
 RW_KEY = "lockheed-rw"  # lockheed (sync) contenders on a shared lock, 90% of them reading
@@ -101,6 +103,9 @@ class Options:
     kubectl: Path | None = None
     only: tuple[str, ...] = FIGURES
     systems: tuple[str, ...] | None = None  # keys of the systems to measure (None: all)
+    # The contention rows to run: "fair" (each system waiting in line), "racing"
+    # (lockheed sync, with_fair(False)), "shared" (the semaphore and rw rows).
+    rows: tuple[str, ...] = ("fair", "racing", "shared")
     log: Callable[[str], None] = field(default=lambda message: None)
 
 
@@ -261,9 +266,10 @@ def _figures(
             "held locks (httpx2)", lambda: held_many(env, meter, s, lean=False)
         )
     if r.wanted("contention"):
+        rows = r.o.rows
         for system in systems:
             res.contention[system.key] = {}
-            for n in s.contenders:
+            for n in s.contenders if "fair" in rows else ():
                 if system.contend_mode is None:
                     res.contention[system.key][n] = NotMeasured(system.contend_reason)
                     continue
@@ -273,7 +279,7 @@ def _figures(
                     f"contention {system.key} {n}",
                     functools.partial(contend, system, meter, n, window),
                 )
-            if isinstance(system, LockheedAsync):
+            if isinstance(system, LockheedAsync) and "fair" in rows:
                 n, processes = s.many_tasks
                 r.log(f"contention: {system.label}, {n} tasks in {processes} processes")
                 res.contention[system.key][n] = r.attempt(
@@ -282,19 +288,19 @@ def _figures(
                 )
             if isinstance(system, LockheedSync) and not isinstance(system, LockheedLease):
                 res.contention[RACING_KEY] = {}
-                for n in s.contenders:
+                for n in s.contenders if "racing" in rows else ():
                     r.log(f"contention: {system.label} racing (with_fair(False)), {n} contenders")
                     res.contention[RACING_KEY][n] = r.attempt(
                         f"contention {RACING_KEY} {n}",
                         functools.partial(contend, system, meter, n, _window(s, n), fair=False),
                     )
                 n = max(s.contenders)
-                for key, kind in SHARED_ROWS:
+                for key, kind in SHARED_ROWS if "shared" in rows else ():
                     r.log(f"contention: {SYSTEM_LABELS[key]}, {n} contenders")
                     res.contention[key] = {
                         n: r.attempt(
                             f"contention {key} {n}",
-                            functools.partial(contend, system, meter, n, s.window, kind=kind),
+                            functools.partial(contend, system, meter, n, _window(s, n), kind=kind),
                         )
                     }
     if r.wanted("election"):

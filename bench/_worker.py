@@ -14,7 +14,8 @@ Modes:
     for every acquisition the monotonic time its contender began to ask (its
     first acquire call since its previous acquisition: an acquire that timed
     out and is called again is still the same request) and the time it got
-    the lock. ``lockheed-async`` runs ``--tasks`` contenders as tasks of this
+    the lock (on the shared rows, also when it released it, its side and its
+    fencing token). ``lockheed-async`` runs ``--tasks`` contenders as tasks of this
     one process. ``--unfair``: lockheed's locks race (``with_fair(False)``)
     instead of waiting in line. lockheed (sync) only: ``--limit N`` takes a
     ``Semaphore`` of N instead of a mutex; ``--readers F`` a shared lock, each
@@ -77,7 +78,9 @@ def _status_mb(field: str) -> float:
 # ------------------------------------------------------------------ contend
 
 
-Stamps = list[tuple[float, float, str]]  # asked, got, contender
+# asked, got, contender; on the shared rows also: released, "s" (shared: a
+# reader, or a semaphore's holder) or "x" (exclusive), and the fencing token
+Stamps = list[tuple[Any, ...]]
 # acquisitions, the contenders, and how many acquires raised LockConflict instead of LockTimeout
 Outcome = tuple[Stamps, list[str], int]
 
@@ -113,12 +116,17 @@ def contend_lockheed(args: argparse.Namespace) -> Outcome:
         except LockConflict:  # the timeout passed while writes kept conflicting
             conflicts += 1
             continue
-        stamps.append((asked, time.monotonic(), me))
-        asked = None
+        got = time.monotonic()
+        asked, began, token = None, asked, lock.fencing_token
         try:
             lock.release()
         except LockLost:  # reported, not fatal: the lease ran out before the release
             LOST[0] += 1
+        if args.limit is None and args.readers is None:
+            stamps.append((began, got, me))
+        else:  # the shared rows: when it left, its side and its token (see bench._contention)
+            side = "x" if lock.mode == "exclusive" else "s"
+            stamps.append((began, got, me, time.monotonic(), side, token))
     locker.close()
     return stamps, [me], conflicts
 

@@ -99,6 +99,9 @@ class LockBase:
         self._sent = 0.0  # monotonic send time of the last write that extended our lease
         self._claim_by: float | None = None  # renew by then: the lock was handed to us
         self._handed_at: float | None = None  # when the lock held now was handed to us
+        # The versions we knew as we got the lock held now (shared kinds' release order).
+        self._got_from: tuple[Record | None, ...] = ()
+        self._got_at = 0.0  # monotonic time the acquire that got it returned
         self._active = False  # acquired and not released
         self._lost: LockLost | None = None
         # Set by leader election: a renew deadline shorter than the lease, and an
@@ -298,8 +301,9 @@ class LockBase:
             self._record,
             self._held_token(),
             decide=_shared_core.decide_shared_acquire,
-            settle=_shared_core.SETTLE,
             cached_at=cached_at,
+            behind=_shared_core.shared_still_behind,
+            watch_only=True,
         )
 
     def _renew_flow(self, token: int) -> _core.Flow:
@@ -316,13 +320,24 @@ class LockBase:
         intent, clock = self._intent(), self._clock
         if self._mode == MUTEX:
             return _core.release_flow(intent, clock, record, token, settle_until=settle_until)
+        assert isinstance(intent, SharedIntent)
+        turn, until = None, None
+        now = clock.monotonic()
+        if record is not None and self._active and now - self._got_at <= _shared_core.TURN_RECENT:
+            # Released soon after it was got: in turn with the holders it came in with.
+            turn = _shared_core.release_turn(clock, intent, self._got_from)
+            until = now + _shared_core.turn_cap(intent, record, clock.bounds()[0])
+            if self._deadline is not None:  # the write goes well before the loss deadline
+                until = min(until, self._deadline - _shared_core.TURN_MARGIN)
         return _core.release_flow(
             intent,
             clock,
             record,
             token,
             decide=_shared_core.decide_shared_release,
-            settle=_shared_core.SETTLE,
+            settle_until=until,
+            turn=turn,
+            watch_only=True,
         )
 
     def _event(self, code: EventCode, message: str, error: BaseException | None = None) -> None:
@@ -389,6 +404,8 @@ class LockBase:
         self._hold(got.record, got.expires, got.sent)
         self._deadline = self._capped(got.deadline, got.sent)
         self._handed_at = got.sent if got.handed else None
+        self._got_from = (got.before, got.record)  # who held it as we came in
+        self._got_at = self._clock.monotonic()
         if got.handed and self._deadline is not None:
             # A hand-off's short lease becomes a full one with a renewal soon.
             self._claim_by = got.sent + (self._deadline - got.sent) / 2

@@ -527,6 +527,9 @@ class Acquired:
     sent: float  # monotonic time the winning write was sent (or the hand-off seen)
     deadline: float | None  # monotonic loss deadline; None: the lease never expires
     handed: bool = False  # handed over in line: a short lease, to be made full by a renewal
+    # The version the waiter had before the one that handed it the lock (None: not
+    # handed, or not known): who held the lock then (shared kinds' release order).
+    before: Record | None = None
 
 
 @dataclass(frozen=True)
@@ -714,6 +717,34 @@ def _refresh(
     return (yield from _read(name, patience))
 
 
+def _spread(
+    name: str,
+    clock: ServerClock,
+    deadline: float | None,
+    rng: Callable[[], float],
+    crowd: int,
+    took: float,
+) -> Flow:
+    """A random pause among ``crowd`` writers that met at once: up to ``crowd``
+    times ``took`` (how long our failed write took), at most
+    :data:`CONFLICT_CAP`, so that they come back about one write apart."""
+    span = min(CONFLICT_CAP, crowd * max(took, CONFLICT_BASE))
+    until = clock.monotonic() + rng() * span
+    if deadline is not None:
+        until = min(until, deadline)
+    while clock.monotonic() < until:
+        yield Sleep(name, until)
+
+
+def _line_changes(before: Record | None, after: Record | None, me: str) -> int:
+    """How many others joined or left the line between ``before`` and ``after``."""
+    if after is None:
+        return 0
+    was = {w.instance_id for w in read_queue(before.meta)} if before is not None else set()
+    now = {w.instance_id for w in read_queue(after.meta)}
+    return len((was ^ now) - {me})
+
+
 def _newcomers(before: Record | None, after: Record | None, me: str) -> int:
     """How many others joined the line between ``before`` and ``after``."""
     if after is None:
@@ -749,8 +780,9 @@ def acquire_flow(
     token: int | None = None,
     rng: Callable[[], float] = random.random,
     decide: Callable[..., Decision] = decide_acquire,
-    settle: float = 0.0,
     cached_at: float | None = None,
+    behind: Callable[[ServerClock, Any, Record], Callable[[Record], bool]] | None = None,
+    watch_only: bool = False,
 ) -> Flow:
     """Acquire, waiting (by watch) until ``deadline`` (monotonic; None = forever).
 
@@ -760,8 +792,13 @@ def acquire_flow(
     ``token`` is the fencing token of a lock this instance holds, kept when it
     takes it again. Transient failures are retried until the deadline.
     ``decide`` is :func:`decide_acquire`'s stand-in for other lock kinds
-    (:mod:`lockheed._shared_core`), and ``settle`` their pause after a write
-    conflict (:func:`_settle`; none for a mutex).
+    (:mod:`lockheed._shared_core`), and ``behind`` their :func:`_still_behind`:
+    given the clock, the intent and the record a wait for holders was decided
+    on, a predicate under which a newer version changes nothing for the waiter.
+    ``watch_only`` (the shared kinds'): after every conflict the newer version
+    comes from the watch (a read only if it shows none in time), and when two
+    or more newcomers made the write fail, the pause is spread over as many
+    writes' time as joined (:func:`_spread`), then the flow reads.
 
     The acquire's place in line is dated by the first version it decides on
     (``since`` of :func:`decide_acquire`): the cached object's if it was received
@@ -783,6 +820,7 @@ def acquire_flow(
         fresh = True
     since = _version(record) if fresh else None
     conflicts = late = streak = crowd = 0
+    waited: Record | None = None  # the version this flow last waited on
     # When this waiter first saw the lock free with the same waiters ahead of it:
     # writes that do not change those (newcomers joining behind) keep the count.
     free_seen: tuple[tuple[str, ...], float] | None = None
@@ -798,22 +836,18 @@ def acquire_flow(
         can_wait = not _timed_out(clock, deadline)
         if since is None and record is not cached:  # the first version this flow got
             since = _version(record)
-        if decide is decide_acquire:
-            decision = decide_acquire(
-                intent, record, earliest, latest, token, free_for, can_wait, since=since
-            )
-        else:
-            decision = decide(intent, record, earliest, latest, token, free_for, can_wait)
+        decision = decide(intent, record, earliest, latest, token, free_for, can_wait, since=since)
         if isinstance(decision, Refuse):
             raise decision.error
         if isinstance(decision, Accept):
             assert record is not None
             got = _accepted(clock, record, decision)
             if got is not None:
-                return got
+                return replace(got, before=waited)
             token = decision.token  # too little of it left to trust: write it again
             continue
         if isinstance(decision, Write):
+            wrote = clock.monotonic()
             try:
                 result = yield _write_effect(name, record, decision)
             except LockBackendError as exc:
@@ -852,13 +886,12 @@ def acquire_flow(
                     f"lock {name!r}: other writers kept changing it until the timeout",
                     lock=name,
                 )
-            if settle > 0 or decide is not decide_acquire:  # other kinds: pause, read
-                yield from _settle(name, clock, deadline, rng, settle, conflicts)
-                record = yield from _read(name, patience)
-                continue
             streak += 1
             before = record
-            if streak == 1:  # the watch, which a busy host may read late: once in a row
+            took = clock.monotonic() - wrote
+            # The watch, which a busy host may read late: once in a row (always
+            # for the shared kinds, whose writers take turns: see release_flow).
+            if streak == 1 or watch_only:
                 record = yield from _refresh(name, record, clock, patience)
             else:
                 record = yield from _read(name, patience)
@@ -868,10 +901,15 @@ def acquire_flow(
             # with a holder joining again, retried at once).
             crowd = crowd + 1 if _newcomers(before, record, intent.instance_id) > 1 else 0
             if crowd and not late:
-                yield from _pause(name, clock, deadline, rng, crowd)
-                # What the pause let happen, from the watch (open since the first
-                # conflict, and given the pause to catch up): no request.
-                record = yield from _refresh(name, record, clock, patience, wait=0)
+                if watch_only:  # spread over as many writes' time as joined at once
+                    joined = _newcomers(before, record, intent.instance_id)
+                    yield from _spread(name, clock, deadline, rng, joined, took)
+                    record = yield from _read(name, patience)  # what the pause let happen
+                else:
+                    yield from _pause(name, clock, deadline, rng, crowd)
+                    # What the pause let happen, from the watch (open since the first
+                    # conflict, and given the pause to catch up): no request.
+                    record = yield from _refresh(name, record, clock, patience, wait=0)
             continue
         assert isinstance(decision, Wait)
         if decision.reason != "queued":
@@ -892,11 +930,13 @@ def acquire_flow(
                 expires=decision.expires,
             )
         held_by = decision.holder if decision.reason == "held" else None
-        behind = (
-            decide is decide_acquire
-            and held_by is not None
-            and _ahead(record, intent.instance_id) != ()
-        )
+        unless = None
+        if decide is decide_acquire:
+            if held_by is not None and _ahead(record, intent.instance_id) != ():
+                unless = _still_behind(clock, intent.instance_id, record)
+        elif behind is not None and held_by is not None and record is not None:
+            unless = behind(clock, intent, record)
+        waited = record
         try:
             result = yield Watch(
                 name,
@@ -904,7 +944,7 @@ def acquire_flow(
                 _wait_until(clock, decision, deadline),
                 holder=held_by,
                 expires=decision.expires if held_by is not None else None,
-                unless=_still_behind(clock, intent.instance_id, record) if behind else None,
+                unless=unless,
             )
         except LockBackendError as exc:
             yield from patience.pause(exc)
@@ -962,8 +1002,9 @@ def release_flow(
     token: int | None,
     rng: Callable[[], float] = random.random,
     decide: Callable[..., Decision] = decide_release,
-    settle: float = 0.0,
     settle_until: float | None = None,
+    turn: Callable[[Record], float] | None = None,
+    watch_only: bool = False,
 ) -> Flow:
     """Release from the cached ``record``; returns :class:`Released`. Like a
     renewal, it removes our own lease through a Go reservation.
@@ -972,6 +1013,13 @@ def release_flow(
     writing, wait until then for a newer version on the open watch (no
     request). The instance that handed us the lock often joins the line again
     at once; releasing from a copy that has its join avoids a conflict.
+    ``turn`` (the shared kinds': see :func:`_await_turn`): instead, before
+    each write (the first, and again after a conflict), wait until then at
+    most while it says others write first. ``watch_only`` (the shared
+    kinds'): after a conflict the newer version comes from the watch (a read
+    only if it shows none in time); leaving the line, it reads, and when two
+    or more others joined or left meanwhile it pauses over as many writes'
+    time (:func:`_spread`) and reads again.
 
     Transient failures are retried for as long as the lease could still be
     live (at most :data:`RELEASE_PATIENCE`); after a write whose outcome is
@@ -983,6 +1031,8 @@ def release_flow(
     patience = _Patience(name, clock, deadline, rng, timeout_error=False)
     if record is None:
         record = yield from _read(name, patience)
+    elif settle_until is not None and turn is not None:
+        record = yield from _await_turn(name, record, clock, settle_until, turn)
     elif settle_until is not None and clock.monotonic() < settle_until:
         try:
             newer = yield Watch(name, record.version, settle_until, quick=True, open=False)
@@ -993,11 +1043,14 @@ def release_flow(
     conflicts = 0
     unsure = False
     while True:
+        if conflicts and turn is not None and record is not None and settle_until is not None:
+            record = yield from _await_turn(name, record, clock, settle_until, turn)
         earliest, latest = clock.bounds()
         decision = decide(intent, record, earliest, token, latest)
         if isinstance(decision, Nothing):
             return Released(record, None if unsure else decision.reason)
         assert isinstance(decision, Write)
+        wrote = clock.monotonic()
         try:
             result = yield _write_effect(name, record, decision)
         except LockBackendError as exc:
@@ -1010,42 +1063,54 @@ def release_flow(
             return Released(result, None)
         if result is None:
             return Released(None, "its object was deleted")
+        took = clock.monotonic() - wrote
         conflicts = _count_conflict(intent, conflicts)
-        if settle > 0 or decide is not decide_release:  # other kinds: pause, then read
-            yield from _settle(name, clock, deadline, rng, settle, conflicts)
-            record = yield from _read(name, patience)
-            continue
         state = record.state if record is not None else None
         if state is not None and intent.instance_id not in state.leases:
             # Only leaving the line (many may leave at once, at a shared
-            # timeout say): pause as a crowded acquire does, then read.
+            # timeout say): pause as a crowded acquire does, then look again.
+            if watch_only:  # spread over as many writes' time as left at once
+                before = record
+                record = yield from _read(name, patience)
+                crowd = _line_changes(before, record, intent.instance_id)
+                if crowd > 1:
+                    yield from _spread(name, clock, deadline, rng, crowd, took)
+                    record = yield from _read(name, patience)
+                continue
             yield from _pause(name, clock, deadline, rng, conflicts)
             record = yield from _read(name, patience)
-        elif conflicts == 1:
+        elif conflicts == 1 or watch_only:
             record = yield from _refresh(name, record, clock, patience)
         else:  # the watch, which a busy host may read late: once in a row
             record = yield from _read(name, patience)
 
 
-def _settle(
+def _await_turn(
     name: str,
+    record: Record,
     clock: ServerClock,
-    deadline: float | None,
-    rng: Callable[[], float],
-    settle: float,
-    conflicts: int,
+    until: float,
+    turn: Callable[[Record], float],
 ) -> Flow:
-    """After a write conflict, pause a random part of ``settle`` seconds (doubling
-    with each conflict in a row, up to 8 times) before reading again, so that
-    several writers that met each other do not all meet again (``settle`` 0: no
-    pause)."""
-    if settle <= 0:
-        return
-    until = clock.monotonic() + rng() * settle * 2 ** min(conflicts - 1, 3)
-    if deadline is not None:
-        until = min(until, deadline)
-    while clock.monotonic() < until:
-        yield Sleep(name, until)
+    """Before a release's write: while ``turn`` says others write first (how long
+    to wait for their write, in seconds; 0: our turn), wait on the open watch
+    (no request; none is opened) for the next version, until ``until`` at the
+    latest; stop when no newer version comes within that while (those others
+    are not writing). Returns the newest version seen."""
+    while (gap := turn(record)) > 0:
+        now = clock.monotonic()
+        if now >= until:
+            break
+        try:
+            newer = yield Watch(name, record.version, min(until, now + gap), quick=True, open=False)
+        except LockBackendError:
+            break
+        if newer is None:
+            return None
+        if not isinstance(newer, Record):
+            break
+        record = newer
+    return record
 
 
 def _count_conflict(intent: Intent, conflicts: int) -> int:

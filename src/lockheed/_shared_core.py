@@ -20,11 +20,16 @@ Decisions, each made from the stored object and the server's time bounds:
 * **Who may enter.** A contender enters at once when nobody waits in line and
   it is compatible with the live holders (a shared one: no exclusive holder
   and fewer than ``limit`` holders; an exclusive one: no holder at all);
-  otherwise it joins the line (one write) and waits on its watch. So once an
-  exclusive acquirer waits, later shared ones line up behind it (writer
-  preference) and it enters as soon as the holders before it have left; the
-  shared ones ahead of it enter together. Neither side starves: the line is
-  served in order.
+  otherwise it joins the line (one write) and waits on its watch. Its place
+  is dated as a mutex waiter's (:func:`~lockheed._queue.place_of`): ahead of
+  entries at the end of the line that began to ask later, so it also enters
+  at once when, in that place, it would be among those that can enter now.
+  So once an exclusive acquirer waits, shared ones that began to ask later
+  line up behind it (writer preference) and it enters as soon as the
+  holders before it have left; the shared ones ahead of it enter together.
+  Neither side starves: the line is served in order. A waiter that the
+  holders keep out sleeps through changes that leave it so
+  (:func:`shared_still_behind`).
 * **Who a release wakes.** A release removes its lease and, in the same
   write, gives a lease of at most :data:`~lockheed._core.CLAIM_WINDOW` and a
   fencing token to as many waiters from the head of the line as can now
@@ -32,6 +37,13 @@ Decisions, each made from the stored object and the server's time bounds:
   one waiter, the last reader leaving admits the writer, a leaving writer
   admits the readers up to the next writer. Those waiters take the lock from
   their watch without writing; nobody else writes.
+* **Releasing in turn.** A holder that releases soon after it got the lock
+  waits on its open watch, without a request, for its turn
+  (:func:`release_turn`): holders that came in before it leave first, and
+  holders that just left join the line again first, so that several holders
+  leaving and joining again at once do not meet each other's writes. The
+  wait is bounded (:data:`TURN_GAP` per expected write, :func:`turn_cap` in
+  all, never near the loss deadline) and decides nothing.
 * **Fencing.** A holder's token is the resourceVersion that the write which
   made it a holder replaced (waiters admitted together share it). Every write
   that admits an exclusive holder comes after the writes that admitted every
@@ -54,11 +66,12 @@ run inside its flows (``acquire_flow(..., decide=decide_shared_acquire)``).
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from typing import Final
 
+from ._clock import ServerClock
 from ._conditions import LockView
 from ._core import (
     CLAIM_WINDOW,
@@ -75,7 +88,7 @@ from ._core import (
     token_of,
 )
 from ._errors import LockLost, LockStateError, LockTypeError
-from ._queue import Waiter, queue_meta, read_queue
+from ._queue import Waiter, place_of, queue_meta, read_queue
 from ._state import MUTEX, NEVER, Lease, LockState, Record
 
 __all__ = [
@@ -91,7 +104,10 @@ __all__ = [
     "decide_shared_renew",
     "read_limit",
     "read_tokens",
+    "release_turn",
+    "shared_still_behind",
     "shared_view",
+    "turn_cap",
 ]
 
 SHARED: Final = "shared"
@@ -102,13 +118,22 @@ EXCLUSIVE_KEY: Final = "lockheed/exclusive"
 TOKENS_KEY: Final = "lockheed/tokens"
 # The largest semaphore limit (so that a limit is an ordinary JSON number).
 MAX_LIMIT: Final = 1_000_000
-# After a write conflict, acquires and releases of these kinds pause a random
-# part of this many seconds (doubling with each conflict in a row) before they
-# read again: several holders release, and contenders join, at once, and
-# without the pause they keep meeting each other (measured with 16 contenders
-# on a semaphore of 4: 3.5 conflicts per join and per release without it,
-# 1.2-1.6 with it, and twice the acquisitions per second).
-SETTLE: Final = 0.02
+# Above any fencing token: the place in the release order of a holder without one.
+MAX_TOKEN: Final = 2**63
+# A holder that releases within this long of getting the lock waits for its
+# turn first (release_turn), for at most TURN_CAP: several holders that came in
+# together, or one after another, leave together too, and each leaver joins
+# the line again at once; released in turn, their writes do not collide.
+TURN_RECENT: Final = 0.05
+TURN_CAP: Final = 1.0
+# How long such a release waits for a write it expects (a leaver's join, the
+# release of the holder before it) before it writes anyway; a holder waiting
+# behind others waits this much longer per holder before it, so that, when
+# one does not come, they do not all write at once.
+TURN_GAP: Final = 0.1
+# ...and stops waiting this long before its loss deadline at the latest (a
+# lock let in from the line holds a claim window's lease until it renews).
+TURN_MARGIN: Final = 0.5
 
 
 @dataclass(frozen=True)
@@ -119,9 +144,14 @@ class SharedIntent(Intent):
     exclusive: bool = False
     limit: int | None = None  # a semaphore's N; None for a readers-writer lock
 
-    def waiter(self) -> Waiter:
+    def waiter(self, since: int | None = None) -> Waiter:
         return Waiter(
-            self.instance_id, self.duration, self.tags, self.reset_tags, exclusive=self.exclusive
+            self.instance_id,
+            self.duration,
+            self.tags,
+            self.reset_tags,
+            exclusive=self.exclusive,
+            since=since,
         )
 
 
@@ -253,12 +283,18 @@ def decide_shared_acquire(
     token: int | None = None,
     free_for: float = 0.0,
     join: bool = True,
+    since: int | None = None,
 ) -> Decision:
     """Decide an acquire of a shared lock or semaphore (see the module's rules).
 
     The arguments are :func:`lockheed._core.decide_acquire`'s; ``free_for`` is
     how long the caller has seen waiters ahead of it able to enter without
-    entering (with the same waiters ahead).
+    entering (with the same waiters ahead). ``since`` dates the newcomer's
+    place as for a mutex (:func:`~lockheed._queue.place_of`): it joins ahead
+    of the entries at the end of the line that began to ask later, exclusive
+    or not (losing a race to join never costs a turn, and a writer's entry
+    is never passed by a reader that began to ask after it), and it enters at
+    once when, in that place, it would be among those that can enter now.
     """
     me, name = intent.instance_id, intent.name
     expires = intent.expiry(latest)
@@ -313,10 +349,13 @@ def decide_shared_acquire(
         not others if intent.exclusive else limit is None or len(others) < limit
     )
     if place is None:
-        if fits and (not queue or not intent.fair):
+        joins_at = place_of(queue, since) if intent.fair else len(queue)
+        line = (*queue[:joins_at], intent.waiter(since), *queue[joins_at:])
+        ready = admissible(line, len(others), held.exclusive is not None, limit)
+        if (fits and not intent.fair) or joins_at < ready:
             return take(queue, others)
         if join and intent.fair:
-            return Write(record.version, state, queue_meta((*queue, intent.waiter())))
+            return Write(record.version, state, queue_meta(line))
         if others and not fits:
             return _blocking(intent, held)
         return Wait(None, queue[0].instance_id, None, "queued", after=CLAIM_WINDOW * len(queue))
@@ -415,3 +454,117 @@ def decide_shared_release(
     if line != queue:
         meta.update(queue_meta(line))
     return Write(record.version, replace(state, tags=tags).with_leases(rest), meta)
+
+
+def _first_expiry(record: Record, me: str, earliest: datetime) -> datetime | None:
+    """When the first live lease of another than ``me`` in ``record`` ends (None: none)."""
+    state = record.state
+    if state is None:
+        return None
+    ends = [le.expires for le in state.live_leases(earliest) if le.instance_id != me]
+    return min(ends, default=None)
+
+
+def shared_still_behind(
+    clock: ServerClock, intent: SharedIntent, seen: Record
+) -> Callable[[Record], bool]:
+    """For a waiter in line that the holders keep out (``seen``, the version its
+    wait was decided on): whether a newer version changes nothing for it, so
+    that its watch need not wake it. True while its entry is in line, nobody
+    at the head of the line can enter, and no holder's lease ends before the
+    first end it waits for (``seen``'s): its decision would be the same wait,
+    or one that ends later, which its watch's time (the earlier end) covers.
+    The head of the line becoming able to enter (the last holder gone, a
+    place freed, a writer ahead leaving the line), a shorter lease (a holder
+    let in with a claim window), its entry gone, or another kind of lock all
+    wake it. The holders coming and going behind a waiting writer do not."""
+    me = intent.instance_id
+    limit = intent.limit if intent.lock_type == SEMAPHORE else None
+    earliest, _ = clock.bounds()
+    first = _first_expiry(seen, me, earliest)
+
+    def still(record: Record) -> bool:
+        state = record.state
+        if first is None or state is None or state.lock_type != intent.lock_type:
+            return False
+        queue = read_queue(record.meta)
+        if all(w.instance_id != me for w in queue):
+            return False
+        earliest, _ = clock.bounds()
+        now = _held(record, state, earliest)
+        others = now.others(me)
+        if admissible(queue, len(others), now.exclusive is not None, limit) != 0:
+            return False
+        ends = _first_expiry(record, me, earliest)
+        return ends is not None and ends >= first
+
+    return still
+
+
+def turn_cap(intent: SharedIntent, record: Record, earliest: datetime) -> float:
+    """How long at most (seconds) a release soon after getting the lock waits
+    for its turn (:func:`release_turn`): :data:`TURN_CAP`, and
+    :data:`TURN_GAP` more for each live holder that came in before it, so that
+    holders that came in together do not all stop waiting at once."""
+    state = record.state
+    if state is None:
+        return 0.0
+    tokens = read_tokens(record.meta)
+    me = intent.instance_id
+    mine = (tokens.get(me, MAX_TOKEN), me)
+    live = [le.instance_id for le in state.live_leases(earliest) if le.instance_id != me]
+    before = sum((tokens.get(who, MAX_TOKEN), who) < mine for who in live)
+    return TURN_CAP + TURN_GAP * before
+
+
+def release_turn(
+    clock: ServerClock, intent: SharedIntent, seen: Iterable[Record | None]
+) -> Callable[[Record], float]:
+    """For a holder about to release soon after it got the lock: whether others
+    write first, given the newest version: how long (seconds) to wait for
+    their next write at most, or 0 when it is our turn. ``seen`` are the
+    versions it knew when it got the lock (the one that let it in, and the
+    one before); the holders of every version it is given count too.
+
+    Holders leave in the order they came in (fencing token, then instance ID):
+    while a holder that came in before us is still in, we wait for a change,
+    :data:`TURN_GAP` for each such holder; and a holder of ``seen`` that has
+    left since, and is neither in line nor holding again, is about to join
+    the line again (a greedy worker does at once): we wait for that join,
+    until :data:`TURN_GAP` after we first saw it gone. The caller bounds the
+    whole wait (:func:`lockheed._core._await_turn`), so a holder that works
+    on, or a leaver that does not come back, costs at most that. Waiting only
+    orders writes: nothing is decided from it."""
+    me = intent.instance_id
+    earliest, _ = clock.bounds()
+    known: set[str] = set()
+    for record in seen:
+        if record is not None and record.state is not None:
+            known |= {le.instance_id for le in record.state.live_leases(earliest)}
+    known.discard(me)
+    gone_since: dict[str, float] = {}
+
+    def waits(record: Record) -> float:
+        state = record.state
+        if state is None or me not in state.leases:
+            return 0.0
+        earliest, _ = clock.bounds()
+        tokens = read_tokens(record.meta)
+        never = MAX_TOKEN
+        mine = (tokens.get(me, never), me)
+        live = {le.instance_id for le in state.live_leases(earliest)}
+        known.update(live - {me})
+        before = sum((tokens.get(who, never), who) < mine for who in live if who != me)
+        if before:
+            return TURN_GAP * (1 + before)
+        queued = {w.instance_id for w in read_queue(record.meta)}
+        now = clock.monotonic()
+        left = 0.0
+        for who in known:
+            if who in live or who in queued:
+                continue
+            first = gone_since.setdefault(who, now)
+            left = max(left, first + TURN_GAP - now)
+        return left
+
+    return waits

@@ -2,11 +2,13 @@
 
 Hosts take a readers-writer lock (shared and exclusive holders) or a
 semaphore (at most ``LIMIT`` holders, one exclusive host among them), line
-up, are handed the lock, renew, release, give up, and die holding or in line.
-Each host runs the core's real flows (with :mod:`lockheed._shared_core`'s
-decisions) against a Memory store on a shared fake clock, its server-time
-bounds from second-truncated Date samples, as in production. Checked
-throughout:
+up (racing each other to join: their places are dated), sleep through
+changes the core says are not theirs, are handed the lock, renew, release
+(in turn, as the shells do soon after getting it), give up, and die holding
+or in line. Each host runs the core's real flows (with
+:mod:`lockheed._shared_core`'s decisions) against a Memory store on a shared
+fake clock (the harness, shared with the mutex's model, is
+``tests/line_model.py``). Checked throughout:
 
 * never more than the limit of hosts that believe they hold the lock (before
   their own loss deadlines) at one true moment, and never an exclusive
@@ -21,88 +23,58 @@ passing, every host still waiting gets the lock, past any dead ones.
 
 from __future__ import annotations
 
-import contextlib
-import math
-from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
 
 import pytest
-from hypothesis import event as hypothesis_event
 from hypothesis import settings
-from hypothesis import strategies as st
-from hypothesis.errors import InvalidArgument
-from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule
+from hypothesis.stateful import invariant
 
-from lockheed import LockTimeout, MemoryLocker
-from lockheed._clock import ServerClock
+from line_model import Host, LineModel, event
 from lockheed._core import (
-    CONFLICT,
     UNCHANGED,
     Acquired,
     Flow,
     Read,
-    Released,
     Replace,
-    Sleep,
     Watch,
     acquire_flow,
-    loss_margin,
     release_flow,
     renew_flow,
 )
-from lockheed._queue import read_queue
 from lockheed._shared_core import (
     SEMAPHORE,
     SHARED,
+    TURN_CAP,
+    TURN_RECENT,
     SharedIntent,
     decide_shared_acquire,
     decide_shared_release,
     decide_shared_renew,
+    release_turn,
+    shared_still_behind,
 )
 
 NAME = "shared"
-START = 1_764_489_600.0
 HOSTS = 6
 LIMIT = 3
 DURATIONS = (10, 30, 3, 60, 8, 20)
 
 
-def event(what: str) -> None:
-    with contextlib.suppress(InvalidArgument):
-        hypothesis_event(what)
+def exclusive(host: Host) -> bool:
+    intent = host.intent
+    assert isinstance(intent, SharedIntent)
+    return intent.exclusive
 
 
-@dataclass
-class Host:
-    intent: SharedIntent
-    clock: ServerClock
-    flow: Flow | None = None
-    waiting_on: Any = None
-    token: int | None = None
-    record: Any = None
-    deadline: float | None = None
-    holding: bool = False
-    dead: bool = False
-    joined: bool = False
-    patient: bool = True
-    acquisitions: int = 0
-
-    @property
-    def exclusive(self) -> bool:
-        return self.intent.exclusive
-
-
-class SharedModel(RuleBasedStateMachine):
+class SharedModel(LineModel):
+    name = NAME
     lock_type = SHARED
     limit: int | None = None
     exclusive_hosts: tuple[int, ...] = (0, 1)
 
     def __init__(self) -> None:
         super().__init__()
-        self.mono = 500.0
-        self.true = START
-        self.store = MemoryLocker(wall=lambda: self.true, monotonic=lambda: self.mono)
         self.hosts = [
             Host(
                 SharedIntent(
@@ -113,239 +85,77 @@ class SharedModel(RuleBasedStateMachine):
                     exclusive=i in self.exclusive_hosts,
                     limit=self.limit,
                 ),
-                ServerClock(monotonic=lambda: self.mono, wall=lambda: self.true),
+                self.clock(),
             )
             for i in range(HOSTS)
         ]
         self.tokens: list[tuple[int, bool]] = []  # (token, exclusive) of each new holding
 
-    # ------------------------------------------------------------ driving flows
+    def intent(self, host: Host) -> SharedIntent:
+        assert isinstance(host.intent, SharedIntent)
+        return host.intent
 
-    def sample(self, host: Host) -> None:
-        host.clock.observe(math.floor(self.true), self.mono, self.mono)
+    def acquire_flow(self, host: Host, deadline: float | None) -> Flow:
+        return acquire_flow(
+            self.intent(host),
+            host.clock,
+            deadline,
+            rng=lambda: 0.5,
+            decide=decide_shared_acquire,
+            behind=shared_still_behind,
+            watch_only=True,
+        )
 
-    def step(self, host: Host, value: Any = None) -> None:
-        flow = host.flow
-        assert flow is not None
-        for _ in range(200):
-            try:
-                effect = flow.send(value)
-            except StopIteration as stop:
-                host.flow, host.waiting_on = None, None
-                self.acquired(host, stop.value)
-                return
-            except LockTimeout:
-                host.flow, host.waiting_on = None, None
-                self.leave(host)
-                event("acquire timed out: left the line")
-                return
-            if isinstance(effect, (Watch, Sleep)):
-                host.waiting_on = effect
-                if self.ready(host):
-                    value = self.deliver(host)
-                    continue
-                return
-            value = self.store.execute(effect)
-            self.sample(host)
-        raise AssertionError(f"{host.intent.instance_id}'s acquire ran away")
+    def release_flow(self, host: Host, record: Any, token: int | None) -> Flow:
+        """As the shell does: a release soon after getting the lock waits for its turn."""
+        intent = self.intent(host)
+        turn, until = None, None
+        if record is not None and self.mono - host.got_at <= TURN_RECENT:
+            turn = release_turn(host.clock, intent, (host.before, host.record))
+            until = self.mono + TURN_CAP
+        return release_flow(
+            intent,
+            host.clock,
+            record,
+            token,
+            decide=decide_shared_release,
+            settle_until=until,
+            turn=turn,
+            watch_only=True,
+        )
 
-    def ready(self, host: Host) -> bool:
-        effect = host.waiting_on
-        if isinstance(effect, Sleep):
-            return self.mono >= effect.until
-        assert isinstance(effect, Watch)
-        if self.store.version_of(NAME) != effect.version:
-            return True
-        return effect.until is not None and self.mono >= effect.until
+    def renew_flow(self, host: Host) -> Flow:
+        assert host.token is not None
+        return renew_flow(
+            self.intent(host), host.clock, host.record, host.token, decide=decide_shared_renew
+        )
 
-    def deliver(self, host: Host) -> Any:
-        effect, host.waiting_on = host.waiting_on, None
-        if isinstance(effect, Sleep):
-            return None
-        if self.store.version_of(NAME) != effect.version:
-            result = self.store.execute(Read(NAME))
-            self.sample(host)
-            return result
-        return UNCHANGED
-
-    def believers(self) -> list[Host]:
-        return [
-            h
-            for h in self.hosts
-            if h.holding and not h.dead and (h.deadline is None or self.mono < h.deadline)
-        ]
-
-    def acquired(self, host: Host, got: Acquired) -> None:
-        assert isinstance(got, Acquired)
+    def check_acquired(self, host: Host, got: Acquired) -> None:
         others = [h for h in self.believers() if h is not host]
-        if host.exclusive:
+        if exclusive(host):
             assert not others, f"{host.intent.instance_id} exclusive beside {others}"
         else:
-            assert not any(h.exclusive for h in others), "shared beside an exclusive holder"
+            assert not any(exclusive(h) for h in others), "shared beside an exclusive holder"
         if self.limit is not None:
             assert len(others) < self.limit, "more holders than the limit"
         if host.holding and got.token == host.token:
             event("took its own lease back: the same token")
         else:
-            earlier = [t for t, ex in self.tokens if ex or host.exclusive]
-            assert all(got.token > t for t in earlier), (host.exclusive, got.token, self.tokens)
-            self.tokens.append((got.token, host.exclusive))
-        host.holding, host.token, host.record, host.deadline = (
-            True,
-            got.token,
-            got.record,
-            got.deadline,
-        )
-        host.joined = False
-        host.acquisitions += 1
-        kind = "exclusive" if host.exclusive else "shared"
+            earlier = [t for t, ex in self.tokens if ex or exclusive(host)]
+            assert all(got.token > t for t in earlier), (exclusive(host), got.token, self.tokens)
+            self.tokens.append((got.token, exclusive(host)))
+        kind = "exclusive" if exclusive(host) else "shared"
         event(f"{kind}: handed over in line" if got.handed else f"{kind}: took the lock")
-
-    def leave(self, host: Host) -> None:
-        flow = release_flow(host.intent, host.clock, None, None, decide=decide_shared_release)
-        done = self.run(host, flow)
-        assert isinstance(done, Released)
-        host.joined = False
-
-    def run(self, host: Host, flow: Flow) -> Any:
-        value: Any = None
-        for _ in range(200):
-            try:
-                effect = flow.send(value)
-            except StopIteration as stop:
-                return stop.value
-            assert not isinstance(effect, (Watch, Sleep)), effect
-            value = self.store.execute(effect)
-            self.sample(host)
-        raise AssertionError("a flow ran away")
-
-    # ------------------------------------------------------------ rules
-
-    def live(self, i: int) -> Host | None:
-        host = self.hosts[i]
-        return None if host.dead else host
-
-    @rule(i=st.integers(0, HOSTS - 1), patience=st.sampled_from([None, 0.0, 2.0, 20.0]))
-    def acquire(self, i: int, patience: float | None) -> None:
-        host = self.live(i)
-        if host is None or host.flow is not None or host.holding:
-            return
-        self.sample(host)
-        deadline = None if patience is None else self.mono + patience
-        host.flow = acquire_flow(host.intent, host.clock, deadline, decide=decide_shared_acquire)
-        host.joined, host.patient = True, deadline is None
-        self.step(host)
-
-    @rule(i=st.integers(0, HOSTS - 1))
-    def poke(self, i: int) -> None:
-        host = self.live(i)
-        if host is None or host.flow is None or not self.ready(host):
-            return
-        self.step(host, self.deliver(host))
-
-    @rule(quarters=st.integers(1, 40))
-    def advance(self, quarters: int) -> None:
-        self.mono += quarters / 4
-        self.true += quarters / 4
-
-    @rule(i=st.integers(0, HOSTS - 1))
-    def release(self, i: int) -> None:
-        host = self.live(i)
-        if host is None or not host.holding:
-            return
-        flow = release_flow(
-            host.intent, host.clock, host.record, host.token, decide=decide_shared_release
-        )
-        done = self.run(host, flow)
-        assert isinstance(done, Released)
-        host.holding, host.deadline = False, None
-        event("released" + (" after loss" if done.lost_reason else ""))
-
-    @rule(i=st.integers(0, HOSTS - 1))
-    def renew(self, i: int) -> None:
-        host = self.live(i)
-        if host is None or not host.holding or host.token is None:
-            return
-        if host.deadline is not None and self.mono >= host.deadline:
-            host.holding = False  # its renewer would have declared the loss
-            return
-        flow = renew_flow(
-            host.intent, host.clock, host.record, host.token, decide=decide_shared_renew
-        )
-        try:
-            record, _, sent = self.run(host, flow)
-        except Exception:
-            host.holding = False
-            event("renewal found the lock lost")
-            return
-        duration = host.intent.duration
-        assert duration is not None
-        host.record = record
-        host.deadline = sent + duration.total_seconds() - loss_margin(duration)
-
-    @rule(i=st.integers(0, HOSTS - 1))
-    def holder_dies(self, i: int) -> None:
-        host = self.live(i)
-        if host is not None and host.holding:
-            host.dead = True
-            event("holder died")
-
-    @precondition(lambda self: any(h.flow is not None and not h.dead for h in self.hosts))
-    @rule(i=st.integers(0, HOSTS - 1), cancel=st.booleans())
-    def stop_waiting(self, i: int, cancel: bool) -> None:
-        host = self.live(i)
-        if host is None or host.flow is None:
-            return
-        host.flow.close()
-        host.flow, host.waiting_on = None, None
-        if cancel:
-            self.leave(host)
-            event("waiter cancelled")
-        else:
-            host.dead = True
-            event("waiter died in line")
-
-    # ------------------------------------------------------------ invariants
 
     @invariant()
     def holders_within_bounds(self) -> None:
         believers = self.believers()
         if self.limit is not None:
             assert len(believers) <= self.limit, [h.intent.instance_id for h in believers]
-        if any(h.exclusive for h in believers):
+        if any(exclusive(h) for h in believers):
             assert len(believers) == 1, [h.intent.instance_id for h in believers]
         if len(believers) > 1:
             event(f"{len(believers)} holders at once")
-
-    @invariant()
-    def the_line_holds_only_hosts_that_joined(self) -> None:
-        raw = self.store.raw(NAME)
-        if raw is None:
-            return
-        line = [w.instance_id for w in read_queue(raw[1])]
-        assert len(line) == len(set(line))
-        for who in line:
-            host = next(h for h in self.hosts if h.intent.instance_id == who)
-            assert host.dead or host.joined, f"{who} is in line without waiting"
-
-    def teardown(self) -> None:
-        """No live waiter starves: holders release, time passes, waiters are woken."""
-        waiting = [h for h in self.hosts if h.flow is not None and not h.dead and h.patient]
-        before = {h.intent.instance_id: h.acquisitions for h in waiting}
-        for _ in range(400):
-            if all(h.acquisitions > before[h.intent.instance_id] for h in waiting):
-                break
-            for host in self.hosts:
-                if host.holding and not host.dead:
-                    self.release(self.hosts.index(host))
-            self.advance(2)
-            for i, host in enumerate(self.hosts):
-                if host.flow is not None and not host.dead:
-                    self.poke(i)
-        starved = [
-            h.intent.instance_id for h in waiting if h.acquisitions == before[h.intent.instance_id]
-        ]
-        assert not starved, f"waiters starved: {starved}"
 
 
 class SemaphoreModel(SharedModel):
@@ -404,39 +214,129 @@ def test_a_release_on_a_full_semaphore_admits_exactly_as_many_as_fit(ready: int)
     m.teardown()
 
 
-@pytest.mark.parametrize("settle", [0.0, 0.02])
-def test_a_conflict_pauses_before_reading_again_only_when_settling(settle: float) -> None:
-    now = [100.0]
-    store = MemoryLocker(monotonic=lambda: now[0])
-    intent = SharedIntent(NAME, "h0", timedelta(seconds=30), limit=LIMIT, lock_type=SEMAPHORE)
-    clock = store.clock
-    taken = run_flow(store, acquire_flow(intent, clock, None, decide=decide_shared_acquire))
+def test_a_reader_that_loses_the_race_to_join_keeps_its_turn_ahead_of_a_later_writer() -> None:
+    """h2 (shared) began to ask before h1 (exclusive), but h1's join landed first:
+    h2's join meets a conflict, and h2 joins ahead of h1's entry, so the writer's
+    release lets h2 in, and h1 after it."""
+    m = SharedModel()
+    m.acquire(0, None)  # h0, exclusive, holds
+    h1, h2 = m.hosts[1], m.hosts[2]
+    m.acquire(2, None, slow=True)  # h2 has read; its join is in flight
+    assert isinstance(h2.waiting_on, Replace)
+    m.renew(0)  # the object moves on before h1 begins to ask
+    m.acquire(1, None)  # h1 reads and joins: its write lands first
+    assert m.stored_line() == ["h1"]
+    for _ in range(50):  # h2's join conflicts; it looks again and joins
+        if "h2" in m.stored_line():
+            break
+        m.poke(2)
+    assert m.stored_line() == ["h2", "h1"]
+    m.release(0)  # admits h2 only: the writer behind it waits
+    m.poke(2)
+    m.poke(1)
+    assert h2.holding and not h1.holding
+    m.release(2)
+    m.poke(1)
+    assert h1.holding and (h1.token or 0) > (h2.token or 0)
+    m.teardown()
+
+
+def test_a_newcomer_enters_at_once_only_where_its_place_would_let_it_in() -> None:
+    """A reader whose dated place is ahead of a waiting writer enters beside the
+    reader holding the lock at once, even after losing the race to the writer;
+    one that began to ask after the writer joined lines up."""
+    m = SharedModel()
+    m.acquire(2, None)  # h2 reads
+    h3, h4 = m.hosts[3], m.hosts[4]
+    m.acquire(3, None, slow=True)  # h3 began to ask; its write is in flight
+    m.renew(2)
+    m.acquire(0, None)  # h0, exclusive, lines up behind the reader
+    assert m.stored_line() == ["h0"]
+    m.acquire(4, None)  # h4 began to ask after h0 joined: behind it
+    assert m.stored_line() == ["h0", "h4"] and h4.flow is not None
+    for _ in range(4):  # two newcomers made h3's write fail: it pauses, then looks again
+        if h3.holding:
+            break
+        m.poke(3)
+        m.advance(1)
+    assert h3.holding and m.stored_line() == ["h0", "h4"]
+    m.teardown()
+
+
+def test_waiters_behind_a_writer_sleep_through_joins_and_wake_when_they_can_enter() -> None:
+    m = SharedModel()
+    m.acquire(2, None)  # h2 reads
+    m.acquire(0, None)  # h0, exclusive, waits for h2
+    m.acquire(3, None)  # h3 lines up behind the writer
+    h0, h3 = m.hosts[0], m.hosts[3]
+    assert isinstance(h3.waiting_on, Watch) and h3.waiting_on.unless is not None
+    assert isinstance(h0.waiting_on, Watch) and h0.waiting_on.unless is not None
+    m.acquire(4, None)  # another reader joins behind: nothing for h0 or h3
+    assert not m.ready(h0) and not m.ready(h3)
+    m.stop_waiting(0, cancel=True)  # the writer leaves the line: h3 can enter now
+    assert m.ready(h3)
+    m.poke(3)
+    assert h3.holding
+    m.teardown()
+
+
+def test_holders_release_in_the_order_they_came_in_each_after_the_last_leavers_join() -> None:
+    """``release_turn``: a holder waits while one that came in before it holds,
+    then for a leaver to join the line again, for at most TURN_GAP."""
+    m = SemaphoreModel()
+    for i in (1, 2, 3):
+        m.acquire(i, None)
+    h1, h2 = m.hosts[1], m.hosts[2]
+    got = m.store.execute(Read(NAME))
+    waits = release_turn(h2.clock, m.intent(h2), (None, got))
+    assert waits(got)  # h1 came in first and holds
+    assert not release_turn(h1.clock, m.intent(h1), (None, got))(got)  # h1 goes first
+    m.release(1)
+    after = m.store.execute(Read(NAME))
+    assert waits(after)  # h1 left and is not back in line yet
+    m.acquire(1, None)  # h1 wants it again (it re-enters: a place was free)
+    assert h1.holding
+    assert not waits(m.store.execute(Read(NAME)))  # back, after h2 in the order
+    m.release(1)
+    left = m.store.execute(Read(NAME))
+    assert waits(left)
+    m.advance(1)  # a leaver that does not come back holds nobody up for long
+    assert not waits(left)
+
+
+def test_a_release_waits_for_its_turn_on_the_open_watch_without_requests() -> None:
+    m = SemaphoreModel()
+    for i in (1, 2):
+        m.acquire(i, None)
+    h2 = m.hosts[2]
+    got = m.store.execute(Read(NAME))
+    turn = release_turn(h2.clock, m.intent(h2), (None, got))
     flow = release_flow(
-        intent,
-        clock,
-        taken.record,
-        taken.token,
-        rng=lambda: 1.0,
+        m.intent(h2),
+        h2.clock,
+        got,
+        h2.token,
         decide=decide_shared_release,
-        settle=settle,
+        settle_until=m.mono + TURN_CAP,
+        turn=turn,
     )
-    write = next(flow)
-    assert isinstance(write, Replace)
-    pauses = []
-    effect = flow.send(CONFLICT)
-    while isinstance(effect, Sleep):  # the shell sleeps; time passes
-        pauses.append(effect.until - now[0])
-        now[0] = effect.until
-        effect = flow.send(None)
-    assert isinstance(effect, Read)
-    assert pauses == ([pytest.approx(settle)] if settle else [])
-
-
-def run_flow(store: MemoryLocker, flow: Flow) -> Any:
-    value: Any = None
-    while True:
-        try:
-            effect = flow.send(value)
-        except StopIteration as stop:
-            return stop.value
-        value = store.execute(effect)
+    look = next(flow)
+    assert isinstance(look, Watch) and look.quick and not look.open  # no watch opened for it
+    m.release(1)  # h1 leaves: the watch shows it; h2 waits on for h1's join
+    look = flow.send(m.store.execute(Read(NAME)))
+    assert isinstance(look, Watch) and look.version == m.store.version_of(NAME)
+    m.acquire(1, None)  # h1 is back: h2's turn
+    write = flow.send(m.store.execute(Read(NAME)))
+    assert isinstance(write, Replace) and write.version == m.store.version_of(NAME)
+    # Nothing newer within TURN_GAP (the store keeps no watch): the release goes ahead.
+    flow = release_flow(
+        m.intent(h2),
+        h2.clock,
+        write.base,
+        h2.token,
+        decide=decide_shared_release,
+        settle_until=m.mono + TURN_CAP,
+        turn=lambda record: 0.1,
+    )
+    assert isinstance(next(flow), Watch)
+    assert isinstance(flow.send(UNCHANGED), Replace)
