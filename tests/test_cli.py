@@ -286,7 +286,9 @@ def test_list_where_and_selector(lockheed_kubeconfig: Path, lockheed_namespace: 
     with ConfigMapLocker(lockheed_namespace, config=lockheed_kubeconfig) as locker:
         nightly = Lock("nightly", locker).with_duration(600).with_tags(["nightly"])
         nightly.acquire()
-        backup = Lock("backup", locker).with_duration(20).with_tags(["nightly", "backup"])
+        # Renewed, so it expires within 30 s but outlives the test on a busy machine.
+        backup = Lock("backup", locker).with_duration(20).with_renew_interval(5)
+        backup.with_tags(["nightly", "backup"])
         backup.acquire()
         with Lock("hourly", locker).with_tags(["hourly"]):
             pass

@@ -112,12 +112,11 @@ def test_duration_of_the_wrong_type_is_refused(api: Api, value: Any) -> None:
         _lock(api).with_duration(value)
 
 
-def test_longest_duration_keeps_the_renewal_thread_alive(api: Api) -> None:
+def test_longest_duration_keeps_the_renewal_thread_alive(new_lock: NewLock) -> None:
     """A lease of the longest duration is written as a real expiry, and the
-    renewer, which sleeps until such a lock's loss deadline, keeps renewing
-    other locks."""
-    store = MemoryLocker()
-    longest = api.lock("longest", store).with_duration(timedelta(days=106751))
+    renewer (thread or task), which sleeps until such a lock's loss deadline,
+    keeps renewing other locks (``with_duration(1e12)`` once killed it)."""
+    longest = new_lock("longest").with_duration(timedelta(days=106751))
     longest.acquire()
     assert longest.expires_at is not None and longest.expires_at < NEVER
     renewed = threading.Event()
@@ -126,12 +125,7 @@ def test_longest_duration_keeps_the_renewal_thread_alive(api: Api) -> None:
         if event.code == EventCode.RENEW_OK:
             renewed.set()
 
-    busy = (
-        api.lock("busy", store)
-        .with_duration(5)
-        .with_renew_interval(0.05)
-        .with_event_handler(on_event)
-    )
+    busy = new_lock("busy").with_duration(5).with_renew_interval(0.05).with_event_handler(on_event)
     busy.acquire()
     assert renewed.wait(30), "no renewal: the renewer died"
     busy.release()

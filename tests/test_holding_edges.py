@@ -26,12 +26,16 @@ from lockheed import (
     ConfigMapLocker,
     Event,
     EventCode,
+    LeaseLocker,
     Lock,
+    LockBackendError,
+    LockForbidden,
     LockLost,
     LockTimeout,
     list_locks,
 )
 from lockheed._core import Read
+from lockheed.testing.plugin import RestrictedUserFactory
 from support import Api, ConfigMapLockers, NewLock
 
 pytestmark = pytest.mark.lockheed_kube
@@ -43,7 +47,10 @@ class Wire:
     ``delay`` slows the *answer* to matching PUTs (the server has already done
     them; past the request's read timeout the client times out, as it would
     on a slow network); ``gate``, when set, holds matching answers until it is opened;
-    ``refusing`` makes every new request fail as if the connection were refused.
+    ``refusing`` makes every new request fail as if the connection were refused,
+    and ``refuse_puts`` the next that many PUTs; ``unavailable`` makes the API
+    server's answer to every request a 503 (with ``Retry-After: 1``) that
+    never reaches the server.
     """
 
     def __init__(self, match: Callable[[httpx.Request], bool] = lambda r: True):
@@ -53,6 +60,9 @@ class Wire:
         self.gate: threading.Event | None = None
         self.refusing = threading.Event()
         self.refused = 0
+        self.refuse_puts = 0
+        self.unavailable = threading.Event()
+        self.answered_503 = 0
         self.watching = threading.Event()
         self.puts = 0
 
@@ -62,13 +72,25 @@ class Wire:
         for client in {locker.api.client, locker.api.watch_client}:
             if asynchronous:
                 client.event_hooks = {"request": [self._arequest], "response": [self._aresponse]}
+                client._transport = _AsyncAnswering(client._transport, self)
             else:
                 client.event_hooks = {"request": [self._request], "response": [self._response]}
+                client._transport = _Answering(client._transport, self)
+
+    def answer(self, request: httpx.Request) -> httpx.Response | None:
+        """The 503 that stands in for the API server's answer, while ``unavailable``."""
+        if not self.unavailable.is_set():
+            return None
+        self.answered_503 += 1
+        status = {"kind": "Status", "status": "Failure", "code": 503, "reason": "injected"}
+        return httpx.Response(503, json=status, headers={"Retry-After": "1"}, request=request)
 
     def _before(self, request: httpx.Request) -> None:
         if "watch" in request.url.params:
             self.watching.set()
-        if self.refusing.is_set():
+        if self.refusing.is_set() or (request.method == "PUT" and self.refuse_puts > 0):
+            if not self.refusing.is_set():
+                self.refuse_puts -= 1
             self.refused += 1
             raise httpx.ConnectError("connection refused (injected)", request=request)
         if request.method == "PUT":
@@ -117,6 +139,30 @@ class Wire:
         gate = self.gate
         if gate is not None and self.match(response.request) and response.request.method == "PUT":
             await asyncio.to_thread(gate.wait, 30)
+
+
+class _Answering(httpx.BaseTransport):
+    """A transport that lets ``wire`` answer a request in the API server's place."""
+
+    def __init__(self, inner: httpx.BaseTransport, wire: Wire):
+        self.inner, self.wire = inner, wire
+
+    def handle_request(self, request: httpx.Request) -> httpx.Response:
+        return self.wire.answer(request) or self.inner.handle_request(request)
+
+    def close(self) -> None:
+        self.inner.close()
+
+
+class _AsyncAnswering(httpx.AsyncBaseTransport):
+    def __init__(self, inner: httpx.AsyncBaseTransport, wire: Wire):
+        self.inner, self.wire = inner, wire
+
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        return self.wire.answer(request) or await self.inner.handle_async_request(request)
+
+    async def aclose(self) -> None:
+        await self.inner.aclose()
 
 
 def wired(api: Api, locker: ConfigMapLocker, wire: Wire) -> ConfigMapLocker:
@@ -191,10 +237,13 @@ def test_an_acquire_out_of_time_with_a_late_answer_leaves_no_lease(
 # ---------------------------------------------------- 4: waiting through blips
 
 
+@pytest.mark.parametrize("fault", ["refused", "503"])
 @pytest.mark.parametrize("fair", [True, False], ids=["in-line", "racing"])
 def test_a_waiting_acquire_rides_out_an_unreachable_api_server(
-    api: Api, configmap_locker: ConfigMapLockers, fair: bool
+    api: Api, configmap_locker: ConfigMapLockers, fair: bool, fault: str
 ) -> None:
+    """Refused connections, or 503s from the API server (with Retry-After): both
+    are transient, so the waiter keeps trying until its timeout."""
     admin = configmap_locker()
     holder = Lock("blip", admin).with_duration(2)  # not renewed: it runs out by itself
     holder.acquire()
@@ -205,12 +254,18 @@ def test_a_waiting_acquire_rides_out_an_unreachable_api_server(
     thread = threading.Thread(target=lambda: got.append(_attempt(waiter, 60)))
     thread.start()
     assert wire.watching.wait(30)  # the waiter is waiting on its watch
-    wire.refusing.set()  # the API server becomes unreachable for the waiter...
-    deadline = time.monotonic() + 30  # ...as the holder's lease runs out
-    while wire.refused < 3 and time.monotonic() < deadline:
+    # The API server becomes unreachable for the waiter as the holder's lease runs out.
+    on = wire.refusing if fault == "refused" else wire.unavailable
+
+    def failed() -> int:
+        return wire.refused if fault == "refused" else wire.answered_503
+
+    on.set()
+    deadline = time.monotonic() + 30
+    while failed() < 3 and time.monotonic() < deadline:
         time.sleep(0.01)  # polling a counter the hooks bump; no event exists for it
-    assert wire.refused >= 3, "the waiter gave up or never retried"
-    wire.refusing.clear()
+    assert failed() >= 3, "the waiter gave up or never retried"
+    on.clear()
     thread.join(60)
     assert got and isinstance(got[0], int), got
     assert waiter.held and waiter.fencing_token > (holder.fencing_token or 0)
@@ -235,6 +290,37 @@ def test_a_waiting_acquire_times_out_when_the_api_server_stays_away(
     assert wire.refused >= 3  # it kept trying meanwhile
 
 
+@pytest.mark.parametrize("final", ["forbidden", "no-namespace"])
+def test_a_waiting_acquire_ends_at_once_on_a_final_error(
+    api: Api,
+    configmap_locker: ConfigMapLockers,
+    lockheed_restricted_user: RestrictedUserFactory,
+    lockheed_kubeconfig: Path,
+    final: str,
+) -> None:
+    """Only transient errors are waited out: a 403 (the waiter may not write the
+    lock it waits for) or a namespace that does not exist ends even a long wait
+    with its own error. Were either retried, the acquire would end in a
+    LockTimeout after its timeout instead."""
+    holder = Lock("final", configmap_locker()).with_duration(60)
+    holder.acquire()
+    if final == "forbidden":  # may watch and read the lock, not join the line nor take it
+        rules = [{"apiGroups": [""], "resources": ["configmaps"], "verbs": ["get", "watch"]}]
+        locker = configmap_locker(lockheed_restricted_user(rules))
+        with pytest.raises(LockForbidden) as forbidden:
+            api.lock("final", locker).acquire(timeout=100)
+        assert forbidden.value.verb == "update"
+    else:
+        for kind in (ConfigMapLocker, LeaseLocker):
+            with kind("lockheed-no-such-namespace", config=lockheed_kubeconfig) as missing:
+                with pytest.raises(LockBackendError) as error:
+                    api.lock("final", missing).acquire(timeout=100)
+                assert not isinstance(error.value, LockTimeout)
+                assert not error.value.transient
+                assert "namespace 'lockheed-no-such-namespace' not found" in str(error.value)
+    holder.release()  # untouched: still ours
+
+
 # ------------------------------------------------- 5: renewal under slow trips
 
 
@@ -254,6 +340,28 @@ def test_renewal_keeps_a_lock_through_round_trips_of_a_third_of_its_lease(
     assert events.wait_for(EventCode.RENEW_OK, 5), events.codes
     assert lock.lost is None and lock.held
     wire.delay = 0.0
+    lock.release()
+
+
+def test_a_failed_renewal_is_retried_well_before_the_next_interval(
+    api: Api, configmap_locker: ConfigMapLockers
+) -> None:
+    """Duration 20 s, renewals every 10 s: the loss deadline is 18 s after a
+    renewal's send. Two renewal attempts in a row are refused; had the next try
+    waited a whole interval (at 20 s), the lock would have been lost at 18 s."""
+    wire = Wire(named("retried"))
+    events = Events()
+    lock = (
+        api.lock("retried", wired(api, configmap_locker(), wire))
+        .with_duration(20)
+        .with_renew_interval(10)
+        .with_event_handler(events)
+    )
+    lock.acquire()
+    wire.refuse_puts = 2
+    assert events.wait_for(EventCode.RENEW_OK, 1, timeout=60), events.codes
+    assert wire.refused == 2 and events.count(EventCode.RENEW_FAILED) == 2
+    assert lock.held and lock.lost is None
     lock.release()
 
 
@@ -296,32 +404,40 @@ def _attempt_renew(lock: Any) -> None:
 
 
 def test_an_unexpected_error_in_renewal_is_retried_then_declared_at_the_deadline(
-    lockheed_namespace: str, lockheed_kubeconfig: Path
+    api: Api, configmap_locker: ConfigMapLockers
 ) -> None:
-    with ConfigMapLocker(lockheed_namespace, config=lockheed_kubeconfig) as locker:
-        events = Events()
-        lock = Lock("buggy", locker).with_duration(2).with_renew_interval(0.2)
-        lock.with_event_handler(events)
-        lost = threading.Event()
-        lock.on_lost(lambda exc: lost.set())
-        lock.acquire()
-        failures = [2]
-        real = lock._renew_locked
+    events = Events()
+    lock = api.lock("buggy", configmap_locker()).with_duration(2).with_renew_interval(0.2)
+    lock.with_event_handler(events)
+    lost = threading.Event()
+    lock.on_lost(lambda exc: lost.set())
+    lock.acquire()
+    failures = [2]
+    inner = lock if api.runner is None else lock._lock  # the Lock or the AsyncLock
+    real = inner._renew_locked
 
-        def flaky() -> None:
-            if failures[0] > 0:
-                failures[0] -= 1
-                raise RuntimeError("a bug in a renewal")
-            real()
+    def bug() -> bool:
+        if failures[0] > 0:
+            failures[0] -= 1
+            raise RuntimeError("a bug in a renewal")
+        return False
 
-        lock._renew_locked = flaky  # type: ignore[method-assign]
-        assert events.wait_for(EventCode.RENEW_OK, 1)  # retried after the two failures
-        assert events.count(EventCode.RENEW_FAILED) >= 2 and lock.held
-        failures[0] = 10**6  # now it always fails: the loss must still be declared
-        assert lost.wait(10), "an endless bug in renewal left the loss silent"
-        assert not lock.held
-        with pytest.raises(LockLost):
-            lock.release()
+    def flaky() -> None:
+        bug() or real()
+
+    async def aflaky() -> None:
+        bug() or await real()
+
+    inner._renew_locked = flaky if api.runner is None else aflaky
+    assert events.wait_for(EventCode.RENEW_FAILED, 2), events.codes
+    renewed = events.count(EventCode.RENEW_OK)
+    assert events.wait_for(EventCode.RENEW_OK, renewed + 1), "not retried after the failures"
+    assert lock.held and lock.lost is None
+    failures[0] = 10**6  # now it always fails: the loss must still be declared
+    assert lost.wait(10), "an endless bug in renewal left the loss silent"
+    assert not lock.held
+    with pytest.raises(LockLost):
+        lock.release()
 
 
 # --------------------------------------------- 7: the listed token is current

@@ -378,12 +378,13 @@ def test_lockheed_run_shared_and_limit_and_list_shows_type_and_holders(
         return lockheed("run", name, *cluster, *options, "--", sys.executable, "-c", token)
 
     try:
-        first = Semaphore("cli-sem", locker, 2).with_duration(30)
+        # The holders renew: on a busy machine the commands below take longer than a lease.
+        first = Semaphore("cli-sem", locker, 2).with_duration(30).with_renew_interval(5)
         first.acquire(timeout=WAIT)
         beside = run("cli-sem", "--limit", "2")  # one place left: runs beside `first`
         assert beside.returncode == 0, beside.stderr
         assert int(beside.stdout) > (first.fencing_token or 0)
-        second = Semaphore("cli-sem", locker, 2).with_duration(30)
+        second = Semaphore("cli-sem", locker, 2).with_duration(30).with_renew_interval(5)
         second.acquire(timeout=WAIT)
         full = run("cli-sem", "--limit", "2", "--timeout", "0")
         assert full.returncode == 73, full.stderr
@@ -398,7 +399,7 @@ def test_lockheed_run_shared_and_limit_and_list_shows_type_and_holders(
             assert line.startswith("lockheed: ") and message in line
         bad = run("cli-sem", "--limit", "0")
         assert bad.returncode == 2 and "invalid limit" in bad.stderr
-        reader = Lock("cli-rw", locker).with_duration(30).with_shared()
+        reader = Lock("cli-rw", locker).with_duration(30).with_renew_interval(5).with_shared()
         reader.acquire(timeout=WAIT)
         assert run("cli-rw", "--shared").returncode == 0
         assert run("cli-rw", "--exclusive", "--timeout", "0").returncode == 73

@@ -146,6 +146,7 @@ def test_silenced_holder_declares_loss_before_the_takeover(
     lockheed_namespace: str,
     configmap_locker: ConfigMapLockers,
     same_clock: bool,
+    request: pytest.FixtureRequest,
     fault: str,
 ) -> None:
     """The holder's renewals go through the proxy; the contender's do not.
@@ -170,6 +171,7 @@ def test_silenced_holder_declares_loss_before_the_takeover(
         assert run.injected >= 1
         assert notices, "the holder was not told of the loss"
         assert notices[0] < write_mono, "the contender wrote before the holder knew"
+        record(request, "loss_notice_margin_s", round(write_mono - notices[0], 3))
         assert not holder.held
 
     with pytest.raises(LockLost):
