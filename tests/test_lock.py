@@ -167,9 +167,11 @@ def test_request_counts(locker: Any, requests: Requests, new_lock: NewLock) -> N
     before = requests.snapshot()
     # Someone wrote since this instance's last write: a conflict; the newer version
     # comes from a watch the acquire opens (one request, as a GET; it is then kept
-    # for later conflicts and waits), then the PUT.
+    # for later conflicts and waits), then the PUT. A host too busy to read
+    # the watch within the core's REFRESH_WAIT reads instead: one GET more.
     lock.acquire()
-    assert requests.since(before) == {"update": 2, "watch": 1}
+    conflict = requests.since(before)
+    assert conflict in ({"update": 2, "watch": 1}, {"update": 2, "watch": 1, "get": 1}), conflict
     lock.release()
     assert requests.snapshot()["list"] == 0
 
