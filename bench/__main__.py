@@ -1,6 +1,6 @@
 """``python -m bench``: run the benchmarks, print one table, write the report.
 
-Options: ``--quick`` (tiny sizes, about a minute), ``--out DIR`` (default
+Options: ``--quick`` (the least of each figure, under a minute), ``--out DIR`` (default
 ``bench/results``), ``--kubeconfig PATH`` (use an existing cluster whose user
 may read ``/metrics`` and create namespaces, instead of starting one),
 ``--kubectl PATH`` (use this kubectl instead of building one), ``--only

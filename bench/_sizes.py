@@ -59,27 +59,33 @@ def full() -> Sizes:
 
 
 def quick() -> Sizes:
-    """Tiny sizes for the smoke test: every code path, no meaningful numbers."""
+    """The smallest sizes for the smoke test: every code path, no meaningful numbers.
+
+    One of each where one runs the code: one repeat, one round, one contender
+    count, one listing repeat; two listing sizes, so that the second fills on
+    top of the first; windows of a second or less; the shortest leader-election
+    timings the kubernetes client and client-go accept (whole seconds, lease >
+    renew deadline > 1.2 x retry period)."""
     return Sizes(
         quick=True,
         op_repeats=1,
-        cycles=20,
-        handoffs=8,
-        raw_puts=20,
-        rounds=2,
+        cycles=3,
+        handoffs=2,
+        raw_puts=3,
+        rounds=1,
         election_pairs=1,
-        election_window=2.0,
-        contenders=(2, 4),
-        window=2.0,
-        many_tasks=(8, 2),
-        renew_window=3.0,
+        election_window=0.5,
+        contenders=(2,),
+        window=0.5,
+        many_tasks=(4, 2),
+        renew_window=1.0,
         renew_locks=2,
-        many_locks=50,
+        many_locks=10,
         many_interval=1.0,
         many_duration=5.0,
-        many_window=3.0,
-        listing=(20, 50),
-        list_repeats=2,
-        import_runs=3,
+        many_window=1.0,
+        listing=(5, 10),
+        list_repeats=1,
+        import_runs=1,
         election=Election(lease_duration=3, renew_deadline=2, retry_period=1),
     )

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import queue
 import subprocess
 import sys
@@ -130,3 +131,47 @@ def python_children(script: Path, tmp_path: Path) -> Iterator[Callable[..., Chil
         for child in children:
             child.process.wait(30)
             child.out.close()
+
+
+def started_together(
+    spawn: Callable[..., Child],
+    commands: Sequence[Sequence[str]],
+    ready: str | Callable[[str], bool],
+    timeout: float,
+) -> tuple[list[Child], list[str]]:
+    """Start one child per argument list behind one start barrier: each gets
+    ``--start-fd FD`` of one pipe (``spawn(args, pass_fds=...)``, e.g. the
+    ``start`` of :func:`python_children`) and waits for a byte on it once it
+    has printed its ``ready`` line. When every child has, one write of a byte
+    each (atomic: fewer than PIPE_BUF) sets them all off at once. Returns the
+    children and their ready lines; a child that never gets ready fails the
+    caller after ``timeout`` seconds, and the barrier's end of file aborts the
+    children already waiting (the caller's cleanup kills them)."""
+    start_read, start_write = os.pipe()
+    try:
+        children = [
+            spawn([*command, "--start-fd", str(start_read)], pass_fds=[start_read])
+            for command in commands
+        ]
+        os.close(start_read)
+        start_read = -1
+        lines = [child.out.expect(ready, timeout) for child in children]
+        os.write(start_write, b"g" * len(children))
+    finally:
+        os.close(start_write)
+        if start_read >= 0:
+            os.close(start_read)
+    return children, lines
+
+
+def soak_size(default: int, soak: int) -> int:
+    """A size of the multi-process runs: ``default``, or with ``LOCKHEED_SOAK=1``
+    (``make contend``) ``soak``, or with ``LOCKHEED_SOAK=<n>`` n."""
+    value = os.environ.get("LOCKHEED_SOAK", "")
+    if not value or value == "0":
+        return default
+    if value == "1":
+        return soak
+    if not value.isdigit():
+        raise ValueError(f"LOCKHEED_SOAK must be 1 or a number of iterations, not {value!r}")
+    return int(value)

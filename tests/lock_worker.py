@@ -20,7 +20,8 @@ own; it reports on stdout, one flushed line per step.
     (it took the lock at once). Prints ``DONE <pid> <count>`` at the end.
 
 ``wait``
-    Connects, prints ``READY <pid>``, then acquires once (joining the line
+    Connects, prints ``READY <pid>``, waits for one byte on ``--start-fd`` if
+    given (end of file: abort), then acquires once (joining the line
     when the lock is held), prints ``HELD <token> <acquired_ns>``, releases at
     once and prints ``RELEASED <released_ns>`` (``time.monotonic_ns`` after
     ``release`` returned).
@@ -193,6 +194,9 @@ def wait(args: argparse.Namespace) -> int:
         )
         locker.execute(Read(args.lock))  # connect first: READY means about to join
         say(f"READY {os.getpid()}")
+        if args.start_fd is not None and not wait_for_start(args.start_fd, args.acquire_timeout):
+            say(f"ABORTED {os.getpid()}")
+            return 2
         token = lock.acquire(timeout=args.acquire_timeout)
         say(f"HELD {token} {time.monotonic_ns()}")
         lock.release()
@@ -256,6 +260,7 @@ def parse(argv: list[str]) -> argparse.Namespace:
 
     w = modes.add_parser("wait", parents=[common])
     w.add_argument("--instance-id", required=True)
+    w.add_argument("--start-fd", type=int)
     w.set_defaults(run=wait)
 
     h = modes.add_parser("hold", parents=[common])

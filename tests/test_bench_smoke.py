@@ -1,5 +1,8 @@
 """The benchmark suite end to end at its smallest size: ``python -m bench --quick``.
 
+It proves that every figure still runs, not what it measures: ``--quick``'s
+sizes (bench/_sizes.py) are the least that runs each code path.
+
 It runs against the test session's API server (``--kubeconfig``), so it also
 covers the suite's support for an existing cluster. No timing is asserted:
 only that the run succeeded, that every lockheed figure was measured, that the
@@ -46,7 +49,8 @@ def test_quick_bench_runs_every_figure(lockheed_kubeconfig: Path, tmp_path: Path
         for contention in results["contention"][key].values():
             assert contention["acquisitions"] > 0, key
             assert contention["fairness"]["acquisitions"] >= contention["acquisitions"], key
-    assert len(results["contention"]["lockheed-async"]) == 3  # 2, 4, and 8 tasks in 2 processes
+    # bench/_sizes.py's quick(): 2 contenders, and 4 tasks in 2 processes
+    assert len(results["contention"]["lockheed-async"]) == 2
     for contention in results["contention"]["lockheed-racing"].values():
         assert contention["fairness"]["acquisitions"] > 0
     for key in ("lockheed-semaphore", "lockheed-rw"):  # a Semaphore of 4; 90% shared
@@ -64,7 +68,7 @@ def test_quick_bench_runs_every_figure(lockheed_kubeconfig: Path, tmp_path: Path
         assert election["after_exit"]["samples"] and election["after_kill"]["samples"], key
         assert "requests" in election["leader"] and "requests" in election["with_candidate"], key
     assert results["held_many_httpx2"]["locks"] > 0
-    assert [item["locks"] for item in results["listing"]] == [20, 50]
+    assert [item["locks"] for item in results["listing"]] == [5, 10]
     assert "importtime_us" in results["imports"]["lockheed"]
 
     report = (out / "report.md").read_text()

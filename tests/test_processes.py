@@ -27,7 +27,7 @@ from pathlib import Path
 
 import pytest
 
-from child_output import Child, python_children
+from child_output import Child, python_children, soak_size, started_together
 from line_watch import LineWatch, holders_of, line_of
 from lockheed import Lock, LockTimeout
 from lockheed._core import CLAIM_WINDOW, TOKEN_HOLDER_KEY, TOKEN_KEY, Read
@@ -47,14 +47,7 @@ RUN_TIMEOUT = 400.0
 
 def iterations() -> int:
     """Acquisitions per worker: ``ITERATIONS``, or the ``LOCKHEED_SOAK`` size."""
-    soak = os.environ.get("LOCKHEED_SOAK", "")
-    if not soak or soak == "0":
-        return ITERATIONS
-    if soak == "1":
-        return SOAK_ITERATIONS
-    if not soak.isdigit():
-        raise ValueError(f"LOCKHEED_SOAK must be 1 or a number of iterations, not {soak!r}")
-    return int(soak)
+    return soak_size(ITERATIONS, SOAK_ITERATIONS)
 
 
 SHORT_DURATION = 3.0
@@ -220,27 +213,15 @@ def test_mutual_exclusion_across_processes(
         *("--acquire-timeout", str(RUN_TIMEOUT)),
         *("--start-timeout", str(2 * STARTUP_TIMEOUT)),
     ]
-    # The start barrier: every worker blocks reading this pipe; one byte each sets them off.
-    start_read, start_write = os.pipe()
-    try:
-        # Half the workers use the sync API, half the asyncio API: they must exclude each other.
-        workers = [
-            spawn(
-                [*args, "--api", ("sync", "async")[i % 2], "--start-fd", str(start_read)],
-                pass_fds=[start_read],
-            )
-            for i in range(PROCESSES)
-        ]
-        os.close(start_read)
-        start_read = -1
-        for worker in workers:
-            worker.out.expect("READY", STARTUP_TIMEOUT)
-        ready = time.monotonic()
-        os.write(start_write, b"g" * PROCESSES)  # one write of < PIPE_BUF bytes: atomic
-    finally:
-        os.close(start_write)
-        if start_read >= 0:
-            os.close(start_read)
+    # Half the workers use the sync API, half the asyncio API: they must exclude each other.
+    # All wait behind one start barrier, and begin contending at once.
+    workers, _ = started_together(
+        spawn,
+        [[*args, "--api", ("sync", "async")[i % 2]] for i in range(PROCESSES)],
+        "READY",
+        STARTUP_TIMEOUT,
+    )
+    ready = time.monotonic()
 
     go = time.monotonic()
     deadline = go + RUN_TIMEOUT
@@ -378,20 +359,33 @@ def test_dead_waiters_hold_the_line_up_only_briefly(
     holder = Lock("line", configmap_locker()).with_duration(LINE_DURATION)
     holder.acquire()
     line = LineWatch(configmap_locker(), "line")
+    starts: list[int] = []
     try:
+        # The interpreters start together; each is then let go in turn, and
+        # joins the line behind the one before.
         waiters = []
         for i in range(LINE_WAITERS):
-            worker = spawn(
-                [
-                    "wait",
-                    *cluster_args(lockheed_namespace, lockheed_kubeconfig, "line"),
-                    *("--duration", str(LINE_DURATION), "--renew-interval", "20"),
-                    *("--instance-id", f"waiter-{i}", "--acquire-timeout", "240"),
-                ]
-            )
-            worker.out.expect("READY", STARTUP_TIMEOUT)
-            line.until(functools.partial(lambda n, r: line_of(r)[-1:] == [n], f"waiter-{i}"))
+            start_read, start_write = os.pipe()
+            starts.append(start_write)
+            try:
+                worker = spawn(
+                    [
+                        "wait",
+                        *cluster_args(lockheed_namespace, lockheed_kubeconfig, "line"),
+                        *("--duration", str(LINE_DURATION), "--renew-interval", "20"),
+                        *("--instance-id", f"waiter-{i}", "--acquire-timeout", "240"),
+                        *("--start-fd", str(start_read)),
+                    ],
+                    pass_fds=[start_read],
+                )
+            finally:
+                os.close(start_read)
             waiters.append(worker)
+        for worker in waiters:
+            worker.out.expect("READY", STARTUP_TIMEOUT)
+        for i, start_write in enumerate(starts):
+            os.write(start_write, b"g")
+            line.until(functools.partial(lambda n, r: line_of(r)[-1:] == [n], f"waiter-{i}"))
         assert line_of(line.record) == [f"waiter-{i}" for i in range(LINE_WAITERS)]
 
         for i in killed:
@@ -417,6 +411,8 @@ def test_dead_waiters_hold_the_line_up_only_briefly(
             previous = i
     finally:
         line.close()
+        for start_write in starts:
+            os.close(start_write)
 
     figures = {
         "seed": seed,

@@ -37,7 +37,7 @@ from pathlib import Path
 
 import pytest
 
-from child_output import Child, python_children
+from child_output import Child, python_children, soak_size, started_together
 from lockheed import ConfigMapLocker
 from lockheed._core import Read
 from lockheed._shared_core import EXCLUSIVE_KEY
@@ -57,14 +57,7 @@ RUN_TIMEOUT = 600.0
 
 
 def iterations() -> int:
-    soak = os.environ.get("LOCKHEED_SOAK", "")
-    if not soak or soak == "0":
-        return ITERATIONS
-    if soak == "1":
-        return SOAK_ITERATIONS
-    if not soak.isdigit():
-        raise ValueError(f"LOCKHEED_SOAK must be 1 or a number of iterations, not {soak!r}")
-    return int(soak)
+    return soak_size(ITERATIONS, SOAK_ITERATIONS)
 
 
 # ---------------------------------------------------------------- checking holds
@@ -225,28 +218,19 @@ def test_shared_locks_and_semaphores_across_processes_under_stops_and_kills(
     for i in range(PROCESSES // 2):
         plan.append(("rw", "exclusive" if i < WRITERS else "shared"))
         plan.append(("sem", "semaphore"))
-    start_read, start_write = os.pipe()
-    workers: list[Worker] = []
-    try:
-        for i, (lock, kind) in enumerate(plan):
-            child = spawn(
-                [
-                    *common,
-                    *("--lock", lock, "--kind", kind, "--api", ("sync", "async")[i % 2]),
-                    *("--start-fd", str(start_read)),
-                ],
-                pass_fds=[start_read],
-            )
-            workers.append(Worker(child, lock, kind))
-        os.close(start_read)
-        start_read = -1
-        for worker in workers:
-            worker.instance_id = worker.child.out.expect("READY", STARTUP_TIMEOUT).split()[2]
-        os.write(start_write, b"g" * PROCESSES)
-    finally:
-        os.close(start_write)
-        if start_read >= 0:
-            os.close(start_read)
+    children, ready = started_together(
+        spawn,
+        [
+            [*common, "--lock", lock, "--kind", kind, "--api", ("sync", "async")[i % 2]]
+            for i, (lock, kind) in enumerate(plan)
+        ],
+        "READY",
+        STARTUP_TIMEOUT,
+    )
+    workers = [
+        Worker(child, lock, kind, line.split()[2])
+        for child, (lock, kind), line in zip(children, plan, ready, strict=True)
+    ]
 
     go = time.monotonic()
     by_id = {w.instance_id: w for w in workers}
