@@ -20,7 +20,9 @@ Failure semantics:
 * Go lockheed's ``reserved/*`` annotations of another instance make an
   acquire wait for the change or the reservation's expiry. Renewal and
   release of our own live lease go through (still conditional on the
-  resourceVersion), so a stale Go reservation cannot cost a holder its lock.
+  resourceVersion), so a stale Go reservation cannot cost a holder its lock;
+  and a lease handed to us in line is ours at once, reservation or not (a
+  stale one would otherwise let the short hand-off lease run out).
 * A malformed stored document is never overwritten unless forced.
 * Renewal fails with :class:`LockLost` when our lease is gone, expired, or the
   object deleted; release after a loss leaves the new holder's lease alone.
@@ -195,8 +197,15 @@ Decision = Write | Wait | Refuse | Nothing | Accept
 
 
 def _reservation(record: Record, me: str, earliest: datetime) -> Wait | None:
+    """The wait another instance's live Go reservation imposes on an acquire,
+    unless the stored state already gives us a live lease (handed to us, or
+    ours already): that lock is ours, and Go, which finds it held, lets go."""
     by = record.meta.get(RESERVED_BY)
     if not by or by == me:
+        return None
+    if record.state is not None and any(
+        le.instance_id == me for le in record.state.live_leases(earliest)
+    ):
         return None
     try:
         until = parse_time(record.meta.get(RESERVED_EXPIRES, ""))

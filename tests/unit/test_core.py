@@ -21,6 +21,7 @@ from lockheed._core import (
     TOKEN_HOLDER_KEY,
     TOKEN_KEY,
     UNCHANGED,
+    Accept,
     Acquired,
     Create,
     Decision,
@@ -252,6 +253,20 @@ def test_acquire_ignores_a_reservation_judged_by_the_earliest_time() -> None:
     rec = record(lock(), meta=reserved(GO, at(20)))
     assert isinstance(decide_acquire(intent(), rec, at(19), at(25)), Wait)
     assert isinstance(decide_acquire(intent(), rec, at(20), at(21)), Write)
+
+
+def test_a_lease_handed_to_us_is_ours_through_a_go_reservation() -> None:
+    """A release handed us the lock while Go had reserved the object: it is ours
+    at once (Go finds it held and lets go); waiting out the reservation would
+    let the hand-off's short lease run out."""
+    handed = {**reserved(GO, at(30)), TOKEN_KEY: "41", TOKEN_HOLDER_KEY: ME}
+    rec = record(lock(Lease(ME, at(5))), meta=handed)
+    assert acquire(rec) == Accept(41, at(5))
+
+
+def test_a_reservation_still_holds_off_a_lease_of_ours_that_ran_out() -> None:
+    rec = record(lock(Lease(ME, at(-1))), meta=reserved(GO, at(30)))
+    assert waiting(acquire(rec)).reason == "reserved"
 
 
 def test_acquire_ignores_its_own_reservation() -> None:
