@@ -108,3 +108,48 @@ def test_a_filter_that_fails_lets_the_change_through() -> None:
     sub.put(change(2, True))
     assert version(sub.poll()) == "2"
     assert sub.wake_up() is None
+
+
+def test_a_cancellation_while_a_watch_closes_is_not_lost() -> None:
+    """Closing a watch waits for its reader to stop (here: a stream that takes
+    its time to close). A cancellation of the closing task meanwhile must end
+    that task; swallowed, a cancelled acquire would wait on in line."""
+
+    async def main() -> None:
+        started = asyncio.Event()
+        closing = asyncio.Event()
+        release = asyncio.Event()
+
+        async def events() -> AsyncGenerator[tuple[str, Any], None]:
+            try:
+                started.set()
+                await asyncio.Event().wait()  # no change ever comes
+                yield change(2, False)
+            finally:
+                closing.set()
+                await release.wait()  # the connection closes slowly
+
+        async def close_stream() -> None:
+            stream = async_watcher.WatchStream().start(events())
+            await started.wait()
+            await stream.close()
+
+        async def leave_feed() -> None:
+            feed = async_watcher.Feed("1")
+            sub = feed.subscribe()
+            feed.start(events())
+            await started.wait()
+            await sub.close()
+
+        for close in (close_stream, leave_feed):
+            started.clear()
+            closing.clear()
+            release.clear()
+            task = asyncio.ensure_future(close())
+            await asyncio.wait_for(closing.wait(), WAIT)
+            task.cancel()
+            release.set()
+            outcome = (await asyncio.gather(task, return_exceptions=True))[0]
+            assert isinstance(outcome, asyncio.CancelledError), (close.__name__, outcome)
+
+    asyncio.run(main())

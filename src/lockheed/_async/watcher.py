@@ -12,7 +12,6 @@ change through to the waiter, which decodes it itself and meets the error.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 from collections.abc import AsyncGenerator, Callable
 from contextlib import aclosing
 from typing import Any
@@ -61,9 +60,7 @@ class WatchStream:
     async def close(self) -> None:
         if self._task is None:
             return
-        self._task.cancel()
-        with contextlib.suppress(asyncio.CancelledError, Exception):
-            await self._task
+        await _stop(self._task)
 
 
 class Feed:
@@ -135,9 +132,7 @@ class Feed:
         if not self._subs:
             self.done = True
             if self._task is not None:
-                self._task.cancel()
-                with contextlib.suppress(asyncio.CancelledError, Exception):
-                    await self._task
+                await _stop(self._task)
 
 
 class Subscriber:
@@ -210,6 +205,17 @@ async def _read(
     except Exception as exc:
         return ("BROKEN", exc)
     return ("END", None)
+
+
+async def _stop(task: asyncio.Task[Any]) -> None:
+    """Cancel a reader ``task`` and wait until it has ended. Its end (cancelled,
+    or an error as it stopped) is nothing to the caller; a cancellation of the
+    caller meanwhile is, and propagates (``suppress(CancelledError)`` around
+    ``await task`` would swallow it, and a cancelled acquire would wait on)."""
+    task.cancel()
+    await asyncio.wait({task})
+    if not task.cancelled():
+        task.exception()  # retrieved, so that asyncio does not report it
 
 
 async def _get(
