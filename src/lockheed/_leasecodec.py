@@ -69,6 +69,7 @@ __all__ = [
     "API_PATH",
     "FOREVER_SECONDS",
     "STALE_MARGIN",
+    "Sightings",
     "decode_lease",
     "format_micro_time",
     "holder_expiry",
@@ -147,6 +148,39 @@ def holder_expiry(
     return expires
 
 
+class Sightings:
+    """When this process first saw each version of each lock: the latest bound on
+    the server's time then, and the monotonic time (bookkeeping, no I/O).
+
+    A version seen again (by a watch and a GET, after a reconnect or a relist)
+    keeps its first sighting; the last few versions of a lock are kept, so an
+    older answer decoded after a newer event does not re-date the newer one.
+    A forgotten version is sighted anew, which is later than the truth and so
+    only makes a contender wait longer, never a holder lose its lease early.
+    """
+
+    def __init__(self, limit: int = 4096, per_lock: int = 4):
+        self.limit, self.per_lock = limit, per_lock
+        self._seen: dict[str, dict[str, tuple[datetime, float]]] = {}
+
+    def first(
+        self, name: str, version: str, observed: datetime, mono: float
+    ) -> tuple[datetime, float]:
+        """``(observed, mono)`` of the first sighting of ``version`` of lock ``name``;
+        this sighting (now: ``observed``, ``mono``) if it is the first."""
+        versions = self._seen.get(name)
+        if versions is None:
+            if len(self._seen) >= self.limit:
+                self._seen.clear()
+            versions = self._seen[name] = {}
+        first = versions.get(version)
+        if first is None:
+            first = versions[version] = (observed, mono)
+            while len(versions) > self.per_lock:
+                del versions[next(iter(versions))]
+        return first
+
+
 def _tags(annotations: Mapping[str, str]) -> tuple[str, ...]:
     text = annotations.get(TAGS_KEY)
     if text is None:
@@ -170,7 +204,11 @@ def _optional_time(spec: Mapping[str, Any], key: str) -> datetime | None:
 
 
 def _state(
-    name: str, obj: Mapping[str, Any], annotations: Mapping[str, str], observed: datetime
+    name: str,
+    obj: Mapping[str, Any],
+    annotations: Mapping[str, str],
+    observed: datetime,
+    sighted: float | None,
 ) -> LockState:
     spec = obj.get("spec") or {}
     if not isinstance(spec, Mapping):
@@ -190,17 +228,22 @@ def _state(
     renew_time = _optional_time(spec, "renewTime")
     stamp = server_stamp(obj.get("metadata") or {})
     expires = holder_expiry(seconds, stamp, observed, renew_time)
-    return state.with_leases([Lease(holder, expires)])
+    until = None if sighted is None or expires >= NEVER else sighted + seconds
+    return state.with_leases([Lease(holder, expires, until)])
 
 
-def decode_lease(name: str, obj: Mapping[str, Any], observed: datetime) -> Record:
+def decode_lease(
+    name: str, obj: Mapping[str, Any], observed: datetime, sighted: float | None = None
+) -> Record:
     """The Record of a Lease; ``observed`` is the latest bound on the server's time
-    when this locker first saw this resourceVersion."""
+    when this locker first saw this resourceVersion, ``sighted`` the monotonic
+    time then (None: the holder's lease has no monotonic bound, only
+    :func:`holder_expiry`'s)."""
     meta = obj.get("metadata") or {}
     annotations = dict(meta.get("annotations") or {})
     version = str(meta.get("resourceVersion", ""))
     try:
-        state: LockState | None = _state(name, obj, annotations, observed)
+        state: LockState | None = _state(name, obj, annotations, observed, sighted)
         error = None
     except StateFormatError as exc:
         state, error = None, str(exc)
