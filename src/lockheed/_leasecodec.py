@@ -276,9 +276,20 @@ def _previous(old: Mapping[str, Any], key: str) -> datetime | None:
         return None
 
 
-def _spec(old: Mapping[str, Any], state: LockState, now: datetime, created: bool) -> dict[str, Any]:
+def _spec(
+    old: Mapping[str, Any],
+    state: LockState,
+    now: datetime,
+    created: bool,
+    read: Lease | None = None,
+) -> dict[str, Any]:
     lease = _one_holder(state)
     spec = dict(old)
+    if lease is not None and lease == read and lease.instance_id == old.get("holderIdentity"):
+        # The holder's lease as it was read (a waiter joining the line): its
+        # record stays its own. Re-dating it from our clock could shorten what
+        # a contender timing it from its sighting allows the holder.
+        return spec
     renewed = now
     if lease is not None and lease.instance_id == old.get("holderIdentity"):
         # Our own renewal: the latest bound on the server's time can move back a
@@ -353,7 +364,12 @@ def updated_lease(object_name: str, effect: Replace, now: datetime) -> dict[str,
     metadata.pop("managedFields", None)  # omitted: the server keeps its own
     metadata["annotations"] = _annotations(metadata.get("annotations"), effect.state, effect.meta)
     old = obj.get("spec")
-    obj["spec"] = _spec(old if isinstance(old, Mapping) else {}, effect.state, now, created=False)
+    base = effect.base.state
+    holder = next(iter(effect.state.leases), None)
+    read = base.leases.get(holder) if base is not None and holder is not None else None
+    obj["spec"] = _spec(
+        old if isinstance(old, Mapping) else {}, effect.state, now, created=False, read=read
+    )
     obj.setdefault("apiVersion", "coordination.k8s.io/v1")
     obj.setdefault("kind", "Lease")
     return obj
