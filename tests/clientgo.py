@@ -11,9 +11,13 @@ checked against the committed ``go.sum`` (``-mod=readonly``).
 
 When the program cannot be had (no ``go``, or a module cannot be downloaded)
 the calling test is skipped, and the skip reason is the first error line of
-the failing ``go`` command. The outcome is remembered for the session, so a
-failed build is tried once. :func:`find_clientgo` is the same lookup without
-pytest, for the benchmark.
+the failing ``go`` command; with ``$LOCKHEED_REQUIRE_GOLOCKHEED=1`` (which
+``.ci/run`` sets in CI, for both Go test programs) the test fails instead, so
+that CI never passes with the client-go interoperability unproven. The
+outcome is remembered for the session, so a failed build is tried once.
+:func:`find_clientgo` is the same lookup without pytest, for the benchmark;
+``python tests/clientgo.py`` builds (or finds) the program and prints its
+path, or prints why not and exits with status 1.
 """
 
 from __future__ import annotations
@@ -22,10 +26,11 @@ import hashlib
 import os
 import shutil
 import subprocess
+import sys
 import tempfile
 from pathlib import Path
 
-from golockheed import first_error_line
+from golockheed import REQUIRE_ENV, first_error_line, required
 from lockheed.testing._build import (
     BuildError,
     _build_env,
@@ -122,10 +127,26 @@ def find_clientgo() -> Path | str:
 
 
 def clientgo_binary() -> Path:
-    """The client-go program; skips the calling test when it cannot be built."""
+    """The client-go program; skips the calling test when it cannot be built,
+    or fails it when the Go test programs are required (in CI)."""
     import pytest
 
     found = find_clientgo()
     if isinstance(found, str):
+        if required():
+            pytest.fail(f"{found} (${REQUIRE_ENV} is set)", pytrace=False)
         pytest.skip(found)
     return found
+
+
+def main() -> int:
+    found = find_clientgo()
+    if isinstance(found, str):
+        print(found, file=sys.stderr)
+        return 1
+    print(found)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

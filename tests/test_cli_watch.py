@@ -24,7 +24,7 @@ from typing import IO, Any
 import pytest
 import yaml
 
-from lockheed import ConfigMapLocker, Lock, acquired, list_locks
+from lockheed import ConfigMapLocker, LeaseLocker, Lock, acquired, list_locks
 from lockheed._live import Board, Row, Style, render_table
 from lockheed.testing import ControlPlane
 
@@ -170,7 +170,7 @@ def locker(lockheed_kubeconfig: Path, lockheed_namespace: str) -> Iterator[Confi
         yield made
 
 
-def _lock(locker: ConfigMapLocker, who: str) -> Lock:
+def _lock(locker: ConfigMapLocker | LeaseLocker, who: str) -> Lock:
     return Lock("job", locker, instance_id=who).with_duration(30).with_renew_interval(5)
 
 
@@ -207,6 +207,36 @@ def test_watch_prints_one_timestamped_line_per_change_off_a_terminal(
         assert watch.stderr is not None
         assert watch.stderr.read() == ""
     assert not any("HANDED-OFF" in line for line in lines.seen if "carol" in line)
+
+
+def test_watch_backend_lease_follows_the_lease_locks_only(
+    lockheed_kubeconfig: Path, lockheed_namespace: str, locker: ConfigMapLocker
+) -> None:
+    """``--backend lease`` watches the Lease locks: their changes, and not the
+    ConfigMap lock of the same name."""
+    with LeaseLocker(lockheed_namespace, config=lockheed_kubeconfig) as leases:
+        alice, bob = (_lock(leases, who) for who in ("alice", "bob"))
+        on_configmap = _lock(locker, "carol")
+        first = alice.acquire()
+        on_configmap.acquire()
+        command = _watch_command(lockheed_kubeconfig, lockheed_namespace, "--backend", "lease")
+        with spawn(command, stderr=subprocess.PIPE) as (watch, lines):
+            lines.expect(rf"^{STAMP} job HELD by alice, token {first}, expires in \d+s$")
+            waiter = _wait_in_line(bob)
+            lines.expect(rf"^{STAMP} job LINE waiting in line: bob$")
+            alice.release()
+            waiter.join(DEADLINE)
+            assert bob.held
+            token = bob.fencing_token
+            lines.expect(rf"^{STAMP} job HANDED-OFF handed off alice -> bob \(token {token}\)$")
+            bob.release()
+            lines.expect(rf"^{STAMP} job RELEASED released by bob$")
+            watch.send_signal(signal.SIGINT)
+            assert watch.wait(DEADLINE) == 0
+            assert watch.stderr is not None
+            assert watch.stderr.read() == ""
+        on_configmap.release()
+    assert not any("carol" in line for line in lines.seen)
 
 
 @pytest.mark.parametrize("no_color", [False, True], ids=["color", "NO_COLOR"])

@@ -9,7 +9,8 @@ leaders.
 The Go side is ``tests/clientgo``: client-go v0.35.4's ``tools/leaderelection``
 with ``resourcelock.LeaseLock``, every decision client-go's own (see its
 package comment); it is built and cached by :mod:`clientgo`, and every test is
-skipped, with the ``go`` error as the reason, when it cannot be built. Go
+skipped, with the ``go`` error as the reason, when it cannot be built (it fails
+instead with ``LOCKHEED_REQUIRE_GOLOCKHEED=1``, as in CI). Go
 processes are killed at the end of each test whatever happens, and every wait
 is bounded.
 """
@@ -519,7 +520,7 @@ def test_python_elector_takes_over_once_a_killed_client_go_leaders_lease_runs_ou
     go.event("started")
     candidate = PyLeader(py, "gokilled", "py-successor")
     assert candidate.saw_other.wait(STEP)
-    killed_ns = time.monotonic_ns()
+    kill_ns = time.monotonic_ns()
     killed(go.child)
     last = lease_of(py, "gokilled")
     assert last["spec"]["holderIdentity"] == "go-killed"
@@ -536,13 +537,11 @@ def test_python_elector_takes_over_once_a_killed_client_go_leaders_lease_runs_ou
     assert py_acquired >= go_renewed + go_lease
     assert py_acquired <= expired + timedelta(seconds=RETRY + STAMP_SLACK)
     late = (py_acquired - (go_renewed + go_lease)).total_seconds() * 1000
-    after_kill = (candidate.start_ns - killed_ns) / 1e6  # both CLOCK_MONOTONIC
     request.node.user_properties.append(("python_after_go_lease_ran_out_ms", round(late)))
-    request.node.user_properties.append(("python_leads_after_kill_ms", round(after_kill)))
-    print(
-        f"\nkill -9 of client-go: Python leads {late:.0f} ms after renewTime + lease, "
-        f"{after_kill:.0f} ms after the kill"
-    )
+    after_kill = (candidate.start_ns - kill_ns) / 1e6  # a figure, not asserted
+    request.node.user_properties.append(("python_leads_after_client_go_kill_ms", round(after_kill)))
+    print(f"\nkill -9 of client-go: Python leads {late:.0f} ms after renewTime + lease")
+    print(f"kill -9 of client-go: Python leads {after_kill:.0f} ms after the kill")
     candidate.stop()
 
 
@@ -562,13 +561,14 @@ def test_client_go_takes_over_once_a_killed_python_leaders_lease_runs_out(
     go = spawn.go("elect", "lockheed-pykilled", "go-successor", *GO_TIMING)
     assert go.event("new_leader")["leader"] == "py-killed"
     go.child.out.expect(held_by_log("py-killed"), STEP)
+    kill_ns = time.monotonic_ns()
     killed(leader)
     last = lease_of(py, "pykilled")
     assert last["spec"]["holderIdentity"] == "py-killed"
     stamp = server_stamp(last["metadata"])
     assert stamp is not None
     _, _, py_lease = spec_times(last["spec"])
-    go.event("started", STEP + LEASE)
+    started = go.event("started", STEP + LEASE)["mono"]
     spec = lease_of(py, "pykilled")["spec"]
     assert spec["holderIdentity"] == "go-successor"
     assert spec["leaseTransitions"] == last["spec"]["leaseTransitions"] + 1
@@ -578,7 +578,10 @@ def test_client_go_takes_over_once_a_killed_python_leaders_lease_runs_out(
     assert go_acquired <= stamp + bound
     late = (go_acquired - (stamp + timedelta(seconds=1) + py_lease)).total_seconds() * 1000
     request.node.user_properties.append(("client_go_after_python_lease_ran_out_ms", round(late)))
+    after_kill = (started - kill_ns) / 1e6  # a figure, not asserted
+    request.node.user_properties.append(("client_go_leads_after_python_kill_ms", round(after_kill)))
     print(f"\nkill -9 of Python: client-go leads {late:.0f} ms after W + 1 s + lease")
+    print(f"kill -9 of Python: client-go leads {after_kill:.0f} ms after the kill")
     go.stop()
     go.event("exited")
 

@@ -549,6 +549,36 @@ def test_leading_block_is_cancelled_on_loss(
 
 
 @pytest.mark.lockheed_kube
+def test_a_cancelled_async_leader_releases_to_a_waiting_candidate(
+    loop_thread: LoopThread, kube_lockers: KubeLockers
+) -> None:
+    """Cancelling the task that runs an AsyncLeaderElector (as asyncio.run does on
+    Ctrl-C, or a TaskGroup when a sibling fails) is not stop(): the cancellation
+    goes on up, but on its way the work is cancelled and leadership released, so
+    a waiting candidate leads while the cancelled leader's lease is still live."""
+    api = Api("async", loop_thread)
+    locker = kube_lockers()
+    try:
+        a = Candidate(api, locker, "cancelled", "a", LONG).start()
+        a.rec.wait_for("work", "started")
+        b = Candidate(Api("sync", None), kube_lockers(), "cancelled", "b", LONG).start()
+        b.rec.wait_for("new", "a")
+        assert a.outcome.cancel()  # cancels the task running a.elector.run() on the loop
+        b.rec.wait_for("work", "started")
+        assert before_expiry(locker.clock, a.expiries[0]), "b led only once a's lease had run out"
+        a.rec.wait_for("stopped")  # told once its release has returned (b may lead sooner)
+        assert a.rec.work() == ["started", "cancelled"]
+        assert a.rec.callbacks() == [("new", "a"), ("started",), ("stopped",)]
+        assert not a.elector.is_leader and not a.lock.held
+        assert b.tokens[0] is not None and a.tokens[0] is not None and b.tokens[0] > a.tokens[0]
+        b.stop()
+        assert b.result() == "ended"
+        assert lock_is_free(locker, "cancelled")
+    finally:
+        api.close()
+
+
+@pytest.mark.lockheed_kube
 def test_leader_steps_down_at_the_renew_deadline_before_its_lease_ends(
     api: Api, kube_lockers: KubeLockers
 ) -> None:
