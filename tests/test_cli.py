@@ -424,7 +424,6 @@ def test_show_describes_holder_token_tags_and_waiters(
     # The last line is the answer; a notice before it (a retried request on a
     # busy API server) is allowed, a traceback is not.
     assert missing.stderr.splitlines()[-1] == (
-        f"lockheed: no lock 'nope' in namespace '{lockheed_namespace}'"
-        " (no configmap lockheed-nope)"
+        f"lockheed: no lock 'nope' in namespace '{lockheed_namespace}' (no configmap lockheed-nope)"
     ), missing.stderr
     assert "Traceback" not in missing.stderr

@@ -17,31 +17,51 @@ duration a Lease can hold (2**31-1 s, about 68 years) and read back as never
 expiring. A release writes what client-go's ``ReleaseOnCancel`` writes: an
 empty holder with ``leaseDurationSeconds`` 1.
 
-Expiry of a holder, whoever wrote the Lease (the rule of
-:func:`holder_expiry`). A remote ``renewTime`` is never compared with this
-host's wall clock, and a writer's clock is never trusted when the server's
-own stamp is there:
+Expiry of a holder, whoever wrote the Lease: it has run out when **either**
+rule says so. A remote ``renewTime`` is never compared with this host's wall
+clock, and a writer's clock is never trusted when the server's own stamp is
+there:
 
-1. **Server stamp.** The API server stamps every write that changes an object
-   with its own time, in ``metadata.managedFields[].time`` of the writer's
-   entry (checked on kube-apiserver v1.35 for writes by client-go and by
-   lockheed: one-second resolution, truncated; a time sent by a client is
-   replaced). The newest stamp ``W`` is the server's time of the last write,
-   so the holder's lease ends by ``W + 1 s + leaseDurationSeconds`` in server
-   time, which a contender compares with the *earliest* possible server time
-   now (:class:`~lockheed._clock.ServerClock`). A fresh candidate thus takes a
+1. **Server stamp** (:func:`holder_expiry`, in ``Lease.expires``). The API
+   server stamps every write that changes an object with its own time, in
+   ``metadata.managedFields[].time`` of the writer's entry (checked on
+   kube-apiserver v1.35 for writes by client-go and by lockheed: one-second
+   resolution, truncated; a time sent by a client is replaced). The newest
+   stamp ``W`` is the server's time of the last write, so the holder's lease
+   ends by ``W + 1 s + leaseDurationSeconds`` in server time, which a
+   contender compares with the *earliest* possible server time now
+   (:class:`~lockheed._clock.ServerClock`). A fresh candidate thus takes a
    Lease last renewed long ago at once, and a live holder whose clock is off
    is never deposed early, because ``renewTime`` plays no part. A write by
    anyone else (a label added with kubectl) only makes the wait longer.
-2. **No usable stamp** (managedFields stripped, which the server then never
+   **No usable stamp** (managedFields stripped, which the server then never
    adds back on updates; or a stamp later than our own observation, which no
-   server wrote): client-go's rule, ``leaseDurationSeconds`` after this locker
-   first saw this resourceVersion (taken at the latest bound of the server's
-   time then); and, for a plainly stale record, ``renewTime +
-   leaseDurationSeconds + STALE_MARGIN`` (60 s) if that is earlier. Only this
-   fallback trusts a writer's clock, and only to within the margin: a holder
-   whose clock is more than 60 s behind the server's may be deposed early
-   when there is no stamp.
+   server wrote): ``leaseDurationSeconds`` after this locker first saw the
+   version, taken at the latest bound of the server's time then (the
+   sighting below, as a server time); and, for a plainly stale record,
+   ``renewTime + leaseDurationSeconds + STALE_MARGIN`` (60 s) if that is
+   earlier. Only this fallback trusts a writer's clock, and only to within
+   the margin: a holder whose clock is more than 60 s behind the server's
+   may be deposed early when there is no stamp.
+2. **Sighting** (client-go's rule, in ``Lease.sighted_until``): the lease runs
+   out ``leaseDurationSeconds`` after this process first saw this
+   resourceVersion, on its *monotonic* clock (``decode_lease``'s
+   ``sighted``; :class:`Sightings` keeps the first sighting of each version,
+   whether a watch or a read brought it). Safe without any clock agreement:
+   the version was written after its writer sent it and seen after it was
+   written, so a sighting is never earlier than the truth (a forgotten or
+   late one is only later, and only makes a contender wait longer). It is
+   compared on the monotonic clock at each decision
+   (:func:`lockheed._core.sighted`), never converted into a server time at
+   decode time: the earliest bound of the server clock rises as samples
+   narrow it, which would let such a conversion end a lease up to a second
+   early. A watching contender sees each renewal within milliseconds, so
+   this is the tighter rule after a holder dies; a lease that never expires
+   has no sighting deadline.
+
+A write that keeps the holder's lease as it was read (a waiter joining the
+line) leaves the holder's spec untouched: re-dating ``renewTime`` from our
+clock could shorten what a contender timing it from its sighting allows.
 
 Failure semantics: a Lease whose holder is set but whose record cannot be
 interpreted (no positive ``leaseDurationSeconds``, an unreadable tags
