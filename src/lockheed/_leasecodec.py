@@ -75,6 +75,7 @@ annotations mean nothing on a Lease and are ignored (and kept).
 from __future__ import annotations
 
 import json
+import threading
 from collections.abc import Mapping
 from datetime import datetime, timedelta, timezone
 from types import MappingProxyType
@@ -182,12 +183,19 @@ class Sightings:
     def __init__(self, limit: int = 4096, per_lock: int = 4):
         self.limit, self.per_lock = limit, per_lock
         self._seen: dict[str, dict[str, tuple[datetime, float]]] = {}
+        self._mutex = threading.Lock()  # a sync locker decodes in watcher threads too
 
     def first(
         self, name: str, version: str, observed: datetime, mono: float
     ) -> tuple[datetime, float]:
         """``(observed, mono)`` of the first sighting of ``version`` of lock ``name``;
         this sighting (now: ``observed``, ``mono``) if it is the first."""
+        with self._mutex:
+            return self._first(name, version, observed, mono)
+
+    def _first(
+        self, name: str, version: str, observed: datetime, mono: float
+    ) -> tuple[datetime, float]:
         versions = self._seen.get(name)
         if versions is None:
             if len(self._seen) >= self.limit:
