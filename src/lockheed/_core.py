@@ -224,6 +224,14 @@ def sighted(record: Record | None, earliest: datetime, mono: float) -> Record | 
     return replace(record, state=record.state.with_leases(judged))
 
 
+def _as_read(wait: Wait, record: Record | None) -> Wait:
+    """``wait`` naming the holder's lease end as the object says it (what the
+    holder itself and every listing show); only its ``until`` is judged by sight."""
+    state = record.state if record is not None else None
+    lease = state.leases.get(wait.holder) if state is not None and wait.holder else None
+    return wait if lease is None else replace(wait, expires=lease.expires)
+
+
 def _reservation(record: Record, me: str, earliest: datetime) -> Wait | None:
     by = record.meta.get(RESERVED_BY)
     if not by or by == me:
@@ -845,6 +853,8 @@ def acquire_flow(
             )
         else:
             decision = decide(intent, judged, earliest, latest, token, free_for, can_wait)
+        if isinstance(decision, Wait) and judged is not record:
+            decision = _as_read(decision, record)
         if isinstance(decision, Refuse):
             raise decision.error
         if isinstance(decision, Accept):

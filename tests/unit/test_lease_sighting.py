@@ -166,6 +166,7 @@ def test_the_wait_wakes_at_the_earlier_expiry_and_then_takes_the_lock() -> None:
     watch = drive(flow, record)
     assert isinstance(watch, Watch) and watch.holder == "go-1"
     assert watch.until == pytest.approx(1003.001, abs=1e-5)  # not W + 1 s + 3 s (1004)
+    assert watch.expires == T0 + 4 * SECOND  # the holder's end as the object says it
     mono.now = 1003.001
     write = drive(flow, UNCHANGED)
     assert isinstance(write, Replace) and set(write.state.leases) == {"me"}
