@@ -222,6 +222,35 @@ def test_our_skewed_wall_clock_neither_steals_nor_overwaits(
         contender.release()
 
 
+class WideClock(ServerClock):
+    """A server clock that knows the server's time only to within two minutes."""
+
+    def observe(self, server: float, sent: float, received: float, resolution: float = 1.0) -> None:
+        super().observe(server - 60.0, sent, received, resolution + 120.0)
+
+
+def test_a_foreign_lease_runs_out_by_sight_however_wide_the_server_clock(
+    lockheed_namespace: str, lockheed_kubeconfig: Path, leases: Lockers
+) -> None:
+    """client-go's rule beside the server's stamp: a contender whose estimate of the
+    server's time is two minutes wide takes a Lease its holder stopped renewing
+    once the lease has run out since it first saw the record (on its monotonic
+    clock), not a minute later when the earliest server time passes the stamp;
+    and not before: right after the write the holder keeps it."""
+    writer = leases()
+    put_lease(writer, "wide", holder_spec("stopped", 3, now_server(writer)))
+    with LeaseLocker(lockheed_namespace, config=lockheed_kubeconfig, clock=WideClock()) as wide:
+        contender = Lock("wide", wide).with_duration(30)
+        with pytest.raises(LockTimeout) as info:
+            contender.acquire(blocking=False)
+        assert info.value.holder == "stopped"
+        earliest, latest = wide.clock.bounds()
+        assert latest - earliest > timedelta(seconds=100)
+        contender.acquire(timeout=20)  # the server rule alone: a minute or more
+        assert get(writer, "wide")["spec"]["holderIdentity"] == contender.instance_id
+        contender.release()
+
+
 # ------------------------------------------- a Lease without a server stamp
 
 

@@ -11,6 +11,15 @@ claims less time than it may use), a contender treats a lease as expired only
 when ``earliest`` has passed it. A host whose wall clock is off by minutes
 therefore neither steals a live lease nor waits minutes too long. Before the
 first response, the local wall clock is the only estimate.
+
+The bounds move: ``earliest`` rises (and ``latest`` falls) as samples narrow
+the interval, and both jump when it re-anchors. So a deadline counted on the
+monotonic clock (a Lease's first sighting + its duration, client-go's rule)
+must be compared on the monotonic clock, or re-derived from the bounds at the
+moment of comparison with the same offset on both sides
+(:func:`lockheed._core.sighted`); converted into a server time once and
+compared with a later ``earliest``, it could end a lease up to the interval's
+width early.
 """
 
 from __future__ import annotations

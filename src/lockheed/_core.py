@@ -16,7 +16,10 @@ Failure semantics:
 * A lease is judged expired only once the *earliest* possible server time has
   passed its expiry; a holder writes expiry from the *latest* possible server
   time. Clock skew between hosts therefore never lets a contender steal a live
-  lease (see :mod:`lockheed._clock`).
+  lease (see :mod:`lockheed._clock`). A lease that also carries a sighting
+  deadline (a Lease by other writers: client-go's rule) is expired as well
+  once this host's monotonic clock passes it (:func:`sighted`), judged at
+  each decision, never converted into server time ahead of it.
 * Go lockheed's ``reserved/*`` annotations of another instance make an
   acquire wait for the change or the reservation's expiry. Renewal and
   release of our own live lease go through (still conditional on the
@@ -77,6 +80,7 @@ __all__ = [
     "loss_margin",
     "release_flow",
     "renew_flow",
+    "sighted",
 ]
 
 RESERVED_BY: Final = "reserved/by"
@@ -194,6 +198,40 @@ class Nothing:
 
 
 Decision = Write | Wait | Refuse | Nothing | Accept
+
+
+def sighted(record: Record | None, earliest: datetime, mono: float) -> Record | None:
+    """``record`` as judged now: each lease with a sighting deadline
+    (``sighted_until``, monotonic) ends by the earlier of its two expiries.
+
+    The sighting deadline is re-derived on ``earliest``'s terms at the moment of
+    the decision, ``earliest + (sighted_until - mono)``, so whether the lease
+    is live is the monotonic comparison ``mono < sighted_until`` however the
+    server-clock estimate narrowed or re-anchored since the sighting; a
+    ``Wait`` until that expiry wakes when the monotonic deadline comes.
+    ``mono`` is the monotonic time when ``earliest`` was taken, or later.
+    """
+    if record is None or record.state is None:
+        return record
+    leases = record.state.leases.values()
+    if all(le.sighted_until is None for le in leases):
+        return record
+    judged = []
+    for lease in leases:
+        if lease.sighted_until is not None:
+            left = lease.sighted_until - mono
+            ends = earliest + max(timedelta(seconds=left), timedelta(microseconds=1))
+            lease = replace(lease, expires=min(lease.expires, earliest if left <= 0 else ends))
+        judged.append(lease)
+    return replace(record, state=record.state.with_leases(judged))
+
+
+def _as_read(wait: Wait, record: Record | None) -> Wait:
+    """``wait`` naming the holder's lease end as the object says it (what the
+    holder itself and every listing show); only its ``until`` is judged by sight."""
+    state = record.state if record is not None else None
+    lease = state.leases.get(wait.holder) if state is not None and wait.holder else None
+    return wait if lease is None else replace(wait, expires=lease.expires)
 
 
 def _reservation(record: Record, me: str, earliest: datetime) -> Wait | None:
@@ -572,7 +610,18 @@ def token_of(record: Record) -> int:
 def _write_effect(name: str, record: Record | None, decision: Write) -> Effect:
     if decision.version is None or record is None:
         return Create(name, decision.state, decision.meta)
-    return Replace(name, decision.version, decision.state, decision.meta, record)
+    state = decision.state
+    if record.state is not None and any(
+        le.sighted_until is not None for le in state.leases.values()
+    ):
+        # A lease kept from the record (only decoded leases carry a sighting) is
+        # written as it was read, not as :func:`sighted` judged it for the decision.
+        read = record.state.leases
+        state = state.with_leases(
+            read.get(le.instance_id, le) if le.sighted_until is not None else le
+            for le in state.leases.values()
+        )
+    return Replace(name, decision.version, state, decision.meta, record)
 
 
 def _written_expiry(record: Record, me: str, planned: datetime | None) -> datetime | None:
@@ -845,7 +894,10 @@ def acquire_flow(
         can_wait = not _timed_out(clock, deadline)
         if since is None and record is not cached:  # the first version this flow got
             since = _version(record)
-        decision = decide(intent, record, earliest, latest, token, free_for, can_wait, since=since)
+        judged = sighted(record, earliest, clock.monotonic())
+        decision = decide(intent, judged, earliest, latest, token, free_for, can_wait, since=since)
+        if isinstance(decision, Wait) and judged is not record:
+            decision = _as_read(decision, record)
         if isinstance(decision, Refuse):
             raise decision.error
         if isinstance(decision, Accept):
@@ -987,7 +1039,9 @@ def renew_flow(
     while True:
         sent = clock.monotonic()  # before the bounds: see acquire_flow
         earliest, latest = clock.bounds()
-        decision = decide(intent, record, earliest, latest, token)
+        decision = decide(
+            intent, sighted(record, earliest, clock.monotonic()), earliest, latest, token
+        )
         if isinstance(decision, Refuse):
             if not fresh:  # judged from our cached copy: read once to name the new holder
                 fresh = True
@@ -1055,7 +1109,9 @@ def release_flow(
         if conflicts and turn is not None and record is not None and settle_until is not None:
             record = yield from _await_turn(name, record, clock, settle_until, turn)
         earliest, latest = clock.bounds()
-        decision = decide(intent, record, earliest, token, latest)
+        decision = decide(
+            intent, sighted(record, earliest, clock.monotonic()), earliest, token, latest
+        )
         if isinstance(decision, Nothing):
             return Released(record, None if unsure else decision.reason)
         assert isinstance(decision, Write)

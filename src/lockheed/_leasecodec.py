@@ -17,31 +17,51 @@ duration a Lease can hold (2**31-1 s, about 68 years) and read back as never
 expiring. A release writes what client-go's ``ReleaseOnCancel`` writes: an
 empty holder with ``leaseDurationSeconds`` 1.
 
-Expiry of a holder, whoever wrote the Lease (the rule of
-:func:`holder_expiry`). A remote ``renewTime`` is never compared with this
-host's wall clock, and a writer's clock is never trusted when the server's
-own stamp is there:
+Expiry of a holder, whoever wrote the Lease: it has run out when **either**
+rule says so. A remote ``renewTime`` is never compared with this host's wall
+clock, and a writer's clock is never trusted when the server's own stamp is
+there:
 
-1. **Server stamp.** The API server stamps every write that changes an object
-   with its own time, in ``metadata.managedFields[].time`` of the writer's
-   entry (checked on kube-apiserver v1.35 for writes by client-go and by
-   lockheed: one-second resolution, truncated; a time sent by a client is
-   replaced). The newest stamp ``W`` is the server's time of the last write,
-   so the holder's lease ends by ``W + 1 s + leaseDurationSeconds`` in server
-   time, which a contender compares with the *earliest* possible server time
-   now (:class:`~lockheed._clock.ServerClock`). A fresh candidate thus takes a
+1. **Server stamp** (:func:`holder_expiry`, in ``Lease.expires``). The API
+   server stamps every write that changes an object with its own time, in
+   ``metadata.managedFields[].time`` of the writer's entry (checked on
+   kube-apiserver v1.35 for writes by client-go and by lockheed: one-second
+   resolution, truncated; a time sent by a client is replaced). The newest
+   stamp ``W`` is the server's time of the last write, so the holder's lease
+   ends by ``W + 1 s + leaseDurationSeconds`` in server time, which a
+   contender compares with the *earliest* possible server time now
+   (:class:`~lockheed._clock.ServerClock`). A fresh candidate thus takes a
    Lease last renewed long ago at once, and a live holder whose clock is off
    is never deposed early, because ``renewTime`` plays no part. A write by
    anyone else (a label added with kubectl) only makes the wait longer.
-2. **No usable stamp** (managedFields stripped, which the server then never
+   **No usable stamp** (managedFields stripped, which the server then never
    adds back on updates; or a stamp later than our own observation, which no
-   server wrote): client-go's rule, ``leaseDurationSeconds`` after this locker
-   first saw this resourceVersion (taken at the latest bound of the server's
-   time then); and, for a plainly stale record, ``renewTime +
-   leaseDurationSeconds + STALE_MARGIN`` (60 s) if that is earlier. Only this
-   fallback trusts a writer's clock, and only to within the margin: a holder
-   whose clock is more than 60 s behind the server's may be deposed early
-   when there is no stamp.
+   server wrote): ``leaseDurationSeconds`` after this locker first saw the
+   version, taken at the latest bound of the server's time then (the
+   sighting below, as a server time); and, for a plainly stale record,
+   ``renewTime + leaseDurationSeconds + STALE_MARGIN`` (60 s) if that is
+   earlier. Only this fallback trusts a writer's clock, and only to within
+   the margin: a holder whose clock is more than 60 s behind the server's
+   may be deposed early when there is no stamp.
+2. **Sighting** (client-go's rule, in ``Lease.sighted_until``): the lease runs
+   out ``leaseDurationSeconds`` after this process first saw this
+   resourceVersion, on its *monotonic* clock (``decode_lease``'s
+   ``sighted``; :class:`Sightings` keeps the first sighting of each version,
+   whether a watch or a read brought it). Safe without any clock agreement:
+   the version was written after its writer sent it and seen after it was
+   written, so a sighting is never earlier than the truth (a forgotten or
+   late one is only later, and only makes a contender wait longer). It is
+   compared on the monotonic clock at each decision
+   (:func:`lockheed._core.sighted`), never converted into a server time at
+   decode time: the earliest bound of the server clock rises as samples
+   narrow it, which would let such a conversion end a lease up to a second
+   early. A watching contender sees each renewal within milliseconds, so
+   this is the tighter rule after a holder dies; a lease that never expires
+   has no sighting deadline.
+
+A write that keeps the holder's lease as it was read (a waiter joining the
+line) leaves the holder's spec untouched: re-dating ``renewTime`` from our
+clock could shorten what a contender timing it from its sighting allows.
 
 Failure semantics: a Lease whose holder is set but whose record cannot be
 interpreted (no positive ``leaseDurationSeconds``, an unreadable tags
@@ -55,6 +75,7 @@ annotations mean nothing on a Lease and are ignored (and kept).
 from __future__ import annotations
 
 import json
+import threading
 from collections.abc import Mapping
 from datetime import datetime, timedelta, timezone
 from types import MappingProxyType
@@ -69,6 +90,7 @@ __all__ = [
     "API_PATH",
     "FOREVER_SECONDS",
     "STALE_MARGIN",
+    "Sightings",
     "decode_lease",
     "format_micro_time",
     "holder_expiry",
@@ -147,6 +169,46 @@ def holder_expiry(
     return expires
 
 
+class Sightings:
+    """When this process first saw each version of each lock: the latest bound on
+    the server's time then, and the monotonic time (bookkeeping, no I/O).
+
+    A version seen again (by a watch and a GET, after a reconnect or a relist)
+    keeps its first sighting; the last few versions of a lock are kept, so an
+    older answer decoded after a newer event does not re-date the newer one.
+    A forgotten version is sighted anew, which is later than the truth and so
+    only makes a contender wait longer, never a holder lose its lease early.
+    """
+
+    def __init__(self, limit: int = 4096, per_lock: int = 4):
+        self.limit, self.per_lock = limit, per_lock
+        self._seen: dict[str, dict[str, tuple[datetime, float]]] = {}
+        self._mutex = threading.Lock()  # a sync locker decodes in watcher threads too
+
+    def first(
+        self, name: str, version: str, observed: datetime, mono: float
+    ) -> tuple[datetime, float]:
+        """``(observed, mono)`` of the first sighting of ``version`` of lock ``name``;
+        this sighting (now: ``observed``, ``mono``) if it is the first."""
+        with self._mutex:
+            return self._first(name, version, observed, mono)
+
+    def _first(
+        self, name: str, version: str, observed: datetime, mono: float
+    ) -> tuple[datetime, float]:
+        versions = self._seen.get(name)
+        if versions is None:
+            if len(self._seen) >= self.limit:
+                self._seen.clear()
+            versions = self._seen[name] = {}
+        first = versions.get(version)
+        if first is None:
+            first = versions[version] = (observed, mono)
+            while len(versions) > self.per_lock:
+                del versions[next(iter(versions))]
+        return first
+
+
 def _tags(annotations: Mapping[str, str]) -> tuple[str, ...]:
     text = annotations.get(TAGS_KEY)
     if text is None:
@@ -170,7 +232,11 @@ def _optional_time(spec: Mapping[str, Any], key: str) -> datetime | None:
 
 
 def _state(
-    name: str, obj: Mapping[str, Any], annotations: Mapping[str, str], observed: datetime
+    name: str,
+    obj: Mapping[str, Any],
+    annotations: Mapping[str, str],
+    observed: datetime,
+    sighted: float | None,
 ) -> LockState:
     spec = obj.get("spec") or {}
     if not isinstance(spec, Mapping):
@@ -190,17 +256,22 @@ def _state(
     renew_time = _optional_time(spec, "renewTime")
     stamp = server_stamp(obj.get("metadata") or {})
     expires = holder_expiry(seconds, stamp, observed, renew_time)
-    return state.with_leases([Lease(holder, expires)])
+    until = None if sighted is None or expires >= NEVER else sighted + seconds
+    return state.with_leases([Lease(holder, expires, until)])
 
 
-def decode_lease(name: str, obj: Mapping[str, Any], observed: datetime) -> Record:
+def decode_lease(
+    name: str, obj: Mapping[str, Any], observed: datetime, sighted: float | None = None
+) -> Record:
     """The Record of a Lease; ``observed`` is the latest bound on the server's time
-    when this locker first saw this resourceVersion."""
+    when this locker first saw this resourceVersion, ``sighted`` the monotonic
+    time then (None: the holder's lease has no monotonic bound, only
+    :func:`holder_expiry`'s)."""
     meta = obj.get("metadata") or {}
     annotations = dict(meta.get("annotations") or {})
     version = str(meta.get("resourceVersion", ""))
     try:
-        state: LockState | None = _state(name, obj, annotations, observed)
+        state: LockState | None = _state(name, obj, annotations, observed, sighted)
         error = None
     except StateFormatError as exc:
         state, error = None, str(exc)
@@ -233,9 +304,20 @@ def _previous(old: Mapping[str, Any], key: str) -> datetime | None:
         return None
 
 
-def _spec(old: Mapping[str, Any], state: LockState, now: datetime, created: bool) -> dict[str, Any]:
+def _spec(
+    old: Mapping[str, Any],
+    state: LockState,
+    now: datetime,
+    created: bool,
+    read: Lease | None = None,
+) -> dict[str, Any]:
     lease = _one_holder(state)
     spec = dict(old)
+    if lease is not None and lease == read and lease.instance_id == old.get("holderIdentity"):
+        # The holder's lease as it was read (a waiter joining the line): its
+        # record stays its own. Re-dating it from our clock could shorten what
+        # a contender timing it from its sighting allows the holder.
+        return spec
     renewed = now
     if lease is not None and lease.instance_id == old.get("holderIdentity"):
         # Our own renewal: the latest bound on the server's time can move back a
@@ -310,7 +392,12 @@ def updated_lease(object_name: str, effect: Replace, now: datetime) -> dict[str,
     metadata.pop("managedFields", None)  # omitted: the server keeps its own
     metadata["annotations"] = _annotations(metadata.get("annotations"), effect.state, effect.meta)
     old = obj.get("spec")
-    obj["spec"] = _spec(old if isinstance(old, Mapping) else {}, effect.state, now, created=False)
+    base = effect.base.state
+    holder = next(iter(effect.state.leases), None)
+    read = base.leases.get(holder) if base is not None and holder is not None else None
+    obj["spec"] = _spec(
+        old if isinstance(old, Mapping) else {}, effect.state, now, created=False, read=read
+    )
     obj.setdefault("apiVersion", "coordination.k8s.io/v1")
     obj.setdefault("kind", "Lease")
     return obj

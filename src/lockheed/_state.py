@@ -87,10 +87,17 @@ def format_time(stamp: datetime) -> str:
 
 @dataclass(frozen=True)
 class Lease:
-    """One holder's lease. ``expires`` is :data:`NEVER` for a lease without duration."""
+    """One holder's lease. ``expires`` is :data:`NEVER` for a lease without duration.
+
+    ``sighted_until`` (a Lease by other writers, see :mod:`lockheed._leasecodec`):
+    the monotonic time (this process's clock) at which the lease runs out by
+    client-go's rule, ``leaseDurationSeconds`` after this version was first
+    seen; the core judges it on the monotonic clock (:func:`lockheed._core.sighted`).
+    """
 
     instance_id: str
     expires: datetime
+    sighted_until: float | None = field(default=None, compare=False)
 
     def live(self, now: datetime) -> bool:
         return self.expires > now

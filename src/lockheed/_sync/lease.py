@@ -7,8 +7,9 @@ the ConfigMap locker does: a read is one GET, a new lock one POST, every other
 write one PUT at the resourceVersion read, a wait one watch of that single
 Lease (by field selector). Nothing is ever listed to find one lock. The locker
 remembers, per lock, when it first saw each resourceVersion (the server's
-time, latest bound): that is client-go's rule for a Lease without a server
-stamp.
+time, latest bound, and the monotonic time): client-go's rule, a holder's
+lease runs out ``leaseDurationSeconds`` after that sighting on the monotonic
+clock, which the core applies beside the server-time rule.
 
 Failure semantics: a 409 is handed back to the core as ``CONFLICT`` (it
 re-reads and decides again); a 404 on write means the Lease was deleted (a
@@ -29,16 +30,12 @@ from .._codec import LABEL, lock_name_of, validate_object_name
 from .._core import CONFLICT, Create, Effect, Read, Replace, Watch
 from .._errors import LockBackendError
 from .._kubecfg import KubeConfigSource
-from .._leasecodec import API_PATH, decode_lease, new_lease, updated_lease
+from .._leasecodec import API_PATH, Sightings, decode_lease, new_lease, updated_lease
 from .._state import Record
 from .kube import KubeAPI
 from .sessions import Watches
 
 __all__ = ["LeaseLocker"]
-
-# First sightings remembered; past this many lock names they are forgotten, which
-# only makes a later judgement by client-go's rule wait longer.
-_SEEN_LIMIT = 4096
 
 
 class LeaseLocker:
@@ -69,7 +66,7 @@ class LeaseLocker:
         self.namespace = self.api.namespace
         self.config = self.api.config
         self.clock = self.api.clock
-        self._seen: dict[str, tuple[str, datetime]] = {}
+        self._seen = Sightings()
         self._watches = Watches(self.api, self.object_name, self._decode, self.execute)
 
     def __repr__(self) -> str:
@@ -89,15 +86,13 @@ class LeaseLocker:
         return validate_object_name(self.prefix, name)
 
     def _decode(self, name: str, obj: Any) -> Record:
-        """Decode, judging expiry with this locker's first sighting of the version."""
+        """Decode, judging expiry with this locker's first sighting of the version
+        (it was written before we received it, so a lease timed from then, on
+        the monotonic clock, ends no earlier than its holder believes)."""
         version = str((obj.get("metadata") or {}).get("resourceVersion", ""))
-        seen = self._seen.get(name)
-        if seen is None or seen[0] != version:
-            if len(self._seen) >= _SEEN_LIMIT:
-                self._seen.clear()
-            seen = (version, self.clock.bounds()[1])
-            self._seen[name] = seen
-        return decode_lease(name, obj, seen[1])
+        mono = self.clock.monotonic()
+        observed, sighted = self._seen.first(name, version, self.clock.bounds()[1], mono)
+        return decode_lease(name, obj, observed, sighted)
 
     def _now(self) -> datetime:
         return self.clock.bounds()[1]
