@@ -138,10 +138,12 @@ class SharedModel(LineModel):
             assert not any(exclusive(h) for h in others), "shared beside an exclusive holder"
         if self.limit is not None:
             assert len(others) < self.limit, "more holders than the limit"
-        if host.holding and got.token == host.token:
+        earlier = [t for t, ex in self.tokens if ex or exclusive(host)]
+        if got.token == host.token and all(t <= got.token for t in earlier):
+            # Its own lease, still stored live (held, or given up locally at its
+            # loss deadline just before): nobody it must follow came in between.
             event("took its own lease back: the same token")
         else:
-            earlier = [t for t, ex in self.tokens if ex or exclusive(host)]
             assert all(got.token > t for t in earlier), (exclusive(host), got.token, self.tokens)
             self.tokens.append((got.token, exclusive(host)))
         kind = "exclusive" if exclusive(host) else "shared"
