@@ -5,62 +5,19 @@ joined the line only to leave it."""
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta, timezone
-from typing import Any
-
 import pytest
 
+from line_world import NAME, World
 from lockheed import Lock, LockTimeout, MemoryLocker
 from lockheed._core import (
     CLAIM_WINDOW,
     Acquired,
-    Flow,
-    Intent,
     Read,
     Sleep,
     Watch,
     acquire_flow,
     release_flow,
 )
-from lockheed._queue import read_queue
-
-NAME = "jobs"
-
-
-class World:
-    def __init__(self) -> None:
-        self.mono = 100.0
-        self.wall = datetime(2026, 11, 30, 7, tzinfo=timezone.utc).timestamp()
-        self.store = MemoryLocker(wall=lambda: self.wall, monotonic=lambda: self.mono)
-
-    def advance(self, seconds: float) -> None:
-        self.mono += seconds
-        self.wall += seconds
-
-    def intent(self, who: str) -> Intent:
-        return Intent(NAME, who, timedelta(seconds=60))
-
-    def until_wait(self, flow: Flow) -> Watch:
-        """Run ``flow`` until it waits (it has joined the line); return that wait."""
-        result: Any = None
-        while True:
-            effect = flow.send(result)
-            if isinstance(effect, Watch):
-                return effect
-            result = self.store.execute(effect)
-
-    def finish(self, flow: Flow) -> Any:
-        result: Any = None
-        while True:
-            try:
-                effect = flow.send(result)
-            except StopIteration as done:
-                return done.value
-            result = self.store.execute(effect)
-
-    def line(self) -> list[str]:
-        record = self.store.execute(Read(NAME))
-        return [w.instance_id for w in read_queue(record.meta)]
 
 
 def test_newcomers_joining_behind_do_not_stall_a_waiter_behind_dead_ones() -> None:
