@@ -183,6 +183,53 @@ def test_every_public_name_belongs_to_lockheed(name: str) -> None:
         assert repr(obj) == f"<class 'lockheed.{name}'>"
 
 
+# ------------------------------------------------------- what import loads
+
+# What ``import lockheed`` must leave unloaded: a thread that only takes a lock
+# needs none of it (the HTTP client until a locker connects, asyncio and the
+# asyncio API, the leader electors, urllib.request for proxy settings).
+DEFERRED = (
+    "httpx2",
+    "lightkube",
+    "asyncio",
+    "urllib.request",
+    "lockheed._election",
+    "lockheed._async",
+    "lockheed._sync.election",
+    "importlib.metadata",
+)
+_LOADED = """
+import sys, lockheed
+print(sorted(m for m in sys.modules if m in {deferred!r} or m.startswith("lockheed._async.")))
+"""
+
+
+def test_import_leaves_the_heavy_modules_unloaded() -> None:
+    code = _LOADED.format(deferred=set(DEFERRED))
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+
+    assert done.stdout.strip() == "[]"
+
+
+def test_lazy_names_are_the_private_ones_and_listed() -> None:
+    code = (
+        "import sys, lockheed\n"
+        "from lockheed._async.lock import AsyncLock\n"
+        "from lockheed._sync.election import LeaderElector\n"
+        "assert set(lockheed.__all__) <= set(dir(lockheed)), 'dir() misses public names'\n"
+        "assert lockheed.AsyncLock is AsyncLock and lockheed.LeaderElector is LeaderElector\n"
+        "assert 'AsyncLock' in vars(lockheed)\n"
+        "assert AsyncLock.__module__ == LeaderElector.__module__ == 'lockheed'\n"
+        "ns = {}\n"
+        "exec('from lockheed import *', ns)\n"
+        "assert sorted(k for k in ns if k != '__builtins__') == sorted(lockheed.__all__)\n"
+        "print('ok')\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+
+    assert (done.returncode, done.stdout.strip()) == (0, "ok"), done.stderr
+
+
 WHEN = datetime(2026, 1, 2, 3, 4, 5, tzinfo=timezone.utc)
 ERRORS = [
     LockError("m", lock="a", holder="h"),

@@ -33,18 +33,13 @@ its ``__module__`` is ``"lockheed"``, so reprs, tracebacks and pickles say
 ``lockheed.Lock``, ``lockheed.LockTimeout``, and stay valid whatever the
 private layout. ``lockheed.__version__`` is the installed distribution's
 version (read on first use, so importing lockheed does not load
-:mod:`importlib.metadata`).
+:mod:`importlib.metadata`). The asyncio API and the leader electors are
+imported on first use of their names too, so a program that only takes locks
+from threads never loads :mod:`asyncio`.
 """
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
-from ._async.configmap import AsyncConfigMapLocker
-from ._async.election import AsyncLeaderElector
-from ._async.lease import AsyncLeaseLocker
-from ._async.listing import alist_locks
-from ._async.lock import AsyncLock
-from ._async.memory import AsyncMemoryLocker
-from ._async.semaphore import AsyncSemaphore
 from ._conditions import (
     Condition,
     Field,
@@ -73,12 +68,35 @@ from ._events import Event, EventCode
 from ._listing import Holder, LockInfo
 from ._locker import AsyncLocker, Locker
 from ._sync.configmap import ConfigMapLocker
-from ._sync.election import LeaderElector
 from ._sync.lease import LeaseLocker
 from ._sync.listing import list_locks
 from ._sync.lock import Lock
 from ._sync.memory import MemoryLocker
 from ._sync.semaphore import Semaphore
+
+# Imported on first use (PEP 562): the asyncio API (asyncio itself and the
+# async shells) and the leader electors, which a thread that only takes a lock
+# never needs. Name -> private module.
+_LAZY = {
+    "AsyncConfigMapLocker": "._async.configmap",
+    "AsyncLeaderElector": "._async.election",
+    "AsyncLeaseLocker": "._async.lease",
+    "AsyncLock": "._async.lock",
+    "AsyncMemoryLocker": "._async.memory",
+    "AsyncSemaphore": "._async.semaphore",
+    "LeaderElector": "._sync.election",
+    "alist_locks": "._async.listing",
+}
+
+if TYPE_CHECKING:
+    from ._async.configmap import AsyncConfigMapLocker
+    from ._async.election import AsyncLeaderElector
+    from ._async.lease import AsyncLeaseLocker
+    from ._async.listing import alist_locks
+    from ._async.lock import AsyncLock
+    from ._async.memory import AsyncMemoryLocker
+    from ._async.semaphore import AsyncSemaphore
+    from ._sync.election import LeaderElector
 
 __all__ = [
     "AsyncConfigMapLocker",
@@ -124,7 +142,8 @@ __all__ = [
 ]
 
 for _name in __all__:
-    globals()[_name].__module__ = __name__
+    if _name not in _LAZY:
+        globals()[_name].__module__ = __name__
 del _name
 
 _UNKNOWN_VERSION = "0+unknown"
@@ -133,7 +152,18 @@ __version__: str  # bound on first use by __getattr__
 
 if not TYPE_CHECKING:  # so that type checkers still catch misspelt names
 
-    def __getattr__(name: str) -> str:
+    def __getattr__(name: str) -> Any:
+        if name in _LAZY:
+            import importlib
+            import sys
+
+            importlib.import_module(_LAZY[name], __name__)
+            for lazy, module in _LAZY.items():  # this one and any its module brought in
+                if (loaded := sys.modules.get(__name__ + module)) is not None:
+                    obj = getattr(loaded, lazy)
+                    obj.__module__ = __name__
+                    globals()[lazy] = obj
+            return globals()[name]
         if name == "__version__":
             from importlib.metadata import PackageNotFoundError, version
 
@@ -145,5 +175,8 @@ if not TYPE_CHECKING:  # so that type checkers still catch misspelt names
             return found
         raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
+    def __dir__() -> list[str]:
+        return sorted(set(globals()) | set(__all__))
 
-del TYPE_CHECKING
+
+del TYPE_CHECKING, Any

@@ -26,7 +26,6 @@ import base64
 import json
 import os
 import ssl
-import urllib.request
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -113,6 +112,8 @@ class Endpoint:
 
 
 def _proxied(scheme: str, host: str) -> bool:
+    import urllib.request  # here, not at import: it is a tenth of ``import lockheed``
+
     proxies = urllib.request.getproxies_environment()
     if not (proxies.get(scheme) or proxies.get("all")):
         return False

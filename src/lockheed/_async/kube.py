@@ -27,9 +27,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import AsyncGenerator, Callable
-from typing import Any
-
-import httpx2 as httpx
+from typing import TYPE_CHECKING, Any
 
 from .. import _observe
 from .._clock import ServerClock
@@ -46,6 +44,9 @@ from .._kubecfg import (
     retry_after,
 )
 from .http1 import Http1Pool
+
+if TYPE_CHECKING:
+    import httpx2 as httpx
 
 __all__ = ["AsyncKubeAPI"]
 
@@ -127,6 +128,8 @@ class AsyncKubeAPI:
                     f"{method} {self.resource}{path}: {exc!r}", lock=lock, transient=True
                 ) from exc
         else:
+            import httpx2 as httpx  # loaded already: it made self.client
+
             headers = {"Content-Type": "application/json"} if content is not None else None
             try:
                 resp = await self.client.request(
@@ -180,6 +183,8 @@ class AsyncKubeAPI:
             params["resourceVersion"] = version
         params["timeoutSeconds"] = str(300 if timeout is None else max(1, int(timeout) + 1))
         read = None if timeout is None else max(0.001, timeout)
+        import httpx2 as httpx  # loaded already: it made self.watch_client
+
         tmo = httpx.Timeout(request_timeout(), read=read)
         answered = False
         try:
