@@ -403,7 +403,7 @@ def _lat(res: dict[str, Latency | NotMeasured], key: str) -> Latency | None:
 
 
 def _request_target(
-    res: Results, ops: Sequence[str], limit: float, go_op: str, what: str
+    res: Results, ops: Sequence[str], limit: float, go_op: str, what: str, why: str = ""
 ) -> Verdict:
     measured_go = _ops_of(res, GO_KEY, go_op)
     go = measured_go if measured_go is not None else GO_REQUESTS[go_op][0]
@@ -425,12 +425,25 @@ def _request_target(
         measured,
         "met" if worst <= limit + 1e-9 else "not met",
         f"{_ratio(worst / go)} Go's",
+        why,
     )
+
+
+# Why creating a lock takes a write more than taking an existing one (docs/concepts.md).
+NEW_LOCK_WHY = (
+    "created free, then taken: a fencing token is the version its write replaces, so it "
+    "is known before the write and written with it; a create replaces nothing, and a 404 "
+    "names no revision above the tokens of an earlier object of that name (deleted and "
+    "created again), so a lock created held could hand out a smaller token"
+)
 
 
 def targets(res: Results) -> list[Verdict]:
     out = [
-        _request_target(res, ("acquire-new", "acquire-free"), 2, "acquire-free", "acquire"),
+        _request_target(res, ("acquire-free",), 2, "acquire-free", "acquire"),
+        _request_target(
+            res, ("acquire-new",), 3, "acquire-new", "acquire of a new lock", NEW_LOCK_WHY
+        ),
         _request_target(res, ("renew",), 1, "renew", "renew"),
         _request_target(res, ("release",), 2, "release", "release"),
     ]
