@@ -1,9 +1,11 @@
-"""Helpers for the lock tests: request counting, and running the asyncio API
-from the same test code as the sync API."""
+"""Helpers for the lock tests: request counting, running the asyncio API
+from the same test code as the sync API, and the command line's argv."""
 
 from __future__ import annotations
 
 import asyncio
+import os
+import sys
 import threading
 import weakref
 from collections import Counter
@@ -29,6 +31,23 @@ from lockheed._core import Effect
 from lockheed._errors import LockBackendError
 
 T = TypeVar("T")
+
+
+def lockheed_argv(
+    *args: str,
+    kubeconfig: str | os.PathLike[str] | None = None,
+    namespace: str | None = None,
+) -> list[str]:
+    """The argv of ``python -m lockheed`` with ``args``; the cluster options given
+    (``--kubeconfig``, ``--namespace``) go right after the subcommand ``args[0]``,
+    ahead of its own arguments and of a ``--`` and the command after it."""
+    cluster: list[str] = []
+    if kubeconfig is not None:
+        cluster += ["--kubeconfig", os.fspath(kubeconfig)]
+    if namespace is not None:
+        cluster += ["--namespace", namespace]
+    return [sys.executable, "-m", "lockheed", *args[:1], *cluster, *args[1:]]
+
 
 # Requests counters by the sync locker they count for; async twins count into the same.
 _COUNTERS: weakref.WeakKeyDictionary[Any, Requests] = weakref.WeakKeyDictionary()

@@ -17,6 +17,7 @@ import yaml
 from lockheed import ConfigMapLocker, LeaseLocker, Lock, tags_contain
 from lockheed._codec import LABEL
 from lockheed.testing import Cluster
+from support import lockheed_argv
 
 pytestmark = pytest.mark.lockheed_kube
 
@@ -24,8 +25,7 @@ pytestmark = pytest.mark.lockheed_kube
 def cli(
     kubeconfig: Path, namespace: str, *args: str, **kw: Any
 ) -> subprocess.CompletedProcess[str]:
-    command = [sys.executable, "-m", "lockheed", args[0], "--kubeconfig", str(kubeconfig)]
-    command += ["--namespace", namespace, *args[1:]]
+    command = lockheed_argv(*args, kubeconfig=kubeconfig, namespace=namespace)
     return subprocess.run(command, capture_output=True, text=True, timeout=60, check=False, **kw)
 
 
@@ -74,9 +74,11 @@ def test_run_stops_the_command_when_the_lock_is_lost(
     lockheed_kubeconfig: Path, lockheed_namespace: str
 ) -> None:
     args = ["run", "victim", "--duration", "4", "--renew", "0.5", "--tag", "preemptible"]
-    command = [sys.executable, "-m", "lockheed", args[0], "--kubeconfig", str(lockheed_kubeconfig)]
-    command += ["--namespace", lockheed_namespace, *args[1:], "--", sys.executable, "-c"]
-    command += ["import sys,time; print('working', flush=True); time.sleep(60)"]
+    command = lockheed_argv(
+        *args, "--", sys.executable, "-c",
+        "import sys,time; print('working', flush=True); time.sleep(60)",
+        kubeconfig=lockheed_kubeconfig, namespace=lockheed_namespace,
+    )  # fmt: skip
     with subprocess.Popen(
         command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
     ) as proc:
@@ -217,9 +219,12 @@ def test_a_bad_kubeconfig_is_one_clear_line(
     if content is not None:
         kubeconfig = tmp_path / "kubeconfig"
         kubeconfig.write_text(content)
-    command = [sys.executable, "-m", "lockheed", args[0], "--kubeconfig", str(kubeconfig)]
     done = subprocess.run(
-        [*command, *args[1:]], capture_output=True, text=True, timeout=60, check=False
+        lockheed_argv(*args, kubeconfig=kubeconfig),
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
     )
     assert done.returncode == 1
     (line,) = done.stderr.splitlines()
@@ -365,7 +370,7 @@ def test_context_chooses_the_cluster_and_namespace(
         Lock("in-ops", locker),
     ):
         pass
-    base = [sys.executable, "-m", "lockheed", "list", "--kubeconfig", str(kubeconfig)]
+    base = lockheed_argv("list", kubeconfig=kubeconfig)
     done = subprocess.run(
         [*base, "--context", "ops", "-o", "name"], capture_output=True, text=True, check=False
     )

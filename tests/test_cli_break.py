@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import json
 import subprocess
-import sys
 import threading
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
@@ -17,6 +16,7 @@ import pytest
 from lockheed import ConfigMapLocker, LeaseLocker, Lock, LockLost, LockTimeout
 from lockheed._codec import LABEL
 from lockheed.testing import Cluster
+from support import lockheed_argv
 
 pytestmark = pytest.mark.lockheed_kube
 
@@ -26,8 +26,7 @@ TIMEOUT = 60.0
 def lockheed(
     kubeconfig: Path, namespace: str, *args: str, stdin: str = ""
 ) -> subprocess.CompletedProcess[str]:
-    command = [sys.executable, "-m", "lockheed", *args, "--kubeconfig", str(kubeconfig)]
-    command += ["--namespace", namespace]
+    command = lockheed_argv(*args, kubeconfig=kubeconfig, namespace=namespace)
     return subprocess.run(
         command, input=stdin, capture_output=True, text=True, timeout=TIMEOUT, check=False
     )
@@ -157,8 +156,13 @@ def test_a_change_made_while_it_asks_is_never_overwritten(
     with ConfigMapLocker(lockheed_namespace, config=lockheed_kubeconfig) as locker:
         first = Lock("nightly", locker).with_duration(600)
         first.acquire()
-        command = [sys.executable, "-m", "lockheed", "break", "nightly", "--force"]
-        command += ["--kubeconfig", str(lockheed_kubeconfig), "--namespace", lockheed_namespace]
+        command = lockheed_argv(
+            "break",
+            "nightly",
+            "--force",
+            kubeconfig=lockheed_kubeconfig,
+            namespace=lockheed_namespace,
+        )
         with subprocess.Popen(
             command,
             stdin=subprocess.PIPE,

@@ -18,6 +18,7 @@ from lockheed import ConfigMapLocker, Lock
 from lockheed._cli import parser
 from lockheed._cli_complete import _commands
 from lockheed.testing._build import cache_dir
+from support import lockheed_argv
 
 BIN = Path(sys.executable).parent
 PUBLIC = ["run", "elect", "list", "show", "break", "watch", "demo", "completion"]
@@ -25,7 +26,7 @@ PUBLIC = ["run", "elect", "list", "show", "break", "watch", "demo", "completion"
 
 def lockheed(*args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-m", "lockheed", *args],
+        lockheed_argv(*args),
         capture_output=True,
         text=True,
         timeout=60,

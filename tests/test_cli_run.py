@@ -26,7 +26,7 @@ import pytest
 from child_output import Lines
 from lockheed import Lock, LockLost, LockTimeout, acquired, list_locks
 from lockheed._cli import main
-from support import ConfigMapLockers
+from support import ConfigMapLockers, lockheed_argv
 
 pytestmark = pytest.mark.lockheed_kube
 
@@ -83,16 +83,10 @@ def start_run(lockheed_kubeconfig: Path, lockheed_namespace: str) -> Iterator[St
     runs: list[Run] = []
 
     def start(name: str, *options: str, command: list[str]) -> Run:
-        argv = [
-            sys.executable,
-            "-m",
-            "lockheed",
-            "run",
-            name,
-            "--kubeconfig",
-            str(lockheed_kubeconfig),
-        ]
-        argv += ["--namespace", lockheed_namespace, *options, "--", *command]
+        argv = lockheed_argv(
+            "run", name, *options, "--", *command,
+            kubeconfig=lockheed_kubeconfig, namespace=lockheed_namespace,
+        )  # fmt: skip
         process = subprocess.Popen(
             argv,
             stdin=subprocess.PIPE,
@@ -225,16 +219,10 @@ def test_exit_statuses_and_the_lock_released(
         script.write_text("#!/bin/sh\necho should not run\n")
         script.chmod(0o644)
         command = [str(script)]
-    argv = [
-        sys.executable,
-        "-m",
-        "lockheed",
-        "run",
-        "job",
-        "--kubeconfig",
-        str(lockheed_kubeconfig),
-    ]
-    argv += ["--namespace", lockheed_namespace, "--duration", "60", "--", *command]
+    argv = lockheed_argv(
+        "run", "job", "--duration", "60", "--", *command,
+        kubeconfig=lockheed_kubeconfig, namespace=lockheed_namespace,
+    )  # fmt: skip
     done = subprocess.run(argv, capture_output=True, text=True, timeout=STARTUP, check=False)
     assert done.returncode == status, done.stderr
     assert "Traceback" not in done.stderr
@@ -303,16 +291,10 @@ def test_no_wait_gives_up_at_once_when_the_lock_is_held(
     locker = configmap_locker()
     holder = Lock("busy", locker).with_duration(60)
     holder.acquire()
-    argv = [
-        sys.executable,
-        "-m",
-        "lockheed",
-        "run",
-        "busy",
-        "--kubeconfig",
-        str(lockheed_kubeconfig),
-    ]
-    argv += ["-n", lockheed_namespace, "--no-wait", "--", "echo", "the command ran"]
+    argv = lockheed_argv(
+        "run", "busy", "--no-wait", "--", "echo", "the command ran",
+        kubeconfig=lockheed_kubeconfig, namespace=lockheed_namespace,
+    )  # fmt: skip
     done = subprocess.run(argv, capture_output=True, text=True, timeout=STARTUP, check=False)
     assert done.returncode == 73
     assert done.stdout == ""  # the command never ran
@@ -379,16 +361,9 @@ def test_force_if_takes_over_only_when_the_condition_holds(
     lost = threading.Event()
     holder.on_lost(lambda exc: lost.set())
     holder.with_renew_interval(0.5).acquire()
-    argv = [
-        sys.executable,
-        "-m",
-        "lockheed",
-        "run",
-        "batch",
-        "--kubeconfig",
-        str(lockheed_kubeconfig),
-    ]
-    argv += ["-n", lockheed_namespace, "--no-wait"]
+    argv = lockheed_argv(
+        "run", "batch", "--no-wait", kubeconfig=lockheed_kubeconfig, namespace=lockheed_namespace
+    )
 
     def run(*options: str) -> subprocess.CompletedProcess[str]:
         return subprocess.run(

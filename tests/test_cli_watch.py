@@ -12,7 +12,6 @@ import queue
 import re
 import signal
 import subprocess
-import sys
 import tempfile
 import threading
 import time
@@ -27,6 +26,7 @@ import yaml
 from lockheed import ConfigMapLocker, LeaseLocker, Lock, acquired, list_locks
 from lockheed._live import Board, Row, Style, render_table
 from lockheed.testing import ControlPlane
+from support import lockheed_argv
 
 DEADLINE = 60.0
 STAMP = r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z"
@@ -151,17 +151,7 @@ class Terminal:
 
 
 def _watch_command(kubeconfig: Path, namespace: str, *args: str) -> list[str]:
-    return [
-        sys.executable,
-        "-m",
-        "lockheed",
-        "watch",
-        "--kubeconfig",
-        str(kubeconfig),
-        "-n",
-        namespace,
-        *args,
-    ]
+    return lockheed_argv("watch", *args, kubeconfig=kubeconfig, namespace=namespace)
 
 
 @pytest.fixture
@@ -301,8 +291,8 @@ def test_watch_all_namespaces_names_the_namespace(
     lockheed_kubeconfig: Path, lockheed_namespace: str, locker: ConfigMapLocker
 ) -> None:
     token = _lock(locker, "alice").acquire()
-    command = [sys.executable, "-m", "lockheed", "watch", "--kubeconfig", str(lockheed_kubeconfig)]
-    with spawn([*command, "-A", "job"]) as (watch, lines):
+    command = lockheed_argv("watch", "-A", "job", kubeconfig=lockheed_kubeconfig)
+    with spawn(command) as (watch, lines):
         lines.expect(rf"^{STAMP} {lockheed_namespace}/job HELD by alice, token {token}, ")
         watch.send_signal(signal.SIGINT)
         assert watch.wait(DEADLINE) == 0
@@ -336,8 +326,9 @@ def test_watch_refuses_a_bad_selection_exactly_as_list_does(
 ) -> None:
     def run(command: str) -> subprocess.CompletedProcess[str]:
         return subprocess.run(
-            [sys.executable, "-m", "lockheed", command, *option, "-n", lockheed_namespace,
-             "--kubeconfig", str(lockheed_kubeconfig)],
+            lockheed_argv(
+                command, *option, kubeconfig=lockheed_kubeconfig, namespace=lockheed_namespace
+            ),
             capture_output=True, text=True, timeout=DEADLINE, check=False,
         )  # fmt: skip
 
@@ -422,7 +413,7 @@ def test_watch_and_demo_take_context(
 ) -> None:
     kubeconfig = _with_contexts(lockheed_kubeconfig, lockheed_namespace, tmp_path / "config")
     token = _lock(locker, "alice").acquire()
-    base = [sys.executable, "-m", "lockheed", "watch", "--kubeconfig", str(kubeconfig)]
+    base = lockheed_argv("watch", kubeconfig=kubeconfig)
     with spawn([*base, "--context", "ops"]) as (watch, lines):  # the context's namespace
         lines.expect(rf"^{STAMP} job HELD by alice, token {token}, ")
         watch.send_signal(signal.SIGINT)
@@ -451,7 +442,7 @@ def test_watch_and_demo_take_context(
 
 
 def _demo_command(*args: str) -> list[str]:
-    return [sys.executable, "-m", "lockheed", "demo", *args]
+    return lockheed_argv("demo", *args)
 
 
 def test_demo_shows_turns_a_crash_and_rising_tokens(

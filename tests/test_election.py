@@ -51,7 +51,7 @@ from lockheed._election import (
     retryable,
 )
 from lockheed._errors import LockBackendError, LockConflict, LockForbidden, LockStateError
-from support import Api, ConfigMapLockers, FlakyLocker, LoopThread, Requests
+from support import Api, ConfigMapLockers, FlakyLocker, LoopThread, Requests, lockheed_argv
 from test_processes import check_holds, parse_holds
 
 WORKER = Path(__file__).with_name("elect_worker.py")
@@ -768,9 +768,10 @@ class Elect:
     line by line."""
 
     def __init__(self, kubeconfig: Path, namespace: str, *args: str, command: Sequence[str]):
-        prefix = [sys.executable, "-m", "lockheed", "elect", "--kubeconfig", str(kubeconfig)]
         self.process = subprocess.Popen(
-            [*prefix, "--namespace", namespace, *args, "--", *command],
+            lockheed_argv(
+                "elect", *args, "--", *command, kubeconfig=kubeconfig, namespace=namespace
+            ),
             stdin=subprocess.DEVNULL,
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,

@@ -33,7 +33,7 @@ from lockheed._core import UNCHANGED, Read, Watch
 from lockheed._queue import read_queue
 from lockheed._shared_core import EXCLUSIVE_KEY, LIMIT_KEY, read_tokens
 from lockheed._state import Record, encode_state
-from support import Api, Requests
+from support import Api, Requests, lockheed_argv
 
 WAIT = 60.0
 
@@ -370,7 +370,7 @@ def test_lockheed_run_shared_and_limit_and_list_shows_type_and_holders(
     cluster = ["--kubeconfig", str(lockheed_kubeconfig), "--namespace", lockheed_namespace]
 
     def lockheed(*args: str) -> subprocess.CompletedProcess[str]:
-        argv = [sys.executable, "-m", "lockheed", *args]
+        argv = lockheed_argv(*args)
         return subprocess.run(argv, capture_output=True, text=True, timeout=WAIT, check=False)
 
     def run(name: str, *options: str) -> subprocess.CompletedProcess[str]:

@@ -12,7 +12,6 @@ import asyncio
 import functools
 import itertools
 import subprocess
-import sys
 import threading
 from collections import Counter
 from collections.abc import Callable, Iterator
@@ -34,7 +33,7 @@ from lockheed import (
 )
 from lockheed._core import Read, Watch
 from lockheed._state import Record
-from support import Api, ConfigMapLockers, LoopThread, Requests, SyncFacade
+from support import Api, ConfigMapLockers, LoopThread, Requests, SyncFacade, lockheed_argv
 
 pytestmark = pytest.mark.lockheed_kube
 
@@ -311,16 +310,10 @@ def test_lockheed_run_that_gives_up_leaves_no_entry(
     holder = Lock("job", configmap_locker()).with_duration(60)
     holder.acquire()
     line = watch_line("job")
-    argv = [
-        sys.executable,
-        "-m",
-        "lockheed",
-        "run",
-        "job",
-        "--kubeconfig",
-        str(lockheed_kubeconfig),
-    ]
-    argv += ["--namespace", lockheed_namespace, "--duration", "30", "--timeout", "3", "--", "true"]
+    argv = lockheed_argv(
+        "run", "job", "--duration", "30", "--timeout", "3", "--", "true",
+        kubeconfig=lockheed_kubeconfig, namespace=lockheed_namespace,
+    )  # fmt: skip
     done = subprocess.run(argv, capture_output=True, text=True, timeout=WAIT, check=False)
     assert done.returncode == 73, done.stderr
     assert holder.instance_id in done.stderr
