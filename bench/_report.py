@@ -440,7 +440,7 @@ NEW_LOCK_WHY = (
 
 def targets(res: Results) -> list[Verdict]:
     out = [
-        _request_target(res, ("acquire-free",), 2, "acquire-free", "acquire"),
+        _request_target(res, ("acquire-free",), 2, "acquire-free", "acquire of an existing lock"),
         _request_target(
             res, ("acquire-new",), 3, "acquire-new", "acquire of a new lock", NEW_LOCK_WHY
         ),
