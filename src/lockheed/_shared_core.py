@@ -554,17 +554,22 @@ def release_turn(
         mine = (tokens.get(me, never), me)
         live = {le.instance_id for le in state.live_leases(earliest)}
         known.update(live - {me})
-        before = sum((tokens.get(who, never), who) < mine for who in live if who != me)
-        if before:
-            return TURN_GAP * (1 + before)
         queued = {w.instance_id for w in read_queue(record.meta)}
         now = clock.monotonic()
         left = 0.0
         for who in known:
             if who in live or who in queued:
+                gone_since.pop(who, None)
                 continue
+            # Dated from the first version that showed it gone, also while we
+            # waited for those before us: one that does not come back (a
+            # reader asking next as a writer, under another instance ID) then
+            # costs a TURN_GAP once, not once more for each holder in turn.
             first = gone_since.setdefault(who, now)
             left = max(left, first + TURN_GAP - now)
+        before = sum((tokens.get(who, never), who) < mine for who in live if who != me)
+        if before:
+            return TURN_GAP * (1 + before)
         return left
 
     return waits

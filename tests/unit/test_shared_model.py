@@ -306,6 +306,26 @@ def test_holders_release_in_the_order_they_came_in_each_after_the_last_leavers_j
     assert not waits(left)
 
 
+def test_a_leaver_that_does_not_come_back_costs_the_holders_behind_one_gap_in_all() -> None:
+    """A holder that leaves and does not join the line again (a reader that next
+    asks as a writer, under another instance ID) is waited for TURN_GAP from
+    when a holder behind first saw it gone, also while that holder was still
+    waiting for those before it: not a TURN_GAP more by each holder in turn."""
+    m = SemaphoreModel()
+    for i in (1, 2, 3):
+        m.acquire(i, None)
+    h3 = m.hosts[3]
+    got = m.store.execute(Read(NAME))
+    waits = release_turn(h3.clock, m.intent(h3), (None, got))
+    m.release(1)  # h1 leaves for good
+    assert waits(m.store.execute(Read(NAME)))  # h2 came in before h3 and holds
+    m.advance(1)  # longer than TURN_GAP: h1 is not coming back
+    m.release(2)
+    m.acquire(2, None)  # h2 is back at once (it re-enters: a place was free)
+    assert m.hosts[2].holding
+    assert not waits(m.store.execute(Read(NAME)))  # h3's turn now, h1 not awaited again
+
+
 def test_a_release_waits_for_its_turn_on_the_open_watch_without_requests() -> None:
     m = SemaphoreModel()
     for i in (1, 2):
