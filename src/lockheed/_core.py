@@ -803,12 +803,20 @@ def _line_changes(before: Record | None, after: Record | None, me: str) -> int:
     return len((was ^ now) - {me})
 
 
-def _newcomers(before: Record | None, after: Record | None, me: str) -> int:
-    """How many others joined the line between ``before`` and ``after``."""
+def _newcomers(
+    before: Record | None, after: Record | None, me: str, entered: bool = False
+) -> int:
+    """How many others joined the line between ``before`` and ``after``;
+    ``entered`` (the shared kinds', where many enter without joining): also
+    how many others took a lease."""
     if after is None:
         return 0
     known = {w.instance_id for w in read_queue(before.meta)} if before is not None else set()
-    return sum(w.instance_id not in known and w.instance_id != me for w in read_queue(after.meta))
+    n = sum(w.instance_id not in known and w.instance_id != me for w in read_queue(after.meta))
+    if entered and after.state is not None:
+        had = before.state.leases if before is not None and before.state is not None else {}
+        n += sum(who not in had and who != me for who in after.state.leases)
+    return n
 
 
 def _version(record: Record | None) -> int | None:
@@ -855,8 +863,9 @@ def acquire_flow(
     on, a predicate under which a newer version changes nothing for the waiter.
     ``watch_only`` (the shared kinds'): after every conflict the newer version
     comes from the watch (a read only if it shows none in time), and when two
-    or more newcomers made the write fail, the pause is spread over as many
-    writes' time as joined (:func:`_spread`), then the flow reads.
+    or more newcomers (joining the line, or entering without joining) made
+    the write fail, the pause is spread over as many writes' time as came
+    (:func:`_spread`), then the flow reads.
 
     The acquire's place in line is dated by the first version it decides on
     (``since`` of :func:`decide_acquire`): the cached object's if it was received
@@ -960,10 +969,10 @@ def acquire_flow(
             # contenders are joining at once; pause, then look again.
             # Two or more joined since our copy: a crowd (one is the usual race
             # with a holder joining again, retried at once).
-            crowd = crowd + 1 if _newcomers(before, record, intent.instance_id) > 1 else 0
+            joined = _newcomers(before, record, intent.instance_id, entered=watch_only)
+            crowd = crowd + 1 if joined > 1 else 0
             if crowd and not late:
-                if watch_only:  # spread over as many writes' time as joined at once
-                    joined = _newcomers(before, record, intent.instance_id)
+                if watch_only:  # spread over as many writes' time as joined (or entered) at once
                     yield from _spread(name, clock, deadline, rng, joined, took)
                     record = yield from _read(name, patience)  # what the pause let happen
                 else:

@@ -32,11 +32,13 @@ from hypothesis.stateful import invariant
 
 from line_model import Host, LineModel, event
 from lockheed._core import (
+    CONFLICT,
     UNCHANGED,
     Acquired,
     Flow,
     Read,
     Replace,
+    Sleep,
     Watch,
     acquire_flow,
     release_flow,
@@ -324,6 +326,28 @@ def test_a_leaver_that_does_not_come_back_costs_the_holders_behind_one_gap_in_al
     m.acquire(2, None)  # h2 is back at once (it re-enters: a place was free)
     assert m.hosts[2].holding
     assert not waits(m.store.execute(Read(NAME)))  # h3's turn now, h1 not awaited again
+
+
+def test_a_crowd_entering_at_once_spreads_out_instead_of_retrying_together() -> None:
+    """Many readers starting together enter directly, without joining the line:
+    a write that fails because two or more others entered since its copy is a
+    crowd too, and pauses (a spread Sleep) before the next try."""
+    m = SharedModel()
+    m.acquire(2, None)
+    m.release(2)
+    free = m.store.execute(Read(NAME))
+    h3 = m.hosts[3]
+    flow = m.acquire_flow(h3, None)
+    assert isinstance(next(flow), Read)
+    write = flow.send(free)
+    assert isinstance(write, Replace)
+    m.acquire(4, None)  # two others enter first, as h3's write is on its way
+    m.acquire(5, None)
+    assert m.hosts[4].holding and m.hosts[5].holding
+    look = flow.send(CONFLICT)
+    assert isinstance(look, Watch) and look.quick
+    after = flow.send(m.store.execute(Read(NAME)))
+    assert isinstance(after, Sleep), after  # not straight back into the crowd
 
 
 def test_a_release_waits_for_its_turn_on_the_open_watch_without_requests() -> None:
