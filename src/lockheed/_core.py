@@ -974,7 +974,9 @@ def acquire_flow(
             if crowd and not late:
                 if watch_only:  # spread over as many writes' time as joined (or entered) at once
                     yield from _spread(name, clock, deadline, rng, joined, took)
-                    record = yield from _read(name, patience)  # what the pause let happen
+                    # What the pause let happen, from the watch (open since the
+                    # conflict): no request, and no read for others to write under.
+                    record = yield from _refresh(name, record, clock, patience, wait=0)
                 else:
                     yield from _pause(name, clock, deadline, rng, crowd)
                     # What the pause let happen, from the watch (open since the first
@@ -1144,12 +1146,14 @@ def release_flow(
             # Only leaving the line (many may leave at once, at a shared
             # timeout say): pause as a crowded acquire does, then look again.
             if watch_only:  # spread over as many writes' time as left at once
+                # Looked up on the watch (opened by the first look: one request,
+                # as a read; after the pause, what it received costs none).
                 before = record
-                record = yield from _read(name, patience)
+                record = yield from _refresh(name, record, clock, patience)
                 crowd = _line_changes(before, record, intent.instance_id)
                 if crowd > 1:
                     yield from _spread(name, clock, deadline, rng, crowd, took)
-                    record = yield from _read(name, patience)
+                    record = yield from _refresh(name, record, clock, patience, wait=0)
                 continue
             yield from _pause(name, clock, deadline, rng, conflicts)
             record = yield from _read(name, patience)

@@ -44,6 +44,7 @@ from lockheed._core import (
     release_flow,
     renew_flow,
 )
+from lockheed._queue import read_queue
 from lockheed._shared_core import (
     SEMAPHORE,
     SHARED,
@@ -348,6 +349,42 @@ def test_a_crowd_entering_at_once_spreads_out_instead_of_retrying_together() -> 
     assert isinstance(look, Watch) and look.quick
     after = flow.send(m.store.execute(Read(NAME)))
     assert isinstance(after, Sleep), after  # not straight back into the crowd
+    m.advance(4)
+    look = flow.send(None)  # then what the watch received meanwhile: no read
+    assert isinstance(look, Watch) and look.quick and look.until == m.mono
+    write = flow.send(m.store.execute(Read(NAME)))
+    assert isinstance(write, Replace) and write.version == m.store.version_of(NAME)
+
+
+def test_a_crowd_leaving_the_line_looks_on_the_watch_not_by_reads() -> None:
+    """Many waiters timing out together leave the line at once: a leave that
+    meets others' takes the newer version from its watch, pauses among them,
+    and takes what the watch received meanwhile (no read after the first)."""
+    m = SharedModel()
+    m.acquire(0, None)  # a writer holds; readers line up
+    for i in (2, 3, 4, 5):
+        m.acquire(i, None)
+    h3 = m.hosts[3]
+    m.stop_waiting(3, cancel=False)  # its acquire gives up: it leaves the line by hand
+    h3.dead = False
+    flow = m.release_flow(h3, None, None)
+    assert isinstance(next(flow), Read)
+    leave = flow.send(m.store.execute(Read(NAME)))
+    assert isinstance(leave, Replace)
+    m.stop_waiting(2, cancel=True)  # two others leave first
+    m.stop_waiting(4, cancel=True)
+    look = flow.send(CONFLICT)
+    assert isinstance(look, Watch) and look.quick
+    pause = flow.send(m.store.execute(Read(NAME)))
+    assert isinstance(pause, Sleep), pause
+    m.advance(4)
+    look = flow.send(None)
+    assert isinstance(look, Watch) and look.quick and look.until == m.mono
+    leave = flow.send(m.store.execute(Read(NAME)))
+    assert isinstance(leave, Replace) and leave.version == m.store.version_of(NAME)
+    m.store.execute(leave)
+    line = read_queue(m.store.execute(Read(NAME)).meta)
+    assert [w.instance_id for w in line] == ["h5"]
 
 
 def test_a_release_waits_for_its_turn_on_the_open_watch_without_requests() -> None:
