@@ -803,9 +803,7 @@ def _line_changes(before: Record | None, after: Record | None, me: str) -> int:
     return len((was ^ now) - {me})
 
 
-def _newcomers(
-    before: Record | None, after: Record | None, me: str, entered: bool = False
-) -> int:
+def _newcomers(before: Record | None, after: Record | None, me: str, entered: bool = False) -> int:
     """How many others joined the line between ``before`` and ``after``;
     ``entered`` (the shared kinds', where many enter without joining): also
     how many others took a lease."""
