@@ -538,9 +538,12 @@ def release_turn(
     me = intent.instance_id
     earliest, _ = clock.bounds()
     known: set[str] = set()
+    present: set[str] = {me}  # who held or waited in the versions we knew
     for record in seen:
         if record is not None and record.state is not None:
             known |= {le.instance_id for le in record.state.live_leases(earliest)}
+            present |= set(record.state.leases) | {w.instance_id for w in read_queue(record.meta)}
+    present |= known
     known.discard(me)
     gone_since: dict[str, float] = {}
 
@@ -557,19 +560,25 @@ def release_turn(
         queued = {w.instance_id for w in read_queue(record.meta)}
         now = clock.monotonic()
         left = 0.0
+        missing = 0
         for who in known:
             if who in live or who in queued:
                 gone_since.pop(who, None)
                 continue
             # Dated from the first version that showed it gone, also while we
-            # waited for those before us: one that does not come back (a
-            # reader asking next as a writer, under another instance ID) then
+            # waited for those before us: one that does not come back then
             # costs a TURN_GAP once, not once more for each holder in turn.
             first = gone_since.setdefault(who, now)
             left = max(left, first + TURN_GAP - now)
+            missing += 1
         before = sum((tokens.get(who, never), who) < mine for who in live if who != me)
         if before:
             return TURN_GAP * (1 + before)
+        # As many newcomers (in line or holding, unknown to the versions we knew)
+        # as leavers not back: their joins have come, under other instance IDs
+        # (a worker asking next for the other side of a readers-writer lock).
+        if missing and len((live | queued) - present) >= missing:
+            return 0.0
         return left
 
     return waits

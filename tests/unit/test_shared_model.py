@@ -329,6 +329,24 @@ def test_a_leaver_that_does_not_come_back_costs_the_holders_behind_one_gap_in_al
     assert not waits(m.store.execute(Read(NAME)))  # h3's turn now, h1 not awaited again
 
 
+def test_a_leaver_back_under_another_instance_id_is_not_awaited() -> None:
+    """A worker that leaves and asks next for the other side of a readers-writer
+    lock joins under another instance ID: as many newcomers as leavers not
+    back are their joins, and the holders behind do not wait for them."""
+    m = SemaphoreModel()
+    for i in (1, 2, 3):
+        m.acquire(i, None)
+    m.acquire(4, None)  # the semaphore is full: h4 waits in line
+    h2 = m.hosts[2]
+    got = m.store.execute(Read(NAME))
+    waits = release_turn(h2.clock, m.intent(h2), (None, got))
+    assert waits(got)  # h1 came in first and holds
+    m.release(1)  # h1 leaves (and lets h4 in)
+    assert waits(m.store.execute(Read(NAME)))  # h1 is not back yet
+    m.acquire(5, None)  # h1's worker asks again, as h5: it joins the line
+    assert not waits(m.store.execute(Read(NAME)))
+
+
 def test_a_crowd_entering_at_once_spreads_out_instead_of_retrying_together() -> None:
     """Many readers starting together enter directly, without joining the line:
     a write that fails because two or more others entered since its copy is a
