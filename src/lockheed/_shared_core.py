@@ -531,10 +531,13 @@ def release_turn(
     :data:`TURN_GAP` for each such holder; and a holder of ``seen`` that has
     left since, and is neither in line nor holding again, is about to join
     the line again (a greedy worker does at once): we wait for that join,
-    until :data:`TURN_GAP` after we first saw it gone. The caller bounds the
-    whole wait (:func:`lockheed._core._await_turn`), so a holder that works
-    on, or a leaver that does not come back, costs at most that. Waiting only
-    orders writes: nothing is decided from it."""
+    until :data:`TURN_GAP` after we first saw it gone, unless as many
+    newcomers as such leavers have come (in line or holding, in none of the
+    versions we knew): a worker that asks next for the other side of a
+    readers-writer lock comes back under another instance ID. The caller
+    bounds the whole wait (:func:`lockheed._core._await_turn`), so a holder
+    that works on, or a leaver that does not come back, costs at most that.
+    Waiting only orders writes: nothing is decided from it."""
     me = intent.instance_id
     earliest, _ = clock.bounds()
     known: set[str] = set()
