@@ -967,7 +967,10 @@ def acquire_flow(
             # contenders are joining at once; pause, then look again.
             # Two or more joined since our copy: a crowd (one is the usual race
             # with a holder joining again, retried at once).
-            joined = _newcomers(before, record, intent.instance_id, entered=watch_only)
+            # For a take of the shared kinds, others entering count too (many
+            # readers entering at once); a join meets only others joining.
+            entered = watch_only and decision.token is not None
+            joined = _newcomers(before, record, intent.instance_id, entered=entered)
             crowd = crowd + 1 if joined > 1 else 0
             if crowd and not late:
                 if watch_only:  # spread over as many writes' time as joined (or entered) at once

@@ -374,6 +374,26 @@ def test_a_crowd_entering_at_once_spreads_out_instead_of_retrying_together() -> 
     assert isinstance(write, Replace) and write.version == m.store.version_of(NAME)
 
 
+def test_a_writer_joining_among_readers_entering_does_not_pause() -> None:
+    """The crowd a join meets is of others joining: readers entering beside
+    the holders while a writer's join is on its way do not make the writer
+    pause (they would enter on during its pause, ahead of it)."""
+    m = SharedModel()
+    m.acquire(2, None)  # a reader holds
+    held = m.store.execute(Read(NAME))
+    h0 = m.hosts[0]
+    flow = m.acquire_flow(h0, None)
+    assert isinstance(next(flow), Read)
+    join = flow.send(held)
+    assert isinstance(join, Replace) and join.state.leases.keys() == {"h2"}
+    m.acquire(4, None)  # two readers enter first
+    m.acquire(5, None)
+    look = flow.send(CONFLICT)
+    assert isinstance(look, Watch)
+    again = flow.send(m.store.execute(Read(NAME)))
+    assert isinstance(again, Replace), again  # joins again at once
+
+
 def test_a_crowd_leaving_the_line_looks_on_the_watch_not_by_reads() -> None:
     """Many waiters timing out together leave the line at once: a leave that
     meets others' takes the newer version from its watch, pauses among them,
