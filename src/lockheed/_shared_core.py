@@ -549,8 +549,10 @@ def release_turn(
     present |= known
     known.discard(me)
     gone_since: dict[str, float] = {}
+    arrived = 0  # newcomers that came while a leaver was not back
 
     def waits(record: Record) -> float:
+        nonlocal arrived
         state = record.state
         if state is None or me not in state.leases:
             return 0.0
@@ -574,13 +576,18 @@ def release_turn(
             first = gone_since.setdefault(who, now)
             left = max(left, first + TURN_GAP - now)
             missing += 1
+        # Newcomers (in line or holding, in no version we knew) that came while
+        # leavers were not back: as many as those leavers, and their joins have
+        # come, under other instance IDs (a worker asking next for the other
+        # side of a readers-writer lock).
+        fresh = (live | queued) - present
+        present.update(fresh)
+        if missing:
+            arrived += len(fresh)
         before = sum((tokens.get(who, never), who) < mine for who in live if who != me)
         if before:
             return TURN_GAP * (1 + before)
-        # As many newcomers (in line or holding, unknown to the versions we knew)
-        # as leavers not back: their joins have come, under other instance IDs
-        # (a worker asking next for the other side of a readers-writer lock).
-        if missing and len((live | queued) - present) >= missing:
+        if missing and arrived >= missing:
             return 0.0
         return left
 

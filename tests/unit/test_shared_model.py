@@ -347,6 +347,22 @@ def test_a_leaver_back_under_another_instance_id_is_not_awaited() -> None:
     assert not waits(m.store.execute(Read(NAME)))
 
 
+def test_a_newcomer_before_anyone_left_is_nobody_s_join() -> None:
+    """A newcomer that came while no leaver was missing (a worker that was
+    between two acquisitions when we got the lock) does not stand for a
+    leaver's join that is still to come."""
+    m = SemaphoreModel()
+    for i in (1, 2, 3):
+        m.acquire(i, None)
+    h2 = m.hosts[2]
+    got = m.store.execute(Read(NAME))
+    waits = release_turn(h2.clock, m.intent(h2), (None, got))
+    m.acquire(4, None)  # a stranger joins the line while all are in
+    assert waits(m.store.execute(Read(NAME)))  # h1 came in first and holds
+    m.release(1)
+    assert waits(m.store.execute(Read(NAME)))  # h1's join is still to come
+
+
 def test_a_crowd_entering_at_once_spreads_out_instead_of_retrying_together() -> None:
     """Many readers starting together enter directly, without joining the line:
     a write that fails because two or more others entered since its copy is a
