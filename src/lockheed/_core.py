@@ -118,6 +118,9 @@ FRESH: Final = 1.0
 # long after the hand-off for a newer version (the join of the one that handed
 # it over, which usually comes at once), so the release does not conflict.
 SETTLE: Final = 0.02
+# A shared kind's crowded acquire spreads its retry over twice the writes' time
+# for each crowded conflict in a row, at most this many times doubled.
+CROWD_DOUBLINGS: Final = 4
 
 
 def loss_margin(duration: timedelta) -> float:
@@ -974,7 +977,10 @@ def acquire_flow(
             crowd = crowd + 1 if joined > 1 else 0
             if crowd and not late:
                 if watch_only:  # spread over as many writes' time as joined (or entered) at once
-                    yield from _spread(name, clock, deadline, rng, joined, took)
+                    # ...doubled for each crowded conflict in a row: those seen
+                    # since our copy are only the first of a crowd starting at once.
+                    many = joined << min(crowd - 1, CROWD_DOUBLINGS)
+                    yield from _spread(name, clock, deadline, rng, many, took)
                     # What the pause let happen, from the watch (open since the
                     # conflict): no request, and no read for others to write under.
                     record = yield from _refresh(name, record, clock, patience, wait=0)

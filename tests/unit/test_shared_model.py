@@ -390,6 +390,32 @@ def test_a_crowd_entering_at_once_spreads_out_instead_of_retrying_together() -> 
     assert isinstance(write, Replace) and write.version == m.store.version_of(NAME)
 
 
+def test_a_crowd_met_again_spreads_twice_as_wide() -> None:
+    """Those a write sees entered since its copy are only the first of a crowd
+    that started at once: meeting a crowd again, the pause spreads over twice
+    as many writes' time."""
+    m = SharedModel()
+    m.acquire(2, None)
+    m.release(2)
+    h3 = m.hosts[3]
+    flow = m.acquire_flow(h3, None)
+    assert isinstance(next(flow), Read)
+    pauses = []
+    effect = flow.send(m.store.execute(Read(NAME)))
+    for pair in ((4, 5), (1, 2)):
+        assert isinstance(effect, Replace)
+        for i in pair:  # two others enter first, again
+            m.acquire(i, None)
+        assert isinstance(flow.send(CONFLICT), Watch)
+        pause = flow.send(m.store.execute(Read(NAME)))
+        assert isinstance(pause, Sleep)
+        pauses.append(pause.until - m.mono)
+        m.advance(4)
+        assert isinstance(flow.send(None), Watch)
+        effect = flow.send(m.store.execute(Read(NAME)))
+    assert pauses[1] == pytest.approx(2 * pauses[0])
+
+
 def test_a_writer_joining_among_readers_entering_does_not_pause() -> None:
     """The crowd a join meets is of others joining: readers entering beside
     the holders while a writer's join is on its way do not make the writer
