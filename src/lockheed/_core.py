@@ -865,8 +865,9 @@ def acquire_flow(
     ``watch_only`` (the shared kinds'): after every conflict the newer version
     comes from the watch (a read only if it shows none in time), and when two
     or more newcomers (joining the line, or entering without joining) made
-    the write fail, the pause is spread over as many writes' time as came
-    (:func:`_spread`), then the flow reads.
+    the write fail, the pause is spread over as many writes' time as came,
+    doubled for each such conflict in a row (:func:`_spread`), then the flow
+    takes what its watch received meanwhile.
 
     The acquire's place in line is dated by the first version it decides on
     (``since`` of :func:`decide_acquire`): the cached object's if it was received
