@@ -118,6 +118,9 @@ FRESH: Final = 1.0
 # long after the hand-off for a newer version (the join of the one that handed
 # it over, which usually comes at once), so the release does not conflict.
 SETTLE: Final = 0.02
+# A shared kind's crowded acquire spreads its retry over twice the writes' time
+# for each crowded conflict in a row, at most this many times doubled.
+CROWD_DOUBLINGS: Final = 4
 
 
 def loss_margin(duration: timedelta) -> float:
@@ -803,12 +806,18 @@ def _line_changes(before: Record | None, after: Record | None, me: str) -> int:
     return len((was ^ now) - {me})
 
 
-def _newcomers(before: Record | None, after: Record | None, me: str) -> int:
-    """How many others joined the line between ``before`` and ``after``."""
+def _newcomers(before: Record | None, after: Record | None, me: str, entered: bool = False) -> int:
+    """How many others joined the line between ``before`` and ``after``;
+    ``entered`` (the shared kinds', where many enter without joining): also
+    how many others took a lease."""
     if after is None:
         return 0
     known = {w.instance_id for w in read_queue(before.meta)} if before is not None else set()
-    return sum(w.instance_id not in known and w.instance_id != me for w in read_queue(after.meta))
+    n = sum(w.instance_id not in known and w.instance_id != me for w in read_queue(after.meta))
+    if entered and after.state is not None:
+        had = before.state.leases if before is not None and before.state is not None else {}
+        n += sum(who not in had and who != me for who in after.state.leases)
+    return n
 
 
 def _version(record: Record | None) -> int | None:
@@ -855,8 +864,10 @@ def acquire_flow(
     on, a predicate under which a newer version changes nothing for the waiter.
     ``watch_only`` (the shared kinds'): after every conflict the newer version
     comes from the watch (a read only if it shows none in time), and when two
-    or more newcomers made the write fail, the pause is spread over as many
-    writes' time as joined (:func:`_spread`), then the flow reads.
+    or more newcomers (joining the line, or entering without joining) made
+    the write fail, the pause is spread over as many writes' time as came,
+    doubled for each such conflict in a row (:func:`_spread`), then the flow
+    takes what its watch received meanwhile.
 
     The acquire's place in line is dated by the first version it decides on
     (``since`` of :func:`decide_acquire`): the cached object's if it was received
@@ -960,12 +971,20 @@ def acquire_flow(
             # contenders are joining at once; pause, then look again.
             # Two or more joined since our copy: a crowd (one is the usual race
             # with a holder joining again, retried at once).
-            crowd = crowd + 1 if _newcomers(before, record, intent.instance_id) > 1 else 0
+            # For a take of the shared kinds, others entering count too (many
+            # readers entering at once); a join meets only others joining.
+            entered = watch_only and decision.token is not None
+            joined = _newcomers(before, record, intent.instance_id, entered=entered)
+            crowd = crowd + 1 if joined > 1 else 0
             if crowd and not late:
-                if watch_only:  # spread over as many writes' time as joined at once
-                    joined = _newcomers(before, record, intent.instance_id)
-                    yield from _spread(name, clock, deadline, rng, joined, took)
-                    record = yield from _read(name, patience)  # what the pause let happen
+                if watch_only:  # spread over as many writes' time as joined (or entered) at once
+                    # ...doubled for each crowded conflict in a row: those seen
+                    # since our copy are only the first of a crowd starting at once.
+                    many = joined << min(crowd - 1, CROWD_DOUBLINGS)
+                    yield from _spread(name, clock, deadline, rng, many, took)
+                    # What the pause let happen, from the watch (open since the
+                    # conflict): no request, and no read for others to write under.
+                    record = yield from _refresh(name, record, clock, patience, wait=0)
                 else:
                     yield from _pause(name, clock, deadline, rng, crowd)
                     # What the pause let happen, from the watch (open since the first
@@ -1135,12 +1154,14 @@ def release_flow(
             # Only leaving the line (many may leave at once, at a shared
             # timeout say): pause as a crowded acquire does, then look again.
             if watch_only:  # spread over as many writes' time as left at once
+                # Looked up on the watch (opened by the first look: one request,
+                # as a read; after the pause, what it received costs none).
                 before = record
-                record = yield from _read(name, patience)
+                record = yield from _refresh(name, record, clock, patience)
                 crowd = _line_changes(before, record, intent.instance_id)
                 if crowd > 1:
                     yield from _spread(name, clock, deadline, rng, crowd, took)
-                    record = yield from _read(name, patience)
+                    record = yield from _refresh(name, record, clock, patience, wait=0)
                 continue
             yield from _pause(name, clock, deadline, rng, conflicts)
             record = yield from _read(name, patience)

@@ -531,20 +531,28 @@ def release_turn(
     :data:`TURN_GAP` for each such holder; and a holder of ``seen`` that has
     left since, and is neither in line nor holding again, is about to join
     the line again (a greedy worker does at once): we wait for that join,
-    until :data:`TURN_GAP` after we first saw it gone. The caller bounds the
-    whole wait (:func:`lockheed._core._await_turn`), so a holder that works
-    on, or a leaver that does not come back, costs at most that. Waiting only
-    orders writes: nothing is decided from it."""
+    until :data:`TURN_GAP` after we first saw it gone, unless as many
+    newcomers as such leavers have come (in line or holding, in none of the
+    versions we knew): a worker that asks next for the other side of a
+    readers-writer lock comes back under another instance ID. The caller
+    bounds the whole wait (:func:`lockheed._core._await_turn`), so a holder
+    that works on, or a leaver that does not come back, costs at most that.
+    Waiting only orders writes: nothing is decided from it."""
     me = intent.instance_id
     earliest, _ = clock.bounds()
     known: set[str] = set()
+    present: set[str] = {me}  # who held or waited in the versions we knew
     for record in seen:
         if record is not None and record.state is not None:
             known |= {le.instance_id for le in record.state.live_leases(earliest)}
+            present |= set(record.state.leases) | {w.instance_id for w in read_queue(record.meta)}
+    present |= known
     known.discard(me)
     gone_since: dict[str, float] = {}
+    arrived = 0  # newcomers that came while a leaver was not back
 
     def waits(record: Record) -> float:
+        nonlocal arrived
         state = record.state
         if state is None or me not in state.leases:
             return 0.0
@@ -554,17 +562,33 @@ def release_turn(
         mine = (tokens.get(me, never), me)
         live = {le.instance_id for le in state.live_leases(earliest)}
         known.update(live - {me})
-        before = sum((tokens.get(who, never), who) < mine for who in live if who != me)
-        if before:
-            return TURN_GAP * (1 + before)
         queued = {w.instance_id for w in read_queue(record.meta)}
         now = clock.monotonic()
         left = 0.0
+        missing = 0
         for who in known:
             if who in live or who in queued:
+                gone_since.pop(who, None)
                 continue
+            # Dated from the first version that showed it gone, also while we
+            # waited for those before us: one that does not come back then
+            # costs a TURN_GAP once, not once more for each holder in turn.
             first = gone_since.setdefault(who, now)
             left = max(left, first + TURN_GAP - now)
+            missing += 1
+        # Newcomers (in line or holding, in no version we knew) that came while
+        # leavers were not back: as many as those leavers, and their joins have
+        # come, under other instance IDs (a worker asking next for the other
+        # side of a readers-writer lock).
+        fresh = (live | queued) - present
+        present.update(fresh)
+        if missing:
+            arrived += len(fresh)
+        before = sum((tokens.get(who, never), who) < mine for who in live if who != me)
+        if before:
+            return TURN_GAP * (1 + before)
+        if missing and arrived >= missing:
+            return 0.0
         return left
 
     return waits

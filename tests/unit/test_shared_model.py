@@ -32,16 +32,19 @@ from hypothesis.stateful import invariant
 
 from line_model import Host, LineModel, event
 from lockheed._core import (
+    CONFLICT,
     UNCHANGED,
     Acquired,
     Flow,
     Read,
     Replace,
+    Sleep,
     Watch,
     acquire_flow,
     release_flow,
     renew_flow,
 )
+from lockheed._queue import read_queue
 from lockheed._shared_core import (
     SEMAPHORE,
     SHARED,
@@ -304,6 +307,164 @@ def test_holders_release_in_the_order_they_came_in_each_after_the_last_leavers_j
     assert waits(left)
     m.advance(1)  # a leaver that does not come back holds nobody up for long
     assert not waits(left)
+
+
+def test_a_leaver_that_does_not_come_back_costs_the_holders_behind_one_gap_in_all() -> None:
+    """A holder that leaves and does not join the line again (a reader that next
+    asks as a writer, under another instance ID) is waited for TURN_GAP from
+    when a holder behind first saw it gone, also while that holder was still
+    waiting for those before it: not a TURN_GAP more by each holder in turn."""
+    m = SemaphoreModel()
+    for i in (1, 2, 3):
+        m.acquire(i, None)
+    h3 = m.hosts[3]
+    got = m.store.execute(Read(NAME))
+    waits = release_turn(h3.clock, m.intent(h3), (None, got))
+    m.release(1)  # h1 leaves for good
+    assert waits(m.store.execute(Read(NAME)))  # h2 came in before h3 and holds
+    m.advance(1)  # longer than TURN_GAP: h1 is not coming back
+    m.release(2)
+    m.acquire(2, None)  # h2 is back at once (it re-enters: a place was free)
+    assert m.hosts[2].holding
+    assert not waits(m.store.execute(Read(NAME)))  # h3's turn now, h1 not awaited again
+
+
+def test_a_leaver_back_under_another_instance_id_is_not_awaited() -> None:
+    """A worker that leaves and asks next for the other side of a readers-writer
+    lock joins under another instance ID: as many newcomers as leavers not
+    back are their joins, and the holders behind do not wait for them."""
+    m = SemaphoreModel()
+    for i in (1, 2, 3):
+        m.acquire(i, None)
+    m.acquire(4, None)  # the semaphore is full: h4 waits in line
+    h2 = m.hosts[2]
+    got = m.store.execute(Read(NAME))
+    waits = release_turn(h2.clock, m.intent(h2), (None, got))
+    assert waits(got)  # h1 came in first and holds
+    m.release(1)  # h1 leaves (and lets h4 in)
+    assert waits(m.store.execute(Read(NAME)))  # h1 is not back yet
+    m.acquire(5, None)  # h1's worker asks again, as h5: it joins the line
+    assert not waits(m.store.execute(Read(NAME)))
+
+
+def test_a_newcomer_before_anyone_left_is_nobody_s_join() -> None:
+    """A newcomer that came while no leaver was missing (a worker that was
+    between two acquisitions when we got the lock) does not stand for a
+    leaver's join that is still to come."""
+    m = SemaphoreModel()
+    for i in (1, 2, 3):
+        m.acquire(i, None)
+    h2 = m.hosts[2]
+    got = m.store.execute(Read(NAME))
+    waits = release_turn(h2.clock, m.intent(h2), (None, got))
+    m.acquire(4, None)  # a stranger joins the line while all are in
+    assert waits(m.store.execute(Read(NAME)))  # h1 came in first and holds
+    m.release(1)
+    assert waits(m.store.execute(Read(NAME)))  # h1's join is still to come
+
+
+def test_a_crowd_entering_at_once_spreads_out_instead_of_retrying_together() -> None:
+    """Many readers starting together enter directly, without joining the line:
+    a write that fails because two or more others entered since its copy is a
+    crowd too, and pauses (a spread Sleep) before the next try."""
+    m = SharedModel()
+    m.acquire(2, None)
+    m.release(2)
+    free = m.store.execute(Read(NAME))
+    h3 = m.hosts[3]
+    flow = m.acquire_flow(h3, None)
+    assert isinstance(next(flow), Read)
+    write = flow.send(free)
+    assert isinstance(write, Replace)
+    m.acquire(4, None)  # two others enter first, as h3's write is on its way
+    m.acquire(5, None)
+    assert m.hosts[4].holding and m.hosts[5].holding
+    look = flow.send(CONFLICT)
+    assert isinstance(look, Watch) and look.quick
+    after = flow.send(m.store.execute(Read(NAME)))
+    assert isinstance(after, Sleep), after  # not straight back into the crowd
+    m.advance(4)
+    look = flow.send(None)  # then what the watch received meanwhile: no read
+    assert isinstance(look, Watch) and look.quick and look.until == m.mono
+    write = flow.send(m.store.execute(Read(NAME)))
+    assert isinstance(write, Replace) and write.version == m.store.version_of(NAME)
+
+
+def test_a_crowd_met_again_spreads_twice_as_wide() -> None:
+    """Those a write sees entered since its copy are only the first of a crowd
+    that started at once: meeting a crowd again, the pause spreads over twice
+    as many writes' time."""
+    m = SharedModel()
+    m.acquire(2, None)
+    m.release(2)
+    h3 = m.hosts[3]
+    flow = m.acquire_flow(h3, None)
+    assert isinstance(next(flow), Read)
+    pauses = []
+    effect = flow.send(m.store.execute(Read(NAME)))
+    for pair in ((4, 5), (1, 2)):
+        assert isinstance(effect, Replace)
+        for i in pair:  # two others enter first, again
+            m.acquire(i, None)
+        assert isinstance(flow.send(CONFLICT), Watch)
+        pause = flow.send(m.store.execute(Read(NAME)))
+        assert isinstance(pause, Sleep)
+        pauses.append(pause.until - m.mono)
+        m.advance(4)
+        assert isinstance(flow.send(None), Watch)
+        effect = flow.send(m.store.execute(Read(NAME)))
+    assert pauses[1] == pytest.approx(2 * pauses[0])
+
+
+def test_a_writer_joining_among_readers_entering_does_not_pause() -> None:
+    """The crowd a join meets is of others joining: readers entering beside
+    the holders while a writer's join is on its way do not make the writer
+    pause (they would enter on during its pause, ahead of it)."""
+    m = SharedModel()
+    m.acquire(2, None)  # a reader holds
+    held = m.store.execute(Read(NAME))
+    h0 = m.hosts[0]
+    flow = m.acquire_flow(h0, None)
+    assert isinstance(next(flow), Read)
+    join = flow.send(held)
+    assert isinstance(join, Replace) and join.state.leases.keys() == {"h2"}
+    m.acquire(4, None)  # two readers enter first
+    m.acquire(5, None)
+    look = flow.send(CONFLICT)
+    assert isinstance(look, Watch)
+    again = flow.send(m.store.execute(Read(NAME)))
+    assert isinstance(again, Replace), again  # joins again at once
+
+
+def test_a_crowd_leaving_the_line_looks_on_the_watch_not_by_reads() -> None:
+    """Many waiters timing out together leave the line at once: a leave that
+    meets others' takes the newer version from its watch, pauses among them,
+    and takes what the watch received meanwhile (no read after the first)."""
+    m = SharedModel()
+    m.acquire(0, None)  # a writer holds; readers line up
+    for i in (2, 3, 4, 5):
+        m.acquire(i, None)
+    h3 = m.hosts[3]
+    m.stop_waiting(3, cancel=False)  # its acquire gives up: it leaves the line by hand
+    h3.dead = False
+    flow = m.release_flow(h3, None, None)
+    assert isinstance(next(flow), Read)
+    leave = flow.send(m.store.execute(Read(NAME)))
+    assert isinstance(leave, Replace)
+    m.stop_waiting(2, cancel=True)  # two others leave first
+    m.stop_waiting(4, cancel=True)
+    look = flow.send(CONFLICT)
+    assert isinstance(look, Watch) and look.quick
+    pause = flow.send(m.store.execute(Read(NAME)))
+    assert isinstance(pause, Sleep), pause
+    m.advance(4)
+    look = flow.send(None)
+    assert isinstance(look, Watch) and look.quick and look.until == m.mono
+    leave = flow.send(m.store.execute(Read(NAME)))
+    assert isinstance(leave, Replace) and leave.version == m.store.version_of(NAME)
+    m.store.execute(leave)
+    line = read_queue(m.store.execute(Read(NAME)).meta)
+    assert [w.instance_id for w in line] == ["h5"]
 
 
 def test_a_release_waits_for_its_turn_on_the_open_watch_without_requests() -> None:
