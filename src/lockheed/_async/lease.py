@@ -31,6 +31,7 @@ from .._errors import LockBackendError
 from .._kubecfg import KubeConfigSource
 from .._leasecodec import API_PATH, Sightings, decode_lease, new_lease, updated_lease
 from .._state import Record
+from .joins import Joins  # unasync: async-only
 from .kube import AsyncKubeAPI
 from .sessions import AsyncWatches
 
@@ -67,6 +68,7 @@ class AsyncLeaseLocker:
         self.clock = self.api.clock
         self._seen = Sightings()
         self._watches = AsyncWatches(self.api, self.object_name, self._decode, self.execute)
+        self._joins = Joins(self._replace)  # unasync: async-only
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}(namespace={self.namespace!r}, prefix={self.prefix!r})"
@@ -116,12 +118,23 @@ class AsyncLeaseLocker:
                     lock=name,
                 )
         elif isinstance(effect, Replace):
-            body = updated_lease(self.object_name(name), effect, self._now())
-            status, obj = await self.api.request("PUT", path, body=body, lock=name)
-            if status == 404:
-                return None
+            replace = self._replace
+            replace = self._joins.replace  # unasync: async-only
+            return await replace(effect)
         else:
             raise TypeError(f"unknown effect {effect!r}")
+        return CONFLICT if status == 409 else self._decode(name, obj)
+
+    async def _replace(self, effect: Replace) -> Any:
+        """One PUT at the effect's version (the tasks' joins of one lock are
+        written together: :mod:`lockheed._async.joins`)."""
+        name = effect.name
+        body = updated_lease(self.object_name(name), effect, self._now())
+        status, obj = await self.api.request(
+            "PUT", "/" + self.object_name(name), body=body, lock=name
+        )
+        if status == 404:
+            return None
         return CONFLICT if status == 409 else self._decode(name, obj)
 
     async def _watch(self, effect: Watch) -> Any:

@@ -117,12 +117,20 @@ class LeaseLocker:
                     lock=name,
                 )
         elif isinstance(effect, Replace):
-            body = updated_lease(self.object_name(name), effect, self._now())
-            status, obj = self.api.request("PUT", path, body=body, lock=name)
-            if status == 404:
-                return None
+            replace = self._replace
+            return replace(effect)
         else:
             raise TypeError(f"unknown effect {effect!r}")
+        return CONFLICT if status == 409 else self._decode(name, obj)
+
+    def _replace(self, effect: Replace) -> Any:
+        """One PUT at the effect's version (the tasks' joins of one lock are
+        written together: :mod:`lockheed._async.joins`)."""
+        name = effect.name
+        body = updated_lease(self.object_name(name), effect, self._now())
+        status, obj = self.api.request("PUT", "/" + self.object_name(name), body=body, lock=name)
+        if status == 404:
+            return None
         return CONFLICT if status == 409 else self._decode(name, obj)
 
     def _watch(self, effect: Watch) -> Any:

@@ -1,0 +1,148 @@
+"""Joining the line together: the asyncio waiters of one locker on one lock.
+
+Many tasks of one process that begin to wait on one lock at once (a worker
+pool starting, a burst of jobs) would each write their own join at the same
+version; all but one meet a conflict, and while they retry (pausing as a
+crowd, reading again) the waiters that did get in line take turns ahead of
+them. Instead, a locker writes its tasks' joins of one object one write at a
+time: the joins that come while a join write is under way wait for it and
+then go out together in the next write (:func:`~lockheed._core.joins_write`
+puts each entry where its own join would have, by the version at which it
+began to ask). A join decided on the version that the write under way
+replaced is written on that write's result, which differs from it only by
+those joins, so it does not conflict.
+
+Only a write that just adds one waiter to a mutex's line
+(:func:`~lockheed._core.join_entry`) is batched; every other write goes
+straight out.
+
+Failure semantics: every join in a write gets that write's answer: the new
+version (each then finds itself in line), ``CONFLICT`` (each decides again on
+a newer version), None (the object was deleted) or the write's error (its
+outcome is unknown: each reads and recognises its entry). A join decided on
+a version that a landed write has made stale gets ``CONFLICT`` without a
+request, as the server would answer. A task cancelled while its join waits
+leaves the batch; if the write is under way, its acquire's cleanup removes
+its entry as after any interrupted write. A batch whose writer task is
+cancelled (the event loop closing) fails its joins with a transient
+:class:`~lockheed.LockBackendError`, whose outcome is unknown to them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from .._core import CONFLICT, Replace, join_entry, joins_write
+from .._errors import LockBackendError
+from .._queue import Waiter
+from .._state import Record
+
+__all__ = ["Joins"]
+
+
+@dataclass
+class _Join:
+    effect: Replace
+    entry: Waiter
+    done: asyncio.Future[Any] = field(
+        default_factory=lambda: asyncio.get_running_loop().create_future()
+    )
+
+
+def _rv(version: str) -> int:
+    """A resourceVersion as a number (-1: not one; such joins are never batched
+    with others, each is the newest of its own version)."""
+    try:
+        return int(version)
+    except ValueError:
+        return -1
+
+
+class Joins:
+    """The join writes of one locker, batched per object; ``send`` performs one write."""
+
+    def __init__(self, send: Callable[[Replace], Awaitable[Any]]):
+        self._send = send
+        self._waiting: dict[str, list[_Join]] = {}  # joins not yet written, by lock name
+        self._writers: dict[str, asyncio.Task[None]] = {}
+
+    async def replace(self, effect: Replace) -> Any:
+        """Perform ``effect``: with other joins of the same object if it is a join."""
+        entry = join_entry(effect)
+        if entry is None or _rv(effect.version) < 0:
+            return await self._send(effect)
+        join = _Join(effect, entry)
+        self._waiting.setdefault(effect.name, []).append(join)
+        if effect.name not in self._writers:
+            task = asyncio.get_running_loop().create_task(
+                self._write(effect.name), name="lockheed-joins"
+            )
+            self._writers[effect.name] = task
+        return await join.done
+
+    async def _write(self, name: str) -> None:
+        """Write the waiting joins of ``name``, a batch at a time, until none wait."""
+        last: tuple[str, Any] | None = None  # the base version and answer of the last write
+        batch: list[_Join] = []
+        try:
+            while joins := [j for j in self._waiting.pop(name, ()) if not j.done.done()]:
+                base, batch = self._batch(joins, last)
+                if not batch:
+                    continue
+                try:
+                    result = await self._send(joins_write(base, [j.entry for j in batch]))
+                except Exception as exc:  # unknown outcome: each reads and decides again
+                    result = exc
+                for join in batch:
+                    if not join.done.done():
+                        if isinstance(result, Exception):
+                            join.done.set_exception(result)
+                        else:
+                            join.done.set_result(result)
+                last = (base.version, result)
+        finally:
+            self._writers.pop(name, None)
+            stranded = [*batch, *self._waiting.pop(name, ())]
+            for join in stranded:
+                if not join.done.done():
+                    join.done.set_exception(
+                        LockBackendError(
+                            f"lock {name!r}: joining the line was interrupted",
+                            lock=name,
+                            transient=True,
+                        )
+                    )
+
+    @staticmethod
+    def _batch(joins: list[_Join], last: tuple[str, Any] | None) -> tuple[Record, list[_Join]]:
+        """The base and the joins of the next write. Joins decided on the version
+        that our last write replaced, or on its result, go on that result; else
+        the joins decided on the newest version go on it. The others are
+        decided on a version a newer one has replaced: they get ``CONFLICT``,
+        as the server would answer (as do joins at or below the version of a
+        last write that met a conflict)."""
+        base: Record | None = None
+        on: list[_Join] = []
+        floor = -1  # versions up to this one are surely replaced
+        if last is not None:
+            replaced, answer = last
+            if isinstance(answer, Record):
+                base = answer
+                on = [j for j in joins if j.effect.version in (replaced, answer.version)]
+            elif not isinstance(answer, Exception):  # a conflict, or the object deleted
+                floor = _rv(replaced)
+        for join in joins:
+            version = _rv(join.effect.version)
+            if join in on or version <= floor:
+                continue
+            if base is None or version > _rv(base.version):
+                base, on = join.effect.base, []
+            if join.effect.version == base.version:
+                on.append(join)
+        for join in joins:
+            if join not in on:
+                join.done.set_result(CONFLICT)
+        return (base if base is not None else joins[0].effect.base), on
