@@ -340,3 +340,54 @@ def holder_version(line: LineWatch) -> str:
     record: Record | None = line.locker.execute(Read(line.name))
     assert record is not None
     return record.version
+
+
+def test_async_waiters_starting_together_join_without_conflicts(
+    lockheed_namespace: str,
+    lockheed_kubeconfig: Path,
+    configmap_locker: ConfigMapLockers,
+    watch_line: Callable[[str], LineWatch],
+    loop_thread: LoopThread,
+) -> None:
+    """Tasks of one locker that begin to wait on a held lock at once read the
+    same version; one join write each would meet a conflict for all but one
+    (and those retrying lose their turns to waiters already in line). Their
+    joins go out together: at most one write each and no conflict, and they
+    get the lock in the order of the line."""
+    many = 8
+    holder = Lock("together", configmap_locker()).with_duration(60)
+    holder.acquire()
+    line = watch_line("together")
+    locker = AsyncConfigMapLocker(lockheed_namespace, config=lockheed_kubeconfig)
+    requests = Requests(locker)
+    requests.attach_async(locker)
+    locks = [AsyncLock("together", locker).with_duration(30) for _ in range(many)]
+    order: list[tuple[str, int]] = []  # who got the lock, with its token, in turn
+
+    async def take(lock: AsyncLock) -> int:
+        token = await lock.acquire(timeout=WAIT)
+        order.append((lock.instance_id, token))
+        await lock.release()
+        return token
+
+    async def start() -> asyncio.Future[list[int]]:
+        return asyncio.gather(*(take(lock) for lock in locks))
+
+    try:
+        everyone = loop_thread.run(start())
+        ids = sorted(lock.instance_id for lock in locks)
+        joined = line.until(lambda r: sorted(line_of(r)) == ids)
+        counts = requests.snapshot()
+        assert counts["get"] == many, counts  # one read each, none after a conflict
+        assert 1 <= counts["update"] <= many, counts  # N - 1 conflicts, one by one: > 2N - 2
+        holder.release()
+
+        async def finish() -> list[int]:
+            return await everyone
+
+        loop_thread.run(finish())
+        assert [who for who, _ in order] == line_of(joined)
+        tokens = [token for _, token in order]
+        assert tokens == sorted(tokens) and len(set(tokens)) == many
+    finally:
+        loop_thread.run(locker.aclose())
