@@ -79,6 +79,7 @@ __all__ = [
     "decide_renew",
     "join_entry",
     "joins_write",
+    "leave_of",
     "loss_margin",
     "release_flow",
     "renew_flow",
@@ -609,23 +610,29 @@ def token_of(record: Record) -> int:
         ) from None
 
 
+def _line_only(effect: Replace) -> tuple[tuple[Waiter, ...], tuple[Waiter, ...]] | None:
+    """The line before and after ``effect``, if the line is all it changes."""
+    base = effect.base
+    text = effect.meta.get(QUEUE_KEY, "")
+    if (
+        len(effect.meta) != 1
+        or effect.version != base.version
+        or base.state is None
+        or effect.state != base.state
+    ):
+        return None
+    return read_queue(base.meta), read_queue({QUEUE_KEY: text} if text else {})
+
+
 def join_entry(effect: Replace) -> Waiter | None:
     """The waiter that ``effect`` adds to a mutex's line, if that is all it does
     (the state and every other annotation as read, the entry where
     :func:`~lockheed._queue.place_of` puts it): such joins of several waiters
     at one version may be written together (:func:`joins_write`). Else None."""
-    base = effect.base
-    text = effect.meta.get(QUEUE_KEY)
-    if (
-        len(effect.meta) != 1
-        or text is None
-        or effect.version != base.version
-        or base.state is None
-        or base.state.lock_type != MUTEX
-        or effect.state != base.state
-    ):
+    line = _line_only(effect)
+    if line is None or effect.base.state is None or effect.base.state.lock_type != MUTEX:
         return None
-    before, after = read_queue(base.meta), read_queue({QUEUE_KEY: text})
+    before, after = line
     known = {w.instance_id for w in before}
     new = [w for w in after if w.instance_id not in known]
     if len(new) != 1 or len(after) != len(before) + 1:
@@ -634,13 +641,28 @@ def join_entry(effect: Replace) -> Waiter | None:
     return new[0] if after == (*before[:at], new[0], *before[at:]) else None
 
 
-def joins_write(base: Record, entries: Iterable[Waiter]) -> Replace:
-    """One write that adds ``entries`` (from :func:`join_entry`) to the line of
-    ``base``, each where it would join (by its ``since``), in the order given:
-    what their joins one after another would store. An entry already in the
-    line keeps its place. ``base`` is a version the joins were decided on, or
-    one that differs from it only by joins of these waiters' own locker."""
-    queue = read_queue(base.meta)
+def leave_of(effect: Replace) -> str | None:
+    """The instance ID that ``effect`` removes from a line (of any kind of
+    lock), if that is all it does: such leaves may be written together. Else None."""
+    line = _line_only(effect)
+    if line is None:
+        return None
+    before, after = line
+    gone = [w.instance_id for w in before if w not in after]
+    if len(gone) != 1 or after != tuple(w for w in before if w.instance_id != gone[0]):
+        return None
+    return gone[0]
+
+
+def joins_write(base: Record, entries: Iterable[Waiter], leaving: Iterable[str] = ()) -> Replace:
+    """One write that removes ``leaving`` (from :func:`leave_of`) from the line
+    of ``base`` and adds ``entries`` (from :func:`join_entry`), each where it
+    would join (by its ``since``), in the order given: what their writes one
+    after another would store. An entry already in the line keeps its place.
+    ``base`` is a version they were decided on, or one that differs from it
+    only by line changes of these waiters' own locker."""
+    gone = set(leaving)
+    queue = tuple(w for w in read_queue(base.meta) if w.instance_id not in gone)
     for entry in entries:
         if all(w.instance_id != entry.instance_id for w in queue):
             at = place_of(queue, entry.since)

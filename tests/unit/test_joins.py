@@ -18,6 +18,7 @@ from lockheed._core import (
     acquire_flow,
     join_entry,
     joins_write,
+    leave_of,
     release_flow,
     renew_flow,
 )
@@ -163,3 +164,32 @@ def test_joins_arriving_during_a_write_go_on_its_result_without_conflict() -> No
     assert server.writes[1].version == got_one.version
     assert world.line() == ["before", "w0", "w1"]
     assert got_three is CONFLICT
+
+
+def test_leaves_at_one_version_go_in_one_write() -> None:
+    """Waiters whose timeouts run out together each leave the line; their
+    leaves (only an entry removed: :func:`leave_of`) go in one write, and a
+    join coming with them is written beside them."""
+    world = World()
+    _held(world)
+    for i in range(4):
+        world.store.execute(_join_of(world, f"w{i}")[1])
+    leaves = []
+    for who in ("w1", "w3"):
+        flow = release_flow(world.intent(who), world.store.clock, None, None)
+        effect = flow.send(None)
+        effect = flow.send(world.store.execute(effect))
+        assert isinstance(effect, Replace) and leave_of(effect) == who
+        assert join_entry(effect) is None
+        leaves.append(effect)
+    _, join = _join_of(world, "w4")
+    server = _Server(world)
+
+    async def main() -> list[Any]:
+        batcher = Joins(server.send)
+        return await asyncio.gather(*(batcher.replace(e) for e in (*leaves, join)))
+
+    results = asyncio.run(main())
+    assert len(server.writes) == 1
+    assert all(isinstance(r, Record) for r in results)
+    assert world.line() == ["w0", "w2", "w4"]

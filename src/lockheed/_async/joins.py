@@ -1,31 +1,35 @@
-"""Joining the line together: the asyncio waiters of one locker on one lock.
+"""Joining and leaving the line together: the asyncio waiters of one locker on one lock.
 
 Many tasks of one process that begin to wait on one lock at once (a worker
 pool starting, a burst of jobs) would each write their own join at the same
 version; all but one meet a conflict, and while they retry (pausing as a
 crowd, reading again) the waiters that did get in line take turns ahead of
-them. Instead, a locker writes its tasks' joins of one object one write at a
-time: the joins that come while a join write is under way wait for it and
-then go out together in the next write (:func:`~lockheed._core.joins_write`
-puts each entry where its own join would have, by the version at which it
-began to ask). A join decided on the version that the write under way
-replaced is written on that write's result, which differs from it only by
-those joins, so it does not conflict.
+them. Likewise many waiters whose timeouts run out together each write their
+leave. Instead, a locker writes its tasks' joins and leaves of one object one
+write at a time: those that come while such a write is under way wait for it
+and then go out together in the next write
+(:func:`~lockheed._core.joins_write` puts each entry where its own join
+would have, by the version at which it began to ask). One decided on the
+version that the write under way replaced is written on that write's result,
+which differs from it only by those joins and leaves, so it does not
+conflict.
 
 Only a write that just adds one waiter to a mutex's line
-(:func:`~lockheed._core.join_entry`) is batched; every other write goes
+(:func:`~lockheed._core.join_entry`) or just removes one from a line
+(:func:`~lockheed._core.leave_of`) is batched; every other write goes
 straight out.
 
-Failure semantics: every join in a write gets that write's answer: the new
-version (each then finds itself in line), ``CONFLICT`` (each decides again on
-a newer version), None (the object was deleted) or the write's error (its
-outcome is unknown: each reads and recognises its entry). A join decided on
-a version that a landed write has made stale gets ``CONFLICT`` without a
-request, as the server would answer. A task cancelled while its join waits
-leaves the batch; if the write is under way, its acquire's cleanup removes
-its entry as after any interrupted write. A batch whose writer task is
-cancelled (the event loop closing) fails its joins with a transient
-:class:`~lockheed.LockBackendError`, whose outcome is unknown to them.
+Failure semantics: every join or leave in a write gets that write's answer:
+the new version (each then finds itself in line, or out of it), ``CONFLICT``
+(each decides again on a newer version), None (the object was deleted) or
+the write's error (its outcome is unknown: each reads and recognises its
+entry). One decided on a version that a landed write has made stale gets
+``CONFLICT`` without a request, as the server would answer. A task cancelled
+while its join waits leaves the batch; if the write is under way, its
+acquire's cleanup removes its entry as after any interrupted write. A batch
+whose writer task is cancelled (the event loop closing) fails its joins and
+leaves with a transient :class:`~lockheed.LockBackendError`, whose outcome
+is unknown to them.
 """
 
 from __future__ import annotations
@@ -35,7 +39,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from .._core import CONFLICT, Replace, join_entry, joins_write
+from .._core import CONFLICT, Replace, join_entry, joins_write, leave_of
 from .._errors import LockBackendError
 from .._queue import Waiter
 from .._state import Record
@@ -46,7 +50,7 @@ __all__ = ["Joins"]
 @dataclass
 class _Join:
     effect: Replace
-    entry: Waiter
+    entry: Waiter | str  # the waiter joining, or the instance ID leaving
     done: asyncio.Future[Any] = field(
         default_factory=lambda: asyncio.get_running_loop().create_future()
     )
@@ -62,7 +66,8 @@ def _rv(version: str) -> int:
 
 
 class Joins:
-    """The join writes of one locker, batched per object; ``send`` performs one write."""
+    """The join and leave writes of one locker, batched per object; ``send``
+    performs one write."""
 
     def __init__(self, send: Callable[[Replace], Awaitable[Any]]):
         self._send = send
@@ -71,7 +76,7 @@ class Joins:
 
     async def replace(self, effect: Replace) -> Any:
         """Perform ``effect``: with other joins of the same object if it is a join."""
-        entry = join_entry(effect)
+        entry: Waiter | str | None = join_entry(effect) or leave_of(effect)
         if entry is None or _rv(effect.version) < 0:
             return await self._send(effect)
         join = _Join(effect, entry)
@@ -93,7 +98,9 @@ class Joins:
                 if not batch:
                     continue
                 try:
-                    result = await self._send(joins_write(base, [j.entry for j in batch]))
+                    joining = [j.entry for j in batch if isinstance(j.entry, Waiter)]
+                    leaving = [j.entry for j in batch if isinstance(j.entry, str)]
+                    result = await self._send(joins_write(base, joining, leaving))
                 except Exception as exc:  # unknown outcome: each reads and decides again
                     result = exc
                 for join in batch:
