@@ -8,11 +8,13 @@ import asyncio
 import dataclasses
 from typing import Any
 
-from line_world import World
-from lockheed._async.joins import Joins
+from line_world import NAME, World
+from lockheed._async.joins import Creates, Joins, Reads
 from lockheed._core import (
     CONFLICT,
+    Create,
     Flow,
+    Read,
     Replace,
     Watch,
     acquire_flow,
@@ -193,3 +195,60 @@ def test_leaves_at_one_version_go_in_one_write() -> None:
     assert len(server.writes) == 1
     assert all(isinstance(r, Record) for r in results)
     assert world.line() == ["w0", "w2", "w4"]
+
+
+def test_reads_asked_together_share_one_and_later_ones_the_next() -> None:
+    """Reads of one object asked while none is under way go out as one; those
+    asked while it is under way share the next one, sent after they asked."""
+    world = World()
+    _held(world)
+    sent: list[float] = []
+    gate, out = asyncio.Event(), asyncio.Event()
+
+    async def send(effect: Read) -> Any:
+        sent.append(world.mono)
+        out.set()
+        await gate.wait()
+        return world.store.execute(effect)
+
+    async def main() -> tuple[list[Any], list[Any]]:
+        reads = Reads(send)
+        first = [asyncio.ensure_future(reads.read(Read(NAME))) for _ in range(5)]
+        await out.wait()
+        world.advance(1.0)
+        later = [asyncio.ensure_future(reads.read(Read(NAME))) for _ in range(5)]
+        gate.set()
+        return list(await asyncio.gather(*first)), list(await asyncio.gather(*later))
+
+    first, later = asyncio.run(main())
+    assert sent == [100.0, 101.0]  # the second read went out after the later ones asked
+    assert all(isinstance(r, Record) and r is first[0] for r in first)
+    assert all(isinstance(r, Record) and r is later[0] for r in later)
+
+
+def test_creates_of_a_new_lock_asked_together_send_one() -> None:
+    """Tasks that all find a new lock missing each ask to create it: one
+    create goes out, the others are answered CONFLICT (the object exists), as
+    the server would."""
+    world = World()
+    flows = [acquire_flow(world.intent(f"w{i}"), world.store.clock, None) for i in range(4)]
+    missing = world.store.execute(Read(NAME))
+    assert missing is None
+    creates = [flow.send(None) for flow in flows]  # each reads first
+    creates = [flow.send(missing) for flow in flows]
+    assert all(isinstance(c, Create) for c in creates)
+    sent: list[Create] = []
+
+    async def send(effect: Create) -> Any:
+        sent.append(effect)
+        await asyncio.sleep(0)
+        return world.store.execute(effect)
+
+    async def main() -> list[Any]:
+        batcher = Creates(send)
+        return list(await asyncio.gather(*(batcher.create(c) for c in creates)))
+
+    results = asyncio.run(main())
+    assert len(sent) == 1
+    assert isinstance(results[0], Record)
+    assert results[1:] == [CONFLICT] * 3

@@ -34,7 +34,7 @@ from .._core import CONFLICT, Create, Effect, Read, Replace, Watch
 from .._errors import LockBackendError
 from .._kubecfg import KubeConfigSource
 from .._state import Record
-from .joins import Joins  # unasync: async-only
+from .joins import Creates, Joins, Reads  # unasync: async-only
 from .kube import AsyncKubeAPI
 from .sessions import AsyncWatches
 
@@ -72,6 +72,8 @@ class AsyncConfigMapLocker:
             self.api, self.object_name, lambda name, obj: decode_configmap(name, obj), self.execute
         )
         self._joins = Joins(self._replace)  # unasync: async-only
+        self._reads = Reads(self._read)  # unasync: async-only
+        self._creates = Creates(self._create)  # unasync: async-only
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}(namespace={self.namespace!r}, prefix={self.prefix!r})"
@@ -91,28 +93,41 @@ class AsyncConfigMapLocker:
 
     async def execute(self, effect: Effect) -> Any:
         """Perform one effect of the core's flows; see :mod:`lockheed._core`."""
-        name = effect.name
         if isinstance(effect, Watch):
             return await self._watch(effect)
-        path = "/" + self.object_name(name)
         if isinstance(effect, Read):
-            status, obj = await self.api.request("GET", path, lock=name)
-            return None if status == 404 else decode_configmap(name, obj)
+            read = self._read
+            read = self._reads.read  # unasync: async-only
+            return await read(effect)
         if isinstance(effect, Create):
-            body = new_configmap(self.object_name(name), self.namespace, effect.state, effect.meta)
-            status, obj = await self.api.request("POST", body=body, lock=name)
-            if status == 404:
-                raise LockBackendError(
-                    f"cannot create lock {name!r}: namespace {self.namespace!r} not found",
-                    lock=name,
-                )
-        elif isinstance(effect, Replace):
+            create = self._create
+            create = self._creates.create  # unasync: async-only
+            return await create(effect)
+        if isinstance(effect, Replace):
             replace = self._replace
             replace = self._joins.replace  # unasync: async-only
             return await replace(effect)
-        else:
-            raise TypeError(f"unknown effect {effect!r}")
+        raise TypeError(f"unknown effect {effect!r}")
+
+    async def _create(self, effect: Create) -> Any:
+        """One POST (a create of a lock that one under way is making already is
+        answered without one: :mod:`lockheed._async.joins`)."""
+        name = effect.name
+        body = new_configmap(self.object_name(name), self.namespace, effect.state, effect.meta)
+        status, obj = await self.api.request("POST", body=body, lock=name)
+        if status == 404:
+            raise LockBackendError(
+                f"cannot create lock {name!r}: namespace {self.namespace!r} not found",
+                lock=name,
+            )
         return CONFLICT if status == 409 else decode_configmap(name, obj)
+
+    async def _read(self, effect: Read) -> Any:
+        """One GET (the tasks' reads of one lock that come together share one:
+        :mod:`lockheed._async.joins`)."""
+        name = effect.name
+        status, obj = await self.api.request("GET", "/" + self.object_name(name), lock=name)
+        return None if status == 404 else decode_configmap(name, obj)
 
     async def _replace(self, effect: Replace) -> Any:
         """One PUT at the effect's version (the tasks' joins of one lock are

@@ -39,12 +39,12 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from .._core import CONFLICT, Replace, join_entry, joins_write, leave_of
+from .._core import CONFLICT, Create, Read, Replace, join_entry, joins_write, leave_of
 from .._errors import LockBackendError
 from .._queue import Waiter
 from .._state import Record
 
-__all__ = ["Joins"]
+__all__ = ["Creates", "Joins", "Reads"]
 
 
 @dataclass
@@ -153,3 +153,84 @@ class Joins:
             if join not in on:
                 join.done.set_result(CONFLICT)
         return (base if base is not None else joins[0].effect.base), on
+
+
+class Reads:
+    """The reads of one locker, shared per object; ``send`` performs one read.
+
+    A read asked for while none of the object is under way goes out at once;
+    the reads asked for while one is under way wait for it to end and then
+    share one read, sent after each of them asked (so its answer is as new as
+    a read of their own would be). Many tasks that meet conflicts at once
+    (all leaving the line at a timeout, say) then cost a read or two, not one
+    each. Every read of a round gets its answer, or its error.
+    """
+
+    def __init__(self, send: Callable[[Read], Awaitable[Any]]):
+        self._send = send
+        self._waiting: dict[str, list[asyncio.Future[Any]]] = {}
+        self._readers: dict[str, asyncio.Task[None]] = {}
+
+    async def read(self, effect: Read) -> Any:
+        done: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        self._waiting.setdefault(effect.name, []).append(done)
+        if effect.name not in self._readers:
+            task = asyncio.get_running_loop().create_task(self._read(effect), name="lockheed-reads")
+            self._readers[effect.name] = task
+        return await done
+
+    async def _read(self, effect: Read) -> None:
+        name = effect.name
+        round_: list[asyncio.Future[Any]] = []
+        try:
+            while round_ := [f for f in self._waiting.pop(name, ()) if not f.done()]:
+                try:
+                    result: Any = await self._send(effect)
+                except Exception as exc:
+                    result = exc
+                for done in round_:
+                    if not done.done():
+                        if isinstance(result, Exception):
+                            done.set_exception(result)
+                        else:
+                            done.set_result(result)
+        finally:
+            self._readers.pop(name, None)
+            for done in [*round_, *self._waiting.pop(name, ())]:
+                if not done.done():
+                    done.set_exception(
+                        LockBackendError(
+                            f"lock {name!r}: the read was interrupted", lock=name, transient=True
+                        )
+                    )
+
+
+class Creates:
+    """The creates of one locker, one per object at a time; ``send`` performs one.
+
+    Every task that finds a new lock missing asks to create it. A create asked
+    for while another of the same object is under way waits for it; if that
+    one made the object (or found it made), the object exists and the answer
+    is ``CONFLICT`` without a request, as the server's would be; else it goes
+    out itself.
+    """
+
+    def __init__(self, send: Callable[[Create], Awaitable[Any]]):
+        self._send = send
+        self._busy: dict[str, asyncio.Future[bool]] = {}  # true: the object exists
+
+    async def create(self, effect: Create) -> Any:
+        busy = self._busy.get(effect.name)
+        if busy is not None and await asyncio.shield(busy):
+            return CONFLICT
+        made: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
+        self._busy[effect.name] = made
+        exists = False
+        try:
+            result = await self._send(effect)
+            exists = result is CONFLICT or isinstance(result, Record)
+            return result
+        finally:
+            made.set_result(exists)
+            if self._busy.get(effect.name) is made:
+                del self._busy[effect.name]

@@ -90,27 +90,38 @@ class ConfigMapLocker:
 
     def execute(self, effect: Effect) -> Any:
         """Perform one effect of the core's flows; see :mod:`lockheed._core`."""
-        name = effect.name
         if isinstance(effect, Watch):
             return self._watch(effect)
-        path = "/" + self.object_name(name)
         if isinstance(effect, Read):
-            status, obj = self.api.request("GET", path, lock=name)
-            return None if status == 404 else decode_configmap(name, obj)
+            read = self._read
+            return read(effect)
         if isinstance(effect, Create):
-            body = new_configmap(self.object_name(name), self.namespace, effect.state, effect.meta)
-            status, obj = self.api.request("POST", body=body, lock=name)
-            if status == 404:
-                raise LockBackendError(
-                    f"cannot create lock {name!r}: namespace {self.namespace!r} not found",
-                    lock=name,
-                )
-        elif isinstance(effect, Replace):
+            create = self._create
+            return create(effect)
+        if isinstance(effect, Replace):
             replace = self._replace
             return replace(effect)
-        else:
-            raise TypeError(f"unknown effect {effect!r}")
+        raise TypeError(f"unknown effect {effect!r}")
+
+    def _create(self, effect: Create) -> Any:
+        """One POST (a create of a lock that one under way is making already is
+        answered without one: :mod:`lockheed._async.joins`)."""
+        name = effect.name
+        body = new_configmap(self.object_name(name), self.namespace, effect.state, effect.meta)
+        status, obj = self.api.request("POST", body=body, lock=name)
+        if status == 404:
+            raise LockBackendError(
+                f"cannot create lock {name!r}: namespace {self.namespace!r} not found",
+                lock=name,
+            )
         return CONFLICT if status == 409 else decode_configmap(name, obj)
+
+    def _read(self, effect: Read) -> Any:
+        """One GET (the tasks' reads of one lock that come together share one:
+        :mod:`lockheed._async.joins`)."""
+        name = effect.name
+        status, obj = self.api.request("GET", "/" + self.object_name(name), lock=name)
+        return None if status == 404 else decode_configmap(name, obj)
 
     def _replace(self, effect: Replace) -> Any:
         """One PUT at the effect's version (the tasks' joins of one lock are
