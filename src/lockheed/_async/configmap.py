@@ -3,7 +3,11 @@
 Encoding is in :mod:`lockheed._codec`; this module performs the core's effects:
 a read is one GET, a new lock one POST, every other write one PUT at the
 resourceVersion read, a wait one watch of that single object. Nothing is ever
-listed to find one lock.
+listed to find one lock. The asyncio locker sends its tasks' requests on one
+lock together where that saves requests without changing any answer: joins
+and leaves of the line in one write at a time, reads asked together as one,
+and no second create of a lock that one under way is making
+(:mod:`lockheed._async.joins`).
 
 Failure semantics: a 409 is handed back to the core as ``CONFLICT`` (it
 re-reads and decides again); a 404 on write means the object was deleted (a

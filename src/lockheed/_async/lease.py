@@ -4,7 +4,8 @@ Encoding, and the rule by which a holder's lease is judged expired, are in
 :mod:`lockheed._leasecodec`; this module performs the core's effects exactly as
 the ConfigMap locker does: a read is one GET, a new lock one POST, every other
 write one PUT at the resourceVersion read, a wait one watch of that single
-Lease (by field selector). Nothing is ever listed to find one lock. The locker
+Lease (by field selector). Nothing is ever listed to find one lock (the asyncio
+locker's tasks share requests on one lock as the ConfigMap one's do). The locker
 remembers, per lock, when it first saw each resourceVersion (the server's
 time, latest bound, and the monotonic time): client-go's rule, a holder's
 lease runs out ``leaseDurationSeconds`` after that sighting on the monotonic
