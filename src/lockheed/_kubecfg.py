@@ -61,6 +61,11 @@ def request_deadline(deadline: float | None) -> Iterator[None]:
         _DEADLINE.reset(token)
 
 
+def bounded() -> bool:
+    """Whether the requests made now are under a :func:`request_deadline`."""
+    return _DEADLINE.get() is not None
+
+
 def request_timeout() -> float:
     """Seconds a request may take now: the default, or less under a deadline."""
     deadline = _DEADLINE.get()

@@ -41,6 +41,7 @@ from typing import Any
 
 from .._core import CONFLICT, Create, Read, Replace, join_entry, joins_write, leave_of
 from .._errors import LockBackendError
+from .._kubecfg import bounded
 from .._queue import Waiter
 from .._state import Record
 
@@ -77,7 +78,7 @@ class Joins:
     async def replace(self, effect: Replace) -> Any:
         """Perform ``effect``: with other joins of the same object if it is a join."""
         entry: Waiter | str | None = join_entry(effect) or leave_of(effect)
-        if entry is None or _rv(effect.version) < 0:
+        if entry is None or _rv(effect.version) < 0 or bounded():
             return await self._send(effect)
         join = _Join(effect, entry)
         self._waiting.setdefault(effect.name, []).append(join)
@@ -163,7 +164,8 @@ class Reads:
     share one read, sent after each of them asked (so its answer is as new as
     a read of their own would be). Many tasks that meet conflicts at once
     (all leaving the line at a timeout, say) then cost a read or two, not one
-    each. Every read of a round gets its answer, or its error.
+    each. Every read of a round gets its answer, or its error. A read under a
+    request deadline (a renewal's, bounded by its loss deadline) is its own.
     """
 
     def __init__(self, send: Callable[[Read], Awaitable[Any]]):
@@ -172,6 +174,8 @@ class Reads:
         self._readers: dict[str, asyncio.Task[None]] = {}
 
     async def read(self, effect: Read) -> Any:
+        if bounded():  # under a request deadline (a renewal's): its own read
+            return await self._send(effect)
         done: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
         self._waiting.setdefault(effect.name, []).append(done)
         if effect.name not in self._readers:
@@ -220,6 +224,8 @@ class Creates:
         self._busy: dict[str, asyncio.Future[bool]] = {}  # true: the object exists
 
     async def create(self, effect: Create) -> Any:
+        if bounded():
+            return await self._send(effect)
         busy = self._busy.get(effect.name)
         if busy is not None and await asyncio.shield(busy):
             return CONFLICT
