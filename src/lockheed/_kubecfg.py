@@ -31,6 +31,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "async_http_client",
+    "bounded",
     "forbidden",
     "http_client",
     "lean_endpoint",
