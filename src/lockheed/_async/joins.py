@@ -73,25 +73,39 @@ class Joins:
     def __init__(self, send: Callable[[Replace], Awaitable[Any]]):
         self._send = send
         self._waiting: dict[str, list[_Join]] = {}  # joins not yet written, by lock name
-        self._writers: dict[str, asyncio.Task[None]] = {}
+        self._busy: set[str] = set()  # the locks with a join or leave under way
 
     async def replace(self, effect: Replace) -> Any:
-        """Perform ``effect``: with other joins of the same object if it is a join."""
+        """Perform ``effect``: with other joins and leaves of the same object if
+        it is one. With none under way it goes out at once, from this task."""
         entry: Waiter | str | None = join_entry(effect) or leave_of(effect)
+        name = effect.name
         if entry is None or _rv(effect.version) < 0 or bounded():
             return await self._send(effect)
-        join = _Join(effect, entry)
-        self._waiting.setdefault(effect.name, []).append(join)
-        if effect.name not in self._writers:
-            task = asyncio.get_running_loop().create_task(
-                self._write(effect.name), name="lockheed-joins"
-            )
-            self._writers[effect.name] = task
-        return await join.done
+        if name in self._busy:
+            join = _Join(effect, entry)
+            self._waiting.setdefault(name, []).append(join)
+            return await join.done
+        self._busy.add(name)
+        last: tuple[str, Any] | None = None
+        try:
+            result = await self._send(effect)
+            last = (effect.version, result)
+            return result
+        except Exception as exc:
+            last = (effect.version, exc)
+            raise
+        finally:
+            self._busy.discard(name)
+            if self._waiting.get(name):  # those that came meanwhile: in a task of their own
+                self._busy.add(name)
+                asyncio.get_running_loop().create_task(
+                    self._write(name, last), name="lockheed-joins"
+                )
 
-    async def _write(self, name: str) -> None:
-        """Write the waiting joins of ``name``, a batch at a time, until none wait."""
-        last: tuple[str, Any] | None = None  # the base version and answer of the last write
+    async def _write(self, name: str, last: tuple[str, Any] | None) -> None:
+        """Write the waiting joins of ``name``, a batch at a time, until none wait.
+        ``last``: the base version and answer of the write before."""
         batch: list[_Join] = []
         try:
             while joins := [j for j in self._waiting.pop(name, ()) if not j.done.done()]:
@@ -112,7 +126,7 @@ class Joins:
                             join.done.set_result(result)
                 last = (base.version, result)
         finally:
-            self._writers.pop(name, None)
+            self._busy.discard(name)
             stranded = [*batch, *self._waiting.pop(name, ())]
             for join in stranded:
                 if not join.done.done():
@@ -171,17 +185,24 @@ class Reads:
     def __init__(self, send: Callable[[Read], Awaitable[Any]]):
         self._send = send
         self._waiting: dict[str, list[asyncio.Future[Any]]] = {}
-        self._readers: dict[str, asyncio.Task[None]] = {}
+        self._busy: set[str] = set()  # the locks with a read under way
 
     async def read(self, effect: Read) -> Any:
+        name = effect.name
         if bounded():  # under a request deadline (a renewal's): its own read
             return await self._send(effect)
-        done: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
-        self._waiting.setdefault(effect.name, []).append(done)
-        if effect.name not in self._readers:
-            task = asyncio.get_running_loop().create_task(self._read(effect), name="lockheed-reads")
-            self._readers[effect.name] = task
-        return await done
+        if name in self._busy:
+            done: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+            self._waiting.setdefault(name, []).append(done)
+            return await done
+        self._busy.add(name)  # none under way: this task reads at once
+        try:
+            return await self._send(effect)
+        finally:
+            self._busy.discard(name)
+            if self._waiting.get(name):  # those that came meanwhile share the next
+                self._busy.add(name)
+                asyncio.get_running_loop().create_task(self._read(effect), name="lockheed-reads")
 
     async def _read(self, effect: Read) -> None:
         name = effect.name
@@ -199,7 +220,7 @@ class Reads:
                         else:
                             done.set_result(result)
         finally:
-            self._readers.pop(name, None)
+            self._busy.discard(name)
             for done in [*round_, *self._waiting.pop(name, ())]:
                 if not done.done():
                     done.set_exception(
