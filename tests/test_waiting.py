@@ -30,6 +30,7 @@ from lockheed import (
     Lock,
     LockError,
     LockTimeout,
+    _observe,
 )
 from lockheed._core import Read, Watch
 from lockheed._state import Record
@@ -333,3 +334,74 @@ def holder_version(line: LineWatch) -> str:
     record: Record | None = line.locker.execute(Read(line.name))
     assert record is not None
     return record.version
+
+
+class _Answers:
+    """An observer of one locker's requests: how many of each verb got each status."""
+
+    def __init__(self) -> None:
+        self.seen: Counter[tuple[str, str]] = Counter()
+
+    def request(self, verb: str, kind: str, status: str) -> None:
+        self.seen[verb, status] += 1
+
+    def acquired(self, *args: Any) -> None: ...
+    def released(self, *args: Any) -> None: ...
+    def lost(self, *args: Any) -> None: ...
+    def renewal_failed(self, *args: Any) -> None: ...
+
+    def total(self, verb: str) -> int:
+        return sum(n for (v, _), n in self.seen.items() if v == verb)
+
+
+def test_async_waiters_starting_together_join_without_conflicts(
+    lockheed_namespace: str,
+    lockheed_kubeconfig: Path,
+    configmap_locker: ConfigMapLockers,
+    watch_line: Callable[[str], LineWatch],
+    loop_thread: LoopThread,
+) -> None:
+    """Tasks of one locker that begin to wait on a held lock at once read the
+    same version; one join write each would meet a conflict for all but one
+    (and those retrying lose their turns to waiters already in line). Their
+    joins (and reads) go out together: no conflict, at most one write and one
+    read each, and they get the lock in the order of the line."""
+    many = 8
+    holder = Lock("together", configmap_locker()).with_duration(60)
+    holder.acquire()
+    line = watch_line("together")
+    locker = AsyncConfigMapLocker(lockheed_namespace, config=lockheed_kubeconfig)
+    answers = _Answers()
+    _observe.attach(locker, answers)
+    locks = [AsyncLock("together", locker).with_duration(30) for _ in range(many)]
+    order: list[tuple[str, int]] = []  # who got the lock, with its token, in turn
+
+    async def take(lock: AsyncLock) -> int:
+        token = await lock.acquire(timeout=WAIT)
+        order.append((lock.instance_id, token))
+        await lock.release()
+        return token
+
+    async def start() -> asyncio.Future[list[int]]:
+        return asyncio.gather(*(take(lock) for lock in locks))
+
+    try:
+        everyone = loop_thread.run(start())
+        ids = sorted(lock.instance_id for lock in locks)
+        joined = line.until(lambda r: sorted(line_of(r)) == ids)
+        # (One by one, the joins at one version meet N - 1 conflicts, and more
+        # after them: over 2N writes and a read after each second conflict.)
+        assert answers.seen["update", "409"] == 0, answers.seen
+        assert 1 <= answers.total("update") <= many, answers.seen
+        assert 1 <= answers.total("get") <= many, answers.seen
+        holder.release()
+
+        async def finish() -> list[int]:
+            return await everyone
+
+        loop_thread.run(finish())
+        assert [who for who, _ in order] == line_of(joined)
+        tokens = [token for _, token in order]
+        assert tokens == sorted(tokens) and len(set(tokens)) == many
+    finally:
+        loop_thread.run(locker.aclose())

@@ -45,7 +45,7 @@ Failure semantics:
 from __future__ import annotations
 
 import random
-from collections.abc import Callable, Generator, Mapping
+from collections.abc import Callable, Generator, Iterable, Mapping
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from typing import Any, Final
@@ -60,7 +60,7 @@ from ._errors import (
     LockTimeout,
     LockTypeError,
 )
-from ._queue import Waiter, place_of, queue_meta, read_queue
+from ._queue import QUEUE_KEY, Waiter, place_of, queue_meta, read_queue
 from ._state import MUTEX, NEVER, Lease, LockState, Record, StateFormatError, parse_time
 
 __all__ = [
@@ -77,6 +77,9 @@ __all__ = [
     "decide_acquire",
     "decide_release",
     "decide_renew",
+    "join_entry",
+    "joins_write",
+    "leave_of",
     "loss_margin",
     "release_flow",
     "renew_flow",
@@ -608,6 +611,67 @@ def token_of(record: Record) -> int:
             "fencing tokens need etcd-backed storage",
             lock=record.name,
         ) from None
+
+
+def _line_only(effect: Replace) -> tuple[tuple[Waiter, ...], tuple[Waiter, ...]] | None:
+    """The line before and after ``effect``, if the line is all it changes."""
+    base = effect.base
+    text = effect.meta.get(QUEUE_KEY, "")
+    if (
+        len(effect.meta) != 1
+        or effect.version != base.version
+        or base.state is None
+        or effect.state != base.state
+    ):
+        return None
+    return read_queue(base.meta), read_queue({QUEUE_KEY: text} if text else {})
+
+
+def join_entry(effect: Replace) -> Waiter | None:
+    """The waiter that ``effect`` adds to a mutex's line, if that is all it does
+    (the state and every other annotation as read, the entry where
+    :func:`~lockheed._queue.place_of` puts it): such joins of several waiters
+    at one version may be written together (:func:`joins_write`). Else None."""
+    line = _line_only(effect)
+    if line is None or effect.base.state is None or effect.base.state.lock_type != MUTEX:
+        return None
+    before, after = line
+    known = {w.instance_id for w in before}
+    new = [w for w in after if w.instance_id not in known]
+    if len(new) != 1 or len(after) != len(before) + 1:
+        return None
+    at = place_of(before, new[0].since)
+    return new[0] if after == (*before[:at], new[0], *before[at:]) else None
+
+
+def leave_of(effect: Replace) -> str | None:
+    """The instance ID that ``effect`` removes from a line (of any kind of
+    lock), if that is all it does: such leaves may be written together. Else None."""
+    line = _line_only(effect)
+    if line is None:
+        return None
+    before, after = line
+    gone = [w.instance_id for w in before if w not in after]
+    if len(gone) != 1 or after != tuple(w for w in before if w.instance_id != gone[0]):
+        return None
+    return gone[0]
+
+
+def joins_write(base: Record, entries: Iterable[Waiter], leaving: Iterable[str] = ()) -> Replace:
+    """One write that removes ``leaving`` (from :func:`leave_of`) from the line
+    of ``base`` and adds ``entries`` (from :func:`join_entry`), each where it
+    would join (by its ``since``), in the order given: what their writes one
+    after another would store. An entry already in the line keeps its place.
+    ``base`` is a version they were decided on, or one that differs from it
+    only by line changes of these waiters' own locker."""
+    gone = set(leaving)
+    queue = tuple(w for w in read_queue(base.meta) if w.instance_id not in gone)
+    for entry in entries:
+        if all(w.instance_id != entry.instance_id for w in queue):
+            at = place_of(queue, entry.since)
+            queue = (*queue[:at], entry, *queue[at:])
+    assert base.state is not None
+    return Replace(base.name, base.version, base.state, queue_meta(queue), base)
 
 
 def _write_effect(name: str, record: Record | None, decision: Write) -> Effect:

@@ -31,6 +31,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "async_http_client",
+    "bounded",
     "forbidden",
     "http_client",
     "lean_endpoint",
@@ -59,6 +60,11 @@ def request_deadline(deadline: float | None) -> Iterator[None]:
         yield
     finally:
         _DEADLINE.reset(token)
+
+
+def bounded() -> bool:
+    """Whether the requests made now are under a :func:`request_deadline`."""
+    return _DEADLINE.get() is not None
 
 
 def request_timeout() -> float:

@@ -3,7 +3,11 @@
 Encoding is in :mod:`lockheed._codec`; this module performs the core's effects:
 a read is one GET, a new lock one POST, every other write one PUT at the
 resourceVersion read, a wait one watch of that single object. Nothing is ever
-listed to find one lock.
+listed to find one lock. The asyncio locker sends its tasks' requests on one
+lock together where that saves requests without changing any answer: joins
+and leaves of the line in one write at a time, reads asked together as one,
+and no second create of a lock that one under way is making
+(:mod:`lockheed._async.joins`).
 
 Failure semantics: a 409 is handed back to the core as ``CONFLICT`` (it
 re-reads and decides again); a 404 on write means the object was deleted (a
@@ -34,6 +38,7 @@ from .._core import CONFLICT, Create, Effect, Read, Replace, Watch
 from .._errors import LockBackendError
 from .._kubecfg import KubeConfigSource
 from .._state import Record
+from .joins import Creates, Joins, Reads  # unasync: async-only
 from .kube import AsyncKubeAPI
 from .sessions import AsyncWatches
 
@@ -70,6 +75,9 @@ class AsyncConfigMapLocker:
         self._watches = AsyncWatches(
             self.api, self.object_name, lambda name, obj: decode_configmap(name, obj), self.execute
         )
+        self._joins = Joins(self._replace)  # unasync: async-only
+        self._reads = Reads(self._read)  # unasync: async-only
+        self._creates = Creates(self._create)  # unasync: async-only
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}(namespace={self.namespace!r}, prefix={self.prefix!r})"
@@ -89,28 +97,52 @@ class AsyncConfigMapLocker:
 
     async def execute(self, effect: Effect) -> Any:
         """Perform one effect of the core's flows; see :mod:`lockheed._core`."""
-        name = effect.name
         if isinstance(effect, Watch):
             return await self._watch(effect)
-        path = "/" + self.object_name(name)
         if isinstance(effect, Read):
-            status, obj = await self.api.request("GET", path, lock=name)
-            return None if status == 404 else decode_configmap(name, obj)
+            read = self._read
+            read = self._reads.read  # unasync: async-only
+            return await read(effect)
         if isinstance(effect, Create):
-            body = new_configmap(self.object_name(name), self.namespace, effect.state, effect.meta)
-            status, obj = await self.api.request("POST", body=body, lock=name)
-            if status == 404:
-                raise LockBackendError(
-                    f"cannot create lock {name!r}: namespace {self.namespace!r} not found",
-                    lock=name,
-                )
-        elif isinstance(effect, Replace):
-            body = updated_configmap(self.object_name(name), effect)
-            status, obj = await self.api.request("PUT", path, body=body, lock=name)
-            if status == 404:
-                return None
-        else:
-            raise TypeError(f"unknown effect {effect!r}")
+            create = self._create
+            create = self._creates.create  # unasync: async-only
+            return await create(effect)
+        if isinstance(effect, Replace):
+            replace = self._replace
+            replace = self._joins.replace  # unasync: async-only
+            return await replace(effect)
+        raise TypeError(f"unknown effect {effect!r}")
+
+    async def _create(self, effect: Create) -> Any:
+        """One POST (a create of a lock that one under way is making already is
+        answered without one: :mod:`lockheed._async.joins`)."""
+        name = effect.name
+        body = new_configmap(self.object_name(name), self.namespace, effect.state, effect.meta)
+        status, obj = await self.api.request("POST", body=body, lock=name)
+        if status == 404:
+            raise LockBackendError(
+                f"cannot create lock {name!r}: namespace {self.namespace!r} not found",
+                lock=name,
+            )
+        return CONFLICT if status == 409 else decode_configmap(name, obj)
+
+    async def _read(self, effect: Read) -> Any:
+        """One GET (the tasks' reads of one lock that come together share one:
+        :mod:`lockheed._async.joins`)."""
+        name = effect.name
+        status, obj = await self.api.request("GET", "/" + self.object_name(name), lock=name)
+        return None if status == 404 else decode_configmap(name, obj)
+
+    async def _replace(self, effect: Replace) -> Any:
+        """One PUT at the effect's version (the tasks' joins of one lock are
+        written together: :mod:`lockheed._async.joins`)."""
+        name = effect.name
+        body = updated_configmap(self.object_name(name), effect)
+        status, obj = await self.api.request(
+            "PUT", "/" + self.object_name(name), body=body, lock=name
+        )
+        if status == 404:
+            return None
         return CONFLICT if status == 409 else decode_configmap(name, obj)
 
     async def _watch(self, effect: Watch) -> Any:

@@ -4,7 +4,8 @@ Encoding, and the rule by which a holder's lease is judged expired, are in
 :mod:`lockheed._leasecodec`; this module performs the core's effects exactly as
 the ConfigMap locker does: a read is one GET, a new lock one POST, every other
 write one PUT at the resourceVersion read, a wait one watch of that single
-Lease (by field selector). Nothing is ever listed to find one lock. The locker
+Lease (by field selector). Nothing is ever listed to find one lock (the asyncio
+locker's tasks share requests on one lock as the ConfigMap one's do). The locker
 remembers, per lock, when it first saw each resourceVersion (the server's
 time, latest bound, and the monotonic time): client-go's rule, a holder's
 lease runs out ``leaseDurationSeconds`` after that sighting on the monotonic
@@ -31,6 +32,7 @@ from .._errors import LockBackendError
 from .._kubecfg import KubeConfigSource
 from .._leasecodec import API_PATH, Sightings, decode_lease, new_lease, updated_lease
 from .._state import Record
+from .joins import Creates, Joins, Reads  # unasync: async-only
 from .kube import AsyncKubeAPI
 from .sessions import AsyncWatches
 
@@ -67,6 +69,9 @@ class AsyncLeaseLocker:
         self.clock = self.api.clock
         self._seen = Sightings()
         self._watches = AsyncWatches(self.api, self.object_name, self._decode, self.execute)
+        self._joins = Joins(self._replace)  # unasync: async-only
+        self._reads = Reads(self._read)  # unasync: async-only
+        self._creates = Creates(self._create)  # unasync: async-only
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}(namespace={self.namespace!r}, prefix={self.prefix!r})"
@@ -98,30 +103,54 @@ class AsyncLeaseLocker:
 
     async def execute(self, effect: Effect) -> Any:
         """Perform one effect of the core's flows; see :mod:`lockheed._core`."""
-        name = effect.name
         if isinstance(effect, Watch):
             return await self._watch(effect)
-        path = "/" + self.object_name(name)
         if isinstance(effect, Read):
-            status, obj = await self.api.request("GET", path, lock=name)
-            return None if status == 404 else self._decode(name, obj)
+            read = self._read
+            read = self._reads.read  # unasync: async-only
+            return await read(effect)
         if isinstance(effect, Create):
-            body = new_lease(
-                self.object_name(name), self.namespace, effect.state, effect.meta, self._now()
+            create = self._create
+            create = self._creates.create  # unasync: async-only
+            return await create(effect)
+        if isinstance(effect, Replace):
+            replace = self._replace
+            replace = self._joins.replace  # unasync: async-only
+            return await replace(effect)
+        raise TypeError(f"unknown effect {effect!r}")
+
+    async def _create(self, effect: Create) -> Any:
+        """One POST (a create of a lock that one under way is making already is
+        answered without one: :mod:`lockheed._async.joins`)."""
+        name = effect.name
+        body = new_lease(
+            self.object_name(name), self.namespace, effect.state, effect.meta, self._now()
+        )
+        status, obj = await self.api.request("POST", body=body, lock=name)
+        if status == 404:
+            raise LockBackendError(
+                f"cannot create lock {name!r}: namespace {self.namespace!r} not found",
+                lock=name,
             )
-            status, obj = await self.api.request("POST", body=body, lock=name)
-            if status == 404:
-                raise LockBackendError(
-                    f"cannot create lock {name!r}: namespace {self.namespace!r} not found",
-                    lock=name,
-                )
-        elif isinstance(effect, Replace):
-            body = updated_lease(self.object_name(name), effect, self._now())
-            status, obj = await self.api.request("PUT", path, body=body, lock=name)
-            if status == 404:
-                return None
-        else:
-            raise TypeError(f"unknown effect {effect!r}")
+        return CONFLICT if status == 409 else self._decode(name, obj)
+
+    async def _read(self, effect: Read) -> Any:
+        """One GET (the tasks' reads of one lock that come together share one:
+        :mod:`lockheed._async.joins`)."""
+        name = effect.name
+        status, obj = await self.api.request("GET", "/" + self.object_name(name), lock=name)
+        return None if status == 404 else self._decode(name, obj)
+
+    async def _replace(self, effect: Replace) -> Any:
+        """One PUT at the effect's version (the tasks' joins of one lock are
+        written together: :mod:`lockheed._async.joins`)."""
+        name = effect.name
+        body = updated_lease(self.object_name(name), effect, self._now())
+        status, obj = await self.api.request(
+            "PUT", "/" + self.object_name(name), body=body, lock=name
+        )
+        if status == 404:
+            return None
         return CONFLICT if status == 409 else self._decode(name, obj)
 
     async def _watch(self, effect: Watch) -> Any:

@@ -4,7 +4,11 @@
 Encoding is in :mod:`lockheed._codec`; this module performs the core's effects:
 a read is one GET, a new lock one POST, every other write one PUT at the
 resourceVersion read, a wait one watch of that single object. Nothing is ever
-listed to find one lock.
+listed to find one lock. The asyncio locker sends its tasks' requests on one
+lock together where that saves requests without changing any answer: joins
+and leaves of the line in one write at a time, reads asked together as one,
+and no second create of a lock that one under way is making
+(:mod:`lockheed._async.joins`).
 
 Failure semantics: a 409 is handed back to the core as ``CONFLICT`` (it
 re-reads and decides again); a 404 on write means the object was deleted (a
@@ -90,28 +94,47 @@ class ConfigMapLocker:
 
     def execute(self, effect: Effect) -> Any:
         """Perform one effect of the core's flows; see :mod:`lockheed._core`."""
-        name = effect.name
         if isinstance(effect, Watch):
             return self._watch(effect)
-        path = "/" + self.object_name(name)
         if isinstance(effect, Read):
-            status, obj = self.api.request("GET", path, lock=name)
-            return None if status == 404 else decode_configmap(name, obj)
+            read = self._read
+            return read(effect)
         if isinstance(effect, Create):
-            body = new_configmap(self.object_name(name), self.namespace, effect.state, effect.meta)
-            status, obj = self.api.request("POST", body=body, lock=name)
-            if status == 404:
-                raise LockBackendError(
-                    f"cannot create lock {name!r}: namespace {self.namespace!r} not found",
-                    lock=name,
-                )
-        elif isinstance(effect, Replace):
-            body = updated_configmap(self.object_name(name), effect)
-            status, obj = self.api.request("PUT", path, body=body, lock=name)
-            if status == 404:
-                return None
-        else:
-            raise TypeError(f"unknown effect {effect!r}")
+            create = self._create
+            return create(effect)
+        if isinstance(effect, Replace):
+            replace = self._replace
+            return replace(effect)
+        raise TypeError(f"unknown effect {effect!r}")
+
+    def _create(self, effect: Create) -> Any:
+        """One POST (a create of a lock that one under way is making already is
+        answered without one: :mod:`lockheed._async.joins`)."""
+        name = effect.name
+        body = new_configmap(self.object_name(name), self.namespace, effect.state, effect.meta)
+        status, obj = self.api.request("POST", body=body, lock=name)
+        if status == 404:
+            raise LockBackendError(
+                f"cannot create lock {name!r}: namespace {self.namespace!r} not found",
+                lock=name,
+            )
+        return CONFLICT if status == 409 else decode_configmap(name, obj)
+
+    def _read(self, effect: Read) -> Any:
+        """One GET (the tasks' reads of one lock that come together share one:
+        :mod:`lockheed._async.joins`)."""
+        name = effect.name
+        status, obj = self.api.request("GET", "/" + self.object_name(name), lock=name)
+        return None if status == 404 else decode_configmap(name, obj)
+
+    def _replace(self, effect: Replace) -> Any:
+        """One PUT at the effect's version (the tasks' joins of one lock are
+        written together: :mod:`lockheed._async.joins`)."""
+        name = effect.name
+        body = updated_configmap(self.object_name(name), effect)
+        status, obj = self.api.request("PUT", "/" + self.object_name(name), body=body, lock=name)
+        if status == 404:
+            return None
         return CONFLICT if status == 409 else decode_configmap(name, obj)
 
     def _watch(self, effect: Watch) -> Any:

@@ -5,7 +5,8 @@ Encoding, and the rule by which a holder's lease is judged expired, are in
 :mod:`lockheed._leasecodec`; this module performs the core's effects exactly as
 the ConfigMap locker does: a read is one GET, a new lock one POST, every other
 write one PUT at the resourceVersion read, a wait one watch of that single
-Lease (by field selector). Nothing is ever listed to find one lock. The locker
+Lease (by field selector). Nothing is ever listed to find one lock (the asyncio
+locker's tasks share requests on one lock as the ConfigMap one's do). The locker
 remembers, per lock, when it first saw each resourceVersion (the server's
 time, latest bound, and the monotonic time): client-go's rule, a holder's
 lease runs out ``leaseDurationSeconds`` after that sighting on the monotonic
@@ -99,30 +100,49 @@ class LeaseLocker:
 
     def execute(self, effect: Effect) -> Any:
         """Perform one effect of the core's flows; see :mod:`lockheed._core`."""
-        name = effect.name
         if isinstance(effect, Watch):
             return self._watch(effect)
-        path = "/" + self.object_name(name)
         if isinstance(effect, Read):
-            status, obj = self.api.request("GET", path, lock=name)
-            return None if status == 404 else self._decode(name, obj)
+            read = self._read
+            return read(effect)
         if isinstance(effect, Create):
-            body = new_lease(
-                self.object_name(name), self.namespace, effect.state, effect.meta, self._now()
+            create = self._create
+            return create(effect)
+        if isinstance(effect, Replace):
+            replace = self._replace
+            return replace(effect)
+        raise TypeError(f"unknown effect {effect!r}")
+
+    def _create(self, effect: Create) -> Any:
+        """One POST (a create of a lock that one under way is making already is
+        answered without one: :mod:`lockheed._async.joins`)."""
+        name = effect.name
+        body = new_lease(
+            self.object_name(name), self.namespace, effect.state, effect.meta, self._now()
+        )
+        status, obj = self.api.request("POST", body=body, lock=name)
+        if status == 404:
+            raise LockBackendError(
+                f"cannot create lock {name!r}: namespace {self.namespace!r} not found",
+                lock=name,
             )
-            status, obj = self.api.request("POST", body=body, lock=name)
-            if status == 404:
-                raise LockBackendError(
-                    f"cannot create lock {name!r}: namespace {self.namespace!r} not found",
-                    lock=name,
-                )
-        elif isinstance(effect, Replace):
-            body = updated_lease(self.object_name(name), effect, self._now())
-            status, obj = self.api.request("PUT", path, body=body, lock=name)
-            if status == 404:
-                return None
-        else:
-            raise TypeError(f"unknown effect {effect!r}")
+        return CONFLICT if status == 409 else self._decode(name, obj)
+
+    def _read(self, effect: Read) -> Any:
+        """One GET (the tasks' reads of one lock that come together share one:
+        :mod:`lockheed._async.joins`)."""
+        name = effect.name
+        status, obj = self.api.request("GET", "/" + self.object_name(name), lock=name)
+        return None if status == 404 else self._decode(name, obj)
+
+    def _replace(self, effect: Replace) -> Any:
+        """One PUT at the effect's version (the tasks' joins of one lock are
+        written together: :mod:`lockheed._async.joins`)."""
+        name = effect.name
+        body = updated_lease(self.object_name(name), effect, self._now())
+        status, obj = self.api.request("PUT", "/" + self.object_name(name), body=body, lock=name)
+        if status == 404:
+            return None
         return CONFLICT if status == 409 else self._decode(name, obj)
 
     def _watch(self, effect: Watch) -> Any:
