@@ -77,7 +77,9 @@ async def cancel_at_pause(pausing: Pausing, coro: Coroutine[Any, Any, Any]) -> b
     """Run ``coro`` until the locker pauses, cancel it; True if it paused."""
     task = asyncio.ensure_future(coro)
     paused = asyncio.ensure_future(pausing.paused.wait())
-    await asyncio.wait({task, paused}, return_when=asyncio.FIRST_COMPLETED, timeout=20)
+    # One of the two always comes (the acquire pauses or ends), so no timeout of
+    # our own: on a slow host a timeout here would pass for "never paused".
+    await asyncio.wait({task, paused}, return_when=asyncio.FIRST_COMPLETED)
     if not pausing.paused.is_set():
         paused.cancel()
         await task
