@@ -32,7 +32,8 @@ from lockheed import (
     LockError,
     LockTimeout,
 )
-from lockheed._core import Read, Watch
+from lockheed._core import Read
+from lockheed._queue import view_label
 from lockheed._state import Record
 from support import Api, ConfigMapLockers, LoopThread, Requests, SyncFacade
 
@@ -168,17 +169,16 @@ def test_waiters_get_the_lock_in_the_order_they_joined(
         assert not set(holders_of(record)) & set(line_of(record))
 
 
-def test_a_waiter_far_back_is_not_woken_by_hand_offs_ahead_of_it(
+def test_a_waiter_far_back_is_sent_only_the_versions_that_concern_it(
     configmap_locker: ConfigMapLockers,
     watch_line: Callable[[str], LineWatch],
     pool: ThreadPoolExecutor,
 ) -> None:
-    """Of a line of waiters, one far back is woken while behind others (a wait of
-    its acquire that carries ``unless`` returns before its time) only when a
-    change may end its wait sooner: the first hand-off (a 5 s claim where a 60 s
-    lease was) and reaching the head of the line. The hand-off between the live
-    waiters ahead of it in between, and their renewals, are read by its watch's
-    reader and kept from its waiting thread."""
+    """A fair waiter watches by its view label (``lockheed/w.<instance ID>``,
+    which every write gives the holders and the first two in line), so the API
+    server sends a waiter far back none of the hand-offs and renewals ahead of
+    it: its watch receives only versions that carry its label, not the first
+    hand-off (when it is third), and then the one that hands it the lock."""
     holder = Lock("far", configmap_locker()).with_duration(60)
     holder.acquire()
     line = watch_line("far")
@@ -189,31 +189,43 @@ def test_a_waiter_far_back_is_not_woken_by_hand_offs_ahead_of_it(
         line.until(functools.partial(lambda n, r: len(line_of(r)) == n, i + 1))
 
     locker = configmap_locker()
-    woken: list[str] = []  # what each of its waits behind others returned, woken
-    first = threading.Event()
-    execute = locker.execute
+    received: list[tuple[str, Any]] = []  # what the API server sent its watches
+    watch = locker.api.watch
 
-    def counting(effect: Any) -> Any:
-        result = execute(effect)
-        behind = isinstance(effect, Watch) and effect.unless is not None
-        if behind and (effect.until is None or locker.clock.monotonic() < effect.until):
-            woken.append(result.version if isinstance(result, Record) else repr(result))
-            first.set()
-        return result
+    def recording(*args: Any, **kwargs: Any) -> Iterator[tuple[str, Any]]:
+        events = watch(*args, **kwargs)
+        try:
+            for item in events:
+                received.append(item)
+                yield item
+        finally:
+            events.close()
 
-    locker.execute = counting  # type: ignore[method-assign]
+    locker.api.watch = recording  # type: ignore[method-assign,assignment]
     far = Lock("far", locker).with_duration(30).with_renew_interval(10)
+    label = view_label(far.instance_id)
     waiting = pool.submit(far.acquire, timeout=WAIT)
     line.until(lambda r: line_of(r)[-1:] == [far.instance_id])
 
     holder.release()
-    assert first.wait(WAIT)  # woken by the first hand-off, before the next one is written
+    first = line.until(lambda r: holders_of(r) == [ahead[0][0].instance_id])
+    assert line_of(first)[2:] == [far.instance_id]  # third: not in view
     for lock, future in ahead:
         future.result(WAIT)
         lock.release()
     waiting.result(WAIT)
+    handed = line.until(lambda r: holders_of(r) == [far.instance_id])
     far.release()
-    assert len(woken) == 2, f"woken at versions {woken}"
+
+    def version(obj: Any) -> str:
+        return str(obj["metadata"]["resourceVersion"])
+
+    shown = [obj for kind, obj in received if kind in ("ADDED", "MODIFIED")]
+    assert all(label in obj["metadata"].get("labels", {}) for obj in shown), received
+    assert first.version not in {version(obj) for obj in shown}
+    assert handed.version in {version(obj) for obj in shown}  # learnt from its watch
+    # Far fewer versions than the lock went through while it waited.
+    assert len(shown) < len(line.history[line.history.index(first) :])
 
 
 # ---------------------------------------------------------------- leaving the line

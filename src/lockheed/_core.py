@@ -538,6 +538,11 @@ class Watch:
     # core says it changes nothing for this waiter); when the time is up, the
     # newest such version is the result. Lockers may ignore it.
     unless: Callable[[Record], bool] | None = None
+    # The instance whose view label (``_queue.view_label``) the locker may watch
+    # by instead of every change: it then sees only the versions that label it
+    # (it holds the lock or is first in line), and reads the object when the
+    # wait's time is up or a quick look finds it out of view. None: every change.
+    view: str | None = None
 
 
 @dataclass(frozen=True)
@@ -756,16 +761,18 @@ def _refresh(
     clock: ServerClock,
     patience: _Patience,
     wait: float = REFRESH_WAIT,
+    view: str | None = None,
 ) -> Flow:
     """The object after a write conflict: the newest version the operation's watch
     shows within ``wait`` seconds (the watch is opened if the operation has none
     yet: one request, like a read, and later conflicts cost none), or a read when
     it shows none. ``wait`` 0: only what the watch has received already; if it
-    has nothing newer, ``record`` is the newest known."""
+    has nothing newer, ``record`` is the newest known. ``view``: the watch's
+    (:class:`Watch`)."""
     if record is None:
         return (yield from _read(name, patience))
     try:
-        result = yield Watch(name, record.version, clock.monotonic() + wait, quick=True)
+        result = yield Watch(name, record.version, clock.monotonic() + wait, quick=True, view=view)
     except LockBackendError:  # the watch failed: read (which backs off if it fails too)
         return (yield from _read(name, patience))
     if result is None or isinstance(result, Record):
@@ -878,6 +885,8 @@ def acquire_flow(
         fresh = True
     since = _version(record) if fresh else None
     conflicts = late = streak = crowd = 0
+    # A fair mutex waiter may watch only the versions that concern it (Watch.view).
+    view = intent.instance_id if decide is decide_acquire and intent.fair else None
     waited: Record | None = None  # the version this flow last waited on
     # When this waiter first saw the lock free with the same waiters ahead of it:
     # writes that do not change those (newcomers joining behind) keep the count.
@@ -953,7 +962,7 @@ def acquire_flow(
             # The watch, which a busy host may read late: once in a row (always
             # for the shared kinds, whose writers take turns: see release_flow).
             if streak == 1 or watch_only:
-                record = yield from _refresh(name, record, clock, patience)
+                record = yield from _refresh(name, record, clock, patience, view=view)
             else:
                 record = yield from _read(name, patience)
             # Others joining made the write fail twice in a row or more: many
@@ -970,7 +979,7 @@ def acquire_flow(
                     yield from _pause(name, clock, deadline, rng, crowd)
                     # What the pause let happen, from the watch (open since the first
                     # conflict, and given the pause to catch up): no request.
-                    record = yield from _refresh(name, record, clock, patience, wait=0)
+                    record = yield from _refresh(name, record, clock, patience, 0, view)
             continue
         assert isinstance(decision, Wait)
         if decision.reason != "queued":
@@ -1006,6 +1015,7 @@ def acquire_flow(
                 holder=held_by,
                 expires=decision.expires if held_by is not None else None,
                 unless=unless,
+                view=view,
             )
         except LockBackendError as exc:
             yield from patience.pause(exc)

@@ -23,6 +23,21 @@ wait's ``unless`` marks as nothing to its waiter are kept by the stream's
 reader (:meth:`~lockheed._async.watcher.Subscriber.sleep_through`), so the
 waiter is not woken for them; the newest is its result if its time runs out.
 
+A fair mutex waiter's wait carries its ``view`` (its instance ID): its watch
+then asks the server only for the versions that carry its view label (it
+holds the lock or is among the first two in line:
+:func:`lockheed._queue.view_labels`), so a waiter further back is not sent,
+and does not read, the changes of a busy lock. Such a watch shows an object
+leaving the view as DELETED with the content of the version before, so that
+event is never taken for a state: a later version than the wait's makes it
+read the object (a real deletion reads None). A waiter out of view reads the
+object when its wait's time is up (the lease it waits for may have been
+renewed, or the line may have moved), or after :data:`LOOK` seconds (more
+waiters ahead of it died than are labelled, or a lease never expires); a
+quick look after a conflict reads at once. A waiter in view (labelled) needs
+no read. A session whose watch shows every change (one opened without a
+view, e.g. for a lock's waiting observer) keeps it.
+
 Failure semantics: a stream that the server ends is opened again; one that
 breaks, or answers 410 Gone, makes the wait return a fresh read (what
 changed meanwhile is unknown); one that the server refuses (403, 401) or
@@ -38,6 +53,7 @@ from typing import Any
 
 from .._core import UNCHANGED, Read, Watch
 from .._errors import LockBackendError
+from .._queue import view_label
 from .._state import Record
 from .kube import AsyncKubeAPI
 from .watcher import Feed, Subscriber
@@ -49,6 +65,9 @@ __all__ = ["AsyncWatches"]
 WATCH_LIFETIME = 60.0
 # A released lock's watch is kept open this long for its next acquire.
 LINGER = 5.0
+# A waiter out of view (a watch by its view label that shows none) reads the
+# object at least this often, whatever its wait is timed by.
+LOOK = 20.0
 
 
 def _transient(error: Any) -> bool:
@@ -91,7 +110,8 @@ class AsyncWatches:
     ):
         self.api, self.object_name, self.decode, self.execute = api, object_name, decode, execute
         self._streams: dict[object, Subscriber] = {}  # open streams by session
-        self._feeds: dict[str, Feed] = {}  # the shared watch of each lock, by its name
+        # The shared watch of each lock, by its name and view (None: every change).
+        self._feeds: dict[tuple[str, str | None], Feed] = {}
         self._decoded: tuple[Any, Record] | None = None  # the last object decoded
         self._parked: dict[object, float] = {}  # parked sessions: when to close them
 
@@ -104,7 +124,10 @@ class AsyncWatches:
         stream = self._streams.pop(session, None) if session is not None else None
         if not effect.open and stream is None:
             return UNCHANGED  # no watch open, and none to be opened for this
+        if stream is None and effect.quick and effect.view is not None:
+            return await self.execute(Read(effect.name))  # a look, and no watch shows it all
         skipped: Record | None = None
+        look = clock.monotonic() + LOOK
         try:
             if stream is not None:
                 self._sleep_through(stream, effect)
@@ -112,16 +135,26 @@ class AsyncWatches:
                 # What the stream has received already counts, even when the time is up.
                 item = None if stream is None else stream.poll()
                 if item is None:
+                    blind = effect.view is not None and (
+                        stream is None or (stream.filtered and not stream.in_view)
+                    )
+                    if blind and effect.quick:  # the newer version may never show: read
+                        return await self.execute(Read(effect.name)) if effect.open else UNCHANGED
                     timeout = None
-                    if effect.until is not None:
-                        timeout = effect.until - clock.monotonic()
+                    until = effect.until
+                    if blind:  # out of view: look at least every LOOK seconds
+                        until = look if until is None else min(until, look)
+                    if until is not None:
+                        timeout = until - clock.monotonic()
                         if timeout <= 0:  # the newest version slept through, if any
+                            if blind:  # its view may be stale: read before deciding
+                                return await self.execute(Read(effect.name))
                             skipped = self._skipped(stream, effect.name, skipped)
                             return UNCHANGED if skipped is None else skipped
                     if stream is None:
                         if not effect.open:
                             return UNCHANGED
-                        stream = self._subscribe(effect.name, effect.version)
+                        stream = self._subscribe(effect.name, effect.version, effect.view)
                         self._sleep_through(stream, effect)
                     item = await stream.next(timeout)
                     if item is None:
@@ -129,6 +162,7 @@ class AsyncWatches:
                 assert stream is not None  # an item came from it
                 kind, obj = item
                 if kind in ("ADDED", "MODIFIED"):
+                    stream.in_view = True
                     if _newer(obj, effect.version):
                         record = self._decode(effect.name, _newest(stream, obj))
                         if effect.unless is not None and effect.unless(record):
@@ -137,7 +171,14 @@ class AsyncWatches:
                         return record
                     continue  # a change we have seen already (our own write, say)
                 if kind == "DELETED":
-                    return None
+                    if not stream.filtered:
+                        return None
+                    # Deleted, or only out of view: its object is the version
+                    # before, so what the object is now is unknown. Read it.
+                    stream.in_view = False
+                    if _newer(obj, effect.version):
+                        return await self.execute(Read(effect.name))
+                    continue
                 if kind == "END":  # the server ended the watch: watch again
                     skipped = self._skipped(stream, effect.name, skipped)
                     await stream.close()
@@ -178,6 +219,8 @@ class AsyncWatches:
             if kind in ("ADDED", "MODIFIED") and _newer(obj, version):
                 newest = obj
                 version = str((obj.get("metadata") or {}).get("resourceVersion", ""))
+            elif kind == "DELETED" and stream.filtered:
+                stream.in_view = False  # out of view (or deleted): the copy may be stale
             elif kind not in ("ADDED", "MODIFIED"):  # deleted, ended or broken: stop using it
                 await self.end(session)
                 break
@@ -204,17 +247,26 @@ class AsyncWatches:
         kept = None if stream is None else stream.wake_up()
         return skipped if kept is None else self._decode(name, kept)
 
-    def _subscribe(self, name: str, version: str | None) -> Subscriber:
+    def _subscribe(self, name: str, version: str | None, view: str | None) -> Subscriber:
         """A stream of the object's changes after ``version``: from the lock's shared
-        watch if it has one that misses nothing for this waiter, else a new one."""
-        feed = self._feeds.get(name)
+        watch if it has one that misses nothing for this waiter, else a new one.
+        With ``view`` (an instance ID), only the versions labelled for it."""
+        key = (name, view)
+        for old in [k for k, f in self._feeds.items() if f.done]:
+            del self._feeds[old]  # ended (its last waiter left): not kept per instance
+        feed = self._feeds.get(key)
         if feed is None or not feed.covers(version):
-            feed = Feed(version)
+            feed = Feed(version, filtered=view is not None)
             events = self.api.watch(
-                self.object_name(name), version, WATCH_LIFETIME, lock=name, opened=feed.opened
+                self.object_name(name),
+                version,
+                WATCH_LIFETIME,
+                lock=name,
+                opened=feed.opened,
+                label=None if view is None else view_label(view),
             )
             feed.start(events)
-            self._feeds[name] = feed
+            self._feeds[key] = feed
         return feed.subscribe()
 
     def _decode(self, name: str, obj: Any) -> Record:
