@@ -60,7 +60,7 @@ from ._errors import (
     LockTimeout,
     LockTypeError,
 )
-from ._queue import Waiter, place_of, queue_meta, read_queue
+from ._queue import IN_VIEW, Waiter, place_of, queue_meta, read_queue
 from ._state import MUTEX, NEVER, Lease, LockState, Record, StateFormatError, parse_time
 
 __all__ = [
@@ -543,6 +543,9 @@ class Watch:
     # (it holds the lock or is first in line), and reads the object when the
     # wait's time is up or a quick look finds it out of view. None: every change.
     view: str | None = None
+    # With ``view``: out of view, read by this monotonic time at the latest (a
+    # waiter too far back to be labelled: the waiters ahead may all have died).
+    look: float | None = None
 
 
 @dataclass(frozen=True)
@@ -677,6 +680,17 @@ def _still_behind(clock: ServerClock, me: str, seen: Record) -> Callable[[Record
         return ends is not None and ends >= bound
 
     return still
+
+
+def _look(clock: ServerClock, ahead: tuple[str, ...]) -> float | None:
+    """When a waiter with ``ahead`` before it in line, too far back to be labelled
+    to see every change (:func:`~lockheed._queue.view_labels`), reads the object
+    at the latest: after :data:`CLAIM_WINDOW` per place it is behind the last
+    labelled one. If everyone ahead died, no write labels it; it then finds the
+    lock free soon enough to keep the bound of about ``CLAIM_WINDOW`` per dead
+    waiter (each read is one request, rarer the further back it is)."""
+    behind = len(ahead) - IN_VIEW + 1
+    return None if behind <= 0 else clock.monotonic() + CLAIM_WINDOW * behind
 
 
 def _accepted(clock: ServerClock, record: Record, decision: Accept) -> Acquired | None:
@@ -1016,6 +1030,7 @@ def acquire_flow(
                 expires=decision.expires if held_by is not None else None,
                 unless=unless,
                 view=view,
+                look=_look(clock, ahead) if view is not None else None,
             )
         except LockBackendError as exc:
             yield from patience.pause(exc)

@@ -33,9 +33,9 @@ leaving the view as DELETED with the content of the version before, so that
 event is never taken for a state: a later version than the wait's makes it
 read the object (a real deletion reads None). A waiter out of view reads the
 object when its wait's time is up (the lease it waits for may have been
-renewed, or the line may have moved), or after :data:`LOOK` seconds (more
-waiters ahead of it died than are labelled, or a lease never expires); a
-quick look after a conflict reads at once. A waiter in view (labelled) needs
+renewed, or the line may have moved), or by the wait's ``look`` (more
+waiters ahead of it may have died than are labelled); a quick look after a
+conflict reads at once. A waiter in view (labelled) needs
 no read. A session whose watch shows every change (one opened without a
 view, e.g. for a lock's waiting observer) keeps it.
 
@@ -66,9 +66,6 @@ __all__ = ["Watches"]
 WATCH_LIFETIME = 60.0
 # A released lock's watch is kept open this long for its next acquire.
 LINGER = 5.0
-# A waiter out of view (a watch by its view label that shows none) reads the
-# object at least this often, whatever its wait is timed by.
-LOOK = 20.0
 
 
 def _transient(error: Any) -> bool:
@@ -128,7 +125,6 @@ class Watches:
         if stream is None and effect.quick and effect.view is not None:
             return self.execute(Read(effect.name))  # a look, and no watch shows it all
         skipped: Record | None = None
-        look = clock.monotonic() + LOOK
         try:
             if stream is not None:
                 self._sleep_through(stream, effect)
@@ -143,8 +139,8 @@ class Watches:
                         return self.execute(Read(effect.name)) if effect.open else UNCHANGED
                     timeout = None
                     until = effect.until
-                    if blind:  # out of view: look at least every LOOK seconds
-                        until = look if until is None else min(until, look)
+                    if blind and effect.look is not None:  # out of view: read by then
+                        until = effect.look if until is None else min(until, effect.look)
                     if until is not None:
                         timeout = until - clock.monotonic()
                         if timeout <= 0:  # the newest version slept through, if any
