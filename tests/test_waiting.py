@@ -17,6 +17,7 @@ import threading
 from collections import Counter
 from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -32,7 +33,7 @@ from lockheed import (
     LockError,
     LockTimeout,
 )
-from lockheed._core import Read
+from lockheed._core import CLAIM_WINDOW, Intent, Read, Replace, Write, decide_acquire
 from lockheed._queue import view_label
 from lockheed._state import Record
 from support import Api, ConfigMapLockers, LoopThread, Requests, SyncFacade
@@ -41,6 +42,11 @@ pytestmark = pytest.mark.lockheed_kube
 
 WAIT = 60.0  # any wait here; only reached when something is broken
 WAITERS = 4
+# A dead holder's lease, and what a busy host and the server clock's second add
+# to the bound of dead waiters (well below a lease: a line that stalled for a
+# lease more fails).
+DEAD_LEASE = 20.0
+DEAD_SLACK = 10.0
 
 
 @pytest.fixture
@@ -226,6 +232,54 @@ def test_a_waiter_far_back_is_sent_only_the_versions_that_concern_it(
     assert handed.version in {version(obj) for obj in shown}  # learnt from its watch
     # Far fewer versions than the lock went through while it waited.
     assert len(shown) < len(line.history[line.history.index(first) :])
+
+
+def join_as_the_dead(locker: Any, name: str, who: str) -> None:
+    """Put ``who`` in line as a waiter that died there (its entry, and nobody)."""
+    record = locker.execute(Read(name))
+    earliest, latest = locker.clock.bounds()
+    intent = Intent(name, who, timedelta(seconds=30))
+    join = decide_acquire(intent, record, earliest, latest, since=int(record.version))
+    assert isinstance(join, Write), join
+    written = locker.execute(Replace(name, record.version, join.state, join.meta, record))
+    assert isinstance(written, Record)
+
+
+@pytest.mark.parametrize("holder_dies", [True, False], ids=["dead-holder", "live-holder"])
+def test_dead_waiters_ahead_cost_their_bounds_to_a_waiter_out_of_view(
+    configmap_locker: ConfigMapLockers,
+    watch_line: Callable[[str], LineWatch],
+    pool: ThreadPoolExecutor,
+    holder_dies: bool,
+) -> None:
+    """Three waiters dead at the head of the line, more than the two labelled to
+    see every change: the live waiter behind them, out of view, still gets the
+    lock within about CLAIM_WINDOW per dead waiter after the lock came free,
+    not a lease more. The holder either died (its lease runs out and nobody
+    writes) or releases, handing the lock to the first dead waiter (a claim the
+    live waiter is not sent: it reads by its ``look``); its lease is long, so a
+    line that stalled for it fails."""
+    locker = configmap_locker()
+    duration = DEAD_LEASE if holder_dies else WAIT
+    holder = Lock("dead", locker).with_duration(duration).with_renew_interval(None)
+    holder.acquire()  # not renewed: if it dies, its lease runs out
+    line = watch_line("dead")
+    dead = [f"dead-{i}" for i in range(3)]
+    for who in dead:
+        join_as_the_dead(locker, "dead", who)
+    live = Lock("dead", configmap_locker()).with_duration(WAIT)
+    bound = len(dead) * CLAIM_WINDOW + DEAD_SLACK
+    if holder_dies:
+        bound += DEAD_LEASE
+        live.acquire(timeout=bound)  # LockTimeout if the line stalled for another lease
+    else:
+        waiting = pool.submit(live.acquire, timeout=bound)
+        line.until(lambda r: line_of(r)[-1:] == [live.instance_id])
+        holder.release()  # hands the lock to dead-0, out of the live waiter's view
+        waiting.result(WAIT)
+    got = line.until(lambda r: holders_of(r) == [live.instance_id])
+    assert line_of(got) == []  # the dead were dropped from the line
+    live.release()
 
 
 # ---------------------------------------------------------------- leaving the line

@@ -682,6 +682,22 @@ def _still_behind(clock: ServerClock, me: str, seen: Record) -> Callable[[Record
     return still
 
 
+def _freed_at(clock: ServerClock, record: Record | None) -> float:
+    """When (monotonic, on the server's earliest time: never sooner) the lock in
+    ``record``, free now, became free: when the last lease it shows ran out
+    (now, if it shows none). A waiter out of view (``Watch.view``) may see a free
+    lock only at its ``look``, well after a dead waiter's claim ran out; its
+    patience with the waiters ahead counts from then, as it does for a waiter
+    that saw the change."""
+    now = clock.monotonic()
+    state = record.state if record is not None else None
+    ends = [le.expires for le in state.leases.values()] if state is not None else []
+    if not ends:
+        return now
+    earliest, _ = clock.bounds()
+    return min(now, now + (max(ends) - earliest).total_seconds())
+
+
 def _look(clock: ServerClock, ahead: tuple[str, ...]) -> float | None:
     """When a waiter with ``ahead`` before it in line, too far back to be labelled
     to see every change (:func:`~lockheed._queue.view_labels`), reads the object
@@ -999,7 +1015,7 @@ def acquire_flow(
         if decision.reason != "queued":
             free_seen = None
         elif free_seen is None or free_seen[0] != ahead:
-            free_seen = (ahead, clock.monotonic())
+            free_seen = (ahead, _freed_at(clock, judged) if view else clock.monotonic())
         if _timed_out(clock, deadline):
             what = (
                 f"is free, but {decision.holder} is ahead in line"
