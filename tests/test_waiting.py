@@ -33,7 +33,16 @@ from lockheed import (
     LockError,
     LockTimeout,
 )
-from lockheed._core import CLAIM_WINDOW, Intent, Read, Replace, Write, decide_acquire
+from lockheed._core import (
+    CLAIM_WINDOW,
+    Intent,
+    Read,
+    Replace,
+    Watch,
+    Write,
+    decide_acquire,
+    decide_release,
+)
 from lockheed._queue import view_label
 from lockheed._state import Record
 from support import Api, ConfigMapLockers, LoopThread, Requests, SyncFacade
@@ -243,6 +252,61 @@ def join_as_the_dead(locker: Any, name: str, who: str) -> None:
     assert isinstance(join, Write), join
     written = locker.execute(Replace(name, record.version, join.state, join.meta, record))
     assert isinstance(written, Record)
+
+
+def test_a_waiter_put_out_of_view_reads_the_object_instead_of_the_event(
+    configmap_locker: ConfigMapLockers,
+) -> None:
+    """When a version stops carrying a waiter's view label, the API server sends
+    its watch a DELETED whose object is the version *before* (still with the
+    waiter in line and labelled) under the new resourceVersion: the locker's
+    wait takes it for neither a deletion nor a state, and reads the object."""
+    locker = configmap_locker()
+    holder = Lock("view", locker).with_duration(WAIT)
+    holder.acquire()
+    join_as_the_dead(locker, "view", "first")
+    joined = locker.execute(Read("view"))
+    assert line_of(joined) == ["first"]
+    received: list[tuple[str, Any]] = []
+    watch = locker.api.watch
+
+    def recording(*args: Any, **kwargs: Any) -> Iterator[tuple[str, Any]]:
+        events = watch(*args, **kwargs)
+        try:
+            for item in events:
+                received.append(item)
+                yield item
+        finally:
+            events.close()
+
+    locker.api.watch = recording  # type: ignore[method-assign,assignment]
+    session = object()
+    try:
+        waiting = Watch("view", joined.version, None, session=session, view="first")
+        # Another writer drops "first" from the line (it leaves: out of view).
+        earliest, _ = locker.clock.bounds()
+        leave = decide_release(Intent("view", "first"), joined, earliest, None)
+        assert isinstance(leave, Write)
+        result = {}
+
+        def wait() -> None:
+            result["got"] = locker.execute(waiting)
+
+        waiter = threading.Thread(target=wait)
+        waiter.start()
+        left = locker.execute(Replace("view", joined.version, leave.state, leave.meta, joined))
+        assert isinstance(left, Record)
+        waiter.join(WAIT)
+        got = result["got"]
+        assert isinstance(got, Record) and got.version == left.version
+        assert line_of(got) == []  # what the object is, not what the event showed
+        kinds = [(kind, obj["metadata"]["resourceVersion"]) for kind, obj in received]
+        assert ("DELETED", left.version) in kinds, kinds
+        shown = next(obj for kind, obj in received if kind == "DELETED")
+        assert "first" in shown["metadata"]["annotations"]["lockheed/queue"]  # the one before
+    finally:
+        locker.end_watch(session)
+    holder.release()
 
 
 @pytest.mark.parametrize("holder_dies", [True, False], ids=["dead-holder", "live-holder"])
