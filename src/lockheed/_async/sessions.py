@@ -6,7 +6,7 @@ waits is a :class:`~lockheed._core.Watch` effect carrying the operation's
 of the same session read on from it (skipping changes already seen, such as
 the waiter's own writes), so a waiter that is woken by every change of a busy
 lock still sends one request for its whole wait. The waiters of one locker on
-one lock share one stream (:class:`~lockheed._async.watcher.Feed`), which
+one lock with the same view (below) share one stream (:class:`~lockheed._async.watcher.Feed`), which
 is read and decoded once per change however many wait. The shell ends the
 session when the operation ends, which leaves the stream (closed when its
 last waiter leaves).
@@ -212,6 +212,8 @@ class AsyncWatches:
         version = record.version
         while (item := stream.poll()) is not None:
             kind, obj = item
+            if kind in ("ADDED", "MODIFIED"):
+                stream.in_view = True
             if kind in ("ADDED", "MODIFIED") and _newer(obj, version):
                 newest = obj
                 version = str((obj.get("metadata") or {}).get("resourceVersion", ""))

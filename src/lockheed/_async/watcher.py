@@ -164,6 +164,8 @@ class Subscriber:
         self.in_view = False
 
     def put(self, item: tuple[str, Any]) -> None:
+        if item[0] in ("ADDED", "MODIFIED"):
+            self.in_view = True  # (a DELETED is queued: the waiter marks it out of view)
         nothing = self._nothing
         if nothing is not None and item[0] in ("ADDED", "MODIFIED"):
             try:

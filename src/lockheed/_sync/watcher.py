@@ -186,6 +186,8 @@ class Subscriber:
 
     def put(self, item: tuple[str, Any]) -> None:
         """Called by the feed, under its lock."""
+        if item[0] in ("ADDED", "MODIFIED"):
+            self.in_view = True  # (a DELETED is queued: the waiter marks it out of view)
         nothing = self._nothing
         if nothing is not None and item[0] in ("ADDED", "MODIFIED"):
             try:
