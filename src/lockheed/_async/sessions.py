@@ -36,7 +36,10 @@ renewed, or the line may have moved), or by the wait's ``look`` (more
 waiters ahead of it may have died than are labelled); a quick look after a
 conflict reads at once. A waiter in view (labelled) needs
 no read. A session whose watch shows every change (one opened without a
-view, e.g. for a lock's waiting observer) keeps it.
+view, e.g. for a lock's waiting observer) keeps it. A waiter whose locker
+already watches the lock for other waiters (the asyncio tasks of one
+process) shares that locker's stream and sees every change: one stream read
+once for many waiters costs the host less than one watch each.
 
 Failure semantics: a stream that the server ends is opened again; one that
 breaks, or answers 410 Gone, makes the wait return a fresh read (what
@@ -49,6 +52,7 @@ for longer.
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import replace
 from typing import Any
 
 from .._core import UNCHANGED, Read, Watch
@@ -121,6 +125,10 @@ class AsyncWatches:
         stream = self._streams.pop(session, None) if session is not None else None
         if not effect.open and stream is None:
             return UNCHANGED  # no watch open, and none to be opened for this
+        if stream is None and effect.view is not None and self._watched(effect.name):
+            # Others of this locker watch the lock already (the asyncio tasks of
+            # one process): share their stream, read once for all, as it is.
+            effect = replace(effect, view=None)
         if stream is None and effect.quick and effect.view is not None:
             return await self.execute(Read(effect.name))  # a look, and no watch shows it all
         skipped: Record | None = None
@@ -244,6 +252,10 @@ class AsyncWatches:
         any (it came after those this wait took from the queue), else ``skipped``."""
         kept = None if stream is None else stream.wake_up()
         return skipped if kept is None else self._decode(name, kept)
+
+    def _watched(self, name: str) -> bool:
+        """Whether a watch of this locker follows the lock ``name`` for another waiter."""
+        return any(n == name and not f.done for (n, _), f in self._feeds.items())
 
     def _subscribe(self, name: str, version: str | None, view: str | None) -> Subscriber:
         """A stream of the object's changes after ``version``: from the lock's shared
