@@ -115,6 +115,7 @@ class AsyncWatches:
         self._feeds: dict[tuple[str, str | None], Feed] = {}
         self._decoded: tuple[Any, Record] | None = None  # the last object decoded
         self._parked: dict[object, float] = {}  # parked sessions: when to close them
+        self._waiting: dict[object, str] = {}  # the lock each session waited on, until it ends
 
     async def watch(self, effect: Watch) -> Any:
         """Perform a :class:`~lockheed._core.Watch` effect."""
@@ -125,7 +126,9 @@ class AsyncWatches:
         stream = self._streams.pop(session, None) if session is not None else None
         if not effect.open and stream is None:
             return UNCHANGED  # no watch open, and none to be opened for this
-        if stream is None and effect.view is not None and self._watched(effect.name):
+        if session is not None:
+            self._waiting[session] = effect.name
+        if stream is None and effect.view is not None and self._watched(effect.name, session):
             # Others of this locker watch the lock already (the asyncio tasks of
             # one process): share their stream, read once for all, as it is.
             effect = replace(effect, view=None)
@@ -253,8 +256,11 @@ class AsyncWatches:
         kept = None if stream is None else stream.wake_up()
         return skipped if kept is None else self._decode(name, kept)
 
-    def _watched(self, name: str) -> bool:
-        """Whether a watch of this locker follows the lock ``name`` for another waiter."""
+    def _watched(self, name: str, session: object) -> bool:
+        """Whether another session of this locker waits on the lock ``name`` (or
+        did, and is not over), or a watch of this locker follows it for one."""
+        if any(n == name and s is not session for s, n in self._waiting.items()):
+            return True
         return any(n == name and not f.done for (n, _), f in self._feeds.items())
 
     def _subscribe(self, name: str, version: str | None, view: str | None) -> Subscriber:
@@ -295,6 +301,8 @@ class AsyncWatches:
         await self._sweep()
         if session in self._streams:
             self._parked[session] = self.api.clock.monotonic() + LINGER
+        else:
+            self._waiting.pop(session, None)  # nothing open to keep: it is over
 
     async def _sweep(self) -> None:
         """Close the parked watches that were not used in time."""
@@ -306,6 +314,7 @@ class AsyncWatches:
     async def end(self, session: object) -> None:
         """The operation that waited with ``session`` is over: stop its watch."""
         self._parked.pop(session, None)
+        self._waiting.pop(session, None)
         stream = self._streams.pop(session, None)
         if stream is not None:
             await stream.close()
