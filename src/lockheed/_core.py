@@ -540,7 +540,7 @@ class Watch:
     unless: Callable[[Record], bool] | None = None
     # The instance whose view label (``_queue.view_label``) the locker may watch
     # by instead of every change: it then sees only the versions that label it
-    # (it holds the lock or is first in line), and reads the object when the
+    # (it holds the lock or is among the first two in line), and reads the object when the
     # wait's time is up or a quick look finds it out of view. None: every change.
     view: str | None = None
     # With ``view``: out of view, read by this monotonic time at the latest (a
