@@ -1037,6 +1037,9 @@ def acquire_flow(
         elif behind is not None and held_by is not None and record is not None:
             unless = behind(clock, intent, record)
         waited = record
+        in_line = record is not None and any(
+            w.instance_id == intent.instance_id for w in read_queue(record.meta)
+        )
         try:
             result = yield Watch(
                 name,
@@ -1045,8 +1048,10 @@ def acquire_flow(
                 holder=held_by,
                 expires=decision.expires if held_by is not None else None,
                 unless=unless,
-                view=view,
-                look=_look(clock, ahead) if view is not None else None,
+                # Only a waiter in line is labelled (not one kept out by a Go
+                # reservation before it joins, say): the others watch every change.
+                view=view if in_line else None,
+                look=_look(clock, ahead) if view is not None and in_line else None,
             )
         except LockBackendError as exc:
             yield from patience.pause(exc)

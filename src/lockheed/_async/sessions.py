@@ -124,6 +124,11 @@ class AsyncWatches:
         await self._sweep()
         self._parked.pop(session, None)
         stream = self._streams.pop(session, None) if session is not None else None
+        if stream is not None and stream.filtered and effect.view is None and not effect.quick:
+            # This wait needs every change (a waiting observer, a waiter not in
+            # line): a watch by view would not show them.
+            await stream.close()
+            stream = None
         if not effect.open and stream is None:
             return UNCHANGED  # no watch open, and none to be opened for this
         if session is not None:
@@ -142,9 +147,10 @@ class AsyncWatches:
                 # What the stream has received already counts, even when the time is up.
                 item = None if stream is None else stream.poll()
                 if item is None:
-                    blind = effect.view is not None and (
-                        stream is None or (stream.filtered and not stream.in_view)
-                    )
+                    if stream is not None:
+                        blind = stream.filtered and not stream.in_view
+                    else:
+                        blind = effect.view is not None
                     if blind and effect.quick:  # the newer version may never show: read
                         return await self.execute(Read(effect.name)) if effect.open else UNCHANGED
                     timeout = None
