@@ -6,7 +6,9 @@ Hosts run the core's real flows against a Memory store on a shared fake clock
 production). A waiting host's acquire is suspended at its Watch or Sleep and
 resumed when the model delivers the change or the time; a change that the core
 marks as nothing to that waiter (``Watch.unless``) is not delivered, as the
-lockers' watches do not wake it. An acquire started ``slow`` keeps each of its
+lockers' watches do not wake it, and neither is a change that does not carry
+the view label of a waiter watching by its view (``Watch.view``), until its
+``look`` has passed. An acquire started ``slow`` keeps each of its
 writes in flight until a ``poke`` lands it, so others may write first (a race
 to join, a conflict). Releases, renewals and leaving the line run to the end
 at once (a quick look at the watch is answered by the store, which keeps no
@@ -47,7 +49,7 @@ from lockheed._core import (
     Watch,
     loss_margin,
 )
-from lockheed._queue import read_queue
+from lockheed._queue import read_queue, view_label, view_labels
 
 START = 1_764_489_600.0
 HOSTS = 6  # the most hosts a model has
@@ -152,6 +154,15 @@ class LineModel(RuleBasedStateMachine):
             return True
         if self.store.version_of(self.name) == effect.version:
             return False
+        if effect.view is not None and not effect.quick:
+            # A watch by view label: the server sends only the versions that label
+            # the waiter; out of view, it reads when its look is due.
+            current = self.store.execute(Read(self.name))
+            self.store.requests["get"] -= 1
+            if current is not None and current.state is not None:
+                shown = view_labels(current.state.leases, read_queue(current.meta))
+                if view_label(effect.view) not in shown:
+                    return effect.look is not None and self.mono >= effect.look
         if effect.unless is not None:  # as the lockers' watches do: sleep on through
             current = self.store.execute(Read(self.name))  # changes the core says are not ours
             self.store.requests["get"] -= 1

@@ -53,7 +53,7 @@ from lockheed import (
     tags_contain,
 )
 from lockheed._core import Read
-from lockheed._queue import QUEUE_KEY
+from lockheed._queue import QUEUE_KEY, VIEW_PREFIX, view_label
 from lockheed._state import NEVER, Lease, LockState, Record, encode_state, parse_time
 from support import ConfigMapLockers
 
@@ -352,16 +352,24 @@ def test_python_waits_for_go_release(
     waiter.release()
 
 
+def labels_of(record: Record | None) -> set[str]:
+    """The view labels of a ConfigMap as read (``lockheed/w.*``)."""
+    assert record is not None
+    labels = (record.raw or {}).get("metadata", {}).get("labels") or {}
+    return {k for k in labels if k.startswith(VIEW_PREFIX)}
+
+
 def test_go_keeps_the_line_on_its_own_writes(
     procs: Processes,
     py: ConfigMapLocker,
     configmap_locker: ConfigMapLockers,
     background: ThreadPoolExecutor,
 ) -> None:
-    """Go v0.5.3 keeps the annotation ``lockheed/queue`` as it is on every write
-    of its own: the reservation and release of a Go holder with a Python waiter
-    in line, and a refused Go acquire (reserve, then unreserve) while a Python
-    holder has a waiter in line."""
+    """Go v0.5.3 keeps the annotation ``lockheed/queue`` and the view labels
+    (``lockheed/w.*``) as they are on every write of its own: the reservation
+    and release of a Go holder with a Python waiter in line, and a refused Go
+    acquire (reserve, then unreserve) while a Python holder has a waiter in
+    line."""
     go = procs.go(
         "acquire",
         *("--name", "line", "--duration", "30s", "--instance-id", "go-holder"),
@@ -374,7 +382,8 @@ def test_go_keeps_the_line_on_its_own_writes(
         first = Lock("line", py).with_duration(30)
         taking = background.submit(first.acquire, timeout=STEP)
         joined = line.until(lambda r: line_of(r) == [first.instance_id])
-        stored_line = joined.meta[QUEUE_KEY]
+        stored_line, stored_labels = joined.meta[QUEUE_KEY], labels_of(joined)
+        assert view_label(first.instance_id) in stored_labels  # the first in line
         go.say()  # Go releases: its reservation write, then its release write
         go.event("released")
         taking.result(STEP)  # first in line takes the free lock
@@ -383,11 +392,13 @@ def test_go_keeps_the_line_on_its_own_writes(
         assert len(by_go) >= 2, [(holders_of(r), r.meta) for r in by_go if r is not None]
         for record in by_go:
             assert record is not None and record.meta.get(QUEUE_KEY) == stored_line, record
+            assert labels_of(record) == stored_labels, record
 
         second = Lock("line", configmap_locker()).with_duration(30)
         waiting = background.submit(second.acquire, timeout=STEP)
         joined = line.until(lambda r: line_of(r) == [second.instance_id])
-        stored_line = joined.meta[QUEUE_KEY]
+        stored_line, stored_labels = joined.meta[QUEUE_KEY], labels_of(joined)
+        assert {view_label(first.instance_id), view_label(second.instance_id)} <= stored_labels
         refused = procs.acquire("line", "--duration", "30s")
         assert refused.returncode == 3, refused
         assert line_of(py.execute(Read("line"))) == [second.instance_id]
@@ -398,6 +409,7 @@ def test_go_keeps_the_line_on_its_own_writes(
         assert len(by_go) >= 2, by_go  # Go reserved the ConfigMap and removed the reservation
         for record in by_go:
             assert record is not None and record.meta.get(QUEUE_KEY) == stored_line, record
+            assert labels_of(record) == stored_labels, record
         first.release()  # hands the lock to the waiter in line
         waiting.result(STEP)
         assert second.held

@@ -16,6 +16,7 @@ import threading
 from collections import Counter
 from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -32,7 +33,17 @@ from lockheed import (
     LockTimeout,
     _observe,
 )
-from lockheed._core import Read, Watch
+from lockheed._core import (
+    CLAIM_WINDOW,
+    Intent,
+    Read,
+    Replace,
+    Watch,
+    Write,
+    decide_acquire,
+    decide_release,
+)
+from lockheed._queue import view_label
 from lockheed._state import Record
 from support import Api, ConfigMapLockers, LoopThread, Requests, SyncFacade, lockheed_argv
 
@@ -40,6 +51,11 @@ pytestmark = pytest.mark.lockheed_kube
 
 WAIT = 60.0  # any wait here; only reached when something is broken
 WAITERS = 4
+# A dead holder's lease, and what a busy host and the server clock's second add
+# to the bound of dead waiters (well below a lease: a line that stalled for a
+# lease more fails).
+DEAD_LEASE = 20.0
+DEAD_SLACK = 10.0
 
 
 @pytest.fixture
@@ -168,17 +184,16 @@ def test_waiters_get_the_lock_in_the_order_they_joined(
         assert not set(holders_of(record)) & set(line_of(record))
 
 
-def test_a_waiter_far_back_is_not_woken_by_hand_offs_ahead_of_it(
+def test_a_waiter_far_back_is_sent_only_the_versions_that_concern_it(
     configmap_locker: ConfigMapLockers,
     watch_line: Callable[[str], LineWatch],
     pool: ThreadPoolExecutor,
 ) -> None:
-    """Of a line of waiters, one far back is woken while behind others (a wait of
-    its acquire that carries ``unless`` returns before its time) only when a
-    change may end its wait sooner: the first hand-off (a 5 s claim where a 60 s
-    lease was) and reaching the head of the line. The hand-off between the live
-    waiters ahead of it in between, and their renewals, are read by its watch's
-    reader and kept from its waiting thread."""
+    """A fair waiter watches by its view label (``lockheed/w.<instance ID>``,
+    which every write gives the holders and the first two in line), so the API
+    server sends a waiter far back none of the hand-offs and renewals ahead of
+    it: its watch receives only versions that carry its label, not the first
+    hand-off (when it is third), and then the one that hands it the lock."""
     holder = Lock("far", configmap_locker()).with_duration(60)
     holder.acquire()
     line = watch_line("far")
@@ -189,31 +204,146 @@ def test_a_waiter_far_back_is_not_woken_by_hand_offs_ahead_of_it(
         line.until(functools.partial(lambda n, r: len(line_of(r)) == n, i + 1))
 
     locker = configmap_locker()
-    woken: list[str] = []  # what each of its waits behind others returned, woken
-    first = threading.Event()
-    execute = locker.execute
+    received: list[tuple[str, Any]] = []  # what the API server sent its watches
+    watch = locker.api.watch
 
-    def counting(effect: Any) -> Any:
-        result = execute(effect)
-        behind = isinstance(effect, Watch) and effect.unless is not None
-        if behind and (effect.until is None or locker.clock.monotonic() < effect.until):
-            woken.append(result.version if isinstance(result, Record) else repr(result))
-            first.set()
-        return result
+    def recording(*args: Any, **kwargs: Any) -> Iterator[tuple[str, Any]]:
+        events = watch(*args, **kwargs)
+        try:
+            for item in events:
+                received.append(item)
+                yield item
+        finally:
+            events.close()
 
-    locker.execute = counting  # type: ignore[method-assign]
+    locker.api.watch = recording  # type: ignore[method-assign,assignment]
     far = Lock("far", locker).with_duration(30).with_renew_interval(10)
+    label = view_label(far.instance_id)
     waiting = pool.submit(far.acquire, timeout=WAIT)
     line.until(lambda r: line_of(r)[-1:] == [far.instance_id])
 
     holder.release()
-    assert first.wait(WAIT)  # woken by the first hand-off, before the next one is written
+    first = line.until(lambda r: holders_of(r) == [ahead[0][0].instance_id])
+    assert line_of(first)[2:] == [far.instance_id]  # third: not in view
     for lock, future in ahead:
         future.result(WAIT)
         lock.release()
     waiting.result(WAIT)
+    handed = line.until(lambda r: holders_of(r) == [far.instance_id])
     far.release()
-    assert len(woken) == 2, f"woken at versions {woken}"
+
+    def version(obj: Any) -> str:
+        return str(obj["metadata"]["resourceVersion"])
+
+    shown = [obj for kind, obj in received if kind in ("ADDED", "MODIFIED")]
+    assert all(label in obj["metadata"].get("labels", {}) for obj in shown), received
+    assert first.version not in {version(obj) for obj in shown}
+    assert handed.version in {version(obj) for obj in shown}  # learnt from its watch
+    # Far fewer versions than the lock went through while it waited.
+    assert len(shown) < len(line.history[line.history.index(first) :])
+
+
+def join_as_the_dead(locker: Any, name: str, who: str) -> None:
+    """Put ``who`` in line as a waiter that died there (its entry, and nobody)."""
+    record = locker.execute(Read(name))
+    earliest, latest = locker.clock.bounds()
+    intent = Intent(name, who, timedelta(seconds=30))
+    join = decide_acquire(intent, record, earliest, latest, since=int(record.version))
+    assert isinstance(join, Write), join
+    written = locker.execute(Replace(name, record.version, join.state, join.meta, record))
+    assert isinstance(written, Record)
+
+
+def test_a_waiter_put_out_of_view_reads_the_object_instead_of_the_event(
+    configmap_locker: ConfigMapLockers,
+) -> None:
+    """When a version stops carrying a waiter's view label, the API server sends
+    its watch a DELETED whose object is the version *before* (still with the
+    waiter in line and labelled) under the new resourceVersion: the locker's
+    wait takes it for neither a deletion nor a state, and reads the object."""
+    locker = configmap_locker()
+    holder = Lock("view", locker).with_duration(WAIT)
+    holder.acquire()
+    join_as_the_dead(locker, "view", "first")
+    joined = locker.execute(Read("view"))
+    assert line_of(joined) == ["first"]
+    received: list[tuple[str, Any]] = []
+    watch = locker.api.watch
+
+    def recording(*args: Any, **kwargs: Any) -> Iterator[tuple[str, Any]]:
+        events = watch(*args, **kwargs)
+        try:
+            for item in events:
+                received.append(item)
+                yield item
+        finally:
+            events.close()
+
+    locker.api.watch = recording  # type: ignore[method-assign,assignment]
+    session = object()
+    try:
+        waiting = Watch("view", joined.version, None, session=session, view="first")
+        # Another writer drops "first" from the line (it leaves: out of view).
+        earliest, _ = locker.clock.bounds()
+        leave = decide_release(Intent("view", "first"), joined, earliest, None)
+        assert isinstance(leave, Write)
+        result = {}
+
+        def wait() -> None:
+            result["got"] = locker.execute(waiting)
+
+        waiter = threading.Thread(target=wait)
+        waiter.start()
+        left = locker.execute(Replace("view", joined.version, leave.state, leave.meta, joined))
+        assert isinstance(left, Record)
+        waiter.join(WAIT)
+        got = result["got"]
+        assert isinstance(got, Record) and got.version == left.version
+        assert line_of(got) == []  # what the object is, not what the event showed
+        kinds = [(kind, obj["metadata"]["resourceVersion"]) for kind, obj in received]
+        assert ("DELETED", left.version) in kinds, kinds
+        shown = next(obj for kind, obj in received if kind == "DELETED")
+        assert "first" in shown["metadata"]["annotations"]["lockheed/queue"]  # the one before
+    finally:
+        locker.end_watch(session)
+    holder.release()
+
+
+@pytest.mark.parametrize("holder_dies", [True, False], ids=["dead-holder", "live-holder"])
+def test_dead_waiters_ahead_cost_their_bounds_to_a_waiter_out_of_view(
+    configmap_locker: ConfigMapLockers,
+    watch_line: Callable[[str], LineWatch],
+    pool: ThreadPoolExecutor,
+    holder_dies: bool,
+) -> None:
+    """Three waiters dead at the head of the line, more than the two labelled to
+    see every change: the live waiter behind them, out of view, still gets the
+    lock within about CLAIM_WINDOW per dead waiter after the lock came free,
+    not a lease more. The holder either died (its lease runs out and nobody
+    writes) or releases, handing the lock to the first dead waiter (a claim the
+    live waiter is not sent: it reads by its ``look``); its lease is long, so a
+    line that stalled for it fails."""
+    locker = configmap_locker()
+    duration = DEAD_LEASE if holder_dies else WAIT
+    holder = Lock("dead", locker).with_duration(duration).with_renew_interval(None)
+    holder.acquire()  # not renewed: if it dies, its lease runs out
+    line = watch_line("dead")
+    dead = [f"dead-{i}" for i in range(3)]
+    for who in dead:
+        join_as_the_dead(locker, "dead", who)
+    live = Lock("dead", configmap_locker()).with_duration(WAIT)
+    bound = len(dead) * CLAIM_WINDOW + DEAD_SLACK
+    if holder_dies:
+        bound += DEAD_LEASE
+        live.acquire(timeout=bound)  # LockTimeout if the line stalled for another lease
+    else:
+        waiting = pool.submit(live.acquire, timeout=bound)
+        line.until(lambda r: line_of(r)[-1:] == [live.instance_id])
+        holder.release()  # hands the lock to dead-0, out of the live waiter's view
+        waiting.result(WAIT)
+    got = line.until(lambda r: holders_of(r) == [live.instance_id])
+    assert line_of(got) == []  # the dead were dropped from the line
+    live.release()
 
 
 # ---------------------------------------------------------------- leaving the line

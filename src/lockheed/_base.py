@@ -356,8 +356,9 @@ class LockBase:
         Tell the waiting observer who holds the lock before each watch."""
         if isinstance(effect, Watch) and not effect.quick:
             watched = self._on_wait is not None or self._on_watch is not None
-            if watched and effect.unless is not None:  # observers want every change of holder
-                effect = dataclasses.replace(effect, unless=None)
+            if watched and (effect.unless is not None or effect.view is not None):
+                # observers want every change of holder
+                effect = dataclasses.replace(effect, unless=None, view=None)
             if self._on_wait is not None:
                 self._on_wait(effect.holder)
             if self._on_watch is not None:
@@ -369,6 +370,9 @@ class LockBase:
             return effect
         if stop.is_set():
             raise LockError(f"lock {self.name!r}: stopped", lock=self.name)
+        if isinstance(effect, Watch) and effect.view is not None:
+            # cut into pieces, a wait watching only its own view would read at each
+            effect = dataclasses.replace(effect, view=None)
         if isinstance(effect, (Watch, Sleep)):
             cap = self._clock.monotonic() + STOP_CHECK
             if effect.until is None or effect.until > cap:

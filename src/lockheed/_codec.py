@@ -2,9 +2,10 @@
 
 The ConfigMap is named ``<prefix>-<lock name>``, labelled ``lockheed/lock=""``
 and holds the JSON state under ``data.lock`` (see :mod:`lockheed._state`). An
-update changes only ``data.lock`` and lockheed's own annotations of the object
-that was read, so labels and annotations of other tools, and Go's
-``reserved/*`` reservation, survive.
+update changes only ``data.lock``, lockheed's own annotations and its view
+labels (``lockheed/w.*``, :func:`lockheed._queue.view_labels`: who must see
+every change) of the object that was read, so labels and annotations of
+other tools, and Go's ``reserved/*`` reservation, survive.
 
 Go lockheed labels the ConfigMaps it creates in the same way. A ConfigMap of a
 lock's name without the label was made by something else: it decodes as a
@@ -19,11 +20,13 @@ from collections.abc import Mapping
 from typing import Any
 
 from ._core import Replace
+from ._queue import read_queue, view_labels, with_view_labels
 from ._state import LockState, Record, StateFormatError, decode_state, encode_state
 
 __all__ = [
     "LABEL",
     "decode_configmap",
+    "labelled",
     "new_configmap",
     "updated_configmap",
     "validate_object_name",
@@ -96,6 +99,15 @@ def decode_configmap(name: str, obj: Mapping[str, Any]) -> Record:
     return Record(name, version, state, annotations, error, raw=obj)
 
 
+def labelled(
+    labels: Mapping[str, str], state: LockState, annotations: Mapping[str, str] | None
+) -> dict[str, str]:
+    """``labels`` with the view labels of the object written with ``state`` and
+    ``annotations`` (its line): see :func:`lockheed._queue.view_labels`."""
+    wanted = view_labels(state.leases, read_queue(annotations or {}))
+    return with_view_labels(labels, wanted)
+
+
 def _apply_meta(metadata: dict[str, Any], meta: Mapping[str, str | None]) -> None:
     if not meta:
         return
@@ -113,6 +125,7 @@ def new_configmap(
 ) -> dict[str, Any]:
     metadata: dict[str, Any] = {"name": object_name, "namespace": namespace, "labels": {LABEL: ""}}
     _apply_meta(metadata, {k: v for k, v in meta.items() if v is not None})
+    metadata["labels"] = labelled(metadata["labels"], state, metadata.get("annotations"))
     return {
         "apiVersion": "v1",
         "kind": "ConfigMap",
@@ -130,9 +143,9 @@ def updated_configmap(object_name: str, effect: Replace) -> dict[str, Any]:
     metadata.setdefault("name", object_name)
     labels = dict(metadata.get("labels") or {})
     labels.setdefault(LABEL, "")
-    metadata["labels"] = labels
     metadata.pop("managedFields", None)
     _apply_meta(metadata, effect.meta)
+    metadata["labels"] = labelled(labels, effect.state, metadata.get("annotations"))
     data = dict(obj.get("data") or {})
     data[DATA_KEY] = encode_state(effect.state)
     obj["data"] = data

@@ -60,7 +60,7 @@ from ._errors import (
     LockTimeout,
     LockTypeError,
 )
-from ._queue import QUEUE_KEY, Waiter, place_of, queue_meta, read_queue
+from ._queue import IN_VIEW, QUEUE_KEY, Waiter, place_of, queue_meta, read_queue
 from ._state import MUTEX, NEVER, Lease, LockState, Record, StateFormatError, parse_time
 
 __all__ = [
@@ -544,6 +544,14 @@ class Watch:
     # core says it changes nothing for this waiter); when the time is up, the
     # newest such version is the result. Lockers may ignore it.
     unless: Callable[[Record], bool] | None = None
+    # The instance whose view label (``_queue.view_label``) the locker may watch
+    # by instead of every change: it then sees only the versions that label it
+    # (it holds the lock or is among the first two in line), and reads the object when the
+    # wait's time is up or a quick look finds it out of view. None: every change.
+    view: str | None = None
+    # With ``view``: out of view, read by this monotonic time at the latest (a
+    # waiter too far back to be labelled: the waiters ahead may all have died).
+    look: float | None = None
 
 
 @dataclass(frozen=True)
@@ -741,6 +749,33 @@ def _still_behind(clock: ServerClock, me: str, seen: Record) -> Callable[[Record
     return still
 
 
+def _freed_at(clock: ServerClock, record: Record | None) -> float:
+    """When (monotonic, on the server's earliest time: never sooner) the lock in
+    ``record``, free now, became free: when the last lease it shows ran out
+    (now, if it shows none). A waiter out of view (``Watch.view``) may see a free
+    lock only at its ``look``, well after a dead waiter's claim ran out; its
+    patience with the waiters ahead counts from then, as it does for a waiter
+    that saw the change."""
+    now = clock.monotonic()
+    state = record.state if record is not None else None
+    ends = [le.expires for le in state.leases.values()] if state is not None else []
+    if not ends:
+        return now
+    earliest, _ = clock.bounds()
+    return min(now, now + (max(ends) - earliest).total_seconds())
+
+
+def _look(clock: ServerClock, ahead: tuple[str, ...]) -> float | None:
+    """When a waiter with ``ahead`` before it in line, too far back to be labelled
+    to see every change (:func:`~lockheed._queue.view_labels`), reads the object
+    at the latest: after :data:`CLAIM_WINDOW` per place it is behind the last
+    labelled one. If everyone ahead died, no write labels it; it then finds the
+    lock free soon enough to keep the bound of about ``CLAIM_WINDOW`` per dead
+    waiter (each read is one request, rarer the further back it is)."""
+    behind = len(ahead) - IN_VIEW + 1
+    return None if behind <= 0 else clock.monotonic() + CLAIM_WINDOW * behind
+
+
 def _accepted(clock: ServerClock, record: Record, decision: Accept) -> Acquired | None:
     """Hold a lease that the object already gives us, if enough of it is left to be
     safe: its loss deadline comes from the server's latest possible time now."""
@@ -823,16 +858,18 @@ def _refresh(
     clock: ServerClock,
     patience: _Patience,
     wait: float = REFRESH_WAIT,
+    view: str | None = None,
 ) -> Flow:
     """The object after a write conflict: the newest version the operation's watch
     shows within ``wait`` seconds (the watch is opened if the operation has none
     yet: one request, like a read, and later conflicts cost none), or a read when
     it shows none. ``wait`` 0: only what the watch has received already; if it
-    has nothing newer, ``record`` is the newest known."""
+    has nothing newer, ``record`` is the newest known. ``view``: the watch's
+    (:class:`Watch`)."""
     if record is None:
         return (yield from _read(name, patience))
     try:
-        result = yield Watch(name, record.version, clock.monotonic() + wait, quick=True)
+        result = yield Watch(name, record.version, clock.monotonic() + wait, quick=True, view=view)
     except LockBackendError:  # the watch failed: read (which backs off if it fails too)
         return (yield from _read(name, patience))
     if result is None or isinstance(result, Record):
@@ -953,6 +990,8 @@ def acquire_flow(
         fresh = True
     since = _version(record) if fresh else None
     conflicts = late = streak = crowd = 0
+    # A fair mutex waiter may watch only the versions that concern it (Watch.view).
+    view = intent.instance_id if decide is decide_acquire and intent.fair else None
     waited: Record | None = None  # the version this flow last waited on
     # When this waiter first saw the lock free with the same waiters ahead of it:
     # writes that do not change those (newcomers joining behind) keep the count.
@@ -1028,7 +1067,7 @@ def acquire_flow(
             # The watch, which a busy host may read late: once in a row (always
             # for the shared kinds, whose writers take turns: see release_flow).
             if streak == 1 or watch_only:
-                record = yield from _refresh(name, record, clock, patience)
+                record = yield from _refresh(name, record, clock, patience, view=view)
             else:
                 record = yield from _read(name, patience)
             # Others joining made the write fail twice in a row or more: many
@@ -1053,13 +1092,13 @@ def acquire_flow(
                     yield from _pause(name, clock, deadline, rng, crowd)
                     # What the pause let happen, from the watch (open since the first
                     # conflict, and given the pause to catch up): no request.
-                    record = yield from _refresh(name, record, clock, patience, wait=0)
+                    record = yield from _refresh(name, record, clock, patience, 0, view)
             continue
         assert isinstance(decision, Wait)
         if decision.reason != "queued":
             free_seen = None
         elif free_seen is None or free_seen[0] != ahead:
-            free_seen = (ahead, clock.monotonic())
+            free_seen = (ahead, _freed_at(clock, judged) if view else clock.monotonic())
         if _timed_out(clock, deadline):
             what = (
                 f"is free, but {decision.holder} is ahead in line"
@@ -1081,6 +1120,9 @@ def acquire_flow(
         elif behind is not None and held_by is not None and record is not None:
             unless = behind(clock, intent, record)
         waited = record
+        in_line = record is not None and any(
+            w.instance_id == intent.instance_id for w in read_queue(record.meta)
+        )
         try:
             result = yield Watch(
                 name,
@@ -1089,6 +1131,10 @@ def acquire_flow(
                 holder=held_by,
                 expires=decision.expires if held_by is not None else None,
                 unless=unless,
+                # Only a waiter in line is labelled (not one kept out by a Go
+                # reservation before it joins, say): the others watch every change.
+                view=view if in_line else None,
+                look=_look(clock, ahead) if view is not None and in_line else None,
             )
         except LockBackendError as exc:
             yield from patience.pause(exc)

@@ -81,7 +81,7 @@ from datetime import datetime, timedelta, timezone
 from types import MappingProxyType
 from typing import Any, Final
 
-from ._codec import LABEL
+from ._codec import LABEL, labelled
 from ._core import Replace
 from ._errors import LockStateError
 from ._state import MUTEX, NEVER, Lease, LockState, Record, StateFormatError, parse_time
@@ -367,14 +367,15 @@ def new_lease(
     now: datetime,
 ) -> dict[str, Any]:
     """A new Lease holding ``state``, written at server time ``now``."""
+    annotations = _annotations(None, state, meta)
     return {
         "apiVersion": "coordination.k8s.io/v1",
         "kind": "Lease",
         "metadata": {
             "name": object_name,
             "namespace": namespace,
-            "labels": {LABEL: ""},
-            "annotations": _annotations(None, state, meta),
+            "labels": labelled({LABEL: ""}, state, annotations),
+            "annotations": annotations,
         },
         "spec": _spec({}, state, now, created=True),
     }
@@ -388,9 +389,9 @@ def updated_lease(object_name: str, effect: Replace, now: datetime) -> dict[str,
     metadata.setdefault("name", object_name)
     labels = dict(metadata.get("labels") or {})
     labels.setdefault(LABEL, "")
-    metadata["labels"] = labels
     metadata.pop("managedFields", None)  # omitted: the server keeps its own
     metadata["annotations"] = _annotations(metadata.get("annotations"), effect.state, effect.meta)
+    metadata["labels"] = labelled(labels, effect.state, metadata["annotations"])
     old = obj.get("spec")
     base = effect.base.state
     holder = next(iter(effect.state.leases), None)

@@ -15,20 +15,46 @@ writes next to its ``data.lock`` document.
 An annotation that cannot be read is treated as an empty line (and rewritten
 by the next write that changes the line): a damaged line must not stop the
 lock itself from working.
+
+Every lockheed write also labels the object for the instances that must see
+each of its changes (:func:`view_labels`): every holder, and the first
+:data:`IN_VIEW` waiters in line, each as ``lockheed/w.<instance ID>: "1"``
+(:func:`view_label`). A waiter watches with its label as the selector, so the
+API server sends it nothing until it comes near the head of the line (or its
+wait's time is up and it reads): a change of a lock many wait on is
+delivered to three or four watches instead of all of them.
 """
 
 from __future__ import annotations
 
 import functools
+import hashlib
 import json
+import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import Final
 
-__all__ = ["QUEUE_KEY", "Waiter", "place_of", "queue_meta", "read_queue"]
+__all__ = [
+    "IN_VIEW",
+    "QUEUE_KEY",
+    "VIEW_PREFIX",
+    "Waiter",
+    "place_of",
+    "queue_meta",
+    "read_queue",
+    "view_label",
+    "view_labels",
+    "with_view_labels",
+]
 
 QUEUE_KEY: Final = "lockheed/queue"
+# The labels naming the instances that must see every change of the object.
+VIEW_PREFIX: Final = "lockheed/w."
+# How many waiters at the head of the line are labelled to see every change.
+IN_VIEW: Final = 2
+_LABEL_NAME = re.compile(r"[A-Za-z0-9]([-A-Za-z0-9_.]*[A-Za-z0-9])?")
 
 
 @dataclass(frozen=True)
@@ -135,3 +161,40 @@ def queue_meta(queue: Iterable[Waiter]) -> dict[str, str | None]:
     if not items:
         return {QUEUE_KEY: None}
     return {QUEUE_KEY: json.dumps(items, separators=(",", ":"))}
+
+
+@functools.lru_cache(maxsize=1024)
+def view_label(instance_id: str) -> str:
+    """The label key that names ``instance_id`` as one that must see every change:
+    ``lockheed/w.<instance ID>`` when that is a valid label name (at most 63
+    characters of ``[A-Za-z0-9-_.]``, alphanumeric at both ends, as a UUID is),
+    else ``lockheed/w.h.`` and 40 hex digits of its SHA-256."""
+    name = "w." + instance_id
+    if len(name) <= 63 and _LABEL_NAME.fullmatch(name):
+        return "lockheed/" + name
+    digest = hashlib.sha256(instance_id.encode("utf-8", "surrogatepass")).hexdigest()
+    return VIEW_PREFIX + "h." + digest[:40]
+
+
+def view_labels(holders: Iterable[str], queue: tuple[Waiter, ...]) -> frozenset[str]:
+    """The view labels of an object whose leases are ``holders`` (every lease
+    stored, live or not: a holder sees the change that ends its lease) and
+    whose line is ``queue``: those holders and the first :data:`IN_VIEW`
+    waiters. The first is the one a release hands the lock to and the one that
+    takes a free lock; the second takes over, after ``CLAIM_WINDOW``, from a
+    first that died (so it must see the hand-off's short claim that it waits
+    for). A dead holder and a dead first waiter, or two dead waiters in a row,
+    thus cost the line no more than they do with every waiter seeing every
+    change; a waiter further back reads the object when its wait's time is up."""
+    ids = set(holders)
+    ids.update(w.instance_id for w in queue[:IN_VIEW])
+    return frozenset(view_label(i) for i in ids)
+
+
+def with_view_labels(labels: Mapping[str, str], wanted: frozenset[str]) -> dict[str, str]:
+    """``labels`` with exactly ``wanted`` of the view labels (value ``"1"``); the
+    other labels (``lockheed/lock``, other tools') are kept as they are."""
+    out = {k: v for k, v in labels.items() if not k.startswith(VIEW_PREFIX) or k in wanted}
+    for key in wanted:
+        out[key] = "1"
+    return out

@@ -289,7 +289,7 @@ def test_new_lease_is_what_client_go_would_create() -> None:
     assert lease["metadata"] == {
         "name": "lockheed-x",
         "namespace": "ns",
-        "labels": {"lockheed/lock": ""},
+        "labels": {"lockheed/lock": "", "lockheed/w.me": "1"},  # the holder's view label
         "annotations": {
             "lockheed/name": "x",
             "lockheed/lock-type": "mutex",
@@ -318,7 +318,7 @@ def test_update_keeps_what_others_wrote_and_counts_transitions() -> None:
     body = updated_lease("lockheed-x", replace_of(obj, taken, {"lockheed/fencing-token": "43"}), T0)
     meta = body["metadata"]
     assert meta["resourceVersion"] == "42" and "managedFields" not in meta
-    assert meta["labels"] == {"app": "ctl", "lockheed/lock": ""}
+    assert meta["labels"] == {"app": "ctl", "lockheed/lock": "", "lockheed/w.me": "1"}
     assert meta["annotations"] == {
         "note": "kept",
         "lockheed/name": "x",

@@ -171,14 +171,19 @@ class AsyncKubeAPI:
         *,
         lock: str | None = None,
         opened: Callable[[Any], None] | None = None,
+        label: str | None = None,
     ) -> AsyncGenerator[tuple[str, Any], None]:
         """Yield ``(type, object)`` watch events on one object, from ``version``.
 
         Ends when ``timeout`` seconds pass without an event (None: the server's
         own limit, about five minutes). ``opened`` is called with the streaming
-        response once it is established.
+        response once it is established. With ``label``, only the versions that
+        carry that label are sent (ADDED when one starts to, DELETED when one
+        stops: see :mod:`lockheed._async.sessions`).
         """
         params = {"watch": "1", "fieldSelector": f"metadata.name={name}"}
+        if label is not None:
+            params["labelSelector"] = label
         if version is not None:
             params["resourceVersion"] = version
         params["timeoutSeconds"] = str(300 if timeout is None else max(1, int(timeout) + 1))

@@ -6,7 +6,7 @@ waits is a :class:`~lockheed._core.Watch` effect carrying the operation's
 of the same session read on from it (skipping changes already seen, such as
 the waiter's own writes), so a waiter that is woken by every change of a busy
 lock still sends one request for its whole wait. The waiters of one locker on
-one lock share one stream (:class:`~lockheed._async.watcher.Feed`), which
+one lock with the same view (below) share one stream (:class:`~lockheed._async.watcher.Feed`), which
 is read and decoded once per change however many wait. The shell ends the
 session when the operation ends, which leaves the stream (closed when its
 last waiter leaves).
@@ -23,6 +23,24 @@ wait's ``unless`` marks as nothing to its waiter are kept by the stream's
 reader (:meth:`~lockheed._async.watcher.Subscriber.sleep_through`), so the
 waiter is not woken for them; the newest is its result if its time runs out.
 
+A fair mutex waiter's wait carries its ``view`` (its instance ID): its watch
+then asks the server only for the versions that carry its view label (it
+holds the lock or is among the first two in line:
+:func:`lockheed._queue.view_labels`), so a waiter further back is not sent,
+and does not read, the changes of a busy lock. Such a watch shows an object
+leaving the view as DELETED with the content of the version before, so that
+event is never taken for a state: a later version than the wait's makes it
+read the object (a real deletion reads None). A waiter out of view reads the
+object when its wait's time is up (the lease it waits for may have been
+renewed, or the line may have moved), or by the wait's ``look`` (more
+waiters ahead of it may have died than are labelled); a quick look after a
+conflict reads at once. A waiter in view (labelled) needs
+no read. A session whose watch shows every change (one opened without a
+view, e.g. for a lock's waiting observer) keeps it. A waiter whose locker
+already watches the lock for other waiters (the asyncio tasks of one
+process) shares that locker's stream and sees every change: one stream read
+once for many waiters costs the host less than one watch each.
+
 Failure semantics: a stream that the server ends is opened again; one that
 breaks, or answers 410 Gone, makes the wait return a fresh read (what
 changed meanwhile is unknown); one that the server refuses (403, 401) or
@@ -34,10 +52,12 @@ for longer.
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import replace
 from typing import Any
 
 from .._core import UNCHANGED, Read, Watch
 from .._errors import LockBackendError
+from .._queue import view_label
 from .._state import Record
 from .kube import AsyncKubeAPI
 from .watcher import Feed, Subscriber
@@ -91,9 +111,11 @@ class AsyncWatches:
     ):
         self.api, self.object_name, self.decode, self.execute = api, object_name, decode, execute
         self._streams: dict[object, Subscriber] = {}  # open streams by session
-        self._feeds: dict[str, Feed] = {}  # the shared watch of each lock, by its name
+        # The shared watch of each lock, by its name and view (None: every change).
+        self._feeds: dict[tuple[str, str | None], Feed] = {}
         self._decoded: tuple[Any, Record] | None = None  # the last object decoded
         self._parked: dict[object, float] = {}  # parked sessions: when to close them
+        self._waiting: dict[object, str] = {}  # the lock each session waited on, until it ends
 
     async def watch(self, effect: Watch) -> Any:
         """Perform a :class:`~lockheed._core.Watch` effect."""
@@ -102,8 +124,21 @@ class AsyncWatches:
         await self._sweep()
         self._parked.pop(session, None)
         stream = self._streams.pop(session, None) if session is not None else None
+        if stream is not None and stream.filtered and effect.view is None and not effect.quick:
+            # This wait needs every change (a waiting observer, a waiter not in
+            # line): a watch by view would not show them.
+            await stream.close()
+            stream = None
         if not effect.open and stream is None:
             return UNCHANGED  # no watch open, and none to be opened for this
+        if session is not None:
+            self._waiting[session] = effect.name
+        if stream is None and effect.view is not None and self._watched(effect.name, session):
+            # Others of this locker watch the lock already (the asyncio tasks of
+            # one process): share their stream, read once for all, as it is.
+            effect = replace(effect, view=None)
+        if stream is None and effect.quick and effect.view is not None:
+            return await self.execute(Read(effect.name))  # a look, and no watch shows it all
         skipped: Record | None = None
         try:
             if stream is not None:
@@ -112,16 +147,27 @@ class AsyncWatches:
                 # What the stream has received already counts, even when the time is up.
                 item = None if stream is None else stream.poll()
                 if item is None:
+                    if stream is not None:
+                        blind = stream.filtered and not stream.in_view
+                    else:
+                        blind = effect.view is not None
+                    if blind and effect.quick:  # the newer version may never show: read
+                        return await self.execute(Read(effect.name)) if effect.open else UNCHANGED
                     timeout = None
-                    if effect.until is not None:
-                        timeout = effect.until - clock.monotonic()
+                    until = effect.until
+                    if blind and effect.look is not None:  # out of view: read by then
+                        until = effect.look if until is None else min(until, effect.look)
+                    if until is not None:
+                        timeout = until - clock.monotonic()
                         if timeout <= 0:  # the newest version slept through, if any
+                            if blind:  # its view may be stale: read before deciding
+                                return await self.execute(Read(effect.name))
                             skipped = self._skipped(stream, effect.name, skipped)
                             return UNCHANGED if skipped is None else skipped
                     if stream is None:
                         if not effect.open:
                             return UNCHANGED
-                        stream = self._subscribe(effect.name, effect.version)
+                        stream = self._subscribe(effect.name, effect.version, effect.view)
                         self._sleep_through(stream, effect)
                     item = await stream.next(timeout)
                     if item is None:
@@ -129,6 +175,7 @@ class AsyncWatches:
                 assert stream is not None  # an item came from it
                 kind, obj = item
                 if kind in ("ADDED", "MODIFIED"):
+                    stream.in_view = True
                     if _newer(obj, effect.version):
                         record = self._decode(effect.name, _newest(stream, obj))
                         if effect.unless is not None and effect.unless(record):
@@ -137,7 +184,14 @@ class AsyncWatches:
                         return record
                     continue  # a change we have seen already (our own write, say)
                 if kind == "DELETED":
-                    return None
+                    if not stream.filtered:
+                        return None
+                    # Deleted, or only out of view: its object is the version
+                    # before, so what the object is now is unknown. Read it.
+                    stream.in_view = False
+                    if _newer(obj, effect.version):
+                        return await self.execute(Read(effect.name))
+                    continue
                 if kind == "END":  # the server ended the watch: watch again
                     skipped = self._skipped(stream, effect.name, skipped)
                     await stream.close()
@@ -175,9 +229,13 @@ class AsyncWatches:
         version = record.version
         while (item := stream.poll()) is not None:
             kind, obj = item
+            if kind in ("ADDED", "MODIFIED"):
+                stream.in_view = True
             if kind in ("ADDED", "MODIFIED") and _newer(obj, version):
                 newest = obj
                 version = str((obj.get("metadata") or {}).get("resourceVersion", ""))
+            elif kind == "DELETED" and stream.filtered:
+                stream.in_view = False  # out of view (or deleted): the copy may be stale
             elif kind not in ("ADDED", "MODIFIED"):  # deleted, ended or broken: stop using it
                 await self.end(session)
                 break
@@ -204,17 +262,33 @@ class AsyncWatches:
         kept = None if stream is None else stream.wake_up()
         return skipped if kept is None else self._decode(name, kept)
 
-    def _subscribe(self, name: str, version: str | None) -> Subscriber:
+    def _watched(self, name: str, session: object) -> bool:
+        """Whether another session of this locker waits on the lock ``name`` (or
+        did, and is not over), or a watch of this locker follows it for one."""
+        if any(n == name and s is not session for s, n in self._waiting.items()):
+            return True
+        return any(n == name and not f.done for (n, _), f in self._feeds.items())
+
+    def _subscribe(self, name: str, version: str | None, view: str | None) -> Subscriber:
         """A stream of the object's changes after ``version``: from the lock's shared
-        watch if it has one that misses nothing for this waiter, else a new one."""
-        feed = self._feeds.get(name)
+        watch if it has one that misses nothing for this waiter, else a new one.
+        With ``view`` (an instance ID), only the versions labelled for it."""
+        key = (name, view)
+        for old in [k for k, f in self._feeds.items() if f.done]:
+            del self._feeds[old]  # ended (its last waiter left): not kept per instance
+        feed = self._feeds.get(key)
         if feed is None or not feed.covers(version):
-            feed = Feed(version)
+            feed = Feed(version, filtered=view is not None)
             events = self.api.watch(
-                self.object_name(name), version, WATCH_LIFETIME, lock=name, opened=feed.opened
+                self.object_name(name),
+                version,
+                WATCH_LIFETIME,
+                lock=name,
+                opened=feed.opened,
+                label=None if view is None else view_label(view),
             )
             feed.start(events)
-            self._feeds[name] = feed
+            self._feeds[key] = feed
         return feed.subscribe()
 
     def _decode(self, name: str, obj: Any) -> Record:
@@ -233,6 +307,8 @@ class AsyncWatches:
         await self._sweep()
         if session in self._streams:
             self._parked[session] = self.api.clock.monotonic() + LINGER
+        else:
+            self._waiting.pop(session, None)  # nothing open to keep: it is over
 
     async def _sweep(self) -> None:
         """Close the parked watches that were not used in time."""
@@ -244,6 +320,7 @@ class AsyncWatches:
     async def end(self, session: object) -> None:
         """The operation that waited with ``session`` is over: stop its watch."""
         self._parked.pop(session, None)
+        self._waiting.pop(session, None)
         stream = self._streams.pop(session, None)
         if stream is not None:
             await stream.close()

@@ -83,8 +83,13 @@ class Feed:
     the stream, or when its last subscriber leaves (its socket is shut down).
     """
 
-    def __init__(self, since: str | None) -> None:
+    def __init__(self, since: str | None, filtered: bool = False) -> None:
+        # filtered: a watch by a view label (lockheed._queue.view_labels), which
+        # shows only the versions that label the waiter; its DELETED may mean
+        # only that a version stopped labelling it, and carries the content of
+        # the version before (with the new resourceVersion): never a state.
         self.since = since
+        self.filtered = filtered
         self.latest: Any = None  # the newest ADDED or MODIFIED object received
         self.done = False
         self._subs: set[Subscriber] = set()
@@ -114,6 +119,8 @@ class Feed:
         with self._lock:
             if item[0] in ("ADDED", "MODIFIED"):
                 self.latest = item[1]
+            elif item[0] == "DELETED":  # deleted, or out of a filtered view: unknown now
+                self.latest = None
             for sub in self._subs:
                 sub.put(item)
 
@@ -171,9 +178,16 @@ class Subscriber:
         self._held: tuple[str, Any] | None = None
         self._nothing: Callable[[Any], bool] | None = None
         self._kept: Any = None
+        # Whether the feed's watch shows every change (a watch by view label
+        # shows only those that label the waiter: see lockheed._queue.view_labels),
+        # and, if not, whether the last event said the object labels it.
+        self.filtered = feed.filtered
+        self.in_view = False
 
     def put(self, item: tuple[str, Any]) -> None:
         """Called by the feed, under its lock."""
+        if item[0] in ("ADDED", "MODIFIED"):
+            self.in_view = True  # (a DELETED is queued: the waiter marks it out of view)
         nothing = self._nothing
         if nothing is not None and item[0] in ("ADDED", "MODIFIED"):
             try:
