@@ -40,6 +40,7 @@ from lockheed import (
     list_locks,
     tags_contain,
 )
+from lockheed._queue import view_label
 from lockheed._state import NEVER
 from support import Api, ConfigMapLockers, LoopThread, NewLock, Requests
 
@@ -450,7 +451,12 @@ def test_configmap_not_made_by_lockheed_is_not_adopted(
     taker = api.lock("foreign", locker).with_duration(30).with_force(acquired(True))
     taker.acquire(blocking=False)
     taken = _get_raw(locker, "foreign")
-    assert taken["metadata"]["labels"] == {"app": "someone-else", "lockheed/lock": ""}
+    # Its labels kept, ours added: the lock's, and the holder's view label.
+    assert taken["metadata"]["labels"] == {
+        "app": "someone-else",
+        "lockheed/lock": "",
+        view_label(taker.instance_id): "1",
+    }
     assert list(json.loads(taken["data"]["lock"])["leases"]) == [taker.instance_id]
     assert taken["data"]["other"] == "kept"
     taker.release()
