@@ -9,6 +9,8 @@ from __future__ import annotations
 import asyncio
 import queue
 import threading
+import time
+import types
 from collections.abc import AsyncGenerator, Generator
 from typing import Any
 
@@ -153,3 +155,40 @@ def test_a_cancellation_while_a_watch_closes_is_not_lost() -> None:
             assert isinstance(outcome, asyncio.CancelledError), (close.__name__, outcome)
 
     asyncio.run(main())
+
+
+def test_an_event_at_the_start_of_a_new_watch_reaches_its_waiter(
+    monkeypatch: Any,
+) -> None:
+    """A new watch's first event can arrive before the waiter that asked for it is
+    subscribed (its reading thread is quick, the waiting thread slow). The feed
+    keeps no DELETED for later subscribers, so the waiter must be subscribed
+    before the feed reads: here the feed delivers its first event before
+    ``start`` returns, and the wait must still see the deletion (before the
+    fix it slept until its time was up and said UNCHANGED). A filtered watch's
+    DELETED, a waiter leaving the view, takes the same path."""
+    from lockheed._core import UNCHANGED, Watch
+    from lockheed._sync.sessions import Watches
+
+    end = threading.Event()
+
+    class Api:
+        clock = types.SimpleNamespace(monotonic=time.monotonic)
+
+        def watch(self, *args: Any, **kwargs: Any) -> Generator[tuple[str, Any], None, None]:
+            yield "DELETED", {"metadata": {"resourceVersion": "8"}}
+            end.wait(WAIT)
+
+    def start(feed: sync_watcher.Feed, events: Generator[tuple[str, Any], None, None]) -> Any:
+        feed._deliver(next(events))  # the first event, before start returns
+        return original(feed, events)
+
+    original = sync_watcher.Feed.start
+    monkeypatch.setattr(sync_watcher.Feed, "start", start)
+    watches = Watches(Api(), str, lambda name, obj: obj, lambda effect: None)  # type: ignore[arg-type]
+    try:
+        result = watches.watch(Watch("lock", "7", time.monotonic() + 1.0))
+        assert result is not UNCHANGED, "the deletion at the watch's start was lost"
+        assert result is None
+    finally:
+        end.set()

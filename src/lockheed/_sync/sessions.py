@@ -278,19 +278,23 @@ class Watches:
         for old in [k for k, f in self._feeds.items() if f.done]:
             del self._feeds[old]  # ended (its last waiter left): not kept per instance
         feed = self._feeds.get(key)
-        if feed is None or not feed.covers(version):
-            feed = Feed(version, filtered=view is not None)
-            events = self.api.watch(
-                self.object_name(name),
-                version,
-                WATCH_LIFETIME,
-                lock=name,
-                opened=feed.opened,
-                label=None if view is None else view_label(view),
-            )
-            feed.start(events)
-            self._feeds[key] = feed
-        return feed.subscribe()
+        if feed is not None and feed.covers(version):
+            return feed.subscribe()
+        feed = Feed(version, filtered=view is not None)
+        events = self.api.watch(
+            self.object_name(name),
+            version,
+            WATCH_LIFETIME,
+            lock=name,
+            opened=feed.opened,
+            label=None if view is None else view_label(view),
+        )
+        self._feeds[key] = feed
+        # Subscribed before the feed reads: an event it receives at once (a
+        # DELETED, which the feed does not keep for later subscribers) is not lost.
+        subscriber = feed.subscribe()
+        feed.start(events)
+        return subscriber
 
     def _decode(self, name: str, obj: Any) -> Record:
         """Decode a watched object once for all the waiters that receive it (also
