@@ -184,6 +184,24 @@ def test_waiters_get_the_lock_in_the_order_they_joined(
         assert not set(holders_of(record)) & set(line_of(record))
 
 
+def record_watches(locker: Any) -> list[tuple[str, Any]]:
+    """Record every event the API server sends ``locker``'s watches, in order."""
+    received: list[tuple[str, Any]] = []
+    watch = locker.api.watch
+
+    def recording(*args: Any, **kwargs: Any) -> Iterator[tuple[str, Any]]:
+        events = watch(*args, **kwargs)
+        try:
+            for item in events:
+                received.append(item)
+                yield item
+        finally:
+            events.close()
+
+    locker.api.watch = recording
+    return received
+
+
 def test_a_waiter_far_back_is_sent_only_the_versions_that_concern_it(
     configmap_locker: ConfigMapLockers,
     watch_line: Callable[[str], LineWatch],
@@ -204,19 +222,7 @@ def test_a_waiter_far_back_is_sent_only_the_versions_that_concern_it(
         line.until(functools.partial(lambda n, r: len(line_of(r)) == n, i + 1))
 
     locker = configmap_locker()
-    received: list[tuple[str, Any]] = []  # what the API server sent its watches
-    watch = locker.api.watch
-
-    def recording(*args: Any, **kwargs: Any) -> Iterator[tuple[str, Any]]:
-        events = watch(*args, **kwargs)
-        try:
-            for item in events:
-                received.append(item)
-                yield item
-        finally:
-            events.close()
-
-    locker.api.watch = recording  # type: ignore[method-assign,assignment]
+    received = record_watches(locker)  # what the API server sent its watches
     far = Lock("far", locker).with_duration(30).with_renew_interval(10)
     label = view_label(far.instance_id)
     waiting = pool.submit(far.acquire, timeout=WAIT)
@@ -267,19 +273,7 @@ def test_a_waiter_put_out_of_view_reads_the_object_instead_of_the_event(
     join_as_the_dead(locker, "view", "first")
     joined = locker.execute(Read("view"))
     assert line_of(joined) == ["first"]
-    received: list[tuple[str, Any]] = []
-    watch = locker.api.watch
-
-    def recording(*args: Any, **kwargs: Any) -> Iterator[tuple[str, Any]]:
-        events = watch(*args, **kwargs)
-        try:
-            for item in events:
-                received.append(item)
-                yield item
-        finally:
-            events.close()
-
-    locker.api.watch = recording  # type: ignore[method-assign,assignment]
+    received = record_watches(locker)
     session = object()
     try:
         waiting = Watch("view", joined.version, None, session=session, view="first")
