@@ -34,7 +34,7 @@ import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from datetime import timedelta
-from typing import Final
+from typing import Final, Literal
 
 __all__ = [
     "IN_VIEW",
@@ -92,34 +92,56 @@ def _parse(text: str) -> tuple[Waiter, ...]:
     out: list[Waiter] = []
     seen: set[str] = set()
     for item in items:
-        if not isinstance(item, dict):
-            continue
-        who, seconds = item.get("id"), item.get("d", 0)
-        if not isinstance(who, str) or not who or who in seen:
-            continue
-        if isinstance(seconds, bool) or not isinstance(seconds, (int, float)):
-            continue
-        if not 0 <= seconds < 1e9:
-            continue
-        tags = item.get("t", [])
-        if not isinstance(tags, list) or not all(isinstance(t, str) and t for t in tags):
-            tags = []
-        since = item.get("v")
-        if isinstance(since, bool) or not isinstance(since, int) or since < 0:
-            since = None
-        seen.add(who)
-        length = timedelta(seconds=seconds) if seconds else None
-        out.append(
-            Waiter(
-                who,
-                length,
-                tuple(tags),
-                item.get("r") is True,
-                exclusive=item.get("x") is True,
-                since=since,
-            )
-        )
+        waiter: Waiter | Literal[False] | None = None
+        if type(item) is dict and len(item) == 3:  # the usual entry: {"id", "d", "v"}
+            # A line of many waiters changes by an entry or two from one version
+            # to the next: its entries are made once (by exact type: no bool).
+            key = (item.get("id"), item.get("d"), item.get("v"))
+            if type(key[0]) is str and type(key[1]) is int and type(key[2]) is int:
+                waiter = _ENTRIES.get(key)
+                if waiter is None:
+                    waiter = _entry(item)
+                    if len(_ENTRIES) >= _ENTRIES_MAX:
+                        _ENTRIES.clear()
+                    _ENTRIES[key] = waiter
+        if waiter is None:
+            waiter = _entry(item)
+        if waiter is not False and waiter.instance_id not in seen:
+            seen.add(waiter.instance_id)
+            out.append(waiter)
     return tuple(out)
+
+
+# Entries made from the usual form, by (id, d, v); False: not a valid entry.
+_ENTRIES: dict[tuple[object, object, object], Waiter | Literal[False]] = {}
+_ENTRIES_MAX: Final = 4096
+
+
+def _entry(item: object) -> Waiter | Literal[False]:
+    """One stored entry as a waiter (False: not a valid entry, skipped)."""
+    if not isinstance(item, dict):
+        return False
+    who, seconds = item.get("id"), item.get("d", 0)
+    if not isinstance(who, str) or not who:
+        return False
+    if isinstance(seconds, bool) or not isinstance(seconds, (int, float)):
+        return False
+    if not 0 <= seconds < 1e9:
+        return False
+    tags = item.get("t", [])
+    if not isinstance(tags, list) or not all(isinstance(t, str) and t for t in tags):
+        tags = []
+    since = item.get("v")
+    if isinstance(since, bool) or not isinstance(since, int) or since < 0:
+        since = None
+    return Waiter(
+        who,
+        timedelta(seconds=seconds) if seconds else None,
+        tuple(tags),
+        item.get("r") is True,
+        exclusive=item.get("x") is True,
+        since=since,
+    )
 
 
 def place_of(queue: tuple[Waiter, ...], since: int | None) -> int:

@@ -98,6 +98,28 @@ def test_bad_entries_are_skipped_and_duplicates_kept_once() -> None:
     assert read_queue({QUEUE_KEY: text}) == (Waiter("a", timedelta(seconds=1)),)
 
 
+@pytest.mark.parametrize(
+    ("entry", "expected"),
+    [
+        ('{"id":"a","d":true,"v":5}', ()),  # bool is no duration, even after a 1 was read
+        ('{"id":"a","d":1,"v":true}', (Waiter("a", timedelta(seconds=1)),)),
+        ('{"id":"a","d":1.0,"v":5}', (Waiter("a", timedelta(seconds=1), since=5),)),
+        ('{"id":"a","d":-1,"v":5}', ()),
+        ('{"id":"a","d":1,"v":-5}', (Waiter("a", timedelta(seconds=1)),)),
+        ('{"id":"","d":1,"v":5}', ()),
+    ],
+)
+def test_entries_are_remembered_by_their_exact_values(
+    entry: str, expected: tuple[Waiter, ...]
+) -> None:
+    # The usual {"id", "d", "v"} entries are made once and remembered: a
+    # look-alike of another type must still be read on its own terms.
+    assert read_queue({QUEUE_KEY: '[{"id":"a","d":1,"v":5}]'}) == (
+        Waiter("a", timedelta(seconds=1), since=5),
+    )
+    assert read_queue({QUEUE_KEY: f"[{entry}]"}) == expected
+
+
 @given(st.lists(st.text(min_size=1, max_size=8), unique=True, max_size=40))
 def test_any_line_round_trips(ids: list[str]) -> None:
     line = tuple(Waiter(i, timedelta(seconds=n + 1)) for n, i in enumerate(ids))
@@ -319,3 +341,4 @@ def test_nobody_is_passed_by_a_newcomer_that_began_to_ask_after_it(
     place = place_of(queue, since)
     assert all(w.since is not None and w.since > since for w in queue[place:])
     assert all(w.since is not None and w.since <= since for w in queue[:place])
+
