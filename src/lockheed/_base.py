@@ -319,7 +319,14 @@ class LockBase:
     ) -> _core.Flow:
         intent, clock = self._intent(), self._clock
         if self._mode == MUTEX:
-            return _core.release_flow(intent, clock, record, token, settle_until=settle_until)
+            settle = None
+            if settle_until is not None and len(self._got_from) == 2:
+                before, handed = self._got_from
+                if handed is not None:
+                    settle = _core.settle_turn(intent.instance_id, before, handed)
+            return _core.release_flow(
+                intent, clock, record, token, settle_until=settle_until, turn=settle
+            )
         assert isinstance(intent, SharedIntent)
         turn, until = None, None
         now = clock.monotonic()

@@ -83,6 +83,7 @@ __all__ = [
     "loss_margin",
     "release_flow",
     "renew_flow",
+    "settle_turn",
     "sighted",
 ]
 
@@ -117,9 +118,9 @@ CONFLICT_CAP: Final = 1.0
 # A cached copy of the object (the result of this instance's release) dates an
 # acquire's place in line if it is at most this old when the acquire begins.
 FRESH: Final = 1.0
-# A lock handed to us this recently waits, before its release is written, this
-# long after the hand-off for a newer version (the join of the one that handed
-# it over, which usually comes at once), so the release does not conflict.
+# A lock handed to us this recently waits, before its release is written, at
+# most this long after the hand-off for the join of the one that handed it over
+# (which usually comes at once), so the release does not conflict with it.
 SETTLE: Final = 0.02
 # A shared kind's crowded acquire spreads its retry over twice the writes' time
 # for each crowded conflict in a row, at most this many times doubled.
@@ -1201,17 +1202,17 @@ def release_flow(
     """Release from the cached ``record``; returns :class:`Released`. Like a
     renewal, it removes our own lease through a Go reservation.
 
-    ``settle_until`` (monotonic; for a lock handed to us a moment ago): before
-    writing, wait until then for a newer version on the open watch (no
-    request). The instance that handed us the lock often joins the line again
-    at once; releasing from a copy that has its join avoids a conflict.
-    ``turn`` (the shared kinds': see :func:`_await_turn`): instead, before
-    each write (the first, and again after a conflict), wait until then at
-    most while it says others write first. ``watch_only`` (the shared
-    kinds'): after a conflict the newer version comes from the watch (a read
-    only if it shows none in time); leaving the line, it reads, and when two
-    or more others joined or left meanwhile it pauses over as many writes'
-    time (:func:`_spread`) and reads again.
+    ``settle_until`` (monotonic) and ``turn`` (see :func:`_await_turn`): before
+    each write (the first, and again after a conflict), wait on the open watch
+    (no request) until then at most while ``turn`` says others write first:
+    for a mutex handed to us a moment ago, the join of the instance that
+    handed it over, which often comes at once (:func:`settle_turn`; releasing
+    from a copy that has it avoids a conflict); for the shared kinds, the
+    holders that leave before us (:func:`lockheed._shared_core.release_turn`).
+    ``watch_only`` (the shared kinds'): after a conflict the newer version
+    comes from the watch (a read only if it shows none in time); leaving the
+    line, it reads, and when two or more others joined or left meanwhile it
+    pauses over as many writes' time (:func:`_spread`) and reads again.
 
     Transient failures are retried for as long as the lease could still be
     live (at most :data:`RELEASE_PATIENCE`); after a write whose outcome is
@@ -1225,13 +1226,6 @@ def release_flow(
         record = yield from _read(name, patience)
     elif settle_until is not None and turn is not None:
         record = yield from _await_turn(name, record, clock, settle_until, turn)
-    elif settle_until is not None and clock.monotonic() < settle_until:
-        try:
-            newer = yield Watch(name, record.version, settle_until, quick=True, open=False)
-        except LockBackendError:
-            newer = UNCHANGED
-        if newer is None or isinstance(newer, Record):
-            record = newer
     conflicts = 0
     unsure = False
     while True:
@@ -1279,6 +1273,32 @@ def release_flow(
             record = yield from _refresh(name, record, clock, patience)
         else:  # the watch, which a busy host may read late: once in a row
             record = yield from _read(name, patience)
+
+
+def settle_turn(me: str, before: Record | None, handed: Record) -> Callable[[Record], float]:
+    """For a mutex holder releasing a lock handed to it a moment ago (in the
+    version ``handed``; ``before``: the version before it, None if not known):
+    given the newest version, how long to wait for the next write (see
+    :func:`_await_turn`), or 0 to release now. It waits while the instances
+    that held the lock in ``before`` (the one that handed it over) are neither
+    in line nor holding, for the join that such a greedy holder sends at once:
+    releasing from a copy that has it avoids a conflict with it. A version that
+    already has that join (it may have arrived with the hand-off) is released
+    from at once. Without ``before`` it waits for any version newer than
+    ``handed``. The caller bounds the wait (:data:`SETTLE` after the hand-off)."""
+    previous: frozenset[str] | None = None
+    if before is not None and before.state is not None:
+        previous = frozenset(before.state.leases) - {me}
+
+    def waits(record: Record) -> float:
+        if previous is None:
+            return SETTLE if record.version == handed.version else 0.0
+        if not previous or record.state is None:
+            return 0.0
+        back = set(record.state.leases) | {w.instance_id for w in read_queue(record.meta)}
+        return 0.0 if previous & back else SETTLE
+
+    return waits
 
 
 def _await_turn(

@@ -9,18 +9,24 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from lockheed._clock import ServerClock
 from lockheed._core import (
     CLAIM_WINDOW,
+    SETTLE,
     TOKEN_HOLDER_KEY,
     TOKEN_KEY,
     Accept,
     Decision,
     Intent,
     Nothing,
+    Replace,
     Wait,
+    Watch,
     Write,
     decide_acquire,
     decide_release,
+    release_flow,
+    settle_turn,
 )
 from lockheed._queue import QUEUE_KEY, Waiter, place_of, queue_meta, read_queue
 from lockheed._state import NEVER, Lease, LockState, Record
@@ -342,3 +348,59 @@ def test_nobody_is_passed_by_a_newcomer_that_began_to_ask_after_it(
     assert all(w.since is not None and w.since > since for w in queue[place:])
     assert all(w.since is not None and w.since <= since for w in queue[:place])
 
+
+# ------------------------------------------------------------ settling a fresh hand-off
+
+
+def test_a_fresh_holder_waits_only_while_the_one_that_handed_it_over_is_not_back() -> None:
+    before = rec(Lease("h", at(30)), line=("me", "b"), version="40")
+    handed = rec(Lease("me", at(5)), line=("b",), version="41")
+    waits = settle_turn("me", before, handed)
+    assert waits(handed) == SETTLE  # h has not joined again yet
+    assert waits(rec(Lease("me", at(5)), line=("b", "c"), version="42")) == SETTLE  # someone else
+    assert waits(rec(Lease("me", at(5)), line=("b", "h"), version="42")) == 0  # h is back
+    assert waits(rec(Lease("me", at(5)), Lease("h", at(9)), version="42")) == 0  # h holds too
+
+
+def test_without_the_version_before_a_fresh_holder_waits_for_any_newer_one() -> None:
+    handed = rec(Lease("me", at(5)), line=("b",), version="41")
+    waits = settle_turn("me", None, handed)
+    assert waits(handed) == SETTLE
+    assert waits(rec(Lease("me", at(5)), line=("b",), version="42")) == 0
+
+
+@pytest.mark.parametrize(("back", "first"), [(True, Replace), (False, Watch)])
+def test_a_release_settles_only_when_the_join_it_waits_for_is_not_in_its_copy(
+    back: bool, first: type
+) -> None:
+    # The join of the instance that handed the lock over may arrive with the
+    # hand-off itself: waiting then for a newer version would wait for nothing.
+    clock = ServerClock(monotonic=lambda: 100.0, wall=lambda: at(1).timestamp())
+    clock.observe(int(at(1).timestamp()), 100.0, 100.0)
+    before = rec(Lease("h", at(30)), line=("me", "b"), version="40")
+    handed = rec(Lease("me", at(5)), line=("b",), version="41")
+    now = rec(Lease("me", at(5)), line=("b", "h") if back else ("b",), version="42")
+    flow = release_flow(
+        me(), clock, now, 41, settle_until=100.0 + SETTLE, turn=settle_turn("me", before, handed)
+    )
+    effect = next(flow)
+    assert isinstance(effect, first), effect
+    if isinstance(effect, Watch):
+        assert effect.quick and not effect.open and effect.until == 100.0 + SETTLE
+
+
+def test_a_lock_handed_over_releases_at_once_from_a_copy_that_has_the_join() -> None:
+    # The shell gives the release the version before the hand-off: a copy in
+    # which the instance that handed the lock over has joined again is
+    # released from at once, not after SETTLE.
+    from lockheed import Lock, MemoryLocker
+
+    lock = Lock(NAME, MemoryLocker(wall=lambda: T0.timestamp()), instance_id="me")
+    before = rec(Lease("h", at(30)), line=("me", "b"), version="40")
+    handed = rec(Lease("me", at(5)), line=("b",), version="41")
+    lock._got_from = (before, handed)
+    settle = lock._clock.monotonic() + SETTLE
+    now = rec(Lease("me", at(5)), line=("b", "h"), version="42")
+    assert isinstance(next(lock._release_flow(now, 41, settle_until=settle)), Replace)
+    alone = rec(Lease("me", at(5)), line=("b",), version="41")
+    assert isinstance(next(lock._release_flow(alone, 41, settle_until=settle)), Watch)
