@@ -192,3 +192,38 @@ def test_an_event_at_the_start_of_a_new_watch_reaches_its_waiter(
         assert result is None
     finally:
         end.set()
+
+
+def test_a_waiter_in_line_trades_a_watch_of_every_change_for_one_by_its_view() -> None:
+    """A session whose first wait needed every change (its waiter was not yet in
+    line) must not keep that watch once it waits in line by its view: a greedy
+    worker that takes the lock again and again within the linger of its watch
+    would otherwise read every change of a lock many wait on, for good."""
+    from lockheed._core import Watch
+    from lockheed._queue import view_label
+    from lockheed._sync.sessions import Watches
+
+    labels: list[str | None] = []
+    end = threading.Event()
+
+    class Api:
+        clock = types.SimpleNamespace(monotonic=time.monotonic)
+
+        def watch(
+            self, name: str, since: str, *args: Any, label: str | None = None, **kwargs: Any
+        ) -> Generator[tuple[str, Any], None, None]:
+            labels.append(label)
+            yield "MODIFIED", {"metadata": {"resourceVersion": str(int(since) + 1)}}
+            end.wait(WAIT)
+
+    watches = Watches(Api(), str, lambda name, obj: obj, lambda effect: None)  # type: ignore[arg-type]
+    session = object()
+    try:
+        first = watches.watch(Watch("lock", "7", time.monotonic() + WAIT, session=session))
+        assert version(("MODIFIED", first)) == "8"
+        again = Watch("lock", "8", time.monotonic() + WAIT, session=session, view="me")
+        assert version(("MODIFIED", watches.watch(again))) == "9"
+        assert labels == [None, view_label("me")]
+    finally:
+        end.set()
+        watches.end(session)

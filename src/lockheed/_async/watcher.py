@@ -163,6 +163,11 @@ class Subscriber:
         self.filtered = feed.filtered
         self.in_view = False
 
+    @property
+    def feed(self) -> Feed:
+        """The stream this subscriber reads."""
+        return self._feed
+
     def put(self, item: tuple[str, Any]) -> None:
         if item[0] in ("ADDED", "MODIFIED"):
             self.in_view = True  # (a DELETED is queued: the waiter marks it out of view)

@@ -130,6 +130,19 @@ class Watches:
             # line): a watch by view would not show them.
             stream.close()
             stream = None
+        if (
+            stream is not None
+            and not stream.filtered
+            and effect.view is not None
+            and not effect.quick
+            and not self._watched(effect.name, session, stream)
+        ):
+            # A waiter in line kept the watch of every change that an earlier
+            # wait of its session needed (not yet in line, say): watch by view
+            # instead (one request), or a greedy worker that takes the lock again
+            # and again within LINGER would read every change for good.
+            stream.close()
+            stream = None
         if not effect.open and stream is None:
             return UNCHANGED  # no watch open, and none to be opened for this
         if session is not None:
@@ -263,12 +276,14 @@ class Watches:
         kept = None if stream is None else stream.wake_up()
         return skipped if kept is None else self._decode(name, kept)
 
-    def _watched(self, name: str, session: object) -> bool:
+    def _watched(self, name: str, session: object, own: Subscriber | None = None) -> bool:
         """Whether another session of this locker waits on the lock ``name`` (or
-        did, and is not over), or a watch of this locker follows it for one."""
+        did, and is not over), or a watch of this locker follows it for one
+        (other than the feed of the session's own stream ``own``)."""
         if any(n == name and s is not session for s, n in self._waiting.items()):
             return True
-        return any(n == name and not f.done for (n, _), f in self._feeds.items())
+        mine = None if own is None else own.feed
+        return any(n == name and not f.done and f is not mine for (n, _), f in self._feeds.items())
 
     def _subscribe(self, name: str, version: str | None, view: str | None) -> Subscriber:
         """A stream of the object's changes after ``version``: from the lock's shared

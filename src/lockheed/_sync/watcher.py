@@ -184,6 +184,11 @@ class Subscriber:
         self.filtered = feed.filtered
         self.in_view = False
 
+    @property
+    def feed(self) -> Feed:
+        """The stream this subscriber reads."""
+        return self._feed
+
     def put(self, item: tuple[str, Any]) -> None:
         """Called by the feed, under its lock."""
         if item[0] in ("ADDED", "MODIFIED"):
