@@ -97,7 +97,7 @@ def _parse(text: str) -> tuple[Waiter, ...]:
             # A line of many waiters changes by an entry or two from one version
             # to the next: its entries are made once (by exact type: no bool).
             key = (item.get("id"), item.get("d"), item.get("v"))
-            if type(key[0]) is str and type(key[1]) is int and type(key[2]) is int:
+            if type(key[0]) is str and type(key[1]) in _NUMBER and type(key[2]) is int:
                 waiter = _ENTRIES.get(key)
                 if waiter is None:
                     waiter = _entry(item)
@@ -115,6 +115,7 @@ def _parse(text: str) -> tuple[Waiter, ...]:
 # Entries made from the usual form, by (id, d, v); False: not a valid entry.
 _ENTRIES: dict[tuple[object, object, object], Waiter | Literal[False]] = {}
 _ENTRIES_MAX: Final = 4096
+_NUMBER: Final = (int, float)  # a duration as written: 30.0 (a float), or 30
 
 
 def _entry(item: object) -> Waiter | Literal[False]:

@@ -126,6 +126,15 @@ def test_entries_are_remembered_by_their_exact_values(
     assert read_queue({QUEUE_KEY: f"[{entry}]"}) == expected
 
 
+def test_entries_as_lockheed_writes_them_are_remembered() -> None:
+    from lockheed import _queue
+
+    line = (Waiter("w1", timedelta(seconds=30), since=8), Waiter("w2", None, since=9))
+    stored = queue_meta(line)[QUEUE_KEY] or ""
+    assert read_queue({QUEUE_KEY: stored}) == line
+    assert {("w1", 30.0, 8), ("w2", 0, 9)} <= set(_queue._ENTRIES)
+
+
 @given(st.lists(st.text(min_size=1, max_size=8), unique=True, max_size=40))
 def test_any_line_round_trips(ids: list[str]) -> None:
     line = tuple(Waiter(i, timedelta(seconds=n + 1)) for n, i in enumerate(ids))
