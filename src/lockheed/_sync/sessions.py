@@ -37,7 +37,9 @@ renewed, or the line may have moved), or by the wait's ``look`` (more
 waiters ahead of it may have died than are labelled); a quick look after a
 conflict reads at once. A waiter in view (labelled) needs
 no read. A session whose watch shows every change (one opened without a
-view, e.g. for a lock's waiting observer) keeps it. A waiter whose locker
+view, e.g. for a lock's waiting observer) keeps it for waits without a view;
+a later wait in line by its view trades it for a watch by that view (one
+request), unless other waits of the locker share the lock's stream. A waiter whose locker
 already watches the lock for other waiters (the asyncio tasks of one
 process) shares that locker's stream and sees every change: one stream read
 once for many waiters costs the host less than one watch each.
