@@ -1,6 +1,6 @@
 """Generate lockheed's sync shells from the asyncio sources.
 
-``src/lockheed/_async/{lock,kube,configmap,lease,listing,sessions,semaphore}.py``
+``src/lockheed/_async/{lock,kube,kubelocker,configmap,lease,listing,sessions,semaphore}.py``
 are the sources; this writes their sync twins into ``src/lockheed/_sync/``. With ``--check`` it
 writes nothing and fails if a twin differs from what it would generate, so
 the two can never drift.
@@ -22,6 +22,7 @@ ROOT = Path(__file__).resolve().parent.parent / "src" / "lockheed"
 SOURCES = [
     "lock.py",
     "kube.py",
+    "kubelocker.py",
     "configmap.py",
     "lease.py",
     "listing.py",
@@ -39,6 +40,7 @@ REPLACEMENTS = [
     (r"\bAsyncConfigMapLocker\b", "ConfigMapLocker"),
     (r"\bAsyncLeaseLocker\b", "LeaseLocker"),
     (r"\bAsyncKubeAPI\b", "KubeAPI"),
+    (r"\bAsyncKubeLocker\b", "KubeLocker"),
     (r"\bAsyncWatches\b", "Watches"),
     (r"\bAsyncLocker\b", "Locker"),
     (r"\bAsyncLock\b", "Lock"),

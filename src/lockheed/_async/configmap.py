@@ -1,9 +1,10 @@
 """The ConfigMap locker: one ConfigMap per lock, in Go lockheed's format.
 
-Encoding is in :mod:`lockheed._codec`; this module performs the core's effects:
-a read is one GET, a new lock one POST, every other write one PUT at the
-resourceVersion read, a wait one watch of that single object. Nothing is ever
-listed to find one lock. The asyncio locker sends its tasks' requests on one
+Encoding is in :mod:`lockheed._codec`; the core's effects are performed as
+for every Kubernetes locker (:mod:`lockheed._async.kubelocker`): a read is one
+GET, a new lock one POST, every other write one PUT at the resourceVersion
+read, a wait one watch of that single object. Nothing is ever listed to find
+one lock. The asyncio locker sends its tasks' requests on one
 lock together where that saves requests without changing any answer: joins
 and leaves of the line in one write at a time, reads asked together as one,
 and no second create of a lock that one under way is making
@@ -26,26 +27,21 @@ from typing import Any
 
 from .._clock import ServerClock
 from .._codec import (
-    LABEL,
     decode_configmap,
-    lock_name_of,
     new_configmap,
     updated_configmap,
-    validate_object_name,
     validate_prefix,
 )
-from .._core import CONFLICT, Create, Effect, Read, Replace, Watch
-from .._errors import LockBackendError
+from .._core import Create, Replace
 from .._kubecfg import KubeConfigSource
 from .._state import Record
-from .joins import Creates, Joins, Reads  # unasync: async-only
 from .kube import AsyncKubeAPI
-from .sessions import AsyncWatches
+from .kubelocker import AsyncKubeLocker
 
 __all__ = ["AsyncConfigMapLocker"]
 
 
-class AsyncConfigMapLocker:
+class AsyncConfigMapLocker(AsyncKubeLocker):
     """Locks kept in ConfigMaps of one namespace.
 
     ``namespace`` defaults to the kubeconfig context's (or the pod's) namespace;
@@ -68,109 +64,15 @@ class AsyncConfigMapLocker:
         clock: ServerClock | None = None,
     ):
         self.prefix = validate_prefix(prefix)
-        self.api = AsyncKubeAPI("configmaps", namespace, config=config, client=client, clock=clock)
-        self.namespace = self.api.namespace
-        self.config = self.api.config
-        self.clock = self.api.clock
-        self._watches = AsyncWatches(
-            self.api, self.object_name, lambda name, obj: decode_configmap(name, obj), self.execute
+        self._start(
+            AsyncKubeAPI("configmaps", namespace, config=config, client=client, clock=clock)
         )
-        self._joins = Joins(self._replace)  # unasync: async-only
-        self._reads = Reads(self._read)  # unasync: async-only
-        self._creates = Creates(self._create)  # unasync: async-only
 
-    def __repr__(self) -> str:
-        return f"{type(self).__name__}(namespace={self.namespace!r}, prefix={self.prefix!r})"
+    def _new_body(self, name: str, effect: Create) -> dict[str, Any]:
+        return new_configmap(name, self.namespace, effect.state, effect.meta)
 
-    async def aclose(self) -> None:
-        await self._watches.aclose()
-        await self.api.aclose()
+    def _updated_body(self, name: str, effect: Replace) -> dict[str, Any]:
+        return updated_configmap(name, effect)
 
-    async def __aenter__(self) -> AsyncConfigMapLocker:
-        return self
-
-    async def __aexit__(self, *exc: object) -> None:
-        await self.aclose()
-
-    def object_name(self, name: str) -> str:
-        return validate_object_name(self.prefix, name)
-
-    async def execute(self, effect: Effect) -> Any:
-        """Perform one effect of the core's flows; see :mod:`lockheed._core`."""
-        if isinstance(effect, Watch):
-            return await self._watch(effect)
-        if isinstance(effect, Read):
-            read = self._read
-            read = self._reads.read  # unasync: async-only
-            return await read(effect)
-        if isinstance(effect, Create):
-            create = self._create
-            create = self._creates.create  # unasync: async-only
-            return await create(effect)
-        if isinstance(effect, Replace):
-            replace = self._replace
-            replace = self._joins.replace  # unasync: async-only
-            return await replace(effect)
-        raise TypeError(f"unknown effect {effect!r}")
-
-    async def _create(self, effect: Create) -> Any:
-        """One POST (a create of a lock that one under way is making already is
-        answered without one: :mod:`lockheed._async.joins`)."""
-        name = effect.name
-        body = new_configmap(self.object_name(name), self.namespace, effect.state, effect.meta)
-        status, obj = await self.api.request("POST", body=body, lock=name)
-        if status == 404:
-            raise LockBackendError(
-                f"cannot create lock {name!r}: namespace {self.namespace!r} not found",
-                lock=name,
-            )
-        return CONFLICT if status == 409 else decode_configmap(name, obj)
-
-    async def _read(self, effect: Read) -> Any:
-        """One GET (the tasks' reads of one lock that come together share one:
-        :mod:`lockheed._async.joins`)."""
-        name = effect.name
-        status, obj = await self.api.request("GET", "/" + self.object_name(name), lock=name)
-        return None if status == 404 else decode_configmap(name, obj)
-
-    async def _replace(self, effect: Replace) -> Any:
-        """One PUT at the effect's version (the tasks' joins of one lock are
-        written together: :mod:`lockheed._async.joins`)."""
-        name = effect.name
-        body = updated_configmap(self.object_name(name), effect)
-        status, obj = await self.api.request(
-            "PUT", "/" + self.object_name(name), body=body, lock=name
-        )
-        if status == 404:
-            return None
-        return CONFLICT if status == 409 else decode_configmap(name, obj)
-
-    async def _watch(self, effect: Watch) -> Any:
-        return await self._watches.watch(effect)
-
-    async def end_watch(self, session: object) -> None:
-        """The operation that waited with ``session`` is over: stop its watch."""
-        await self._watches.end(session)
-
-    async def park_watch(self, session: object) -> None:
-        """A released lock keeps ``session``'s watch open a few seconds, for its next acquire."""
-        await self._watches.park(session)
-
-    async def latest(self, session: object, record: Record | None) -> Record | None:
-        """``record``, or a newer version that ``session``'s watch has received (no request)."""
-        return await self._watches.latest(session, record)
-
-    async def list_records(self, page_size: int = 500) -> list[Record]:
-        """Every lock object of this locker (label ``lockheed/lock``), paginated."""
-        params = {"labelSelector": LABEL, "limit": str(page_size)}
-        out: list[Record] = []
-        while True:
-            _, body = await self.api.request("GET", params=params)
-            for obj in body.get("items") or ():
-                name = lock_name_of(self.prefix, obj.get("metadata", {}).get("name", ""))
-                if name is not None:
-                    out.append(decode_configmap(name, obj))
-            token = (body.get("metadata") or {}).get("continue")
-            if not token:
-                return out
-            params = {**params, "continue": token}
+    def _decode(self, name: str, obj: Any) -> Record:
+        return decode_configmap(name, obj)

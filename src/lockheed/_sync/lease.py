@@ -2,11 +2,12 @@
 """The Lease locker: one ``coordination.k8s.io/v1`` Lease per lock, as client-go keeps it.
 
 Encoding, and the rule by which a holder's lease is judged expired, are in
-:mod:`lockheed._leasecodec`; this module performs the core's effects exactly as
-the ConfigMap locker does: a read is one GET, a new lock one POST, every other
-write one PUT at the resourceVersion read, a wait one watch of that single
-Lease (by field selector). Nothing is ever listed to find one lock (the asyncio
-locker's tasks share requests on one lock as the ConfigMap one's do). The locker
+:mod:`lockheed._leasecodec`; the core's effects are performed exactly as for
+the ConfigMap locker (:mod:`lockheed._async.kubelocker`): a read is one GET,
+a new lock one POST, every other write one PUT at the resourceVersion read, a
+wait one watch of that single Lease (by field selector). Nothing is ever
+listed to find one lock (the asyncio locker's tasks share requests on one lock
+as the ConfigMap one's do). The locker
 remembers, per lock, when it first saw each resourceVersion (the server's
 time, latest bound, and the monotonic time): client-go's rule, a holder's
 lease runs out ``leaseDurationSeconds`` after that sighting on the monotonic
@@ -27,19 +28,17 @@ from datetime import datetime
 from typing import Any
 
 from .._clock import ServerClock
-from .._codec import LABEL, lock_name_of, validate_object_name
-from .._core import CONFLICT, Create, Effect, Read, Replace, Watch
-from .._errors import LockBackendError
+from .._core import Create, Replace
 from .._kubecfg import KubeConfigSource
 from .._leasecodec import API_PATH, Sightings, decode_lease, new_lease, updated_lease
 from .._state import Record
 from .kube import KubeAPI
-from .sessions import Watches
+from .kubelocker import KubeLocker
 
 __all__ = ["LeaseLocker"]
 
 
-class LeaseLocker:
+class LeaseLocker(KubeLocker):
     """Locks kept in Leases (``coordination.k8s.io/v1``) of one namespace.
 
     The arguments are those of :class:`~lockheed.ConfigMapLocker`:
@@ -61,30 +60,18 @@ class LeaseLocker:
         clock: ServerClock | None = None,
     ):
         self.prefix = prefix
-        self.api = KubeAPI(
-            "leases", namespace, config=config, client=client, api_path=API_PATH, clock=clock
-        )
-        self.namespace = self.api.namespace
-        self.config = self.api.config
-        self.clock = self.api.clock
         self._seen = Sightings()
-        self._watches = Watches(self.api, self.object_name, self._decode, self.execute)
+        self._start(
+            KubeAPI(
+                "leases", namespace, config=config, client=client, api_path=API_PATH, clock=clock
+            )
+        )
 
-    def __repr__(self) -> str:
-        return f"{type(self).__name__}(namespace={self.namespace!r}, prefix={self.prefix!r})"
+    def _new_body(self, name: str, effect: Create) -> dict[str, Any]:
+        return new_lease(name, self.namespace, effect.state, effect.meta, self._now())
 
-    def close(self) -> None:
-        self._watches.close()
-        self.api.close()
-
-    def __enter__(self) -> LeaseLocker:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
-
-    def object_name(self, name: str) -> str:
-        return validate_object_name(self.prefix, name)
+    def _updated_body(self, name: str, effect: Replace) -> dict[str, Any]:
+        return updated_lease(name, effect, self._now())
 
     def _decode(self, name: str, obj: Any) -> Record:
         """Decode, judging expiry with this locker's first sighting of the version
@@ -97,80 +84,3 @@ class LeaseLocker:
 
     def _now(self) -> datetime:
         return self.clock.bounds()[1]
-
-    def execute(self, effect: Effect) -> Any:
-        """Perform one effect of the core's flows; see :mod:`lockheed._core`."""
-        if isinstance(effect, Watch):
-            return self._watch(effect)
-        if isinstance(effect, Read):
-            read = self._read
-            return read(effect)
-        if isinstance(effect, Create):
-            create = self._create
-            return create(effect)
-        if isinstance(effect, Replace):
-            replace = self._replace
-            return replace(effect)
-        raise TypeError(f"unknown effect {effect!r}")
-
-    def _create(self, effect: Create) -> Any:
-        """One POST (a create of a lock that one under way is making already is
-        answered without one: :mod:`lockheed._async.joins`)."""
-        name = effect.name
-        body = new_lease(
-            self.object_name(name), self.namespace, effect.state, effect.meta, self._now()
-        )
-        status, obj = self.api.request("POST", body=body, lock=name)
-        if status == 404:
-            raise LockBackendError(
-                f"cannot create lock {name!r}: namespace {self.namespace!r} not found",
-                lock=name,
-            )
-        return CONFLICT if status == 409 else self._decode(name, obj)
-
-    def _read(self, effect: Read) -> Any:
-        """One GET (the tasks' reads of one lock that come together share one:
-        :mod:`lockheed._async.joins`)."""
-        name = effect.name
-        status, obj = self.api.request("GET", "/" + self.object_name(name), lock=name)
-        return None if status == 404 else self._decode(name, obj)
-
-    def _replace(self, effect: Replace) -> Any:
-        """One PUT at the effect's version (the tasks' joins of one lock are
-        written together: :mod:`lockheed._async.joins`)."""
-        name = effect.name
-        body = updated_lease(self.object_name(name), effect, self._now())
-        status, obj = self.api.request("PUT", "/" + self.object_name(name), body=body, lock=name)
-        if status == 404:
-            return None
-        return CONFLICT if status == 409 else self._decode(name, obj)
-
-    def _watch(self, effect: Watch) -> Any:
-        return self._watches.watch(effect)
-
-    def end_watch(self, session: object) -> None:
-        """The operation that waited with ``session`` is over: stop its watch."""
-        self._watches.end(session)
-
-    def park_watch(self, session: object) -> None:
-        """A released lock keeps ``session``'s watch open a few seconds, for its next acquire."""
-        self._watches.park(session)
-
-    def latest(self, session: object, record: Record | None) -> Record | None:
-        """``record``, or a newer version that ``session``'s watch has received (no request)."""
-        return self._watches.latest(session, record)
-
-    def list_records(self, page_size: int = 500) -> list[Record]:
-        """Every lock Lease of this locker (label ``lockheed/lock``), paginated."""
-        params = {"labelSelector": LABEL, "limit": str(page_size)}
-        out: list[Record] = []
-        while True:
-            _, body = self.api.request("GET", params=params)
-            for obj in body.get("items") or ():
-                name = lock_name_of(self.prefix, obj.get("metadata", {}).get("name", ""))
-                if name is not None:
-                    out.append(self._decode(name, obj))
-            token = (body.get("metadata") or {}).get("continue")
-            if not token:
-                return out
-            params = {**params, "continue": token}

@@ -1,0 +1,148 @@
+# Generated from lockheed/_async/kubelocker.py by scripts/unasync.py: do not edit.
+"""What the ConfigMap and Lease lockers share: how they perform the core's effects.
+
+A read is one GET, a new lock one POST, every other write one PUT at the
+resourceVersion read, a wait one watch of that single object
+(:mod:`lockheed._async.sessions`); nothing is ever listed to find one lock.
+The subclasses only encode and decode their object (:meth:`_new_body`,
+:meth:`_updated_body`, :meth:`_decode`). The asyncio lockers send their
+tasks' requests on one lock together where that saves requests without
+changing any answer (:mod:`lockheed._async.joins`).
+
+Failure semantics: a 409 is handed back to the core as ``CONFLICT`` (it
+reads and decides again); a 404 on a write means the object was deleted (a
+holder's loss), on a create that the namespace does not exist
+(:class:`~lockheed.LockBackendError`); 401, 403 and transport errors leave
+:class:`~lockheed._async.kube.KubeAPI` as their
+:class:`~lockheed.LockError` subclasses. A watch whose version was
+compacted away (410) falls back to a fresh read.
+"""
+
+from __future__ import annotations
+
+from typing import Any, TypeVar
+
+from .._codec import LABEL, lock_name_of, validate_object_name
+from .._core import CONFLICT, Create, Effect, Read, Replace, Watch
+from .._errors import LockBackendError
+from .._state import Record
+from .kube import KubeAPI
+from .sessions import Watches
+
+__all__ = ["KubeLocker"]
+
+_L = TypeVar("_L", bound="KubeLocker")
+
+
+class KubeLocker:
+    """The effects of the core's flows on one kind of object of one namespace."""
+
+    prefix: str
+
+    def _start(self, api: KubeAPI) -> None:
+        """Called by the subclass's ``__init__`` once ``prefix`` is set."""
+        self.api = api
+        self.namespace = api.namespace
+        self.config = api.config
+        self.clock = api.clock
+        self._watches = Watches(api, self.object_name, self._decode, self.execute)
+
+    def _new_body(self, name: str, effect: Create) -> dict[str, Any]:
+        """The object to POST for ``effect`` (object name ``name``)."""
+        raise NotImplementedError
+
+    def _updated_body(self, name: str, effect: Replace) -> dict[str, Any]:
+        """The object to PUT for ``effect`` (object name ``name``)."""
+        raise NotImplementedError
+
+    def _decode(self, name: str, obj: Any) -> Record:
+        """The lock ``name``'s record from its object as the server sent it."""
+        raise NotImplementedError
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}(namespace={self.namespace!r}, prefix={self.prefix!r})"
+
+    def close(self) -> None:
+        self._watches.close()
+        self.api.close()
+
+    def __enter__(self: _L) -> _L:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def object_name(self, name: str) -> str:
+        return validate_object_name(self.prefix, name)
+
+    def execute(self, effect: Effect) -> Any:
+        """Perform one effect of the core's flows; see :mod:`lockheed._core`."""
+        if isinstance(effect, Watch):
+            return self._watches.watch(effect)
+        if isinstance(effect, Read):
+            read = self._read
+            return read(effect)
+        if isinstance(effect, Create):
+            create = self._create
+            return create(effect)
+        if isinstance(effect, Replace):
+            replace = self._replace
+            return replace(effect)
+        raise TypeError(f"unknown effect {effect!r}")
+
+    def _create(self, effect: Create) -> Any:
+        """One POST (a create of a lock that one under way is making already is
+        answered without one: :mod:`lockheed._async.joins`)."""
+        name = effect.name
+        body = self._new_body(self.object_name(name), effect)
+        status, obj = self.api.request("POST", body=body, lock=name)
+        if status == 404:
+            raise LockBackendError(
+                f"cannot create lock {name!r}: namespace {self.namespace!r} not found",
+                lock=name,
+            )
+        return CONFLICT if status == 409 else self._decode(name, obj)
+
+    def _read(self, effect: Read) -> Any:
+        """One GET (the tasks' reads of one lock that come together share one:
+        :mod:`lockheed._async.joins`)."""
+        name = effect.name
+        status, obj = self.api.request("GET", "/" + self.object_name(name), lock=name)
+        return None if status == 404 else self._decode(name, obj)
+
+    def _replace(self, effect: Replace) -> Any:
+        """One PUT at the effect's version (the tasks' joins of one lock are
+        written together: :mod:`lockheed._async.joins`)."""
+        name = effect.name
+        body = self._updated_body(self.object_name(name), effect)
+        status, obj = self.api.request("PUT", "/" + self.object_name(name), body=body, lock=name)
+        if status == 404:
+            return None
+        return CONFLICT if status == 409 else self._decode(name, obj)
+
+    def end_watch(self, session: object) -> None:
+        """The operation that waited with ``session`` is over: stop its watch."""
+        self._watches.end(session)
+
+    def park_watch(self, session: object) -> None:
+        """A released lock keeps ``session``'s watch open a few seconds, for its next acquire."""
+        self._watches.park(session)
+
+    def latest(self, session: object, record: Record | None) -> Record | None:
+        """``record``, or a newer version that ``session``'s watch has received (no request)."""
+        return self._watches.latest(session, record)
+
+    def list_records(self, page_size: int = 500) -> list[Record]:
+        """Every lock object of this locker (label ``lockheed/lock``), paginated."""
+        params = {"labelSelector": LABEL, "limit": str(page_size)}
+        out: list[Record] = []
+        while True:
+            _, body = self.api.request("GET", params=params)
+            for obj in body.get("items") or ():
+                name = lock_name_of(self.prefix, obj.get("metadata", {}).get("name", ""))
+                if name is not None:
+                    out.append(self._decode(name, obj))
+            token = (body.get("metadata") or {}).get("continue")
+            if not token:
+                return out
+            params = {**params, "continue": token}
