@@ -24,6 +24,7 @@ import pytest
 from lockheed import AsyncConfigMapLocker, AsyncLock, ConfigMapLocker, Lock
 from lockheed._http1 import Endpoint
 from lockheed._sync.http1 import Http1Pool
+from lockheed._sync.renewer import MAX_WORKERS
 
 
 def _kill_idle(pool: object) -> int:
@@ -123,7 +124,10 @@ ANSWERS = {
     ),
     "/length": b'HTTP/1.1 409 Conflict\r\nContent-Length: 7\r\n\r\n{"b":2}',
     "/close": b'HTTP/1.1 200 OK\r\nConnection: close\r\n\r\n{"c":3}',
+    "/together": b'HTTP/1.1 200 OK\r\nContent-Length: 7\r\n\r\n{"d":4}',
 }
+# The server answers /together only once this many requests for it are in at once.
+TOGETHER = threading.Barrier(MAX_WORKERS, timeout=30.0)
 
 
 @pytest.fixture
@@ -147,6 +151,8 @@ def server() -> Iterator[tuple[int, list[int]]]:
                     pass
                 carried[index] += 1
                 path = line.split()[1].decode()
+                if path == "/together":
+                    TOGETHER.wait()
                 conn.sendall(ANSWERS[path])
                 if path == "/close":
                     return
@@ -180,5 +186,27 @@ def test_framings_and_reuse(server: tuple[int, list[int]]) -> None:
         again = pool.request("GET", "/length", None, 5.0)
         assert again.json() == {"b": 2}
         assert carried == [3, 1]  # the server closed the first: a new one
+    finally:
+        pool.close()
+
+
+def test_as_many_connections_as_renewals_at_once_are_kept(
+    server: tuple[int, list[int]],
+) -> None:
+    # The renewer runs up to MAX_WORKERS renewals at once; a pool that kept
+    # fewer connections closed the rest after each burst and opened them again
+    # (a TLS handshake each) for the next one.
+    port, carried = server
+    pool = Http1Pool(Endpoint("127.0.0.1", port, None, f"127.0.0.1:{port}"))
+    try:
+        with ThreadPoolExecutor(MAX_WORKERS) as threads:
+            for _ in range(2):
+                answers = list(
+                    threads.map(
+                        lambda _: pool.request("GET", "/together", None, 30.0), range(MAX_WORKERS)
+                    )
+                )
+                assert {a.status_code for a in answers} == {200}
+        assert carried == [2] * MAX_WORKERS  # the second burst reused every connection
     finally:
         pool.close()

@@ -45,7 +45,7 @@ __all__ = [
 ]
 
 MAX_HEAD = 64 * 1024  # a response head longer than this is refused
-IDLE_CONNECTIONS = 8  # kept-alive connections a pool keeps for reuse
+IDLE_CONNECTIONS = 16  # kept-alive connections a pool keeps: as many as renewals run at once
 
 
 class ProtocolError(ConnectionError):
