@@ -23,6 +23,7 @@ passing, every host still waiting gets the lock, past any dead ones.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import timedelta
 from typing import Any
 
@@ -57,6 +58,7 @@ from lockheed._shared_core import (
     release_turn,
     shared_still_behind,
 )
+from lockheed._state import Record
 
 NAME = "shared"
 HOSTS = 6
@@ -93,6 +95,12 @@ class SharedModel(LineModel):
             for i in range(HOSTS)
         ]
         self.tokens: list[tuple[int, bool]] = []  # (token, exclusive) of each new holding
+
+    def turn_now(self, i: int) -> tuple[Record, Callable[[Record], float]]:
+        """The current version, and the release order (``release_turn``) of host
+        ``i`` as though it had got the lock in that version."""
+        host, got = self.hosts[i], self.store.execute(Read(NAME))
+        return got, release_turn(host.clock, self.intent(host), (None, got))
 
     def intent(self, host: Host) -> SharedIntent:
         assert isinstance(host.intent, SharedIntent)
@@ -291,9 +299,8 @@ def test_holders_release_in_the_order_they_came_in_each_after_the_last_leavers_j
     m = SemaphoreModel()
     for i in (1, 2, 3):
         m.acquire(i, None)
-    h1, h2 = m.hosts[1], m.hosts[2]
-    got = m.store.execute(Read(NAME))
-    waits = release_turn(h2.clock, m.intent(h2), (None, got))
+    h1 = m.hosts[1]
+    got, waits = m.turn_now(2)
     assert waits(got)  # h1 came in first and holds
     assert not release_turn(h1.clock, m.intent(h1), (None, got))(got)  # h1 goes first
     m.release(1)
@@ -317,9 +324,7 @@ def test_a_leaver_that_does_not_come_back_costs_the_holders_behind_one_gap_in_al
     m = SemaphoreModel()
     for i in (1, 2, 3):
         m.acquire(i, None)
-    h3 = m.hosts[3]
-    got = m.store.execute(Read(NAME))
-    waits = release_turn(h3.clock, m.intent(h3), (None, got))
+    _, waits = m.turn_now(3)
     m.release(1)  # h1 leaves for good
     assert waits(m.store.execute(Read(NAME)))  # h2 came in before h3 and holds
     m.advance(1)  # longer than TURN_GAP: h1 is not coming back
@@ -337,9 +342,7 @@ def test_a_leaver_back_under_another_instance_id_is_not_awaited() -> None:
     for i in (1, 2, 3):
         m.acquire(i, None)
     m.acquire(4, None)  # the semaphore is full: h4 waits in line
-    h2 = m.hosts[2]
-    got = m.store.execute(Read(NAME))
-    waits = release_turn(h2.clock, m.intent(h2), (None, got))
+    got, waits = m.turn_now(2)
     assert waits(got)  # h1 came in first and holds
     m.release(1)  # h1 leaves (and lets h4 in)
     assert waits(m.store.execute(Read(NAME)))  # h1 is not back yet
@@ -354,9 +357,7 @@ def test_a_newcomer_before_anyone_left_is_nobody_s_join() -> None:
     m = SemaphoreModel()
     for i in (1, 2, 3):
         m.acquire(i, None)
-    h2 = m.hosts[2]
-    got = m.store.execute(Read(NAME))
-    waits = release_turn(h2.clock, m.intent(h2), (None, got))
+    _, waits = m.turn_now(2)
     m.acquire(4, None)  # a stranger joins the line while all are in
     assert waits(m.store.execute(Read(NAME)))  # h1 came in first and holds
     m.release(1)
@@ -472,8 +473,7 @@ def test_a_release_waits_for_its_turn_on_the_open_watch_without_requests() -> No
     for i in (1, 2):
         m.acquire(i, None)
     h2 = m.hosts[2]
-    got = m.store.execute(Read(NAME))
-    turn = release_turn(h2.clock, m.intent(h2), (None, got))
+    got, turn = m.turn_now(2)
     flow = release_flow(
         m.intent(h2),
         h2.clock,
