@@ -20,6 +20,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
+import yaml
 
 from lockheed import AsyncConfigMapLocker, AsyncLock, ConfigMapLocker, Lock
 from lockheed._http1 import Endpoint
@@ -125,6 +126,15 @@ ANSWERS = {
     "/length": b'HTTP/1.1 409 Conflict\r\nContent-Length: 7\r\n\r\n{"b":2}',
     "/close": b'HTTP/1.1 200 OK\r\nConnection: close\r\n\r\n{"c":3}',
     "/together": b'HTTP/1.1 200 OK\r\nContent-Length: 7\r\n\r\n{"d":4}',
+    # Watch events as the API server streams them, but cut anywhere: an event
+    # in two chunks, two events in one, a last line without its newline.
+    "/watch": b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n"
+    + b"".join(
+        b"%x\r\n%s\r\n" % (len(c), c) for c in [b'{"e"', b':1}\n{"e":2', b'}\n\n{"e":3', b"}"]
+    )
+    + b"0\r\n\r\n",
+    # One event, then nothing (the connection stays open).
+    "/quiet": b'HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n8\r\n{"e":1}\n\r\n',
 }
 # The server answers /together only once this many requests for it are in at once.
 TOGETHER = threading.Barrier(MAX_WORKERS, timeout=30.0)
@@ -155,6 +165,9 @@ def server() -> Iterator[tuple[int, list[int]]]:
                     TOGETHER.wait()
                 conn.sendall(ANSWERS[path])
                 if path == "/close":
+                    return
+                if path == "/quiet":
+                    reader.read()  # until the client closes
                     return
 
     def accept() -> None:
@@ -210,3 +223,119 @@ def test_as_many_connections_as_renewals_at_once_are_kept(
         assert carried == [2] * MAX_WORKERS  # the second burst reused every connection
     finally:
         pool.close()
+
+
+def test_a_stream_is_read_line_by_line_whatever_its_chunks(
+    server: tuple[int, list[int]],
+) -> None:
+    port, carried = server
+    pool = Http1Pool(Endpoint("127.0.0.1", port, None, f"127.0.0.1:{port}"))
+    try:
+        stream = pool.stream("/watch", 5.0)
+        assert stream.status_code == 200
+        assert list(stream.lines(5.0)) == [b'{"e":1}', b'{"e":2}', b"", b'{"e":3}']
+        assert pool.request("GET", "/length", None, 5.0).json() == {"b": 2}
+        assert carried == [2]  # read to its end: the connection went back to the pool
+    finally:
+        pool.close()
+
+
+def test_an_idle_stream_ends_and_closes_its_connection(server: tuple[int, list[int]]) -> None:
+    port, carried = server
+    pool = Http1Pool(Endpoint("127.0.0.1", port, None, f"127.0.0.1:{port}"))
+    try:
+        stream = pool.stream("/quiet", 5.0)
+        assert list(stream.lines(0.2)) == [b'{"e":1}']  # then 0.2 s without a byte
+        assert pool.request("GET", "/length", None, 5.0).json() == {"b": 2}
+        assert carried == [1, 1]  # the idle stream's connection was not reused
+    finally:
+        pool.close()
+
+
+def test_an_async_stream_is_read_line_by_line_and_ends_when_idle(
+    server: tuple[int, list[int]],
+) -> None:
+    from lockheed._async.http1 import Http1Pool as AsyncHttp1Pool
+
+    port, carried = server
+
+    async def main() -> tuple[list[bytes], list[bytes]]:
+        pool = AsyncHttp1Pool(Endpoint("127.0.0.1", port, None, f"127.0.0.1:{port}"))
+        try:
+            whole = [line async for line in (await pool.stream("/watch", 5.0)).lines(5.0)]
+            quiet = [line async for line in (await pool.stream("/quiet", 5.0)).lines(0.2)]
+            assert (await pool.request("GET", "/length", None, 5.0)).json() == {"b": 2}
+            return whole, quiet
+        finally:
+            await pool.aclose()
+
+    whole, quiet = asyncio.run(main())
+    assert whole == [b'{"e":1}', b'{"e":2}', b"", b'{"e":3}']
+    assert quiet == [b'{"e":1}']
+    # /quiet reused /watch's connection and closed it when idle: /length needed a new one
+    assert carried == [2, 1]
+
+
+@pytest.fixture
+def stalling_kubeconfig(
+    lockheed_kubeconfig: Path, tmp_path: Path
+) -> Iterator[tuple[Path, threading.Event]]:
+    """The test cluster's kubeconfig, pointed at a server that accepts
+    connections and never says a word (a TLS handshake that never ends); and
+    an event set once it has accepted one."""
+    listener = socket.create_server(("127.0.0.1", 0))
+    accepted = threading.Event()
+    held: list[socket.socket] = []
+
+    def accept() -> None:
+        while True:
+            try:
+                conn, _ = listener.accept()
+            except OSError:
+                return
+            held.append(conn)
+            accepted.set()
+
+    threading.Thread(target=accept, daemon=True).start()
+    config = yaml.safe_load(lockheed_kubeconfig.read_text())
+    for cluster in config["clusters"]:
+        cluster["cluster"]["server"] = f"https://127.0.0.1:{listener.getsockname()[1]}"
+    path = tmp_path / "stalling.kubeconfig"
+    path.write_text(yaml.safe_dump(config))
+    yield path, accepted
+    listener.close()
+    for conn in held:
+        conn.close()
+
+
+def test_a_watch_left_while_it_connects_leaves_no_socket_to_the_collector(
+    lockheed_namespace: str, stalling_kubeconfig: tuple[Path, threading.Event]
+) -> None:
+    """A waiter that is cancelled (or whose wait ends) while its watch is still
+    in its TLS handshake closes that connection: none is left for garbage
+    collection to find open, in whatever test runs then."""
+    from lockheed._async.kube import AsyncKubeAPI
+    from lockheed._async.watcher import Feed
+
+    path, accepted = stalling_kubeconfig
+
+    async def main() -> None:
+        api = AsyncKubeAPI("configmaps", lockheed_namespace, config=path)
+        try:
+            feed = Feed(None).start(api.watch("stalled", None, 30.0))
+            sub = feed.subscribe()
+            await asyncio.get_running_loop().run_in_executor(None, accepted.wait, 30.0)
+            assert accepted.is_set()
+            await feed.leave(sub)  # cancels the reader mid-handshake
+        finally:
+            await api.aclose()
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", ResourceWarning)
+        loop = asyncio.new_event_loop()
+        try:
+            loop.run_until_complete(main())
+        finally:
+            loop.close()
+        gc.collect()
+    assert [str(w.message) for w in caught if w.category is ResourceWarning] == []

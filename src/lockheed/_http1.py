@@ -1,4 +1,4 @@
-"""A lean HTTP/1.1 exchange for the API requests that are not watches (no I/O here).
+"""A lean HTTP/1.1 exchange for the API's requests and watches (no I/O here).
 
 Renewal is the one request a process sends all the time (1,000 held locks at a
 10 s interval are 100 PUTs a second), and most of its CPU went to the general
@@ -7,7 +7,12 @@ the connection pool's state machine), not to TLS or JSON. The transports
 therefore send their plain requests (GET, POST, PUT, a LIST's pages) with the
 small client in ``_async/http1.py`` / ``_sync/http1.py``, over the very TLS
 context and credentials lightkube builds from the kubeconfig, on kept-alive
-connections. Watches stay on ``httpx2``.
+connections. Watches are read with it too (a ``Stream``: the answer line by
+line as it arrives): a waiter in line reads every change of a busy lock, and
+a task cancelled while its watch connected must close that connection, which
+``httpx2`` left half-open for the garbage collector when the cancellation
+came during the TLS handshake. A transport whose ``httpx2`` clients carry
+event hooks (a test's counters) keeps everything on ``httpx2``.
 
 This module holds what both halves share: which configurations the lean
 client serves (:func:`endpoint_for`; anything else, such as an exec plugin or
@@ -39,6 +44,7 @@ __all__ = [
     "ProtocolError",
     "Response",
     "endpoint_for",
+    "lines_of",
     "parse_head",
     "request_bytes",
     "request_target",
@@ -46,6 +52,7 @@ __all__ = [
 
 MAX_HEAD = 64 * 1024  # a response head longer than this is refused
 IDLE_CONNECTIONS = 16  # kept-alive connections a pool keeps: as many as renewals run at once
+STREAM_READ = 64 * 1024  # most bytes one read of a streamed body asks for
 
 
 class ProtocolError(ConnectionError):
@@ -220,6 +227,13 @@ def parse_head(method: str, raw: bytes) -> Head:
     elif not chunked:
         keep_alive = False  # the body runs until the server closes the connection
     return Head(status, headers, length, chunked, keep_alive)
+
+
+def lines_of(pending: bytes, piece: bytes) -> tuple[list[bytes], bytes]:
+    """The complete lines of a stream's ``pending`` bytes followed by ``piece``
+    (without their newline), and the bytes after the last newline."""
+    *lines, rest = (pending + piece if pending else piece).split(b"\n")
+    return lines, rest
 
 
 def chunk_size(line: bytes) -> int:

@@ -19,10 +19,10 @@ import contextlib
 import functools
 import os
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from contextvars import ContextVar
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 from ._errors import LockConfigError, LockError, LockForbidden, LockUnauthorized
 
@@ -319,7 +319,23 @@ def _credential_errors() -> Any:
     return CredentialErrors
 
 
-def reason(resp: httpx.Response) -> str:
+class Answer(Protocol):
+    """What the error helpers read of an answer (an ``httpx2.Response``, or the
+    lean client's :class:`~lockheed._http1.Response` or stream)."""
+
+    @property
+    def status_code(self) -> int: ...
+
+    @property
+    def headers(self) -> Mapping[str, str]: ...
+
+    @property
+    def text(self) -> str: ...
+
+    def json(self) -> Any: ...
+
+
+def reason(resp: Answer) -> str:
     try:
         status = resp.json()
     except ValueError:
@@ -329,7 +345,7 @@ def reason(resp: httpx.Response) -> str:
     return str(status)[:300]
 
 
-def retry_after(resp: httpx.Response) -> float | None:
+def retry_after(resp: Answer) -> float | None:
     """The ``Retry-After`` header in seconds (the delay form; at most a minute)."""
     value = resp.headers.get("retry-after")
     if not value:
@@ -342,7 +358,7 @@ def retry_after(resp: httpx.Response) -> float | None:
 
 
 def forbidden(
-    method: str, resp: httpx.Response, resource: str, namespace: str, lock: str | None, watch: bool
+    method: str, resp: Answer, resource: str, namespace: str, lock: str | None, watch: bool
 ) -> LockError:
     """The error for a 401 (:class:`LockUnauthorized`, a login failure) or a 403
     (:class:`LockForbidden`, naming the verb, resource and namespace needed)."""

@@ -4,9 +4,13 @@ See :mod:`lockheed._http1` for why it exists and what it serves. A pool keeps
 up to :data:`~lockheed._http1.IDLE_CONNECTIONS` kept-alive connections; a task
 takes one, sends its request in one write, reads the answer, and gives the
 connection back only after a complete exchange that the server did not mark
-to close. A task cancelled in the middle closes its connection. Connections
-are closed at once (the socket is shut without a TLS close handshake), so
-none outlives its pool or its event loop.
+to close. A task cancelled in the middle closes its connection, while it
+connects too (``asyncio`` closes a connection cancelled in its TLS
+handshake). Connections are closed at once (the socket is shut without a TLS
+close handshake), so none outlives its pool or its event loop. A watch's
+answer is a :class:`Stream`: read line by line as it arrives, its
+connection goes back to the pool only when the server ended it; one left,
+cancelled, idle or broken before that is closed.
 
 Failure semantics: connection and TLS errors (``OSError``), timeouts
 (``asyncio.TimeoutError``) and unparsable answers
@@ -22,21 +26,30 @@ retries once, as lightkube's client does.
 from __future__ import annotations
 
 import asyncio
+import json
 import socket
 import ssl
+import sys
+from collections.abc import AsyncIterator, Awaitable
+from typing import Any, TypeVar
 
 from .._http1 import (
     IDLE_CONNECTIONS,
     MAX_HEAD,
+    STREAM_READ,
     Endpoint,
+    Head,
     ProtocolError,
     Response,
     chunk_size,
+    lines_of,
     parse_head,
     request_bytes,
 )
 
-__all__ = ["Http1Pool"]
+__all__ = ["Http1Pool", "Stream"]
+
+T = TypeVar("T")
 
 
 class _Unanswered(ConnectionError):
@@ -72,22 +85,22 @@ class _Connection:
         # The API server needs no close_notify: every answer is length-framed.
         self.writer.transport.abort()
 
-    async def _line(self) -> bytes:
+    async def _line(self, idle: float | None = None) -> bytes:
         try:
-            return await self.reader.readuntil(b"\n")
+            return await _within(self.reader.readuntil(b"\n"), idle)
         except asyncio.IncompleteReadError as exc:
             return exc.partial
         except asyncio.LimitOverrunError:
             raise ProtocolError("response line too long") from None
 
-    async def _exactly(self, n: int) -> bytes:
+    async def _exactly(self, n: int, idle: float | None = None) -> bytes:
         try:
-            return await self.reader.readexactly(n)
+            return await _within(self.reader.readexactly(n), idle)
         except asyncio.IncompleteReadError:
             raise ProtocolError("connection closed in the response body") from None
 
-    async def exchange(self, method: str, data: bytes) -> tuple[Response, bool]:
-        """Send ``data``; return the response and whether the connection may be kept.
+    async def send(self, method: str, data: bytes) -> Head:
+        """Send ``data``; return the answer's head (its body is :meth:`body`).
 
         Raises :class:`_Unanswered` when the connection failed before a byte
         of the answer arrived."""
@@ -109,23 +122,26 @@ class _Connection:
             if len(head) > MAX_HEAD:
                 raise ProtocolError("response head too long")
             line = await self._line()
-        parsed = parse_head(method, bytes(head))
-        if parsed.chunked:
-            parts = []
+        return parse_head(method, bytes(head))
+
+    async def body(self, head: Head, idle: float | None = None) -> AsyncIterator[bytes]:
+        """The body after ``head``, piece by piece as it arrives (a chunk, or
+        what one read returns), up to its end. A read that waits ``idle``
+        seconds (None: no limit) raises ``asyncio.TimeoutError``."""
+        if head.chunked:
             while True:
-                size = chunk_size(await self._line())
+                size = chunk_size(await self._line(idle))
                 if size == 0:
-                    while await self._line() not in (b"\r\n", b"\n", b""):
+                    while await self._line(idle) not in (b"\r\n", b"\n", b""):
                         pass  # trailers
-                    break
-                parts.append(await self._exactly(size))
-                await self._line()
-            body = b"".join(parts)
-        elif parsed.length is not None:
-            body = await self._exactly(parsed.length)
+                    return
+                yield await self._exactly(size, idle)
+                await self._line(idle)
+        elif head.length is not None:
+            yield await self._exactly(head.length, idle)
         else:
-            body = await self.reader.read()
-        return Response(parsed.status, parsed.headers, body), parsed.keep_alive
+            while piece := await _within(self.reader.read(STREAM_READ), idle):
+                yield piece
 
 
 class Http1Pool:
@@ -169,6 +185,19 @@ class Http1Pool:
     async def _send(
         self, method: str, target: str, body: bytes | None, auth: str | None
     ) -> Response:
+        conn, head = await self._open(method, target, body, auth)
+        try:
+            content = b"".join([piece async for piece in conn.body(head)])
+        except BaseException:
+            conn.close()
+            raise
+        self._done(conn, head.keep_alive)
+        return Response(head.status, head.headers, content)
+
+    async def _open(
+        self, method: str, target: str, body: bytes | None, auth: str | None
+    ) -> tuple[_Connection, Head]:
+        """Send a request; return its connection and the answer's head."""
         data = request_bytes(self.endpoint, method, target, body, auth)
         conn = self._take()
         reused = conn is not None
@@ -176,7 +205,7 @@ class Http1Pool:
             if conn is None:
                 conn = await _Connection.open(self.endpoint)
             try:
-                resp, keep = await conn.exchange(method, data)
+                return conn, await conn.send(method, data)
             except _Unanswered:
                 conn.close()
                 if not reused or method != "GET":
@@ -189,14 +218,111 @@ class Http1Pool:
             except BaseException:
                 conn.close()
                 raise
-            if keep:
-                self._give(conn)
-            else:
-                conn.close()
-            return resp
+
+    def _done(self, conn: _Connection, keep: bool) -> None:
+        """A complete exchange on ``conn``: keep it if the server let us."""
+        if keep:
+            self._give(conn)
+        else:
+            conn.close()
+
+    async def stream(self, target: str, timeout: float) -> Stream:
+        """A GET whose answer is read as it arrives (a watch): its head within
+        ``timeout`` seconds, then its lines (:meth:`Stream.lines`)."""
+        try:
+            return await _within(self._stream(target), timeout)
+        except asyncio.TimeoutError:
+            raise TimeoutError(f"no answer within {timeout:g} s") from None
+
+    async def _stream(self, target: str) -> Stream:
+        endpoint = self.endpoint
+        conn, head = await self._open("GET", target, None, endpoint.auth_header())
+        if head.status == 401 and endpoint.token_file is not None:
+            await Stream(self, conn, head).aread()
+            conn, head = await self._open("GET", target, None, endpoint.token_file.read())
+        return Stream(self, conn, head)
 
     async def aclose(self) -> None:
         self._closed = True
         idle, self._idle = self._idle, []
         for conn in idle:
             conn.close()
+
+
+class Stream:
+    """An answer read as it arrives (a watch): its head at once, then its body
+    line by line (:meth:`lines`), or whole (:meth:`aread`, for an error). A
+    body read to its end gives the connection back to the pool; one closed
+    (:meth:`aclose`), cancelled, failed or idle before its end closes it."""
+
+    def __init__(self, pool: Http1Pool, conn: _Connection, head: Head):
+        self.status_code = head.status
+        self.headers = head.headers  # names in lower case
+        self.content = b""
+        self._pool = pool
+        self._conn: _Connection | None = conn
+        self._head = head
+
+    async def lines(self, idle: float | None) -> AsyncIterator[bytes]:
+        """The body's lines (without their newline) up to its end, or until no
+        byte of it arrives for ``idle`` seconds (None: no limit): either way
+        the stream is over then. A broken connection or framing raises
+        (``OSError``, :class:`~lockheed._http1.ProtocolError`)."""
+        conn = self._conn
+        if conn is None:
+            return
+        pending = b""
+        try:
+            async for piece in conn.body(self._head, idle):
+                lines, pending = lines_of(pending, piece)
+                for line in lines:
+                    yield line
+        except asyncio.TimeoutError:
+            self._drop()
+            return
+        except BaseException:
+            self._drop()
+            raise
+        self._conn = None
+        self._pool._done(conn, self._head.keep_alive)
+        if pending:
+            yield pending
+
+    async def aread(self) -> bytes:
+        """The whole body (an error's)."""
+        conn, self._conn = self._conn, None
+        if conn is None:
+            return self.content
+        try:
+            self.content = b"".join([piece async for piece in conn.body(self._head)])
+        except BaseException:
+            conn.close()
+            raise
+        self._pool._done(conn, self._head.keep_alive)
+        return self.content
+
+    def json(self) -> Any:
+        return json.loads(self.content)
+
+    @property
+    def text(self) -> str:
+        return self.content.decode("utf-8", "replace")
+
+    async def aclose(self) -> None:
+        self._drop()
+
+    def _drop(self) -> None:
+        conn, self._conn = self._conn, None
+        if conn is not None:
+            conn.close()
+
+
+async def _within(aw: Awaitable[T], timeout: float | None) -> T:
+    """``await aw``, raising ``asyncio.TimeoutError`` after ``timeout`` seconds
+    (None: no limit)."""
+    if timeout is None:
+        return await aw
+    if sys.version_info >= (3, 11):
+        async with asyncio.timeout(timeout):
+            return await aw
+    return await asyncio.wait_for(aw, timeout)

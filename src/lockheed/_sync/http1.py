@@ -4,7 +4,10 @@ See :mod:`lockheed._http1` for why it exists and what it serves. A pool keeps
 up to :data:`~lockheed._http1.IDLE_CONNECTIONS` kept-alive connections; any
 thread takes one, sends its request in one write, reads the answer, and
 gives the connection back only after a complete exchange that the server did
-not mark to close.
+not mark to close. A watch's answer is a :class:`Stream`: read line by line
+as it arrives, its connection goes back to the pool only when the server
+ended it; one closed, idle or broken before that is closed, and
+:meth:`Stream.shutdown` ends a read blocked on it from another thread.
 
 Failure semantics: connection and TLS errors, timeouts (``OSError``) and
 unparsable answers (:class:`~lockheed._http1.ProtocolError`) propagate; the
@@ -18,23 +21,30 @@ again and retries once, as lightkube's client does.
 
 from __future__ import annotations
 
+import contextlib
+import json
 import select
 import socket
 import ssl
 import threading
+from collections.abc import Iterator
+from typing import Any
 
 from .._http1 import (
     IDLE_CONNECTIONS,
     MAX_HEAD,
+    STREAM_READ,
     Endpoint,
+    Head,
     ProtocolError,
     Response,
     chunk_size,
+    lines_of,
     parse_head,
     request_bytes,
 )
 
-__all__ = ["Http1Pool"]
+__all__ = ["Http1Pool", "Stream"]
 
 
 class _Connection:
@@ -63,8 +73,9 @@ class _Connection:
         self.reader.close()
         self.sock.close()
 
-    def exchange(self, method: str, data: bytes, timeout: float) -> tuple[Response, bool]:
-        """Send ``data``; return the response and whether the connection may be kept.
+    def send(self, method: str, data: bytes, timeout: float) -> Head:
+        """Send ``data``; return the answer's head (its body is :meth:`body`),
+        each socket operation within ``timeout`` seconds.
 
         Raises :class:`_Unanswered` when the connection failed before a byte
         of the answer arrived."""
@@ -87,23 +98,27 @@ class _Connection:
             if len(head) > MAX_HEAD:
                 raise ProtocolError("response head too long")
             line = reader.readline(MAX_HEAD)
-        parsed = parse_head(method, bytes(head))
-        if parsed.chunked:
-            parts = []
+        return parse_head(method, bytes(head))
+
+    def body(self, head: Head) -> Iterator[bytes]:
+        """The body after ``head``, piece by piece as it arrives (a chunk, or
+        what one read returns), up to its end; each read within the socket's
+        timeout (``TimeoutError`` after it)."""
+        reader = self.reader
+        if head.chunked:
             while True:
                 size = chunk_size(reader.readline(MAX_HEAD))
                 if size == 0:
                     while reader.readline(MAX_HEAD) not in (b"\r\n", b"\n", b""):
                         pass  # trailers
-                    break
-                parts.append(_exactly(reader, size))
+                    return
+                yield _exactly(reader, size)
                 reader.readline(MAX_HEAD)
-            body = b"".join(parts)
-        elif parsed.length is not None:
-            body = _exactly(reader, parsed.length)
+        elif head.length is not None:
+            yield _exactly(reader, head.length)
         else:
-            body = reader.read()
-        return Response(parsed.status, parsed.headers, body), parsed.keep_alive
+            while piece := reader.read1(STREAM_READ):
+                yield piece
 
 
 class _Unanswered(ConnectionError):
@@ -155,6 +170,19 @@ class Http1Pool:
     def _send(
         self, method: str, target: str, body: bytes | None, timeout: float, auth: str | None
     ) -> Response:
+        conn, head = self._open(method, target, body, timeout, auth)
+        try:
+            content = b"".join(conn.body(head))
+        except BaseException:
+            conn.close()
+            raise
+        self._done(conn, head.keep_alive)
+        return Response(head.status, head.headers, content)
+
+    def _open(
+        self, method: str, target: str, body: bytes | None, timeout: float, auth: str | None
+    ) -> tuple[_Connection, Head]:
+        """Send a request; return its connection and the answer's head."""
         data = request_bytes(self.endpoint, method, target, body, auth)
         conn = self._take()
         reused = conn is not None
@@ -162,7 +190,7 @@ class Http1Pool:
             if conn is None:
                 conn = _Connection(self.endpoint, timeout)
             try:
-                resp, keep = conn.exchange(method, data, timeout)
+                return conn, conn.send(method, data, timeout)
             except _Unanswered:
                 conn.close()
                 if not reused or method != "GET":
@@ -175,15 +203,102 @@ class Http1Pool:
             except BaseException:
                 conn.close()
                 raise
-            if keep:
-                self._give(conn)
-            else:
-                conn.close()
-            return resp
+
+    def _done(self, conn: _Connection, keep: bool) -> None:
+        """A complete exchange on ``conn``: keep it if the server let us."""
+        if keep:
+            self._give(conn)
+        else:
+            conn.close()
+
+    def stream(self, target: str, timeout: float) -> Stream:
+        """A GET whose answer is read as it arrives (a watch): its head within
+        ``timeout`` seconds, then its lines (:meth:`Stream.lines`)."""
+        endpoint = self.endpoint
+        conn, head = self._open("GET", target, None, timeout, endpoint.auth_header())
+        if head.status == 401 and endpoint.token_file is not None:
+            Stream(self, conn, head).read()
+            conn, head = self._open("GET", target, None, timeout, endpoint.token_file.read())
+        return Stream(self, conn, head)
 
     def close(self) -> None:
         with self._lock:
             self._closed = True
             idle, self._idle = self._idle, []
         for conn in idle:
+            conn.close()
+
+
+class Stream:
+    """An answer read as it arrives (a watch): its head at once, then its body
+    line by line (:meth:`lines`), or whole (:meth:`read`, for an error). A
+    body read to its end gives the connection back to the pool; one closed
+    (:meth:`close`), failed or idle before its end closes it. :meth:`shutdown`
+    (from any thread) ends a read blocked on it at once."""
+
+    def __init__(self, pool: Http1Pool, conn: _Connection, head: Head):
+        self.status_code = head.status
+        self.headers = head.headers  # names in lower case
+        self.content = b""
+        self._pool = pool
+        self._conn: _Connection | None = conn
+        self._sock = conn.sock
+        self._head = head
+
+    def lines(self, idle: float | None) -> Iterator[bytes]:
+        """The body's lines (without their newline) up to its end, or until no
+        byte of it arrives for ``idle`` seconds (None: no limit): either way
+        the stream is over then. A broken connection or framing raises
+        (``OSError``, :class:`~lockheed._http1.ProtocolError`)."""
+        conn = self._conn
+        if conn is None:
+            return
+        pending = b""
+        try:
+            conn.sock.settimeout(idle)
+            for piece in conn.body(self._head):
+                lines, pending = lines_of(pending, piece)
+                yield from lines
+        except TimeoutError:
+            self._drop()
+            return
+        except BaseException:
+            self._drop()
+            raise
+        self._conn = None
+        self._pool._done(conn, self._head.keep_alive)
+        if pending:
+            yield pending
+
+    def read(self) -> bytes:
+        """The whole body (an error's)."""
+        conn, self._conn = self._conn, None
+        if conn is None:
+            return self.content
+        try:
+            self.content = b"".join(conn.body(self._head))
+        except BaseException:
+            conn.close()
+            raise
+        self._pool._done(conn, self._head.keep_alive)
+        return self.content
+
+    def json(self) -> Any:
+        return json.loads(self.content)
+
+    @property
+    def text(self) -> str:
+        return self.content.decode("utf-8", "replace")
+
+    def shutdown(self) -> None:
+        """End a read blocked on this stream (from another thread)."""
+        with contextlib.suppress(OSError):
+            self._sock.shutdown(socket.SHUT_RDWR)
+
+    def close(self) -> None:
+        self._drop()
+
+    def _drop(self) -> None:
+        conn, self._conn = self._conn, None
+        if conn is not None:
             conn.close()

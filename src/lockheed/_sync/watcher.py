@@ -259,6 +259,9 @@ def _read(
 
 
 def _shutdown(response: Any) -> None:
+    if (shutdown := getattr(response, "shutdown", None)) is not None:
+        shutdown()  # the lean client's stream (lockheed._sync.http1.Stream)
+        return
     stream = response.extensions.get("network_stream")
     sock = stream.get_extra_info("socket") if stream is not None else None
     if isinstance(sock, socket.socket):
