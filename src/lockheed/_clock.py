@@ -49,6 +49,10 @@ class ServerClock:
         self._lo: float | None = None  # server epoch seconds - monotonic, lower bound
         self._hi: float | None = None  # upper bound
         self._anchored_at = 0.0
+        # The last Date header parsed and its time: a busy client gets the same
+        # one-second stamp on many answers, and parsing it was a tenth of the
+        # CPU a waiter spent per request.
+        self._date: tuple[str, float] | None = None
 
     def observe(self, server: float, sent: float, received: float, resolution: float = 1.0) -> None:
         """Add a sample: the server stamped ``server`` (epoch seconds, truncated to
@@ -69,13 +73,18 @@ class ServerClock:
     def observe_http_date(self, header: str | None, sent: float, received: float) -> None:
         if not header:
             return
+        last = self._date
+        if last is not None and last[0] == header:
+            self.observe(last[1], sent, received)
+            return
         from email.utils import parsedate_to_datetime
 
         try:
-            stamp = parsedate_to_datetime(header)
+            stamp = parsedate_to_datetime(header).timestamp()
         except (TypeError, ValueError):
             return
-        self.observe(stamp.timestamp(), sent, received)
+        self._date = (header, stamp)
+        self.observe(stamp, sent, received)
 
     def bounds(self) -> tuple[datetime, datetime]:
         """``(earliest, latest)`` possible server time now."""

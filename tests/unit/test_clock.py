@@ -166,6 +166,20 @@ def test_observe_http_date() -> None:
     assert clock.bounds() == (utc(SERVER0), utc(SERVER0 + 1.25))
 
 
+def test_a_repeated_date_header_is_a_sample_each_time_and_a_new_one_is_read() -> None:
+    # The last header's time is remembered (a busy client gets the same stamp
+    # on many answers); every answer still narrows the bounds, and a new
+    # stamp is parsed, not taken for the remembered one.
+    t = FakeTime()
+    clock = t.clock()
+    clock.observe_http_date("Wed, 26 Nov 2025 07:00:00 GMT", sent=99.5, received=100.0)
+    assert clock.bounds() == (utc(SERVER0), utc(SERVER0 + 1.5))
+    clock.observe_http_date("Wed, 26 Nov 2025 07:00:00 GMT", sent=99.75, received=100.0)
+    assert clock.bounds() == (utc(SERVER0), utc(SERVER0 + 1.25))
+    clock.observe_http_date("Wed, 26 Nov 2025 07:00:01 GMT", sent=100.0, received=100.0)
+    assert clock.bounds() == (utc(SERVER0 + 1), utc(SERVER0 + 1.25))
+
+
 def test_observe_http_date_ignores_missing_or_garbage_headers() -> None:
     t = FakeTime(wall_error=7)
     clock = t.clock()
