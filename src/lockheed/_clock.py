@@ -101,5 +101,8 @@ class ServerClock:
         return mono + max(0.0, (server_time - earliest).total_seconds())
 
 
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+
+
 def _utc(epoch: float) -> datetime:
-    return datetime(1970, 1, 1, tzinfo=UTC) + timedelta(seconds=epoch)
+    return _EPOCH + timedelta(seconds=epoch)

@@ -60,7 +60,15 @@ from ._errors import (
     LockTimeout,
     LockTypeError,
 )
-from ._queue import IN_VIEW, QUEUE_KEY, Waiter, place_of, queue_meta, read_queue
+from ._queue import (
+    IN_VIEW,
+    QUEUE_KEY,
+    Waiter,
+    place_in_line,
+    place_of,
+    queue_meta,
+    read_queue,
+)
 from ._state import MUTEX, NEVER, Lease, LockState, Record, StateFormatError, parse_time
 
 __all__ = [
@@ -733,21 +741,44 @@ def _still_behind(clock: ServerClock, me: str, seen: Record) -> Callable[[Record
     dead waiter's short claim replacing a longer lease), reaching the head of
     the line, the lock coming free or its entry gone wake it."""
 
-    def first_end(record: Record) -> datetime | None:
-        if record.state is None:
-            return None
-        earliest, _ = clock.bounds()
-        return min((le.expires for le in record.state.live_leases(earliest)), default=None)
-
-    bound = first_end(seen)
+    bound = _first_end(clock, seen)
 
     def still(record: Record) -> bool:
-        if bound is None or record.state is None or not _ahead(record, me):
-            return False
-        ends = first_end(record)
+        if bound is None or record.state is None or not place_in_line(record.meta, me):
+            return False  # not in line, or first in it
+        ends = _first_end(clock, record, _FIRST_ENDS)
         return ends is not None and ends >= bound
 
     return still
+
+
+class _Memo:
+    """One remembered result, swapped whole (safe to share between threads)."""
+
+    last: tuple[Record, ServerClock, float, datetime | None] | None = None
+
+
+# The first lease end of the version that a filter of _still_behind judged
+# last, for the other waiters' filters: the asyncio tasks of one process that
+# share a watch judge each version in turn, within microseconds. Reused only
+# for the same record, on the same clock, within MEMO_FOR seconds.
+_FIRST_ENDS = _Memo()
+MEMO_FOR = 0.005
+
+
+def _first_end(clock: ServerClock, record: Record, memo: _Memo | None = None) -> datetime | None:
+    """When the first live lease in ``record`` ends (None: none is live)."""
+    now = clock.monotonic()
+    last = None if memo is None else memo.last
+    if last is not None and last[0] is record and last[1] is clock and now - last[2] < MEMO_FOR:
+        return last[3]
+    if record.state is None:
+        return None
+    earliest, _ = clock.bounds()
+    ends = min((le.expires for le in record.state.live_leases(earliest)), default=None)
+    if memo is not None:
+        memo.last = (record, clock, now, ends)
+    return ends
 
 
 def _freed_at(clock: ServerClock, record: Record | None) -> float:

@@ -41,6 +41,7 @@ __all__ = [
     "QUEUE_KEY",
     "VIEW_PREFIX",
     "Waiter",
+    "place_in_line",
     "place_of",
     "queue_meta",
     "read_queue",
@@ -77,6 +78,20 @@ def read_queue(meta: Mapping[str, str]) -> tuple[Waiter, ...]:
     if not text:
         return ()
     return _parse(text)
+
+
+def place_in_line(meta: Mapping[str, str], instance_id: str) -> int | None:
+    """Where ``instance_id`` stands in the line stored in ``meta`` (0: first),
+    or None when it is not in it."""
+    text = meta.get(QUEUE_KEY)
+    return _places(text).get(instance_id) if text else None
+
+
+@functools.lru_cache(maxsize=256)
+def _places(text: str) -> dict[str, int]:
+    # Remembered like the line: a filter of each waiter of a process asks it of
+    # every version (never mutated: callers only read it).
+    return {w.instance_id: i for i, w in enumerate(_parse(text))}
 
 
 @functools.lru_cache(maxsize=256)

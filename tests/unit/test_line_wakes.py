@@ -77,3 +77,24 @@ def test_a_claim_that_ends_sooner_than_the_wait_wakes_the_waiter() -> None:
     assert watch.unless is not None
     world.finish(release_flow(world.intent("holder"), clock, None, None))
     assert not watch.unless(world.read())
+
+
+def test_a_version_judged_again_later_is_judged_on_the_time_then() -> None:
+    """The filters of many waiters in one process share the judgment of a
+    version made a moment before (the first lease end it shows); the same
+    version judged once time has moved on is judged anew: a lease that ran out
+    meanwhile leaves the lock free, which wakes the waiter."""
+    world = World()
+    clock = world.store.clock
+    world.finish(acquire_flow(world.intent("holder"), clock, None))  # a 60 s lease
+    world.until_wait(acquire_flow(world.intent("a"), clock, None))
+    mine = acquire_flow(world.intent("me"), clock, None)
+    watch = world.until_wait(mine)
+    assert watch.unless is not None
+    other = world.until_wait(acquire_flow(world.intent("other"), clock, None))
+    assert other.unless is not None
+    version = world.read()
+    assert watch.unless(version) and other.unless(version)  # nothing new for either
+    world.advance(61.0)  # the holder's lease has run out
+    assert not watch.unless(version)
+    assert not other.unless(version)

@@ -28,7 +28,7 @@ from lockheed._core import (
     release_flow,
     settle_turn,
 )
-from lockheed._queue import QUEUE_KEY, Waiter, place_of, queue_meta, read_queue
+from lockheed._queue import QUEUE_KEY, Waiter, place_in_line, place_of, queue_meta, read_queue
 from lockheed._state import NEVER, Lease, LockState, Record
 
 UTC = timezone.utc
@@ -87,6 +87,13 @@ def test_the_line_round_trips_in_order() -> None:
     ]
     assert read_queue({QUEUE_KEY: stored[QUEUE_KEY] or ""}) == line
     assert queue_meta(()) == {QUEUE_KEY: None}  # an empty line leaves no annotation
+
+
+def test_a_place_in_the_stored_line() -> None:
+    meta = {QUEUE_KEY: queue_meta(Waiter(w, None) for w in ("a", "b", "c"))[QUEUE_KEY] or ""}
+    assert [place_in_line(meta, w) for w in ("a", "b", "c", "z")] == [0, 1, 2, None]
+    assert place_in_line({}, "a") is None
+    assert place_in_line({QUEUE_KEY: "not json"}, "a") is None
 
 
 @pytest.mark.parametrize(
