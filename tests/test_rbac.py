@@ -159,3 +159,29 @@ def test_deploy_manifests_are_accepted_and_consistent(
             created = admin.create(obj)
             assert created.metadata is not None
             assert created.metadata.namespace == lockheed_namespace
+
+
+def test_a_refused_watch_on_the_lean_client_names_the_verb(
+    lockheed_restricted_user: RestrictedUserFactory, configmap_locker: ConfigMapLockers, api: Api
+) -> None:
+    """Without the hooks of the tests above, a waiting acquire watches through
+    lockheed's lean client; a user the Role does not let watch gets the same
+    LockForbidden as through httpx2, naming the verb, not a broken stream."""
+    rules = _rules()
+    locker = configmap_locker(lockheed_restricted_user(_without(rules, "watch")))
+    name = _lock_names(rules)[0]
+    holder = api.lock(name, configmap_locker()).with_duration(30)  # an admin's
+    holder.acquire(blocking=False)
+    try:
+        waiter = api.lock(name, locker).with_duration(30)
+        if api.runner is None:
+            assert locker.api.lean is not None
+            assert not locker.api.watch_client.event_hooks["request"]
+        else:
+            assert api.twin(locker).api.lean is not None
+        with pytest.raises(LockForbidden) as info:
+            waiter.acquire(timeout=20)
+        assert info.value.verb == "watch", info.value
+        assert not waiter.held
+    finally:
+        holder.release()

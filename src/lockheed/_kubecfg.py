@@ -30,6 +30,7 @@ if TYPE_CHECKING:
     import httpx2 as httpx
 
 __all__ = [
+    "Answer",
     "async_http_client",
     "bounded",
     "forbidden",

@@ -26,12 +26,11 @@ retries once, as lightkube's client does.
 from __future__ import annotations
 
 import asyncio
-import json
 import socket
 import ssl
 import sys
 from collections.abc import AsyncIterator, Awaitable
-from typing import Any, TypeVar
+from typing import TypeVar
 
 from .._http1 import (
     IDLE_CONNECTIONS,
@@ -249,16 +248,14 @@ class Http1Pool:
             conn.close()
 
 
-class Stream:
+class Stream(Response):
     """An answer read as it arrives (a watch): its head at once, then its body
     line by line (:meth:`lines`), or whole (:meth:`aread`, for an error). A
     body read to its end gives the connection back to the pool; one closed
     (:meth:`aclose`), cancelled, failed or idle before its end closes it."""
 
     def __init__(self, pool: Http1Pool, conn: _Connection, head: Head):
-        self.status_code = head.status
-        self.headers = head.headers  # names in lower case
-        self.content = b""
+        super().__init__(head.status, head.headers, b"")
         self._pool = pool
         self._conn: _Connection | None = conn
         self._head = head
@@ -300,13 +297,6 @@ class Stream:
             raise
         self._pool._done(conn, self._head.keep_alive)
         return self.content
-
-    def json(self) -> Any:
-        return json.loads(self.content)
-
-    @property
-    def text(self) -> str:
-        return self.content.decode("utf-8", "replace")
 
     async def aclose(self) -> None:
         self._drop()

@@ -31,9 +31,10 @@ from typing import TYPE_CHECKING, Any
 
 from .. import _observe
 from .._clock import ServerClock
-from .._errors import LockBackendError
+from .._errors import LockBackendError, LockError
 from .._http1 import ProtocolError, request_target
 from .._kubecfg import (
+    Answer,
     KubeConfigSource,
     async_http_client,
     forbidden,
@@ -217,22 +218,12 @@ class AsyncKubeAPI:
                     obs.request("watch", self.resource, str(resp.status_code))
                 if resp.status_code != 200:
                     await resp.aread()
-                    if resp.status_code in (401, 403):
-                        raise forbidden(
-                            "GET", resp, self.resource, self.namespace, lock, watch=True
-                        )
-                    raise LockBackendError(
-                        f"watch {self.resource}/{name}: HTTP {resp.status_code}: {reason(resp)}",
-                        lock=lock,
-                        transient=resp.status_code == 429 or resp.status_code >= 500,
-                        retry_after=retry_after(resp),
-                    )
+                    raise self._watch_refused(resp, name, lock)
                 if opened is not None:
                     opened(resp)
                 async for line in resp.aiter_lines():
                     if line:
-                        event = json.loads(line)
-                        yield event.get("type", ""), event.get("object")
+                        yield _event(line)
         except httpx.TimeoutException:
             if not answered and (obs := _observe.of(self)) is not None:
                 obs.request("watch", self.resource, "error")
@@ -245,6 +236,17 @@ class AsyncKubeAPI:
                 lock=lock,
                 transient=isinstance(exc, httpx.TransportError),
             ) from exc
+
+    def _watch_refused(self, resp: Answer, name: str, lock: str | None) -> LockError:
+        """The error for a watch that the server answered other than 200."""
+        if resp.status_code in (401, 403):
+            return forbidden("GET", resp, self.resource, self.namespace, lock, watch=True)
+        return LockBackendError(
+            f"watch {self.resource}/{name}: HTTP {resp.status_code}: {reason(resp)}",
+            lock=lock,
+            transient=resp.status_code == 429 or resp.status_code >= 500,
+            retry_after=retry_after(resp),
+        )
 
     async def _lean_watch(
         self,
@@ -272,23 +274,23 @@ class AsyncKubeAPI:
                 obs.request("watch", self.resource, str(resp.status_code))
             if resp.status_code != 200:
                 await resp.aread()
-                if resp.status_code in (401, 403):
-                    raise forbidden("GET", resp, self.resource, self.namespace, lock, watch=True)
-                raise LockBackendError(
-                    f"watch {self.resource}/{name}: HTTP {resp.status_code}: {reason(resp)}",
-                    lock=lock,
-                    transient=resp.status_code == 429 or resp.status_code >= 500,
-                    retry_after=retry_after(resp),
-                )
+                raise self._watch_refused(resp, name, lock)
             if opened is not None:
                 opened(resp)
             async for line in resp.lines(read):
                 if line:
-                    event = json.loads(line)
-                    yield event.get("type", ""), event.get("object")
+                    yield _event(line)
+        except LockError:
+            raise  # refused (LockForbidden is also a PermissionError, an OSError)
         except (OSError, ProtocolError) as exc:
             raise LockBackendError(
                 f"watch {self.resource}/{name}: {exc!r}", lock=lock, transient=True
             ) from exc
         finally:
             await resp.aclose()
+
+
+def _event(line: str | bytes) -> tuple[str, Any]:
+    """A watch event's type and object, from its line."""
+    event = json.loads(line)
+    return event.get("type", ""), event.get("object")

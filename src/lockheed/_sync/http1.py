@@ -22,13 +22,11 @@ again and retries once, as lightkube's client does.
 from __future__ import annotations
 
 import contextlib
-import json
 import select
 import socket
 import ssl
 import threading
 from collections.abc import Iterator
-from typing import Any
 
 from .._http1 import (
     IDLE_CONNECTIONS,
@@ -229,7 +227,7 @@ class Http1Pool:
             conn.close()
 
 
-class Stream:
+class Stream(Response):
     """An answer read as it arrives (a watch): its head at once, then its body
     line by line (:meth:`lines`), or whole (:meth:`read`, for an error). A
     body read to its end gives the connection back to the pool; one closed
@@ -237,9 +235,7 @@ class Stream:
     (from any thread) ends a read blocked on it at once."""
 
     def __init__(self, pool: Http1Pool, conn: _Connection, head: Head):
-        self.status_code = head.status
-        self.headers = head.headers  # names in lower case
-        self.content = b""
+        super().__init__(head.status, head.headers, b"")
         self._pool = pool
         self._conn: _Connection | None = conn
         self._sock = conn.sock
@@ -282,13 +278,6 @@ class Stream:
             raise
         self._pool._done(conn, self._head.keep_alive)
         return self.content
-
-    def json(self) -> Any:
-        return json.loads(self.content)
-
-    @property
-    def text(self) -> str:
-        return self.content.decode("utf-8", "replace")
 
     def shutdown(self) -> None:
         """End a read blocked on this stream (from another thread)."""
