@@ -14,12 +14,14 @@ errors (refused, reset, timed out), 5xx and 429 (with ``retry_after`` from
 the ``Retry-After`` header). 404 and 409 are returned as statuses, because
 the core decides what they mean.
 
-Plain requests (everything but watches) go through the lean HTTP/1.1 client
-of :mod:`lockheed._http1` when this API built its own clients and the
+Requests and watches go through the lean HTTP/1.1 client of
+:mod:`lockheed._http1` when this API built its own clients and the
 configuration allows (same TLS context and credentials; not for exec plugins
-or proxies), and through ``httpx2`` otherwise, or while ``httpx2`` event
-hooks are set on ``self.client`` (they see every request), or when the
-environment sets ``LOCKHEED_HTTP1=0``. Both paths fail in the same way.
+or proxies), and through ``httpx2`` otherwise, or when the environment sets
+``LOCKHEED_HTTP1=0``; plain requests also while ``httpx2`` event hooks are
+set on ``self.client``, and watches while they are set on
+``self.watch_client`` (hooks see every request). Both paths fail in the same
+way.
 Each request (a watch when it opens or fails to) is reported to the
 observers of :mod:`lockheed._observe`, if any: verb, resource and status.
 """
