@@ -184,72 +184,69 @@ def server() -> Iterator[tuple[int, list[int]]]:
     listener.close()
 
 
-def test_framings_and_reuse(server: tuple[int, list[int]]) -> None:
+LocalPool = tuple[Http1Pool, list[int]]
+
+
+@pytest.fixture
+def local_pool(server: tuple[int, list[int]]) -> Iterator[LocalPool]:
+    """A sync pool to the local server, closed after the test; and the
+    server's count of requests per connection."""
     port, carried = server
     pool = Http1Pool(Endpoint("127.0.0.1", port, None, f"127.0.0.1:{port}"))
-    try:
-        chunked = pool.request("GET", "/chunked", None, 5.0)
-        assert (chunked.status_code, chunked.json()) == (200, {"a": 1})
-        assert chunked.headers["date"] == "x"
-        length = pool.request("PUT", "/length", b"{}", 5.0)
-        assert (length.status_code, length.json()) == (409, {"b": 2})
-        assert carried == [2]  # both on one kept-alive connection
-        closing = pool.request("GET", "/close", None, 5.0)
-        assert closing.json() == {"c": 3}
-        again = pool.request("GET", "/length", None, 5.0)
-        assert again.json() == {"b": 2}
-        assert carried == [3, 1]  # the server closed the first: a new one
-    finally:
-        pool.close()
+    yield pool, carried
+    pool.close()
+
+
+def test_framings_and_reuse(local_pool: LocalPool) -> None:
+    pool, carried = local_pool
+    chunked = pool.request("GET", "/chunked", None, 5.0)
+    assert (chunked.status_code, chunked.json()) == (200, {"a": 1})
+    assert chunked.headers["date"] == "x"
+    length = pool.request("PUT", "/length", b"{}", 5.0)
+    assert (length.status_code, length.json()) == (409, {"b": 2})
+    assert carried == [2]  # both on one kept-alive connection
+    closing = pool.request("GET", "/close", None, 5.0)
+    assert closing.json() == {"c": 3}
+    again = pool.request("GET", "/length", None, 5.0)
+    assert again.json() == {"b": 2}
+    assert carried == [3, 1]  # the server closed the first: a new one
 
 
 def test_as_many_connections_as_renewals_at_once_are_kept(
-    server: tuple[int, list[int]],
+    local_pool: LocalPool,
 ) -> None:
     # The renewer runs up to MAX_WORKERS renewals at once; a pool that kept
     # fewer connections closed the rest after each burst and opened them again
     # (a TLS handshake each) for the next one.
-    port, carried = server
-    pool = Http1Pool(Endpoint("127.0.0.1", port, None, f"127.0.0.1:{port}"))
-    try:
-        with ThreadPoolExecutor(MAX_WORKERS) as threads:
-            for _ in range(2):
-                answers = list(
-                    threads.map(
-                        lambda _: pool.request("GET", "/together", None, 30.0), range(MAX_WORKERS)
-                    )
+    pool, carried = local_pool
+    with ThreadPoolExecutor(MAX_WORKERS) as threads:
+        for _ in range(2):
+            answers = list(
+                threads.map(
+                    lambda _: pool.request("GET", "/together", None, 30.0), range(MAX_WORKERS)
                 )
-                assert {a.status_code for a in answers} == {200}
-        assert carried == [2] * MAX_WORKERS  # the second burst reused every connection
-    finally:
-        pool.close()
+            )
+            assert {a.status_code for a in answers} == {200}
+    assert carried == [2] * MAX_WORKERS  # the second burst reused every connection
 
 
 def test_a_stream_is_read_line_by_line_whatever_its_chunks(
-    server: tuple[int, list[int]],
+    local_pool: LocalPool,
 ) -> None:
-    port, carried = server
-    pool = Http1Pool(Endpoint("127.0.0.1", port, None, f"127.0.0.1:{port}"))
-    try:
-        stream = pool.stream("/watch", 5.0)
-        assert stream.status_code == 200
-        assert list(stream.lines(5.0)) == [b'{"e":1}', b'{"e":2}', b"", b'{"e":3}']
-        assert pool.request("GET", "/length", None, 5.0).json() == {"b": 2}
-        assert carried == [2]  # read to its end: the connection went back to the pool
-    finally:
-        pool.close()
+    pool, carried = local_pool
+    stream = pool.stream("/watch", 5.0)
+    assert stream.status_code == 200
+    assert list(stream.lines(5.0)) == [b'{"e":1}', b'{"e":2}', b"", b'{"e":3}']
+    assert pool.request("GET", "/length", None, 5.0).json() == {"b": 2}
+    assert carried == [2]  # read to its end: the connection went back to the pool
 
 
-def test_an_idle_stream_ends_and_closes_its_connection(server: tuple[int, list[int]]) -> None:
-    port, carried = server
-    pool = Http1Pool(Endpoint("127.0.0.1", port, None, f"127.0.0.1:{port}"))
-    try:
-        stream = pool.stream("/quiet", 5.0)
-        assert list(stream.lines(0.2)) == [b'{"e":1}']  # then 0.2 s without a byte
-        assert pool.request("GET", "/length", None, 5.0).json() == {"b": 2}
-        assert carried == [1, 1]  # the idle stream's connection was not reused
-    finally:
-        pool.close()
+def test_an_idle_stream_ends_and_closes_its_connection(local_pool: LocalPool) -> None:
+    pool, carried = local_pool
+    stream = pool.stream("/quiet", 5.0)
+    assert list(stream.lines(0.2)) == [b'{"e":1}']  # then 0.2 s without a byte
+    assert pool.request("GET", "/length", None, 5.0).json() == {"b": 2}
+    assert carried == [1, 1]  # the idle stream's connection was not reused
 
 
 def test_an_async_stream_is_read_line_by_line_and_ends_when_idle(
