@@ -8,7 +8,9 @@ that waits on a watch, and listing.
 
 from __future__ import annotations
 
+import functools
 import threading
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -16,7 +18,9 @@ import pytest
 import yaml
 from lightkube.codecs import load_all_yaml
 
+from line_watch import LineWatch, line_of
 from lockheed import ConfigMapLocker, LockForbidden, alist_locks, list_locks
+from lockheed._state import Record
 from lockheed.testing import Cluster
 from lockheed.testing.plugin import RestrictedUserFactory
 from support import Api, ConfigMapLockers
@@ -185,3 +189,40 @@ def test_a_refused_watch_on_the_lean_client_names_the_verb(
         assert not waiter.held
     finally:
         holder.release()
+
+
+def _has_line(joined: list[str], record: Record | None) -> bool:
+    return line_of(record) == joined
+
+
+def test_a_renewal_and_a_release_that_meet_a_conflict_read_without_the_watch_verb(
+    lockheed_restricted_user: RestrictedUserFactory, configmap_locker: ConfigMapLockers, api: Api
+) -> None:
+    """A holder whose Role lacks ``watch`` (it never waits) still renews and
+    releases when its copy of the object is stale (a waiter joined the line
+    meanwhile): after the conflict it reads the object instead of looking on a
+    watch. Before, each such renewal failed until the lock was lost."""
+    rules = _rules()
+    name = _lock_names(rules)[0]
+    restricted = configmap_locker(lockheed_restricted_user(_without(rules, "watch")))
+    holder = api.lock(name, restricted).with_duration(30)
+    holder.acquire(blocking=False)
+    waiters = [api.lock(name, configmap_locker()).with_duration(30) for _ in range(2)]
+    line = LineWatch(configmap_locker(), name)
+    with ThreadPoolExecutor(max_workers=2) as pool:
+        got = []
+        try:
+            for i, waiter in enumerate(waiters):
+                got.append(pool.submit(waiter.acquire, timeout=60))
+                joined = [w.instance_id for w in waiters[: i + 1]]
+                line.until(functools.partial(_has_line, joined))
+                if i == 0:
+                    holder.renew()  # its PUT meets the join's version: 409
+            holder.release()  # and again
+        finally:
+            line.close()
+        assert got[0].result(60)
+        assert waiters[0].held and not holder.held
+        waiters[0].release()
+        assert got[1].result(60)
+    waiters[1].release()

@@ -55,6 +55,7 @@ from ._conditions import Condition, LockView
 from ._errors import (
     LockBackendError,
     LockConflict,
+    LockForbidden,
     LockLost,
     LockStateError,
     LockTimeout,
@@ -897,12 +898,14 @@ def _refresh(
     yet: one request, like a read, and later conflicts cost none), or a read when
     it shows none. ``wait`` 0: only what the watch has received already; if it
     has nothing newer, ``record`` is the newest known. ``view``: the watch's
-    (:class:`Watch`)."""
+    (:class:`Watch`). A watch that fails, or that the API server refuses (a
+    user whose Role lacks ``watch`` can still renew and release), is replaced
+    by a read."""
     if record is None:
         return (yield from _read(name, patience))
     try:
         result = yield Watch(name, record.version, clock.monotonic() + wait, quick=True, view=view)
-    except LockBackendError:  # the watch failed: read (which backs off if it fails too)
+    except (LockBackendError, LockForbidden):  # read (which backs off if it fails too)
         return (yield from _read(name, patience))
     if result is None or isinstance(result, Record):
         return result

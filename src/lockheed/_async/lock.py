@@ -37,7 +37,7 @@ from .._core import (
     Sleep,
     Watch,
 )
-from .._errors import LockBackendError, LockError, LockLost
+from .._errors import LockBackendError, LockError, LockForbidden, LockLost
 from .._events import EventCode
 from .._kubecfg import request_deadline
 from .compat import shield, sleep, try_acquire
@@ -79,7 +79,7 @@ class AsyncLock(LockBase):
         The flow's waits share one watch session (the locker keeps one watch open
         across them); it ends with the flow unless the caller passes ``session``."""
         result: Any = None
-        error: LockBackendError | None = None
+        error: LockBackendError | LockForbidden | None = None
         own = session is None
         session = object() if session is None else session
         try:
@@ -96,8 +96,8 @@ class AsyncLock(LockBase):
                         result = None
                     else:
                         result = await self.locker.execute(effect)
-                except LockBackendError as exc:
-                    error = exc
+                except (LockBackendError, LockForbidden) as exc:
+                    error = exc  # the flow decides (a refused look after a conflict reads)
         except StopIteration as done:
             return done.value
         finally:
