@@ -880,8 +880,11 @@ MIXED_TIMEOUT = 400.0
 HOLD_MAX = 0.03
 PY_PAUSE_MAX = 0.3
 GO_CONTEND_ARGS = ["--backoff-min", "20ms", "--backoff-max", "100ms", "--hold-max", "5ms"]
-# Hand-offs between a Go and a Python holder: 21-26 in local runs on a loaded host.
-MIN_SIDE_SWITCHES = 10
+# Hand-offs between a Go and a Python holder: 21-26 in local runs, 8 in a full
+# suite beside two CPU-bound processes (Go, polling, then takes the lock it
+# just freed ahead of Python's slower waiters, several times in a row). At
+# least two Go visits among Python's holds show that the sides contended.
+MIN_SIDE_SWITCHES = 4
 
 
 def python_contender(argv: Sequence[str]) -> int:

@@ -247,7 +247,6 @@ def test_shared_locks_and_semaphores_across_processes_under_stops_and_kills(
                     os.kill(w.child.pid, signal.SIGCONT)
                     w.stopped_until = None
             if now >= next_chaos and (stops < STOPS or kills < KILLS):
-                next_chaos = now + rng.uniform(1.0, 3.0)
                 name = rng.choice(["rw", "sem"])
                 candidates = [
                     by_id[i]
@@ -257,6 +256,10 @@ def test_shared_locks_and_semaphores_across_processes_under_stops_and_kills(
                     and by_id[i].child.process.poll() is None
                 ]
                 if candidates:
+                    # Paced only once it hits: a look that finds no holder looks
+                    # again at the next tick, so a run that ends in a few seconds
+                    # still meets both kinds of chaos.
+                    next_chaos = now + rng.uniform(1.0, 3.0)
                     victim = rng.choice(candidates)
                     # A kill first, then stops with a kill among them: both kinds
                     # of chaos happen however few holders it finds.
