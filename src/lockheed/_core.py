@@ -733,20 +733,25 @@ def _ahead(record: Record | None, me: str) -> tuple[str, ...]:
 
 
 def _still_behind(clock: ServerClock, me: str, seen: Record) -> Callable[[Record], bool]:
-    """For a waiter behind others in line while the lock is held: whether a new
-    version changes nothing for it, so the watch need not wake it. It is still
-    behind others, someone holds the lock, and no live lease ends before the
-    first end in ``seen`` (the version its wait was decided on, which bounds the
-    wait's time): its wait then ends no later than it must. A hand-off to a
-    live waiter, a renewal or a join sleeps through; a lease ending sooner (a
-    dead waiter's short claim replacing a longer lease), reaching the head of
-    the line, the lock coming free or its entry gone wake it."""
+    """For a waiter in line while the lock is held: whether a new version
+    changes nothing for it, so the watch need not wake it. It is still in line
+    (and not newly at its head), someone holds the lock, and no live lease ends
+    before the first end in ``seen`` (the version its wait was decided on,
+    which bounds the wait's time): its wait then ends no later than it must. A
+    hand-off to a live waiter, a renewal or a join sleeps through, also for the
+    first in line, whose wait is timed by the holder's lease; a lease ending
+    sooner (a dead waiter's short claim replacing a longer lease), reaching the
+    head of the line, the lock coming free or its entry gone wake it."""
 
     bound = _first_end(clock, seen)
+    first = place_in_line(seen.meta, me) == 0
 
     def still(record: Record) -> bool:
-        if bound is None or record.state is None or not place_in_line(record.meta, me):
-            return False  # not in line, or first in it
+        if bound is None or record.state is None:
+            return False
+        place = place_in_line(record.meta, me)
+        if place is None or (place == 0 and not first):
+            return False  # not in line, or it has just reached the head
         ends = _first_end(clock, record, _FIRST_ENDS)
         return ends is not None and ends >= bound
 
@@ -1148,16 +1153,16 @@ def acquire_flow(
                 expires=decision.expires,
             )
         held_by = decision.holder if decision.reason == "held" else None
+        in_line = record is not None and any(
+            w.instance_id == intent.instance_id for w in read_queue(record.meta)
+        )
         unless = None
         if decide is decide_acquire:
-            if held_by is not None and _ahead(record, intent.instance_id) != ():
+            if held_by is not None and in_line and record is not None:
                 unless = _still_behind(clock, intent.instance_id, record)
         elif behind is not None and held_by is not None and record is not None:
             unless = behind(clock, intent, record)
         waited = record
-        in_line = record is not None and any(
-            w.instance_id == intent.instance_id for w in read_queue(record.meta)
-        )
         try:
             result = yield Watch(
                 name,

@@ -1,4 +1,4 @@
-"""Which changes wake a waiter behind others in line (``Watch.unless``), driven
+"""Which changes wake a waiter in line (``Watch.unless``), driven
 through the core's flows on the Memory locker with a fake clock (no I/O, no
 real time). Many waiters on one lock must not all wake on every hand-off among
 those ahead of them; but a change that could make one's wait end sooner (a
@@ -98,3 +98,40 @@ def test_a_version_judged_again_later_is_judged_on_the_time_then() -> None:
     world.advance(61.0)  # the holder's lease has run out
     assert not watch.unless(version)
     assert not other.unless(version)
+
+
+def test_the_first_in_line_sleeps_through_joins_and_renewals_but_not_its_turn() -> None:
+    """The first waiter's wait is timed by the holder's lease: a join behind it
+    or a renewal changes nothing for it (with many waiters, each acquisition
+    brings the previous holder's join), while the hand-off to it, or the lock
+    coming free, wakes it."""
+    world = World()
+    clock = world.store.clock
+    got = world.finish(acquire_flow(world.intent("holder"), clock, None))  # a 60 s lease
+    assert isinstance(got, Acquired)
+    mine = acquire_flow(world.intent("me"), clock, None)
+    watch = world.until_wait(mine)
+    assert world.line() == ["me"]
+    assert watch.unless is not None  # first in line while the lock is held
+    world.until_wait(acquire_flow(world.intent("later"), clock, None))
+    assert world.line() == ["me", "later"]
+    assert watch.unless(world.read())  # a join behind me
+    world.advance(1.0)
+    world.finish(renew_flow(world.intent("holder"), clock, got.record, got.token))
+    assert watch.unless(world.read())  # a renewal: the lease ends later
+    world.advance(1.0)
+    world.finish(release_flow(world.intent("holder"), clock, world.read(), got.token))
+    assert world.line() == ["later"]
+    assert not watch.unless(world.read())  # handed to me
+
+
+def test_the_first_in_line_wakes_when_the_holder_s_lease_runs_out() -> None:
+    world = World()
+    clock = world.store.clock
+    world.finish(acquire_flow(world.intent("holder"), clock, None))  # a 60 s lease, then gone
+    watch = world.until_wait(acquire_flow(world.intent("me"), clock, None))
+    assert watch.unless is not None
+    version = world.read()
+    assert watch.unless(version)
+    world.advance(61.0)
+    assert not watch.unless(version)  # free now: mine to take
