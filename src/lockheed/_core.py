@@ -732,6 +732,11 @@ def _ahead(record: Record | None, me: str) -> tuple[str, ...]:
     return tuple(line[: line.index(me)]) if me in line else ()
 
 
+def _in_line(record: Record | None, me: str) -> bool:
+    """Whether ``me`` is in the line stored in ``record``."""
+    return record is not None and place_in_line(record.meta, me) is not None
+
+
 def _still_behind(clock: ServerClock, me: str, seen: Record) -> Callable[[Record], bool]:
     """For a waiter in line while the lock is held: whether a new version
     changes nothing for it, so the watch need not wake it. It is still in line
@@ -1104,10 +1109,15 @@ def acquire_flow(
             streak += 1
             before = record
             took = clock.monotonic() - wrote
+            # A write from a copy without us in line (joining, or taking a free
+            # lock) looks on a watch of every change: no write labels us yet, so
+            # a watch by our view would show nothing, and the shell would read
+            # at every look of a crowd's conflicts instead of opening one watch.
+            looks = view if view is not None and _in_line(before, intent.instance_id) else None
             # The watch, which a busy host may read late: once in a row (always
             # for the shared kinds, whose writers take turns: see release_flow).
             if streak == 1 or watch_only:
-                record = yield from _refresh(name, record, clock, patience, view=view)
+                record = yield from _refresh(name, record, clock, patience, view=looks)
             else:
                 record = yield from _read(name, patience)
             # Others joining made the write fail twice in a row or more: many
@@ -1132,7 +1142,7 @@ def acquire_flow(
                     yield from _pause(name, clock, deadline, rng, crowd)
                     # What the pause let happen, from the watch (open since the first
                     # conflict, and given the pause to catch up): no request.
-                    record = yield from _refresh(name, record, clock, patience, 0, view)
+                    record = yield from _refresh(name, record, clock, patience, 0, looks)
             continue
         assert isinstance(decision, Wait)
         if decision.reason != "queued":
@@ -1153,9 +1163,7 @@ def acquire_flow(
                 expires=decision.expires,
             )
         held_by = decision.holder if decision.reason == "held" else None
-        in_line = record is not None and any(
-            w.instance_id == intent.instance_id for w in read_queue(record.meta)
-        )
+        in_line = _in_line(record, intent.instance_id)
         unless = None
         if decide is decide_acquire:
             if held_by is not None and in_line and record is not None:
