@@ -1109,15 +1109,10 @@ def acquire_flow(
             streak += 1
             before = record
             took = clock.monotonic() - wrote
-            # A write from a copy without us in line (joining, or taking a free
-            # lock) looks on a watch of every change: no write labels us yet, so
-            # a watch by our view would show nothing, and the shell would read
-            # at every look of a crowd's conflicts instead of opening one watch.
-            looks = view if view is not None and _in_line(before, intent.instance_id) else None
             # The watch, which a busy host may read late: once in a row (always
             # for the shared kinds, whose writers take turns: see release_flow).
             if streak == 1 or watch_only:
-                record = yield from _refresh(name, record, clock, patience, view=looks)
+                record = yield from _refresh(name, record, clock, patience, view=view)
             else:
                 record = yield from _read(name, patience)
             # Others joining made the write fail twice in a row or more: many
@@ -1141,7 +1136,14 @@ def acquire_flow(
                 else:
                     yield from _pause(name, clock, deadline, rng, crowd)
                     # What the pause let happen, from the watch (open since the first
-                    # conflict, and given the pause to catch up): no request.
+                    # crowded conflict, and given the pause to catch up): no request.
+                    # A contender not yet in line (joining, or taking a free lock)
+                    # looks on a watch of every change: no write labels it before
+                    # its join lands, so a watch by its view would show it nothing,
+                    # and the shell would read at each look instead of opening one.
+                    looks = (
+                        view if view is not None and _in_line(before, intent.instance_id) else None
+                    )
                     record = yield from _refresh(name, record, clock, patience, 0, looks)
             continue
         assert isinstance(decision, Wait)
