@@ -732,11 +732,6 @@ def _ahead(record: Record | None, me: str) -> tuple[str, ...]:
     return tuple(line[: line.index(me)]) if me in line else ()
 
 
-def _in_line(record: Record | None, me: str) -> bool:
-    """Whether ``me`` is in the line stored in ``record``."""
-    return record is not None and place_in_line(record.meta, me) is not None
-
-
 def _still_behind(clock: ServerClock, me: str, seen: Record) -> Callable[[Record], bool]:
     """For a waiter in line while the lock is held: whether a new version
     changes nothing for it, so the watch need not wake it. It is still in line
@@ -1136,15 +1131,8 @@ def acquire_flow(
                 else:
                     yield from _pause(name, clock, deadline, rng, crowd)
                     # What the pause let happen, from the watch (open since the first
-                    # crowded conflict, and given the pause to catch up): no request.
-                    # A contender not yet in line (joining, or taking a free lock)
-                    # looks on a watch of every change: no write labels it before
-                    # its join lands, so a watch by its view would show it nothing,
-                    # and the shell would read at each look instead of opening one.
-                    looks = (
-                        view if view is not None and _in_line(before, intent.instance_id) else None
-                    )
-                    record = yield from _refresh(name, record, clock, patience, 0, looks)
+                    # conflict, and given the pause to catch up): no request.
+                    record = yield from _refresh(name, record, clock, patience, 0, view)
             continue
         assert isinstance(decision, Wait)
         if decision.reason != "queued":
@@ -1165,7 +1153,9 @@ def acquire_flow(
                 expires=decision.expires,
             )
         held_by = decision.holder if decision.reason == "held" else None
-        in_line = _in_line(record, intent.instance_id)
+        in_line = record is not None and any(
+            w.instance_id == intent.instance_id for w in read_queue(record.meta)
+        )
         unless = None
         if decide is decide_acquire:
             if held_by is not None and in_line and record is not None:

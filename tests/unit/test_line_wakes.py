@@ -11,13 +11,8 @@ from datetime import timedelta
 
 from line_world import NAME, World
 from lockheed._core import (
-    CONFLICT,
     Acquired,
     Intent,
-    Read,
-    Replace,
-    Sleep,
-    Watch,
     acquire_flow,
     release_flow,
     renew_flow,
@@ -140,42 +135,3 @@ def test_the_first_in_line_wakes_when_the_holder_s_lease_runs_out() -> None:
     assert watch.unless(version)
     world.advance(61.0)
     assert not watch.unless(version)  # free now: mine to take
-
-
-def test_a_join_that_meets_a_crowd_looks_on_a_watch_of_every_change() -> None:
-    """No write labels a contender before its join lands, so a watch by its view
-    would show it nothing: after a crowd's pause it looks on a watch of every
-    change (the shell opens one, then answers later looks from it), not by its
-    view, which the shell could only answer with a read at every look."""
-    world = World()
-    clock = world.store.clock
-    world.finish(acquire_flow(world.intent("holder"), clock, None))
-    mine = acquire_flow(world.intent("me"), clock, None, rng=lambda: 1.0)
-    join = mine.send(None)
-    assert isinstance(join, Read)
-    join = mine.send(world.store.execute(join))
-    assert isinstance(join, Replace)  # the join, from the copy without me
-    for who in ("a", "b"):  # two others join first: a crowd
-        world.until_wait(acquire_flow(world.intent(who), clock, None))
-    conflict = world.store.execute(join)
-    assert conflict is CONFLICT
-    looks: list[Watch] = []
-    effect = mine.send(conflict)
-    while not (isinstance(effect, Watch) and not effect.quick):
-        answer: object = None
-        if isinstance(effect, Watch):  # the open watch has the current version
-            looks.append(effect)
-            answer = world.read()
-        elif isinstance(effect, Sleep):
-            world.advance(effect.until - world.mono)
-        else:
-            answer = world.store.execute(effect)
-        effect = mine.send(answer)
-    # The look after the conflict (by its view: a single conflict costs one
-    # request either way, a read), then the one after the crowd's pause, on
-    # a watch of every change: it opens one, and later looks cost nothing.
-    assert [look.view for look in looks] == ["me", None]
-    # In line now (ahead of "b", which began to ask after it did), its wait
-    # watches by its view.
-    assert world.line() == ["a", "me", "b"]
-    assert effect.view == "me"
