@@ -320,6 +320,11 @@ def test_shared_locks_and_semaphores_across_processes_under_stops_and_kills(
         request.node.user_properties.append((key, value))
     print("\nshared/semaphore run:", ", ".join(f"{k}={v}" for k, v in figures.items()))
     for name, verdict in verdicts.items():
+        # In full (an assertion's message is cut short): the holds at fault.
+        for what in ("too_many", "beside_exclusive", "token_disorder"):
+            for case in getattr(verdict, what)[:2]:
+                print(f"{name} {what}: {case!r}")
+    for name, verdict in verdicts.items():
         assert verdict.too_many == [], (seed, name, verdict.too_many[:2])
         assert verdict.beside_exclusive == [], (seed, name, verdict.beside_exclusive[:2])
         assert verdict.token_disorder == [], (seed, name, verdict.token_disorder[:2])
