@@ -237,6 +237,7 @@ def test_shared_locks_and_semaphores_across_processes_under_stops_and_kills(
     locker = ConfigMapLocker(lockheed_namespace, config=lockheed_kubeconfig)
     pause = threading.Event()  # never set: paces the chaos without busy-waiting
     stops = kills = 0
+    chaos: list[tuple[str, int, int]] = []  # (what, pid, monotonic ns): for a failure's report
     next_chaos = go + rng.uniform(1.0, 3.0)
     try:
         while any(w.child.process.poll() is None for w in workers):
@@ -245,6 +246,7 @@ def test_shared_locks_and_semaphores_across_processes_under_stops_and_kills(
             for w in workers:
                 if w.stopped_until is not None and now >= w.stopped_until:
                     os.kill(w.child.pid, signal.SIGCONT)
+                    chaos.append(("resumed", w.child.pid, time.monotonic_ns()))
                     w.stopped_until = None
             if now >= next_chaos and (stops < STOPS or kills < KILLS):
                 name = rng.choice(["rw", "sem"])
@@ -266,11 +268,13 @@ def test_shared_locks_and_semaphores_across_processes_under_stops_and_kills(
                     kill = kills < KILLS and (stops >= STOPS or kills * 4 <= stops)
                     if kill:
                         victim.killed_at = time.monotonic_ns()
+                        chaos.append(("killed", victim.child.pid, victim.killed_at))
                         victim.child.process.kill()
                         victim.child.process.wait(30)
                         kills += 1
                     else:
                         os.kill(victim.child.pid, signal.SIGSTOP)
+                        chaos.append(("stopped", victim.child.pid, time.monotonic_ns()))
                         victim.stopped_until = now + rng.uniform(0.5, 2 * DURATION)
                         stops += 1
             pause.wait(0.1)
@@ -320,10 +324,12 @@ def test_shared_locks_and_semaphores_across_processes_under_stops_and_kills(
         request.node.user_properties.append((key, value))
     print("\nshared/semaphore run:", ", ".join(f"{k}={v}" for k, v in figures.items()))
     for name, verdict in verdicts.items():
-        # In full (an assertion's message is cut short): the holds at fault.
+        # In full (an assertion's message is cut short): the holds at fault,
+        # and every stop, resume and kill.
         for what in ("too_many", "beside_exclusive", "token_disorder"):
             for case in getattr(verdict, what)[:2]:
                 print(f"{name} {what}: {case!r}")
+                print("chaos:", chaos)
     for name, verdict in verdicts.items():
         assert verdict.too_many == [], (seed, name, verdict.too_many[:2])
         assert verdict.beside_exclusive == [], (seed, name, verdict.beside_exclusive[:2])
