@@ -323,13 +323,16 @@ def test_shared_locks_and_semaphores_across_processes_under_stops_and_kills(
     for key, value in figures.items():
         request.node.user_properties.append((key, value))
     print("\nshared/semaphore run:", ", ".join(f"{k}={v}" for k, v in figures.items()))
-    for name, verdict in verdicts.items():
-        # In full (an assertion's message is cut short): the holds at fault,
-        # and every stop, resume and kill.
-        for what in ("too_many", "beside_exclusive", "token_disorder"):
-            for case in getattr(verdict, what)[:2]:
-                print(f"{name} {what}: {case!r}")
-                print("chaos:", chaos)
+    # In full (an assertion's message is cut short): the holds at fault, and
+    # every stop, resume and kill of the run.
+    faults = [
+        f"{name} {what}: {case!r}"
+        for name, verdict in verdicts.items()
+        for what in ("too_many", "beside_exclusive", "token_disorder")
+        for case in getattr(verdict, what)[:2]
+    ]
+    if faults:
+        print(*faults, f"chaos: {chaos}", sep="\n")
     for name, verdict in verdicts.items():
         assert verdict.too_many == [], (seed, name, verdict.too_many[:2])
         assert verdict.beside_exclusive == [], (seed, name, verdict.beside_exclusive[:2])
