@@ -19,6 +19,7 @@ import contextlib
 import itertools
 import json
 import os
+import queue
 import random
 import re
 import select
@@ -44,6 +45,7 @@ from line_watch import LineWatch, holders_of, line_of
 from lockheed import (
     ConfigMapLocker,
     Lock,
+    LockError,
     LockLost,
     LockTimeout,
     LockTypeError,
@@ -52,7 +54,7 @@ from lockheed import (
     list_locks,
     tags_contain,
 )
-from lockheed._core import Read
+from lockheed._core import Read, Replace, Watch
 from lockheed._queue import QUEUE_KEY, VIEW_PREFIX, view_label
 from lockheed._state import NEVER, Lease, LockState, Record, encode_state, parse_time
 from support import ConfigMapLockers
@@ -762,6 +764,90 @@ def test_python_honours_a_go_reservation(
     after = stored(py, "reserved")
     assert after.state is not None and after.state.leases == {}
     assert after.meta.get("reserved/by") == "go-reserver"  # Go's to clear, not ours
+
+
+class Recorded:
+    """A real locker that also puts each effect on a queue as it is asked for,
+    and each read's answer once it has come, to see what an operation does."""
+
+    def __init__(self, inner: ConfigMapLocker):
+        self.inner = inner
+        self.seen: queue.Queue[Any] = queue.Queue()
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.inner, name)
+
+    def execute(self, effect: Any) -> Any:
+        self.seen.put(effect)
+        result = self.inner.execute(effect)
+        if isinstance(effect, Read):
+            self.seen.put((effect, result))
+        return result
+
+    def clear(self) -> None:
+        while not self.seen.empty():
+            self.seen.get()
+
+    def next(self, match: Callable[[Any], bool], timeout: float) -> Any:
+        deadline = time.monotonic() + timeout
+        while not match(item := self.seen.get(timeout=max(0.0, deadline - time.monotonic()))):
+            pass
+        return item
+
+
+def test_a_waiter_leaving_the_line_waits_out_a_go_renewal_under_way(
+    procs: Processes, py: ConfigMapLocker, background: ThreadPoolExecutor
+) -> None:
+    """A Go holder renews in two updates (reserve, then its new lease). A Python
+    waiter that gives up between them must not write: Go's second update would
+    fail, Go would keep its own stale reservation for 30 s, and its lease would
+    run out while it went on working (Go never tells a holder of a failed renewal)."""
+    go = procs.go(
+        "acquire",
+        *("--name", "leave", "--duration", "30s", "--renew-interval", "1s"),
+        *("--instance-id", "go-holder", "--wait-stdin"),
+        stdin=True,
+    )
+    go.event("acquired", STARTUP)
+    recorded = Recorded(py)
+    line = LineWatch(py, "leave")
+
+    def reserved_by_go(record: Record | None) -> bool:
+        return record is not None and record.meta.get("reserved/by") == "go-holder"
+
+    try:
+        for _ in range(10):  # until a leave reads Go's first update before its second
+            stop = threading.Event()
+            waiter = Lock("leave", recorded).with_duration(10).with_stop(stop)
+            waiting: Future[int] = background.submit(waiter.acquire, timeout=10 * STEP)
+            line.until(lambda r: waiter.instance_id in line_of(r), STEP)  # noqa: B023
+            line.until(reserved_by_go, STEP)  # Go's next renewal has reserved the object
+            os.kill(go.pid, signal.SIGSTOP)  # and may not send its second update now
+            go.out.drain()
+            recorded.clear()
+            stop.set()  # the waiter gives up: it reads, and leaves the line
+            _, read = recorded.next(lambda item: isinstance(item, tuple), STEP)
+            between = reserved_by_go(read)
+            if between:  # it must wait for Go's update, not write
+                leave = recorded.next(lambda item: not isinstance(item, (Read, tuple)), STEP)
+                assert not isinstance(leave, Replace), "left the line through Go's reservation"
+                assert isinstance(leave, Watch), leave
+            os.kill(go.pid, signal.SIGCONT)
+            renewal = go.go_log("renewal", STEP)
+            assert "renewal successful" in renewal, go.out.seen
+            with pytest.raises(LockError, match="stopped"):
+                waiting.result(STEP)
+            after = line.until(lambda r: waiter.instance_id not in line_of(r), STEP)  # noqa: B023
+            assert holders_of(after) == ["go-holder"]
+            if between:
+                break
+        else:
+            pytest.fail("no leave read the object between Go's two updates in 10 tries")
+    finally:
+        os.kill(go.pid, signal.SIGCONT)
+        line.close()
+    go.say()  # Go releases
+    go.event("released", STEP)
 
 
 # ---------------------------------------------------------------- formats

@@ -25,7 +25,10 @@ Failure semantics:
   release of our own live lease go through (still conditional on the
   resourceVersion), so a stale Go reservation cannot cost a holder its lock;
   and a lease handed to us in line is ours at once, reservation or not (a
-  stale one would otherwise let the short hand-off lease run out).
+  stale one would otherwise let the short hand-off lease run out). A waiter
+  leaving the line waits for the reservation too, since a Go holder whose
+  renewal fails on our write is never told: after :data:`CLAIM_WINDOW` it
+  gives up, and its place lapses as a dead waiter's does.
 * A malformed stored document is never overwritten unless forced.
 * Renewal fails with :class:`LockLost` when our lease is gone, expired, or the
   object deleted; release after a loss leaves the new holder's lease alone.
@@ -441,8 +444,9 @@ def release_start(
     me: str, record: Record | None, earliest: datetime
 ) -> Decision | tuple[Record, LockState, tuple[Waiter, ...], tuple[Waiter, ...]]:
     """The part of a release every kind of lock shares: a decision when ``me``
-    holds no lease (leave the line, or nothing to do, saying why), else the
-    record, its state, its line and the line without ``me``."""
+    holds no lease (leave the line, or nothing to do, saying why; a leave
+    waits while another instance's Go reservation stands), else the record,
+    its state, its line and the line without ``me``."""
     if record is None:
         return Nothing("its object was deleted")
     state = record.state
@@ -452,6 +456,13 @@ def release_start(
     line = _without(queue, me)
     if me not in state.leases:
         if line != queue:  # leaving the line
+            # Not between a Go writer's two updates: its second, conditional on
+            # the version its reservation made, would fail on ours, and a Go
+            # holder whose renewal fails so is never told (it keeps reserving
+            # for 30 s while its lease runs out).
+            busy = _reservation(record, me, earliest)
+            if busy is not None:
+                return busy
             return Write(record.version, state, queue_meta(line))
         holders = [le.instance_id for le in state.live_leases(earliest)]
         return Nothing(f"taken over by {holders[0]}" if holders else "our lease was removed")
@@ -919,6 +930,24 @@ def _refresh(
     return (yield from _read(name, patience))
 
 
+def _next_version(
+    name: str, record: Record, clock: ServerClock, until: float, patience: _Patience
+) -> Flow:
+    """The next version of the object after ``record`` from a watch (one
+    request if the operation has none open), or ``record`` if none comes by
+    ``until`` (monotonic). A watch the API server refuses is replaced by a
+    read after a short pause; one that fails, by a read after a backoff."""
+    try:
+        result = yield Watch(name, record.version, until, quick=True)
+    except LockForbidden:
+        yield Sleep(name, min(until, clock.monotonic() + REFRESH_WAIT))
+        return (yield from _read(name, patience))
+    except LockBackendError as exc:
+        yield from patience.pause(exc)
+        return (yield from _read(name, patience))
+    return record if result is UNCHANGED else result
+
+
 def _spread(
     name: str,
     clock: ServerClock,
@@ -1253,6 +1282,11 @@ def release_flow(
     line, it reads, and when two or more others joined or left meanwhile it
     pauses over as many writes' time (:func:`_spread`) and reads again.
 
+    Leaving the line (a waiter that gave up) waits while another instance's
+    Go reservation stands (see :func:`release_start`), for its next version or
+    the reservation's expiry; after :data:`CLAIM_WINDOW` of that it gives up
+    with :class:`LockTimeout`, and its place lapses as a dead waiter's would.
+
     Transient failures are retried for as long as the lease could still be
     live (at most :data:`RELEASE_PATIENCE`); after a write whose outcome is
     unknown, a lease of ours found gone counts as released.
@@ -1267,6 +1301,7 @@ def release_flow(
         record = yield from _await_turn(name, record, clock, settle_until, turn)
     conflicts = 0
     unsure = False
+    reserved_since: float | None = None  # when a Go reservation first held up our leave
     while True:
         if conflicts and turn is not None and record is not None and settle_until is not None:
             record = yield from _await_turn(name, record, clock, settle_until, turn)
@@ -1276,6 +1311,23 @@ def release_flow(
         )
         if isinstance(decision, Nothing):
             return Released(record, None if unsure else decision.reason)
+        if isinstance(decision, Wait):  # leaving the line, held up by a Go reservation
+            assert record is not None
+            now = clock.monotonic()
+            reserved_since = now if reserved_since is None else reserved_since
+            limit = min(deadline, reserved_since + CLAIM_WINDOW)
+            if now >= limit:
+                raise LockTimeout(
+                    f"lock {name!r}: could not leave the line: {decision.reason} by "
+                    f"{decision.holder} (Go lockheed) for {now - reserved_since:.1f} s; "
+                    "our place in line is left to lapse",
+                    lock=name,
+                    holder=decision.holder,
+                )
+            until = _wait_until(clock, decision, limit)
+            assert until is not None
+            record = yield from _next_version(name, record, clock, until, patience)
+            continue
         assert isinstance(decision, Write)
         wrote = clock.monotonic()
         try:

@@ -14,6 +14,7 @@ from hypothesis import strategies as st
 from lockheed import LockConflict, LockLost, LockStateError, LockTimeout, MemoryLocker
 from lockheed._conditions import Condition, acquired, tags_contain
 from lockheed._core import (
+    CLAIM_WINDOW,
     CONFLICT,
     MAX_CONFLICTS,
     RESERVED_BY,
@@ -45,7 +46,7 @@ from lockheed._core import (
     renew_flow,
     token_of,
 )
-from lockheed._queue import read_queue
+from lockheed._queue import Waiter, queue_meta, read_queue
 from lockheed._state import NEVER, Lease, LockState, Record, decode_state, encode_state, format_time
 
 UTC = timezone.utc
@@ -560,10 +561,12 @@ def drive(
     time: FakeTime,
     before_write: Hook | None = None,
     limit: int = 500,
+    on_watch: Hook | None = None,
 ) -> Any:
     """Run a flow to completion: each effect is executed by the locker, its result sent back.
 
-    A watch that would block advances the fake time to the watch's end instead.
+    A watch that would block advances the fake time to the watch's end instead
+    (``on_watch``, called first, may write what the watch then sees).
     """
     result: Any = None
     for _ in range(limit):
@@ -573,6 +576,8 @@ def drive(
             return stop.value
         if isinstance(effect, Watch):
             assert effect.until is not None, "a watch without end would block forever"
+            if on_watch is not None:
+                on_watch(effect)
             current = locker.execute(Read(effect.name))
             if (current.version if current else None) == effect.version:
                 time.advance(max(0.0, effect.until - time.mono))
@@ -954,6 +959,76 @@ def test_release_flow_is_not_held_up_by_a_go_reservation(
     assert done.lost_reason is None
     assert time.mono == start
     assert stored(locker)[0].leases == {}
+
+
+def go_holds_and_reserves(locker: MemoryLocker, time: FakeTime, reserved_for: float) -> str:
+    """A Go instance holds the lock and has just reserved the object to renew
+    (its first update); ``ME`` waits in line behind ``OTHER``. Returns the
+    stored lock document."""
+    data = encode_state(lock(Lease(GO, time.now() + timedelta(seconds=10))))
+    line = queue_meta([Waiter(OTHER, None), Waiter(ME, None)])
+    meta = {**{k: v for k, v in line.items() if v}, **reserved(GO, time.now())}
+    meta[RESERVED_EXPIRES] = format_time(time.now() + timedelta(seconds=reserved_for))
+    locker.put_raw(NAME, data, meta)
+    return data
+
+
+def test_leaving_the_line_waits_for_a_go_writers_second_update(
+    locker: MemoryLocker, time: FakeTime
+) -> None:
+    """Written between Go's reservation and its update, our leave would make that
+    update fail: a Go holder's renewal, whose failure Go never reports."""
+    data = go_holds_and_reserves(locker, time, 30)
+    seen: list[Effect] = []
+
+    def go_renews(effect: Effect) -> None:  # Go's second update: state, no reservation
+        seen.append(effect)
+        if len(seen) == 1:
+            _, meta = stored(locker)
+            kept = {k: v for k, v in meta.items() if not k.startswith("reserved/")}
+            locker.put_raw(NAME, data, kept)
+
+    writes: list[Effect] = []
+    start = time.mono
+    done = drive(
+        release_flow(intent(fair=True), locker.clock, None, None),
+        locker,
+        time,
+        before_write=writes.append,
+        on_watch=go_renews,
+    )
+    assert done.lost_reason is None
+    assert len(seen) == 1 and time.mono == start  # woken by Go's update, not by a timer
+    [leave] = writes
+    assert isinstance(leave, Replace) and RESERVED_BY not in leave.base.meta
+    state, meta = stored(locker)
+    assert state.leases.keys() == {GO}
+    assert [w.instance_id for w in read_queue(meta)] == [OTHER]
+
+
+def test_leaving_the_line_writes_once_a_go_reservation_runs_out(
+    locker: MemoryLocker, time: FakeTime
+) -> None:
+    go_holds_and_reserves(locker, time, 3)  # second precision: runs out 2 to 3 s from now
+    start = time.mono
+    done = drive(release_flow(intent(fair=True), locker.clock, None, None), locker, time)
+    assert done.lost_reason is None
+    assert 2 <= time.mono - start <= 4
+    assert [w.instance_id for w in read_queue(stored(locker)[1])] == [OTHER]
+
+
+def test_leaving_the_line_gives_up_on_a_stale_go_reservation(
+    locker: MemoryLocker, time: FakeTime
+) -> None:
+    """A Go process that died between its two updates: our place is left to lapse
+    (as a dead waiter's does) rather than hold up the caller for 30 s."""
+    go_holds_and_reserves(locker, time, 30)
+    before, start = locker.raw(NAME), time.mono
+    with pytest.raises(LockTimeout, match="could not leave the line") as caught:
+        drive(release_flow(intent(fair=True), locker.clock, None, None), locker, time)
+    assert caught.value.holder == GO
+    assert time.mono - start == pytest.approx(CLAIM_WINDOW)
+    assert locker.raw(NAME) == before
 
 
 def test_release_flow_without_record_reads_first(locker: MemoryLocker, time: FakeTime) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from datetime import datetime, timedelta, timezone
 
 import pytest
@@ -12,6 +13,8 @@ from hypothesis import strategies as st
 from lockheed._clock import ServerClock
 from lockheed._core import (
     CLAIM_WINDOW,
+    RESERVED_BY,
+    RESERVED_EXPIRES,
     SETTLE,
     TOKEN_HOLDER_KEY,
     TOKEN_KEY,
@@ -29,7 +32,8 @@ from lockheed._core import (
     settle_turn,
 )
 from lockheed._queue import QUEUE_KEY, Waiter, place_in_line, place_of, queue_meta, read_queue
-from lockheed._state import NEVER, Lease, LockState, Record
+from lockheed._shared_core import SharedIntent, decide_shared_release
+from lockheed._state import NEVER, Lease, LockState, Record, format_time
 
 UTC = timezone.utc
 T0 = datetime(2026, 11, 30, 7, tzinfo=UTC)
@@ -248,6 +252,27 @@ def test_a_waiter_that_gives_up_leaves_the_line() -> None:
     )
     assert line_of(decision) == ["a", "b"]
     assert isinstance(decision, Write) and set(decision.state.leases) == {"holder"}
+
+
+@pytest.mark.parametrize("kind", ["mutex", "shared", "semaphore"])
+def test_a_waiter_leaving_waits_while_a_go_writer_has_reserved_the_object(kind: str) -> None:
+    """Between Go's reservation and its second update, our write would make that
+    update fail; a Go holder renewing so is never told, and its lease runs out."""
+    reservation = {RESERVED_BY: "go", RESERVED_EXPIRES: format_time(at(30))}
+    r = rec(Lease("go", at(20)), line=("a", "me"), meta=reservation)
+    assert r.state is not None
+    r = replace(r, state=replace(r.state, lock_type=kind))
+
+    def decide(record: Record, now: float) -> Decision:
+        if kind == "mutex":
+            return decide_release(me(), record, at(now), None)
+        intent = SharedIntent(NAME, "me", timedelta(seconds=30), lock_type=kind)
+        return decide_shared_release(intent, record, at(now), None)
+
+    assert decide(r, 0) == Wait(at(30), "go", at(30), "reserved")
+    assert line_of(decide(r, 30)) == ["a"]  # once it has run out
+    mine = {**reservation, RESERVED_BY: "me"}  # our own (a Go instance of ours) stops nothing
+    assert line_of(decide(replace(r, meta={**r.meta, **mine}), 0)) == ["a"]
 
 
 def test_leaving_a_line_we_are_not_in_writes_nothing() -> None:
