@@ -680,10 +680,14 @@ def leave_of(effect: Replace) -> str | None:
     if line is None:
         return None
     before, after = line
-    gone = [w.instance_id for w in before if w not in after]
-    if len(gone) != 1 or after != tuple(w for w in before if w.instance_id != gone[0]):
+    if len(after) != len(before) - 1:
         return None
-    return gone[0]
+    # In one pass (a crowd leaving a long line at once asks this of every leave):
+    # the first entry that differs is the one gone, and the rest must follow it.
+    at = next(
+        (i for i, (b, a) in enumerate(zip(before, after, strict=False)) if b != a), len(after)
+    )
+    return before[at].instance_id if after == before[:at] + before[at + 1 :] else None
 
 
 def joins_write(base: Record, entries: Iterable[Waiter], leaving: Iterable[str] = ()) -> Replace:

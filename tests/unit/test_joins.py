@@ -6,7 +6,11 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+from datetime import timedelta
 from typing import Any
+
+from hypothesis import given
+from hypothesis import strategies as st
 
 from line_world import NAME, World
 from lockheed._async.joins import Creates, Joins, Reads
@@ -24,8 +28,8 @@ from lockheed._core import (
     release_flow,
     renew_flow,
 )
-from lockheed._queue import read_queue
-from lockheed._state import Record
+from lockheed._queue import Waiter, read_queue
+from lockheed._state import LockState, Record
 
 
 def _join_of(world: World, who: str) -> tuple[Flow, Replace]:
@@ -258,3 +262,32 @@ def test_creates_of_a_new_lock_asked_together_send_one() -> None:
     assert len(sent) == 1
     assert isinstance(results[0], Record)
     assert results[1:] == [CONFLICT] * 3
+
+
+def _line_write(line: list[str], written: list[str]) -> Replace:
+    """A write of the line ``written`` over a lock whose line is ``line``."""
+    base = joins_write(Record(NAME, "7", LockState(NAME, "mutex"), {}), [_waiter(w) for w in line])
+    stored = Record(NAME, "7", base.state, {k: v for k, v in base.meta.items() if v})
+    again = joins_write(Record(NAME, "7", base.state, {}), [_waiter(w) for w in written])
+    return Replace(NAME, "7", base.state, again.meta, stored)
+
+
+def _waiter(who: str) -> Waiter:
+    return Waiter(who, timedelta(seconds=30), since=1)
+
+
+@given(st.lists(st.sampled_from("abcdefgh"), min_size=1, max_size=8, unique=True), st.data())
+def test_a_leave_is_one_entry_removed_and_nothing_else(
+    line: list[str], data: st.DataObject
+) -> None:
+    gone = data.draw(st.sampled_from(line))
+    assert leave_of(_line_write(line, [w for w in line if w != gone])) == gone
+    assert leave_of(_line_write(line, line)) is None  # nothing removed
+    if len(line) >= 2:
+        two = data.draw(st.sampled_from([w for w in line if w != gone]))
+        assert leave_of(_line_write(line, [w for w in line if w not in (gone, two)])) is None
+        swapped = [w for w in line if w != gone]
+        swapped.reverse()
+        if len(swapped) >= 2:
+            assert leave_of(_line_write(line, swapped)) is None  # the rest reordered
+    assert leave_of(_line_write(line, [*(w for w in line if w != gone), "z"])) is None
