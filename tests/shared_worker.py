@@ -97,6 +97,8 @@ def run_sync(args: argparse.Namespace) -> int:
             log.write(f"S {pid} {args.kind} {token} {called} {time.monotonic_ns()}")
             time.sleep(rng.uniform(0, args.hold_ms / 1000))
             end, lost = time.monotonic_ns(), 0
+            # Before the release: a process killed while releasing held until here.
+            log.write(f"R {pid} {token} {believed_until(lock, end)}")
             try:
                 lock.release()
             except LockLost:
@@ -126,6 +128,8 @@ async def run_async(args: argparse.Namespace) -> int:
                 log.write(f"S {pid} {args.kind} {token} {called} {time.monotonic_ns()}")
                 await asyncio.sleep(rng.uniform(0, args.hold_ms / 1000))
                 end, lost = time.monotonic_ns(), 0
+                # Before the release: a process killed while releasing held until here.
+                log.write(f"R {pid} {token} {believed_until(lock, end)}")
                 try:
                     await lock.release()
                 except LockLost:

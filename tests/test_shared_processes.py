@@ -83,7 +83,8 @@ class Verdict:
 
 
 def parse_log(text: str, killed: dict[int, int]) -> list[Hold]:
-    """The holds of the log; a killed process's open hold ends at its kill."""
+    """The holds of the log; a killed process's open hold ends when it began
+    to release it (``R``), or else at its kill."""
     open_holds: dict[int, Hold] = {}
     holds: list[Hold] = []
     for line in text.splitlines():
@@ -93,6 +94,11 @@ def parse_log(text: str, killed: dict[int, int]) -> list[Hold]:
             hold = Hold(int(pid), kind, int(token), int(called), int(start))
             open_holds[hold.pid] = hold
             holds.append(hold)
+        elif fields[0] == "R":  # its holder stopped believing, and is releasing
+            pid, token, end = fields[1:]
+            hold = open_holds[int(pid)]
+            assert hold.token == int(token), line
+            hold.end = int(end)
         else:
             pid, token, end, lost = fields[1:]
             hold = open_holds.pop(int(pid))
@@ -100,7 +106,8 @@ def parse_log(text: str, killed: dict[int, int]) -> list[Hold]:
             hold.end, hold.lost = int(end), lost == "1"
     for who, hold in open_holds.items():
         assert who in killed, f"process {who} left a hold open without being killed"
-        hold.end = killed[who]
+        if hold.end < 0:  # killed while it held
+            hold.end = killed[who]
     return holds
 
 
@@ -145,6 +152,25 @@ def check(holds: Sequence[Hold], limit: int | None) -> Verdict:
             earlier = next(g for g in by_end[:before] if g.token >= h.token)
             verdict.token_disorder.append((h, earlier))
     return verdict
+
+
+def test_a_killed_process_held_until_it_began_to_release_or_else_until_its_kill() -> None:
+    log = "\n".join(
+        [
+            "S 1 semaphore 10 0 5",
+            "R 1 10 20",
+            "E 1 10 20 0",
+            "S 1 semaphore 30 25 26",
+            "R 1 30 40",  # killed while releasing: its release may have landed
+            "S 2 semaphore 31 0 27",  # killed while holding
+        ]
+    )
+    holds = parse_log(log, {1: 90, 2: 95})
+    assert [(h.pid, h.token, h.start, h.end) for h in holds] == [
+        (1, 10, 5, 20),
+        (1, 30, 26, 40),
+        (2, 31, 27, 95),
+    ]
 
 
 def test_the_checker_finds_every_kind_of_violation() -> None:
