@@ -11,7 +11,9 @@ annotations of the object that was read; other tools' labels, annotations and
 spec fields (``preferredHolder``, ``strategy``) are kept.
 
 Writing: a holder writes ``renewTime`` from the latest bound on the server's
-time and ``leaseDurationSeconds`` as its lease rounded up to whole seconds
+time (each renewal at least a microsecond after the last, so that client-go,
+which times a holder from when it first saw the record's content, sees every
+renewal as one) and ``leaseDurationSeconds`` as its lease rounded up to whole seconds
 (client-go's unit); a lease that never expires is written as the largest
 duration a Lease can hold (2**31-1 s, about 68 years) and read back as never
 expiring. A release writes what client-go's ``ReleaseOnCancel`` writes: an
@@ -113,6 +115,11 @@ STAMP_RESOLUTION: Final = timedelta(seconds=1)
 #: an unstamped record to count as stale before client-go's rule says so.
 STALE_MARGIN: Final = timedelta(seconds=60)
 _RESERVED = "reserved/"
+
+
+#: The resolution of a MicroTime: our renewal's ``renewTime`` is at least this
+#: much after the one it replaces.
+_TICK: Final = timedelta(microseconds=1)
 
 
 def format_micro_time(stamp: datetime) -> str:
@@ -321,9 +328,12 @@ def _spec(
     renewed = now
     if lease is not None and lease.instance_id == old.get("holderIdentity"):
         # Our own renewal: the latest bound on the server's time can move back a
-        # little as the clock estimate tightens; renewTime does not.
+        # little as the clock estimate tightens; renewTime does not, and it
+        # always moves on. client-go times a holder from when it first saw the
+        # record's content: a renewal that wrote the same record would look to
+        # it like no renewal, and it would depose a live holder.
         previous = _previous(old, "renewTime")
-        renewed = now if previous is None else max(now, previous)
+        renewed = now if previous is None else max(now, previous + _TICK)
     stamp = format_micro_time(renewed)
     transitions = _int(old.get("leaseTransitions"))
     if lease is None:  # what client-go's ReleaseOnCancel writes

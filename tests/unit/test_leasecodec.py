@@ -341,7 +341,29 @@ def test_update_keeps_what_others_wrote_and_counts_transitions() -> None:
     assert spec2["renewTime"] == "2026-11-26T07:00:33.000000Z"
     back = T0 - timedelta(milliseconds=5)
     spec3 = updated_lease("lockheed-x", replace_of(ours, renewed, {}), back)["spec"]
-    assert spec3["renewTime"] == spec["renewTime"]
+    # Nor does it stand still: client-go would take a record it has seen
+    # already for no renewal, and time the holder out from its first sighting.
+    assert spec3["renewTime"] == "2026-11-26T07:00:30.000001Z"
+    assert spec3 != spec
+
+
+@given(st.lists(st.integers(-1500, 1500).filter(bool), min_size=1, max_size=8))
+def test_every_renewal_of_ours_changes_the_record_client_go_compares(steps: list[int]) -> None:
+    """However the server-time estimate moves between renewals (milliseconds),
+    each renewal writes a later renewTime, so client-go sees it as one. (A
+    write that keeps the holder's lease exactly as read is a waiter's, which
+    leaves the holder's record alone.)"""
+    lease = Lease("me", T0 + timedelta(seconds=10))
+    obj = new_lease("lockheed-x", "ns", LockState("x").with_leases([lease]), {}, T0)
+    obj["metadata"]["resourceVersion"] = "1"
+    now = T0
+    for i, step in enumerate(steps, start=2):
+        now += timedelta(milliseconds=step)
+        renewed = LockState("x").with_leases([Lease("me", now + timedelta(seconds=10))])
+        body = updated_lease("lockheed-x", replace_of(obj, renewed, {}), now)
+        before, after = obj["spec"]["renewTime"], body["spec"]["renewTime"]
+        assert after > before and after >= format_micro_time(now)
+        obj = {**body, "metadata": {**body["metadata"], "resourceVersion": str(i)}}
 
 
 def test_release_writes_what_client_go_release_on_cancel_writes() -> None:
