@@ -20,6 +20,8 @@ from lockheed import (
     AsyncLeaseLocker,
     AsyncLock,
     ConfigMapLocker,
+    Event,
+    EventCode,
     LeaseLocker,
     Lock,
     LockForbidden,
@@ -31,8 +33,9 @@ from lockheed import (
     tags_contain,
 )
 from lockheed._clock import ServerClock
-from lockheed._leasecodec import STALE_MARGIN, format_micro_time, server_stamp
+from lockheed._leasecodec import STALE_MARGIN, format_micro_time, peer_view, server_stamp
 from lockheed._state import parse_time
+from lockheed._sync.watcher import WatchStream
 from lockheed.testing.plugin import RestrictedUserFactory
 from support import Api, LoopThread
 
@@ -377,3 +380,62 @@ def test_rbac_on_leases(
         api.lock("rbac-new", leases(reader)).acquire(timeout=1)
     error = info.value
     assert (error.verb, error.resource, error.namespace) == ("create", "leases", lockheed_namespace)
+
+
+def test_a_holders_belief_counts_from_the_first_renewal_client_go_can_tell(
+    leases: Lockers,
+) -> None:
+    """client-go times a holder from when it first saw the Lease's record, which
+    it compares at one-second resolution: renewals within one second of
+    ``renewTime`` are one to it. So after each renewal, the holder's loss
+    deadline is at most the first sighting of that record (by a watch here,
+    never before the write) plus the lease, less the loss margin. Renewals
+    every 0.1 s, right after the acquire (when the estimate of the server's
+    time is widest, and may move back), make both kinds of repeat likely."""
+    locker = leases()
+    duration = 3.0
+    holder = Lock("peer", locker).with_duration(duration).with_renew_interval(0.1)
+    renewals: list[tuple[str, float]] = []  # (version, loss deadline) after each renewal
+
+    def note(event: Event) -> None:
+        if event.code == EventCode.RENEW_OK:
+            assert holder._record is not None and holder._deadline is not None
+            renewals.append((holder._record.version, holder._deadline))
+
+    holder.with_event_handler(note)
+    holder.acquire(blocking=False)
+    assert holder._record is not None
+    seen: dict[str, tuple[str, float]] = {}  # version: (peer view, first sighting)
+    order: list[str] = []
+    events = locker.api.watch(locker.object_name("peer"), holder._record.version, 30)
+    stream = WatchStream().start(events)
+    try:
+        end = time.monotonic() + 4 * duration
+        while time.monotonic() < end:
+            item = stream.next(end - time.monotonic())
+            if item is None:
+                break
+            kind, obj = item
+            if kind == "MODIFIED":
+                version = obj["metadata"]["resourceVersion"]
+                seen.setdefault(version, (peer_view(obj), time.monotonic()))
+                order.append(version)
+    finally:
+        stream.close()
+        holder.release()
+    margin = duration / 10  # loss_margin of a 3 s lease
+    first: dict[str, float] = {}  # version: first sighting of its run of one peer view
+    for before, version in zip([None, *order], order, strict=False):
+        view, at = seen[version]
+        same = before is not None and seen[before][0] == view
+        first[version] = first[before] if same and before is not None else at
+    # Each renewal is a write the API server and every watcher see (a spec
+    # written as stored would be none: no new version, no new stamp).
+    versions = [v for v, _ in renewals]
+    assert len(set(versions)) == len(versions), versions
+    checked = [(v, d) for v, d in renewals if v in first]
+    assert len(checked) >= 20, (len(renewals), len(order))
+    runs = len({seen[v][0] for v in order})
+    assert runs < len(order) / 2  # most renewals repeat a record client-go has seen
+    late = [(v, d - (first[v] + duration - margin)) for v, d in checked]
+    assert all(by <= 0 for _, by in late), [x for x in late if x[1] > 0][:5]

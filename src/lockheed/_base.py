@@ -97,6 +97,11 @@ class LockBase:
         self._expires: datetime | None = None
         self._deadline: float | None = None  # monotonic loss deadline; None = never
         self._sent = 0.0  # monotonic send time of the last write that extended our lease
+        # The peer view (Record.peer_view) of our last write while held, and the
+        # send time of our first write in a row with that view: a peer that
+        # times us by the object's content (client-go) counts from that one.
+        self._peer_view: str | None = None
+        self._peer_since = 0.0
         self._claim_by: float | None = None  # renew by then: the lock was handed to us
         self._handed_at: float | None = None  # when the lock held now was handed to us
         # The versions we knew as we got the lock held now (shared kinds' release order).
@@ -391,16 +396,26 @@ class LockBase:
         return self._token if self.held else None
 
     def _hold(self, record: Record, expires: datetime | None, sent: float) -> None:
-        """Hold after a write of ours sent at ``sent`` (or a hand-off seen then)."""
+        """Hold after a write of ours sent at ``sent`` (or a hand-off seen then).
+
+        A write that a peer timing us by the object's content cannot tell from
+        our write before (the same ``peer_view``: a Lease renewed within the
+        same second of ``renewTime``, to client-go) extends nothing for that
+        peer: the loss deadline then counts from the first write of that view."""
         self._record, self._record_at = record, self._clock.monotonic()
         self._expires = expires
         self._sent = sent
         self._claim_by = None
+        view = record.peer_view
+        if view is None or view != self._peer_view:
+            self._peer_since = sent
+        self._peer_view = view
+        since = self._peer_since
         if self._duration is None:
             self._deadline = None
         else:
-            self._deadline = sent + self._duration.total_seconds() - loss_margin(self._duration)
-        self._deadline = self._capped(self._deadline, sent)
+            self._deadline = since + self._duration.total_seconds() - loss_margin(self._duration)
+        self._deadline = self._capped(self._deadline, since)
 
     def _capped(self, deadline: float | None, sent: float) -> float | None:
         """``deadline``, or earlier: a renew deadline (``_loss_after``) after ``sent``."""
@@ -411,9 +426,13 @@ class LockBase:
 
     def _acquired(self, got: Acquired) -> int:
         self._token = got.token
+        if not self._active or self._lost is not None:
+            self._peer_view = None  # taken anew: nothing of ours before it counts
         self._active, self._lost = True, None
         self._hold(got.record, got.expires, got.sent)
-        self._deadline = self._capped(got.deadline, got.sent)
+        early = got.sent - self._peer_since  # taken again while held, in the same view
+        deadline = None if got.deadline is None else got.deadline - early
+        self._deadline = self._capped(deadline, self._peer_since)
         self._handed_at = got.sent if got.handed else None
         self._got_from = (got.before, got.record)  # who held it as we came in
         self._got_at = self._clock.monotonic()

@@ -11,10 +11,10 @@ annotations of the object that was read; other tools' labels, annotations and
 spec fields (``preferredHolder``, ``strategy``) are kept.
 
 Writing: a holder writes ``renewTime`` from the latest bound on the server's
-time (each renewal at least a microsecond after the last, so that client-go,
-which times a holder from when it first saw the record's content, sees every
-renewal as one) and ``leaseDurationSeconds`` as its lease rounded up to whole seconds
-(client-go's unit); a lease that never expires is written as the largest
+time (each renewal at least a microsecond after the last: a spec written as
+stored would be no write at all to the API server) and
+``leaseDurationSeconds`` as its lease rounded up to whole seconds (client-go's
+unit); a lease that never expires is written as the largest
 duration a Lease can hold (2**31-1 s, about 68 years) and read back as never
 expiring. A release writes what client-go's ``ReleaseOnCancel`` writes: an
 empty holder with ``leaseDurationSeconds`` 1.
@@ -61,6 +61,12 @@ there:
    this is the tighter rule after a holder dies; a lease that never expires
    has no sighting deadline.
 
+A holder's own belief counts from the first of its renewals in a row that
+client-go cannot tell apart (:func:`peer_view`: its record, to the second):
+client-go times a holder from when it first saw a record, so renewals within
+one second of ``renewTime`` extend nothing for it, and the holder's loss
+deadline does not move with them (``Record.peer_view``, used by the lock).
+
 A write that keeps the holder's lease as it was read (a waiter joining the
 line) leaves the holder's spec untouched: re-dating ``renewTime`` from our
 clock could shorten what a contender timing it from its sighting allows.
@@ -86,7 +92,16 @@ from typing import Any, Final
 from ._codec import LABEL, labelled
 from ._core import Replace
 from ._errors import LockStateError
-from ._state import MUTEX, NEVER, Lease, LockState, Record, StateFormatError, parse_time
+from ._state import (
+    MUTEX,
+    NEVER,
+    Lease,
+    LockState,
+    Record,
+    StateFormatError,
+    format_time,
+    parse_time,
+)
 
 __all__ = [
     "API_PATH",
@@ -283,7 +298,36 @@ def decode_lease(
     except StateFormatError as exc:
         state, error = None, str(exc)
     visible = {k: v for k, v in annotations.items() if not k.startswith(_RESERVED)}
-    return Record(name, version, state, MappingProxyType(visible), error, raw=obj)
+    return Record(
+        name, version, state, MappingProxyType(visible), error, raw=obj, peer_view=peer_view(obj)
+    )
+
+
+def peer_view(obj: Mapping[str, Any]) -> str:
+    """The Lease as client-go's leader election compares it: its record
+    (``LeaseSpecToLeaderElectionRecord``) as JSON, whose times are RFC 3339 in
+    UTC to the second. client-go times a holder from when it first saw the
+    record: renewals within one second of ``renewTime`` look to it like one."""
+    spec = obj.get("spec")
+    spec = spec if isinstance(spec, Mapping) else {}
+
+    def second(key: str) -> Any:
+        try:
+            stamp = _optional_time(spec, key)
+        except StateFormatError:
+            return ["unreadable", spec.get(key)]
+        return None if stamp is None else format_time(stamp.replace(microsecond=0))
+
+    record = [
+        spec.get("holderIdentity"),
+        spec.get("leaseDurationSeconds"),
+        second("acquireTime"),
+        second("renewTime"),
+        spec.get("leaseTransitions"),
+        spec.get("strategy"),
+        spec.get("preferredHolder"),
+    ]
+    return json.dumps(record, default=str)
 
 
 def _one_holder(state: LockState) -> Lease | None:
@@ -329,9 +373,9 @@ def _spec(
     if lease is not None and lease.instance_id == old.get("holderIdentity"):
         # Our own renewal: the latest bound on the server's time can move back a
         # little as the clock estimate tightens; renewTime does not, and it
-        # always moves on. client-go times a holder from when it first saw the
-        # record's content: a renewal that wrote the same record would look to
-        # it like no renewal, and it would depose a live holder.
+        # always moves on: a renewal that wrote the spec as stored would be no
+        # change at all to the API server (no new resourceVersion, no new
+        # stamp), so no contender would see it, while we counted it as one.
         previous = _previous(old, "renewTime")
         renewed = now if previous is None else max(now, previous + _TICK)
     stamp = format_micro_time(renewed)

@@ -138,6 +138,12 @@ class Record:
     #: The locker's own representation of the object (for example the ConfigMap
     #: as JSON), kept so a write changes only what lockheed owns.
     raw: Any = field(default=None, compare=False, repr=False)
+    #: What a peer that times a holder by the object's content compares (a
+    #: Lease: client-go's leader-election record, at its one-second
+    #: resolution). Two versions in a row with the same ``peer_view`` are one
+    #: to such a peer, which times the holder from the first of them. None:
+    #: every version is a change to every peer.
+    peer_view: str | None = field(default=None, compare=False, repr=False)
 
 
 def _lease_from_json(key: str, raw: Any) -> Lease:

@@ -20,6 +20,7 @@ from lockheed._leasecodec import (
     holder_expiry,
     lease_seconds,
     new_lease,
+    peer_view,
     server_stamp,
     updated_lease,
 )
@@ -341,16 +342,16 @@ def test_update_keeps_what_others_wrote_and_counts_transitions() -> None:
     assert spec2["renewTime"] == "2026-11-26T07:00:33.000000Z"
     back = T0 - timedelta(milliseconds=5)
     spec3 = updated_lease("lockheed-x", replace_of(ours, renewed, {}), back)["spec"]
-    # Nor does it stand still: client-go would take a record it has seen
-    # already for no renewal, and time the holder out from its first sighting.
+    # Nor does it stand still: the API server takes a spec written as stored
+    # for no change (no new version, no stamp): nobody would see a renewal.
     assert spec3["renewTime"] == "2026-11-26T07:00:30.000001Z"
     assert spec3 != spec
 
 
 @given(st.lists(st.integers(-1500, 1500).filter(bool), min_size=1, max_size=8))
-def test_every_renewal_of_ours_changes_the_record_client_go_compares(steps: list[int]) -> None:
+def test_every_renewal_of_ours_changes_the_spec(steps: list[int]) -> None:
     """However the server-time estimate moves between renewals (milliseconds),
-    each renewal writes a later renewTime, so client-go sees it as one. (A
+    each renewal writes a later renewTime, so it is a change. (A
     write that keeps the holder's lease exactly as read is a waiter's, which
     leaves the holder's record alone.)"""
     lease = Lease("me", T0 + timedelta(seconds=10))
@@ -364,6 +365,16 @@ def test_every_renewal_of_ours_changes_the_record_client_go_compares(steps: list
         before, after = obj["spec"]["renewTime"], body["spec"]["renewTime"]
         assert after > before and after >= format_micro_time(now)
         obj = {**body, "metadata": {**body["metadata"], "resourceVersion": str(i)}}
+
+
+def test_client_go_compares_the_record_to_the_second() -> None:
+    obj = client_go_lease(renew="2026-11-26T07:00:29.123456Z")
+    same = client_go_lease(renew="2026-11-26T07:00:29.987654+00:00")
+    later = client_go_lease(renew="2026-11-26T07:00:30.000001Z")
+    assert peer_view(obj) == peer_view(same) != peer_view(later)
+    other = client_go_lease(renew="2026-11-26T07:00:29.123456Z", holder="go-2")
+    assert peer_view(other) != peer_view(obj)
+    assert decode_lease("x", obj, observed=T0).peer_view == peer_view(obj)
 
 
 def test_release_writes_what_client_go_release_on_cancel_writes() -> None:
