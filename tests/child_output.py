@@ -71,6 +71,21 @@ class Lines:
                 self.seen.append(line)
         return self.seen
 
+    def until_end(self, timeout: float) -> list[str]:
+        """Everything printed, once the output has ended (the child exited);
+        fails after ``timeout`` seconds."""
+        deadline = time.monotonic() + timeout
+        while not self._ended:
+            try:
+                line = self._queue.get(timeout=max(0.0, deadline - time.monotonic()))
+            except queue.Empty:
+                raise AssertionError(f"output went on for {timeout} s: {self.seen}") from None
+            if line is None:
+                self._ended = True
+            else:
+                self.seen.append(line)
+        return self.seen
+
     def close(self) -> None:
         self._thread.join(10)
         self.stream.close()

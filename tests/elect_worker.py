@@ -14,7 +14,9 @@ worker always exits on its own; it reports on stdout, one flushed line per step.
 
 ``lead``
     Leads once until SIGTERM: prints ``NEW-LEADER <identity>`` for each leader
-    it sees, ``LEADING <token> <lease expiry, ISO>`` when it leads, and on
+    it sees, ``LEADING <token> <lease expiry, ISO>`` when it leads,
+    ``BELIEVES <ISO>`` after each acquire and renewal (sync API: until when, on
+    this host's wall clock, it believes it leads: its loss deadline), and on
     SIGTERM (handled by ``stop()``, as the README shows) releases and prints
     ``STOPPED`` before exiting 0. ``--backend lease`` campaigns on a Lease
     (client-go's record) instead of a ConfigMap.
@@ -30,6 +32,7 @@ import signal
 import sys
 import threading
 import time
+from datetime import datetime, timezone
 from typing import Any
 
 from lockheed import (
@@ -38,6 +41,8 @@ from lockheed import (
     AsyncLeaseLocker,
     AsyncLock,
     ConfigMapLocker,
+    Event,
+    EventCode,
     LeaderElector,
     LeaseLocker,
     Lock,
@@ -134,6 +139,14 @@ def lead(args: argparse.Namespace) -> int:
     lockers = {"configmap": ConfigMapLocker, "lease": LeaseLocker}
     with lockers[args.backend](args.namespace, config=args.kubeconfig) as locker:
         lock = Lock(args.lock, locker, instance_id=args.identity)
+
+        def believes(event: Event) -> None:
+            deadline = lock._deadline
+            if event.code in (EventCode.ACQUIRE_OK, EventCode.RENEW_OK) and deadline is not None:
+                until = time.time() + deadline - time.monotonic()
+                say(f"BELIEVES {datetime.fromtimestamp(until, timezone.utc).isoformat()}")
+
+        lock.with_event_handler(believes)
         elector = LeaderElector(
             lock, on_new_leader=lambda who: say(f"NEW-LEADER {who}"), **timing(args)
         )
