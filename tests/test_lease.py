@@ -33,6 +33,7 @@ from lockheed import (
     tags_contain,
 )
 from lockheed._clock import ServerClock
+from lockheed._core import loss_margin
 from lockheed._leasecodec import STALE_MARGIN, format_micro_time, peer_view, server_stamp
 from lockheed._state import parse_time
 from lockheed._sync.watcher import WatchStream
@@ -410,7 +411,7 @@ def test_a_holders_belief_counts_from_the_first_renewal_client_go_can_tell(
     events = locker.api.watch(locker.object_name("peer"), holder._record.version, 30)
     stream = WatchStream().start(events)
     try:
-        end = time.monotonic() + 4 * duration
+        end = time.monotonic() + 2 * duration
         while time.monotonic() < end:
             item = stream.next(end - time.monotonic())
             if item is None:
@@ -423,7 +424,7 @@ def test_a_holders_belief_counts_from_the_first_renewal_client_go_can_tell(
     finally:
         stream.close()
         holder.release()
-    margin = duration / 10  # loss_margin of a 3 s lease
+    margin = loss_margin(timedelta(seconds=duration))
     first: dict[str, float] = {}  # version: first sighting of its run of one peer view
     for before, version in zip([None, *order], order, strict=False):
         view, at = seen[version]
