@@ -8,6 +8,7 @@ also runs on Leases through the ``lease`` parameter of ``make_locker``.
 
 from __future__ import annotations
 
+import threading
 import time
 from collections.abc import Iterator
 from datetime import datetime, timedelta, timezone
@@ -253,6 +254,50 @@ def test_a_foreign_lease_runs_out_by_sight_however_wide_the_server_clock(
         contender.acquire(timeout=20)  # the server rule alone: a minute or more
         assert get(writer, "wide")["spec"]["holderIdentity"] == contender.instance_id
         contender.release()
+
+
+@pytest.mark.parametrize("stamps", ["stamped", "unstamped"])
+def test_a_line_that_keeps_changing_never_keeps_a_dead_holder_alive(
+    leases: Lockers, stamps: str
+) -> None:
+    """Every join and leave of the line is a new version of the Lease, but not a
+    new record of its holder: neither rule dates the holder's lease from it.
+    So a dead holder's lease runs out on time while waiters keep coming and
+    going, and each of them names the same end of it."""
+    writer = leases()
+    written = put_lease(writer, "busy-line", holder_spec("dead", 3, now_server(writer)))
+    if stamps == "unstamped":
+        strip_stamps(writer, "busy-line")
+    waiter = Lock("busy-line", leases()).with_duration(30)
+    got = threading.Event()
+
+    def wait() -> None:
+        waiter.acquire(timeout=30)
+        got.set()
+
+    thread = threading.Thread(target=wait)
+    thread.start()
+    churner = Lock("busy-line", leases()).with_duration(30)
+    named: list[datetime] = []
+    versions = set()
+    deadline = time.monotonic() + 15  # the lease is 3 s: ample, however slow the host
+    while not got.is_set() and time.monotonic() < deadline:
+        with pytest.raises(LockTimeout) as info:
+            churner.acquire(timeout=0.3)  # joins the line, then leaves it
+        versions.add(get(writer, "busy-line")["metadata"]["resourceVersion"])
+        if info.value.holder == "dead":
+            assert info.value.expires is not None
+            named.append(info.value.expires)
+    # (before the join: once the line stops changing, the old rules end it too)
+    assert got.is_set(), "the dead holder's lease did not run out while the line kept changing"
+    thread.join(30)
+    assert waiter.held
+    assert len(named) >= 3 and len(versions) >= 3, (named, versions)
+    assert set(named) == {named[0]}, named
+    if stamps == "stamped":
+        assert named[0] == stamp_of(written) + timedelta(seconds=1 + 3)
+    assert get(writer, "busy-line")["spec"]["holderIdentity"] == waiter.instance_id
+    waiter.release()
 
 
 # ------------------------------------------- a Lease without a server stamp

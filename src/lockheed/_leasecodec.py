@@ -28,31 +28,40 @@ there:
    server stamps every write that changes an object with its own time, in
    ``metadata.managedFields[].time`` of the writer's entry (checked on
    kube-apiserver v1.35 for writes by client-go and by lockheed: one-second
-   resolution, truncated; a time sent by a client is replaced). The newest
-   stamp ``W`` is the server's time of the last write, so the holder's lease
-   ends by ``W + 1 s + leaseDurationSeconds`` in server time, which a
+   resolution, truncated; a time sent by a client is replaced). The stamp
+   ``W`` of the entries that own ``spec`` (:func:`server_stamp`) is the
+   server's time of the last write that changed the holder's record, so the
+   holder's lease ends by ``W + 1 s + leaseDurationSeconds`` in server time,
+   which a
    contender compares with the *earliest* possible server time now
    (:class:`~lockheed._clock.ServerClock`). A fresh candidate thus takes a
    Lease last renewed long ago at once, and a live holder whose clock is off
-   is never deposed early, because ``renewTime`` plays no part. A write by
-   anyone else (a label added with kubectl) only makes the wait longer.
+   is never deposed early, because ``renewTime`` plays no part. A write
+   that changes only metadata (a label added with kubectl; our waiters
+   joining and leaving the line, sent under the field manager
+   :data:`LINE_MANAGER`) moves no such stamp, so a line that keeps changing
+   never keeps a dead holder's lease alive (checked on the real API server:
+   another manager's update of metadata, even of fields the holder's entry
+   owned, leaves that entry's time as it was).
    **No usable stamp** (managedFields stripped, which the server then never
    adds back on updates; or a stamp later than our own observation, which no
    server wrote): ``leaseDurationSeconds`` after this locker first saw the
-   version, taken at the latest bound of the server's time then (the
+   record, taken at the latest bound of the server's time then (the
    sighting below, as a server time); and, for a plainly stale record,
    ``renewTime + leaseDurationSeconds + STALE_MARGIN`` (60 s) if that is
    earlier. Only this fallback trusts a writer's clock, and only to within
    the margin: a holder whose clock is more than 60 s behind the server's
    may be deposed early when there is no stamp.
 2. **Sighting** (client-go's rule, in ``Lease.sighted_until``): the lease runs
-   out ``leaseDurationSeconds`` after this process first saw this
-   resourceVersion, on its *monotonic* clock (``decode_lease``'s
-   ``sighted``; :class:`Sightings` keeps the first sighting of each version,
-   whether a watch or a read brought it). Safe without any clock agreement:
-   the version was written after its writer sent it and seen after it was
-   written, so a sighting is never earlier than the truth (a forgotten or
-   late one is only later, and only makes a contender wait longer). It is
+   out ``leaseDurationSeconds`` after this process first saw this holder's
+   record (``spec``, :func:`record_key`; not the resourceVersion, which
+   every join of the line changes), on its *monotonic* clock
+   (``decode_lease``'s ``sighted``; :class:`Sightings` keeps the first
+   sighting of each record, whether a watch or a read brought it). Safe
+   without any clock agreement: the record was written after its writer
+   sent it and seen after it was written, so a sighting is never earlier
+   than the truth (a forgotten or late one is only later, and only makes a
+   contender wait longer). It is
    compared on the monotonic clock at each decision
    (:func:`lockheed._core.sighted`), never converted into a server time at
    decode time: the earliest bound of the server clock rises as samples
@@ -69,7 +78,8 @@ deadline does not move with them (``Record.peer_view``, used by the lock).
 
 A write that keeps the holder's lease as it was read (a waiter joining the
 line) leaves the holder's spec untouched: re-dating ``renewTime`` from our
-clock could shorten what a contender timing it from its sighting allows.
+clock could shorten what a contender timing it from its sighting allows. It
+is sent under :data:`LINE_MANAGER` (:func:`line_write`).
 
 Failure semantics: a Lease whose holder is set but whose record cannot be
 interpreted (no positive ``leaseDurationSeconds``, an unreadable tags
@@ -106,13 +116,16 @@ from ._state import (
 __all__ = [
     "API_PATH",
     "FOREVER_SECONDS",
+    "LINE_MANAGER",
     "STALE_MARGIN",
     "Sightings",
     "decode_lease",
     "format_micro_time",
     "holder_expiry",
     "lease_seconds",
+    "line_write",
     "new_lease",
+    "record_key",
     "server_stamp",
     "updated_lease",
 ]
@@ -130,6 +143,9 @@ STAMP_RESOLUTION: Final = timedelta(seconds=1)
 #: an unstamped record to count as stale before client-go's rule says so.
 STALE_MARGIN: Final = timedelta(seconds=60)
 _RESERVED = "reserved/"
+#: The field manager of our writes that keep the holder's record (joins and
+#: leaves of the line): the record's stamp stays the one of its last change.
+LINE_MANAGER: Final = "lockheed-line"
 
 
 #: The resolution of a MicroTime: our renewal's ``renewTime`` is at least this
@@ -156,8 +172,16 @@ def lease_seconds(expires: datetime, now: datetime) -> int:
 
 
 def server_stamp(metadata: Mapping[str, Any]) -> datetime | None:
-    """The newest ``managedFields[].time``: the server's time of the last write."""
-    newest = None
+    """The server's time of the last write that changed the holder's record.
+
+    That is the newest ``managedFields[].time`` among the entries that own a
+    field of ``spec`` (an entry whose fields are not given counts as one): an
+    update that changes a field makes its writer that field's owner and moves
+    the writer's entry to that write's time, while a write by another manager
+    that changes only metadata (our waiters' joins and leaves, a label added
+    with kubectl) moves no entry that owns the record. When no entry owns
+    ``spec``, the newest of all the stamps."""
+    newest = owner = None
     entries = metadata.get("managedFields")
     for entry in entries if isinstance(entries, list) else ():
         text = entry.get("time") if isinstance(entry, Mapping) else None
@@ -168,7 +192,25 @@ def server_stamp(metadata: Mapping[str, Any]) -> datetime | None:
         except StateFormatError:
             continue
         newest = stamp if newest is None else max(newest, stamp)
-    return newest
+        fields = entry.get("fieldsV1")
+        if not isinstance(fields, Mapping) or fields.get("f:spec"):
+            owner = stamp if owner is None else max(owner, stamp)
+    return newest if owner is None else owner
+
+
+def record_key(obj: Mapping[str, Any]) -> str:
+    """The holder's record exactly as stored (``spec``): what a sighting is of.
+    A write that keeps it (a waiter joining the line) extends no holder's lease,
+    so it is not a new sighting."""
+    return json.dumps(obj.get("spec"), sort_keys=True, default=str)
+
+
+def line_write(effect: Replace, body: Mapping[str, Any]) -> bool:
+    """Whether the update ``body`` of ``effect`` keeps the holder's record as it
+    was read: such a write is sent under :data:`LINE_MANAGER`, so that it moves
+    no stamp of the record (see :func:`server_stamp`)."""
+    old = (effect.base.raw or {}).get("spec")
+    return isinstance(old, Mapping) and body.get("spec") == old
 
 
 def holder_expiry(
@@ -176,9 +218,9 @@ def holder_expiry(
 ) -> datetime:
     """The latest server time at which a holder's lease may still run (see the module).
 
-    ``seconds`` is ``leaseDurationSeconds``; ``stamp`` the newest server stamp;
-    ``observed`` the latest bound on the server's time when this version was
-    first seen; ``renew_time`` the writer's ``renewTime``.
+    ``seconds`` is ``leaseDurationSeconds``; ``stamp`` the server's stamp of
+    the record (:func:`server_stamp`); ``observed`` the latest bound on the
+    server's time when this record was first seen; ``renew_time`` the writer's ``renewTime``.
     """
     if seconds >= FOREVER_SECONDS:
         return NEVER
@@ -192,14 +234,18 @@ def holder_expiry(
 
 
 class Sightings:
-    """When this process first saw each version of each lock: the latest bound on
-    the server's time then, and the monotonic time (bookkeeping, no I/O).
+    """When this process first saw each holder's record of each lock (its
+    :func:`record_key`): the latest bound on the server's time then, and the
+    monotonic time (bookkeeping, no I/O).
 
-    A version seen again (by a watch and a GET, after a reconnect or a relist)
-    keeps its first sighting; the last few versions of a lock are kept, so an
-    older answer decoded after a newer event does not re-date the newer one.
-    A forgotten version is sighted anew, which is later than the truth and so
-    only makes a contender wait longer, never a holder lose its lease early.
+    A record seen again (in a new version that only changed the line, by a
+    watch and a GET, after a reconnect or a relist) keeps its first sighting;
+    the last few records of a lock are kept, so an older answer decoded after
+    a newer event does not re-date the newer one. A forgotten record is
+    sighted anew, which is later than the truth and so only makes a contender
+    wait longer, never a holder lose its lease early. (A record never comes
+    back once replaced: each renewal and each change of holder writes a new
+    ``renewTime``.)
     """
 
     def __init__(self, limit: int = 4096, per_lock: int = 4):
@@ -208,26 +254,26 @@ class Sightings:
         self._mutex = threading.Lock()  # a sync locker decodes in watcher threads too
 
     def first(
-        self, name: str, version: str, observed: datetime, mono: float
+        self, name: str, record: str, observed: datetime, mono: float
     ) -> tuple[datetime, float]:
-        """``(observed, mono)`` of the first sighting of ``version`` of lock ``name``;
+        """``(observed, mono)`` of the first sighting of ``record`` of lock ``name``;
         this sighting (now: ``observed``, ``mono``) if it is the first."""
         with self._mutex:
-            return self._first(name, version, observed, mono)
+            return self._first(name, record, observed, mono)
 
     def _first(
-        self, name: str, version: str, observed: datetime, mono: float
+        self, name: str, record: str, observed: datetime, mono: float
     ) -> tuple[datetime, float]:
-        versions = self._seen.get(name)
-        if versions is None:
+        records = self._seen.get(name)
+        if records is None:
             if len(self._seen) >= self.limit:
                 self._seen.clear()
-            versions = self._seen[name] = {}
-        first = versions.get(version)
+            records = self._seen[name] = {}
+        first = records.get(record)
         if first is None:
-            first = versions[version] = (observed, mono)
-            while len(versions) > self.per_lock:
-                del versions[next(iter(versions))]
+            first = records[record] = (observed, mono)
+            while len(records) > self.per_lock:
+                del records[next(iter(records))]
         return first
 
 
@@ -286,7 +332,7 @@ def decode_lease(
     name: str, obj: Mapping[str, Any], observed: datetime, sighted: float | None = None
 ) -> Record:
     """The Record of a Lease; ``observed`` is the latest bound on the server's time
-    when this locker first saw this resourceVersion, ``sighted`` the monotonic
+    when this locker first saw its holder's record, ``sighted`` the monotonic
     time then (None: the holder's lease has no monotonic bound, only
     :func:`holder_expiry`'s)."""
     meta = obj.get("metadata") or {}

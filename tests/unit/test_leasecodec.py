@@ -15,12 +15,15 @@ from lockheed._core import Intent, Refuse, Replace, Wait, Write, decide_acquire
 from lockheed._leasecodec import (
     FOREVER_SECONDS,
     STALE_MARGIN,
+    Sightings,
     decode_lease,
     format_micro_time,
     holder_expiry,
     lease_seconds,
+    line_write,
     new_lease,
     peer_view,
+    record_key,
     server_stamp,
     updated_lease,
 )
@@ -119,6 +122,69 @@ def test_server_stamp_is_the_newest_managed_fields_time() -> None:
     assert server_stamp(meta) == T0 + 3 * SECOND
     assert server_stamp({}) is None
     assert server_stamp({"managedFields": None}) is None
+
+
+def owning(when: datetime, manager: str, *fields: str) -> dict[str, Any]:
+    """A managedFields entry of ``manager`` at ``when`` owning ``fields`` ("spec.x")."""
+    owned: dict[str, Any] = {}
+    for path in fields:
+        top, key = path.split(".")
+        owned.setdefault(f"f:{top}", {})[f"f:{key}"] = {}
+    return {**stamped(when, manager), "fieldsType": "FieldsV1", "fieldsV1": owned}
+
+
+def test_the_stamp_is_the_last_change_of_the_holders_record() -> None:
+    """Entries that own no field of spec (a waiter's join under its own field
+    manager, a label added with kubectl) are later, and do not count."""
+    meta: dict[str, Any] = {
+        "managedFields": [
+            owning(T0 + SECOND, "lockheed", "spec.renewTime", "spec.holderIdentity"),
+            owning(T0 + 5 * SECOND, "lockheed-line", "metadata.annotations"),
+            owning(T0 + 7 * SECOND, "kubectl-label", "metadata.labels"),
+        ]
+    }
+    assert server_stamp(meta) == T0 + SECOND
+    # Another writer that changed the record owns what it changed: the newest owner counts.
+    meta["managedFields"].append(
+        owning(T0 + 3 * SECOND, "kube-controller-manager", "spec.renewTime")
+    )
+    assert server_stamp(meta) == T0 + 3 * SECOND
+    # An entry whose fields are not given may own the record: it counts.
+    meta["managedFields"].append(stamped(T0 + 4 * SECOND, "unknown"))
+    assert server_stamp(meta) == T0 + 4 * SECOND
+    # Nobody owns spec (a record written while the fields were stripped): the newest stamp.
+    assert server_stamp({"managedFields": meta["managedFields"][1:3]}) == T0 + 7 * SECOND
+
+
+def test_a_join_extends_no_holders_lease() -> None:
+    """A waiter's join keeps the spec, so it is sent under the line's field
+    manager, and its new version is no new sighting of the holder's record."""
+    obj = client_go_lease(stamps=[T0])
+    obj["metadata"]["resourceVersion"] = "42"
+    base = decode_lease("x", obj, observed=T0)
+    assert base.state is not None
+    joined = base.state  # the holder's lease as read; the line is in the meta
+    join = Replace("x", "42", joined, {"lockheed/queue": '[{"id":"w","d":30.0,"v":42}]'}, base)
+    body = updated_lease("lockheed-x", join, T0 + SECOND)
+    assert body["spec"] == obj["spec"] and line_write(join, body)
+    answered = {**body, "metadata": {**body["metadata"], "resourceVersion": "43"}}
+    assert record_key(answered) == record_key(obj)
+
+    seen = Sightings()
+    assert seen.first("x", record_key(obj), T0, 100.0) == (T0, 100.0)
+    assert seen.first("x", record_key(answered), T0 + SECOND, 101.0) == (T0, 100.0)
+
+    # A renewal, a change of holder and a release change the record: not a line write.
+    for state in (
+        LockState("x").with_leases([Lease("go-1", T0 + 20 * SECOND)]),
+        LockState("x").with_leases([Lease("me", T0 + 20 * SECOND)]),
+        LockState("x"),
+    ):
+        write = Replace("x", "43", state, {}, decode_lease("x", answered, observed=T0))
+        changed = updated_lease("lockheed-x", write, T0 + 2 * SECOND)
+        assert not line_write(write, changed)
+        assert record_key(changed) != record_key(obj)
+        assert seen.first("x", record_key(changed), T0 + 2 * SECOND, 102.0)[1] == 102.0
 
 
 renew_times = st.datetimes(

@@ -62,6 +62,10 @@ class AsyncKubeLocker:
         """The lock ``name``'s record from its object as the server sent it."""
         raise NotImplementedError
 
+    def _write_params(self, effect: Replace, body: dict[str, Any]) -> dict[str, str] | None:
+        """The query of the PUT of ``body`` for ``effect`` (a field manager), if any."""
+        return None
+
     def __repr__(self) -> str:
         return f"{type(self).__name__}(namespace={self.namespace!r}, prefix={self.prefix!r})"
 
@@ -122,7 +126,11 @@ class AsyncKubeLocker:
         name = effect.name
         body = self._updated_body(self.object_name(name), effect)
         status, obj = await self.api.request(
-            "PUT", "/" + self.object_name(name), body=body, lock=name
+            "PUT",
+            "/" + self.object_name(name),
+            body=body,
+            params=self._write_params(effect, body),
+            lock=name,
         )
         if status == 404:
             return None

@@ -7,10 +7,12 @@ a new lock one POST, every other write one PUT at the resourceVersion read, a
 wait one watch of that single Lease (by field selector). Nothing is ever
 listed to find one lock (the asyncio locker's tasks share requests on one lock
 as the ConfigMap one's do). The locker
-remembers, per lock, when it first saw each resourceVersion (the server's
+remembers, per lock, when it first saw each holder's record (the server's
 time, latest bound, and the monotonic time): client-go's rule, a holder's
 lease runs out ``leaseDurationSeconds`` after that sighting on the monotonic
-clock, which the core applies beside the server-time rule.
+clock, which the core applies beside the server-time rule. A write that keeps
+the holder's record (a join or a leave of the line) is sent under the field
+manager ``lockheed-line``, so that it moves no stamp of the record.
 
 Failure semantics: a 409 is handed back to the core as ``CONFLICT`` (it
 re-reads and decides again); a 404 on write means the Lease was deleted (a
@@ -29,7 +31,16 @@ from typing import Any
 from .._clock import ServerClock
 from .._core import Create, Replace
 from .._kubecfg import KubeConfigSource
-from .._leasecodec import API_PATH, Sightings, decode_lease, new_lease, updated_lease
+from .._leasecodec import (
+    API_PATH,
+    LINE_MANAGER,
+    Sightings,
+    decode_lease,
+    line_write,
+    new_lease,
+    record_key,
+    updated_lease,
+)
 from .._state import Record
 from .kube import AsyncKubeAPI
 from .kubelocker import AsyncKubeLocker
@@ -72,13 +83,16 @@ class AsyncLeaseLocker(AsyncKubeLocker):
     def _updated_body(self, name: str, effect: Replace) -> dict[str, Any]:
         return updated_lease(name, effect, self._now())
 
+    def _write_params(self, effect: Replace, body: dict[str, Any]) -> dict[str, str] | None:
+        return {"fieldManager": LINE_MANAGER} if line_write(effect, body) else None
+
     def _decode(self, name: str, obj: Any) -> Record:
-        """Decode, judging expiry with this locker's first sighting of the version
-        (it was written before we received it, so a lease timed from then, on
-        the monotonic clock, ends no earlier than its holder believes)."""
-        version = str((obj.get("metadata") or {}).get("resourceVersion", ""))
+        """Decode, judging expiry with this locker's first sighting of the holder's
+        record (it was written before we received it, so a lease timed from
+        then, on the monotonic clock, ends no earlier than its holder believes)."""
         mono = self.clock.monotonic()
-        observed, sighted = self._seen.first(name, version, self.clock.bounds()[1], mono)
+        record = record_key(obj)
+        observed, sighted = self._seen.first(name, record, self.clock.bounds()[1], mono)
         return decode_lease(name, obj, observed, sighted)
 
     def _now(self) -> datetime:

@@ -59,6 +59,10 @@ class KubeLocker:
         """The lock ``name``'s record from its object as the server sent it."""
         raise NotImplementedError
 
+    def _write_params(self, effect: Replace, body: dict[str, Any]) -> dict[str, str] | None:
+        """The query of the PUT of ``body`` for ``effect`` (a field manager), if any."""
+        return None
+
     def __repr__(self) -> str:
         return f"{type(self).__name__}(namespace={self.namespace!r}, prefix={self.prefix!r})"
 
@@ -115,7 +119,13 @@ class KubeLocker:
         written together: :mod:`lockheed._async.joins`)."""
         name = effect.name
         body = self._updated_body(self.object_name(name), effect)
-        status, obj = self.api.request("PUT", "/" + self.object_name(name), body=body, lock=name)
+        status, obj = self.api.request(
+            "PUT",
+            "/" + self.object_name(name),
+            body=body,
+            params=self._write_params(effect, body),
+            lock=name,
+        )
         if status == 404:
             return None
         return CONFLICT if status == 409 else self._decode(name, obj)
