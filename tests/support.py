@@ -4,12 +4,14 @@ from the same test code as the sync API, and the command line's argv."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
+import signal
 import sys
 import threading
 import weakref
 from collections import Counter
-from collections.abc import Callable, Coroutine
+from collections.abc import Callable, Coroutine, Iterator
 from typing import Any, TypeVar
 
 import httpx2 as httpx
@@ -47,6 +49,26 @@ def lockheed_argv(
     if namespace is not None:
         cluster += ["--namespace", namespace]
     return [sys.executable, "-m", "lockheed", *args[:1], *cluster, *args[1:]]
+
+
+@contextlib.contextmanager
+def as_foreground_job() -> Iterator[None]:
+    """Processes started meanwhile take Ctrl-C (SIGINT) as a terminal's foreground
+    job does, even when this test process ignores it: a shell starts a
+    background job (``pytest &``) with SIGINT ignored, and a child inherits that
+    and rightly keeps ignoring it. A handled signal is reset to its default
+    action in a child that execs, so SIGINT is handled here while they start."""
+    if (
+        signal.getsignal(signal.SIGINT) is not signal.SIG_IGN
+        or threading.current_thread() is not threading.main_thread()
+    ):
+        yield
+        return
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
 
 
 # Requests counters by the sync locker they count for; async twins count into the same.

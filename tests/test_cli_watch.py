@@ -26,7 +26,7 @@ import yaml
 from lockheed import ConfigMapLocker, LeaseLocker, Lock, acquired, list_locks
 from lockheed._live import Board, Row, Style, render_table
 from lockheed.testing import ControlPlane
-from support import lockheed_argv
+from support import as_foreground_job, lockheed_argv
 
 DEADLINE = 60.0
 STAMP = r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z"
@@ -77,7 +77,8 @@ class Lines:
 @contextlib.contextmanager
 def spawn(command: list[str], **kw: Any) -> Iterator[tuple[subprocess.Popen[str], Lines]]:
     """Run ``command`` with its output read as lines; killed (its group) if still running."""
-    process = subprocess.Popen(command, stdout=subprocess.PIPE, text=True, env=_env(), **kw)
+    with as_foreground_job():  # each one is sent Ctrl-C
+        process = subprocess.Popen(command, stdout=subprocess.PIPE, text=True, env=_env(), **kw)
     assert process.stdout is not None
     lines = Lines(process.stdout)
     try:
@@ -99,9 +100,10 @@ class Terminal:
 
     def __init__(self, command: list[str], env: dict[str, str]) -> None:
         master, slave = os.openpty()
-        self.process = subprocess.Popen(
-            command, stdin=slave, stdout=slave, stderr=slave, env=env, close_fds=True
-        )
+        with as_foreground_job():
+            self.process = subprocess.Popen(
+                command, stdin=slave, stdout=slave, stderr=slave, env=env, close_fds=True
+            )
         os.close(slave)
         self._master = master
         self._lock = threading.Lock()
