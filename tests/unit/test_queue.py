@@ -436,7 +436,10 @@ def test_a_lock_handed_over_releases_at_once_from_a_copy_that_has_the_join() -> 
     # released from at once, not after SETTLE.
     from lockheed import Lock, MemoryLocker
 
-    lock = Lock(NAME, MemoryLocker(wall=lambda: T0.timestamp()), instance_id="me")
+    # A clock that stands still: the release decides at the moment of the
+    # hand-off, however long this host takes between the two calls.
+    still = MemoryLocker(wall=lambda: T0.timestamp(), monotonic=lambda: 100.0)
+    lock = Lock(NAME, still, instance_id="me")
     before = rec(Lease("h", at(30)), line=("me", "b"), version="40")
     handed = rec(Lease("me", at(5)), line=("b",), version="41")
     lock._got_from = (before, handed)
