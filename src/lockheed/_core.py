@@ -322,7 +322,9 @@ def decide_acquire(
     """Decide an acquire; ``earliest``/``latest`` bound the server's time now.
 
     ``token`` is the fencing token to keep (this instance holds the lock and
-    takes it again); otherwise the write's token is the version it replaces.
+    takes it again; only while the object stores that token for it: a token
+    kept across a loss and a new grant is stale); otherwise the write's token
+    is the version it replaces.
     A missing object is created free (``Write`` with version None and no lease
     of ours), so that taking it is a replace with a token like any other.
 
@@ -349,6 +351,10 @@ def decide_acquire(
     busy = _reservation(record, me, earliest)
     if busy is not None:
         return busy
+    if token is not None and _stamped_token(record, me) != token:
+        # Not the grant it was kept for (another holder came between, then
+        # this instance was handed the lock anew): that token is stale.
+        token = None
     forced = _forced(intent, record, earliest)
     state: LockState | None = record.state
     if state is None or state.lock_type != MUTEX:

@@ -306,6 +306,10 @@ def decide_shared_acquire(
     busy = _reservation(record, me, earliest)
     if busy is not None:
         return busy
+    if token is not None and read_tokens(record.meta).get(me) != token:
+        # Not the grant it was kept for (others held in between, then this
+        # instance was admitted anew): that token is stale.
+        token = None
     forced = intent.force is not None and intent.force.matches(shared_view(record, earliest))
     state = record.state
     problem = _kind_problem(intent, record)

@@ -143,8 +143,14 @@ def test_acquire_stamps_the_replaced_version_as_the_token() -> None:
 
 
 def test_acquire_keeps_the_token_only_while_our_lease_is_stored() -> None:
-    ours = written(decide_acquire(intent(), record(lock(Lease(ME, at(5)))), at(0), at(1), 3))
+    stored = {TOKEN_KEY: "3", TOKEN_HOLDER_KEY: ME}
+    mine = record(lock(Lease(ME, at(5))), meta=stored)
+    ours = written(decide_acquire(intent(), mine, at(0), at(1), 3))
     assert ours.token == 3
+    # Our lease without that token stored for us: not provably the same grant,
+    # so a new one (larger, so never out of order).
+    unstamped = written(decide_acquire(intent(), record(lock(Lease(ME, at(5)))), at(0), at(1), 3))
+    assert unstamped.token == 7
     gone = written(decide_acquire(intent(), record(lock(Lease(OTHER, at(-1)))), at(0), at(1), 3))
     assert gone.token == 7  # someone else held it since: a new, larger token
 

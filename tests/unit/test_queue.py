@@ -32,7 +32,12 @@ from lockheed._core import (
     settle_turn,
 )
 from lockheed._queue import QUEUE_KEY, Waiter, place_in_line, place_of, queue_meta, read_queue
-from lockheed._shared_core import SharedIntent, decide_shared_release
+from lockheed._shared_core import (
+    TOKENS_KEY,
+    SharedIntent,
+    decide_shared_acquire,
+    decide_shared_release,
+)
 from lockheed._state import NEVER, Lease, LockState, Record, format_time
 
 UTC = timezone.utc
@@ -288,6 +293,38 @@ def test_the_waiter_handed_the_lock_accepts_it_without_writing() -> None:
 def test_a_lease_of_ours_without_our_token_is_written_again() -> None:
     decision = acquire(rec(Lease("me", at(5)), meta={TOKEN_KEY: "7", TOKEN_HOLDER_KEY: "other"}))
     assert isinstance(decision, Write) and decision.token == 40
+
+
+@pytest.mark.parametrize("kind", ["mutex", "shared", "semaphore"])
+def test_a_token_kept_across_a_loss_is_not_stamped_on_a_new_grant(kind: str) -> None:
+    """An acquire whose hand-off came too late to hold (token 12) keeps that
+    token to write its lease again; if meanwhile others held the lock and then
+    handed it to this instance anew (token 50 stored for it), the old token is
+    stale: the new grant's is the one to hold, never 12 after them."""
+    regranted = rec(Lease("me", at(5)), version="55")
+    if kind == "mutex":
+        r = replace(regranted, meta={TOKEN_KEY: "50", TOKEN_HOLDER_KEY: "me"})
+        decision = decide_acquire(me(), r, at(0), at(1), 12)
+        assert decision == Accept(50, at(5))
+        # The grant it kept the token for, still stored: written again with it.
+        same = replace(regranted, meta={TOKEN_KEY: "12", TOKEN_HOLDER_KEY: "me"})
+        again = decide_acquire(me(), same, at(0), at(1), 12)
+        assert isinstance(again, Write) and again.token == 12
+        return
+    assert regranted.state is not None
+    r = replace(
+        regranted,
+        state=replace(regranted.state, lock_type=kind),
+        meta={**({"lockheed/limit": "2"} if kind == "semaphore" else {}),
+              TOKENS_KEY: '{"me":50}'},
+    )  # fmt: skip
+    limit = 2 if kind == "semaphore" else None
+    intent = SharedIntent(NAME, "me", timedelta(seconds=30), lock_type=kind, limit=limit)
+    decision = decide_shared_acquire(intent, r, at(0), at(1), 12)
+    assert decision == Accept(50, at(5))
+    same = replace(r, meta={**r.meta, TOKENS_KEY: '{"me":12}'})
+    again = decide_shared_acquire(intent, same, at(0), at(1), 12)
+    assert isinstance(again, Write) and again.token == 12
 
 
 def test_a_hand_off_of_a_never_expiring_lock_is_still_short() -> None:
