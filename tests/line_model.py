@@ -14,10 +14,16 @@ to join, a conflict). Releases, renewals and leaving the line run to the end
 at once (a quick look at the watch is answered by the store, which keeps no
 watch open: nothing newer, or the newer version).
 
+A run often begins with a busy lock (a holder and a line). A waiter may be
+paused: a ``late`` poke sends it the oldest version that wakes it instead of
+the newest, and a waiter already handed the lock may stop until about the end
+of its claim, read the hand-off then, and have the write it sends held up
+while the others go on (one may go past it), before it resumes.
+
 A model defines its hosts and :meth:`LineModel.acquire_flow`,
 :meth:`~LineModel.release_flow`, :meth:`~LineModel.renew_flow` and
-:meth:`~LineModel.check_acquired`. The rules (acquire, poke, advance time,
-release, renew, a holder dies, a waiter is cancelled or dies), the invariant
+:meth:`~LineModel.check_acquired`. The rules (acquire, poke, a pause,
+advance time, release, renew, a holder dies, a waiter is cancelled or dies), the invariant
 that the stored line only holds hosts that joined and did not leave, and the
 final check that no live waiter starves are shared.
 """
@@ -32,7 +38,13 @@ from typing import Any
 from hypothesis import event as hypothesis_event
 from hypothesis import strategies as st
 from hypothesis.errors import InvalidArgument
-from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule
+from hypothesis.stateful import (
+    RuleBasedStateMachine,
+    initialize,
+    invariant,
+    precondition,
+    rule,
+)
 
 from lockheed import LockTimeout, MemoryLocker
 from lockheed._clock import ServerClock
@@ -50,6 +62,7 @@ from lockheed._core import (
     loss_margin,
 )
 from lockheed._queue import read_queue, view_label, view_labels
+from lockheed._state import Record
 
 START = 1_764_489_600.0
 HOSTS = 6  # the most hosts a model has
@@ -89,6 +102,14 @@ class LineModel(RuleBasedStateMachine):
         self.mono = 500.0
         self.true = START
         self.store = MemoryLocker(wall=lambda: self.true, monotonic=lambda: self.mono)
+        self.history: list[Record] = []  # every version of the lock, oldest first
+        self.store.add_listener(self.note_version)
+
+    def note_version(self) -> None:
+        current = self.store.execute(Read(self.name))
+        self.store.requests["get"] -= 1
+        if current is not None:
+            self.history.append(current)
 
     def clock(self) -> ServerClock:
         return ServerClock(monotonic=lambda: self.mono, wall=lambda: self.true)
@@ -154,20 +175,34 @@ class LineModel(RuleBasedStateMachine):
             return True
         if self.store.version_of(self.name) == effect.version:
             return False
-        if effect.view is not None and not effect.quick:
-            # A watch by view label: the server sends only the versions that label
-            # the waiter; out of view, it reads when its look is due.
-            current = self.store.execute(Read(self.name))
-            self.store.requests["get"] -= 1
-            if current is not None and current.state is not None:
-                shown = view_labels(current.state.leases, read_queue(current.meta))
-                if view_label(effect.view) not in shown:
-                    return effect.look is not None and self.mono >= effect.look
-        if effect.unless is not None:  # as the lockers' watches do: sleep on through
-            current = self.store.execute(Read(self.name))  # changes the core says are not ours
-            self.store.requests["get"] -= 1
-            return current is None or not effect.unless(current)
-        return True
+        current = self.store.execute(Read(self.name))
+        self.store.requests["get"] -= 1
+        if current is None:
+            return True
+        if not self.in_view(effect, current):
+            # Out of view, a waiter watching by its view label reads when its look is due.
+            return effect.look is not None and self.mono >= effect.look
+        # As the lockers' watches do: sleep on through changes the core says are not ours.
+        return effect.unless is None or not effect.unless(current)
+
+    def in_view(self, effect: Watch, record: Record) -> bool:
+        """Whether a watch by view label is sent ``record`` (it labels the waiter)."""
+        if effect.view is None or effect.quick or record.state is None:
+            return True
+        shown = view_labels(record.state.leases, read_queue(record.meta))
+        return view_label(effect.view) in shown
+
+    def first_wake(self, effect: Watch) -> Record | None:
+        """The oldest version after the one ``effect`` waits on that would wake it: what
+        a watch stream delivers first to a waiter that was paused (or read late) while
+        the object moved on. None: no such version."""
+        after = int(effect.version) if effect.version is not None else 0
+        for record in self.history:
+            if int(record.version) <= after or not self.in_view(effect, record):
+                continue
+            if effect.unless is None or not effect.unless(record):
+                return record
+        return None
 
     def deliver(self, host: Host) -> Any:
         effect, host.waiting_on = host.waiting_on, None
@@ -235,6 +270,16 @@ class LineModel(RuleBasedStateMachine):
         host = self.hosts[i]
         return None if host.dead else host
 
+    @initialize(order=st.permutations(range(HOSTS)), crowd=st.integers(0, HOSTS))
+    def busy_from_the_start(self, order: list[int], crowd: int) -> None:
+        """Begin, often, with a busy lock: the first ``crowd`` hosts of ``order``
+        ask for it in turn and wait without a timeout."""
+        for i in order[:crowd]:
+            self.acquire(i, None)
+            host = self.live(i)
+            if host is not None and host.flow is not None:
+                self.poke(i)
+
     @rule(
         i=st.integers(0, HOSTS - 1),
         patience=st.sampled_from([None, 0.0, 2.0, 20.0]),
@@ -252,12 +297,76 @@ class LineModel(RuleBasedStateMachine):
         host.joined, host.patient, host.slow_writes = True, deadline is None, slow
         self.step(host)
 
-    @rule(i=st.integers(0, HOSTS - 1))
-    def poke(self, i: int) -> None:
+    @rule(i=st.integers(0, HOSTS - 1), late=st.booleans())
+    def poke(self, i: int, late: bool = False) -> None:
+        """``late``: a waiting host that was paused (a stopped process, a slow reader)
+        is sent the oldest version that wakes it, not the newest: it may act on a
+        hand-off whose time has passed while others came and went."""
         host = self.live(i)
-        if host is None or host.flow is None or not self.ready(host):
+        if host is None or host.flow is None:
             return
-        self.step(host, self.deliver(host))
+        effect = host.waiting_on
+        if late and isinstance(effect, Watch) and not effect.quick:
+            first = self.first_wake(effect)
+            newest = self.store.version_of(self.name)
+            if first is not None and first.version != newest:
+                host.waiting_on = None
+                self.sample(host)
+                event("a paused waiter is sent an old version")
+                self.step(host, first)
+                return
+        if self.ready(host):
+            self.step(host, self.deliver(host))
+
+    def handed_waiters(self) -> list[Host]:
+        """Live waiters that the stored object already names as holders (handed the
+        lock, not yet told by their watch)."""
+        current = self.store.execute(Read(self.name))
+        self.store.requests["get"] -= 1
+        if current is None or current.state is None:
+            return []
+        leases = current.state.leases
+        return [
+            h
+            for h in self.hosts
+            if not h.dead
+            and isinstance(h.waiting_on, Watch)
+            and h.intent.instance_id in leases
+            and leases[h.intent.instance_id].expires is not None
+        ]
+
+    @precondition(lambda self: bool(self.handed_waiters()))
+    @rule(
+        over=st.sampled_from([-1.0, -0.75, -0.5, -0.25, 0.0, 0.5]),
+        others=st.integers(0, 8),
+    )
+    def pause_to_claim_end(self, over: float, others: int) -> None:
+        """A waiter that was handed the lock stops (a paused process) until ``over``
+        seconds past the end of its claim, then reads the hand-off; a write it then
+        sends stays on the way while ``others`` quarters of a second pass and the
+        other waiters read the object (one may go past it); then it resumes."""
+        host = self.handed_waiters()[0]
+        current = self.store.execute(Read(self.name))
+        self.store.requests["get"] -= 1
+        assert current is not None and current.state is not None
+        expires = current.state.leases[host.intent.instance_id].expires
+        assert expires is not None
+        gap = expires.timestamp() + over - self.true
+        if gap > 0:
+            self.mono += gap
+            self.true += gap
+        host.slow_writes = True
+        event("a waiter handed the lock is paused to the end of its claim")
+        self.poke(self.hosts.index(host))
+        if others:  # while its write is on the way, the others go on as they may
+            self.advance(others)
+            for i, other in enumerate(self.hosts):
+                if other is not host and other.flow is not None and not other.dead:
+                    self.poke(i)
+        for _ in range(10):  # then it resumes: its writes land until it waits again
+            if not isinstance(host.waiting_on, (Create, Replace)):
+                break
+            self.poke(self.hosts.index(host))
 
     @rule(quarters=st.integers(1, 40))
     def advance(self, quarters: int) -> None:

@@ -19,6 +19,7 @@ from __future__ import annotations
 from datetime import timedelta
 from typing import Any
 
+import pytest
 from hypothesis import settings
 from hypothesis.stateful import invariant
 
@@ -28,6 +29,7 @@ from lockheed._core import (
     Flow,
     Intent,
     Replace,
+    Watch,
     acquire_flow,
     release_flow,
     renew_flow,
@@ -129,5 +131,44 @@ def test_a_contender_that_loses_the_race_to_join_keeps_its_turn() -> None:
     m.poke(1)
     m.poke(2)
     assert h1.holding and not h2.holding
+    m.never_two_holders()
+    m.teardown()
+
+
+@pytest.mark.parametrize("late", [12, 13, 14, 16])
+def test_a_waiter_paused_past_its_hand_off_holds_later_only_with_a_newer_token(
+    late: int,
+) -> None:
+    """h2 (3 s) is handed the lock and reads it ``late`` quarters of a second later,
+    when its claim has run out or nearly: it writes its lease again, and that write
+    stops on the way (a paused process) while h1 goes past it and holds. Then the
+    write lands on a newer version, h2 joins the line again and is handed the lock
+    anew: it must hold with a token larger than h1's, not the one it was handed
+    first."""
+    m = QueueModel()
+    h1, h2 = m.hosts[1:3]
+    m.acquire(0, None)  # h0 holds
+    m.acquire(2, None, slow=True)  # h2 joins the line
+    m.poke(2)  # its join lands
+    assert isinstance(h2.waiting_on, Watch)
+    m.acquire(1, None)  # h1 joins behind it
+    m.release(0)  # hands the lock to h2 in the same write
+    m.advance(late)
+    m.poke(2)  # h2 reads the hand-off late; a write it sends now stays on the way
+    while h1.flow is not None:  # h1 goes past it
+        m.advance(1)
+        m.poke(1)
+    assert h1.holding
+    for _ in range(50):  # h2 goes on: its write lands, and it waits its turn
+        if h2.holding or isinstance(h2.waiting_on, Watch):
+            break
+        m.poke(2)
+    m.release(1)
+    for _ in range(50):
+        if h2.holding:
+            break
+        m.advance(1)
+        m.poke(2)
+    assert h2.holding and (h2.token or 0) > (h1.token or 0)
     m.never_two_holders()
     m.teardown()

@@ -503,3 +503,48 @@ def test_a_release_waits_for_its_turn_on_the_open_watch_without_requests() -> No
     )
     assert isinstance(next(flow), Watch)
     assert isinstance(flow.send(UNCHANGED), Replace)
+
+
+@pytest.mark.parametrize("model", [SharedModel, SemaphoreModel])
+@pytest.mark.parametrize("late", [12, 13, 14, 16])
+def test_a_reader_paused_past_its_admission_holds_later_only_with_a_newer_token(
+    model: type[SharedModel], late: int
+) -> None:
+    """h2 (shared, 3 s) is admitted and reads it ``late`` quarters of a second
+    later, when its claim has run out or nearly: it writes its lease again, and
+    that write stops on the way (a paused process) while the writer h0 goes past
+    it and holds. Then the write lands on a newer version, h2 joins the line again
+    and is admitted anew: it must hold with a token larger than the writer's, not
+    the one it was first admitted with."""
+    m = model()
+    h0, h2 = m.hosts[0], m.hosts[2]
+    m.acquire(3, None)  # h3 (shared) holds
+    m.acquire(0, None)  # h0, exclusive: waits in line
+    m.acquire(2, None, slow=True)  # h2 lines up behind the writer
+    m.poke(2)  # its join lands
+    assert isinstance(h2.waiting_on, Watch)
+    m.release(3)  # h0 is handed the lock
+    m.poke(0)
+    m.release(0)  # h2 is admitted in the same write
+    admitted = m.store.execute(Read(NAME))
+    assert admitted.state is not None and "h2" in admitted.state.leases
+    m.advance(late)
+    m.poke(2)  # h2 reads its admission late; a write it sends now stays on the way
+    m.acquire(0, None)  # the writer wants it back
+    while h0.flow is not None:
+        m.advance(1)
+        m.poke(0)
+    assert h0.holding
+    for _ in range(50):  # h2 goes on: its write lands, and it waits its turn
+        if h2.holding or isinstance(h2.waiting_on, Watch):
+            break
+        m.poke(2)
+    m.release(0)
+    for _ in range(50):
+        if h2.holding:
+            break
+        m.advance(1)
+        m.poke(2)
+    assert h2.holding and (h2.token or 0) > (h0.token or 0)
+    m.holders_within_bounds()
+    m.teardown()
