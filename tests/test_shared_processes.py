@@ -32,7 +32,7 @@ import signal
 import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import pytest
@@ -72,6 +72,14 @@ class Hold:
     start: int
     end: int = -1  # when its holder stopped believing; -1: not known (yet)
     lost: bool = False
+
+    @property
+    def began(self) -> int:
+        """When its holder began to believe, at the latest. ``start`` is stamped
+        after ``acquire`` returned: a process stopped in between, until past its
+        loss deadline, stamps it after its ``end``, and believed (if at all)
+        before that deadline."""
+        return self.start if self.end < 0 else min(self.start, self.end)
 
 
 @dataclass
@@ -118,7 +126,7 @@ def check(holds: Sequence[Hold], limit: int | None) -> Verdict:
     # nanosecond of a start counts as still holding).
     if limit is not None:
         points = sorted(
-            [(h.start, 0, i) for i, h in enumerate(holds)]
+            [(h.began, 0, i) for i, h in enumerate(holds)]
             + [(h.end, 1, i) for i, h in enumerate(holds)]
         )
         inside: set[int] = set()
@@ -126,19 +134,19 @@ def check(holds: Sequence[Hold], limit: int | None) -> Verdict:
             if what == 0:
                 inside.add(i)
                 if len(inside) > limit:
-                    verdict.too_many.append((holds[i].start, [holds[j] for j in inside]))
+                    verdict.too_many.append((holds[i].began, [holds[j] for j in inside]))
             else:
                 inside.discard(i)
-    by_start = sorted(holds, key=lambda h: h.start)
+    by_start = sorted(holds, key=lambda h: h.began)
     for x in by_start:
         if x.kind != "exclusive":
             continue
         for g in by_start:
             if g is x:
                 continue
-            if g.start <= x.end and x.start <= g.end:
+            if g.began <= x.end and x.began <= g.end:
                 verdict.beside_exclusive.append((x, g))
-            if (g.start < x.start) != (g.token < x.token):
+            if (g.began < x.began) != (g.token < x.token):
                 verdict.token_disorder.append((x, g))
     # Larger than every hold that ended before this acquire was called.
     by_end = sorted(holds, key=lambda h: h.end)
@@ -152,6 +160,25 @@ def check(holds: Sequence[Hold], limit: int | None) -> Verdict:
             earlier = next(g for g in by_end[:before] if g.token >= h.token)
             verdict.token_disorder.append((h, earlier))
     return verdict
+
+
+def test_a_holder_stopped_before_its_start_stamp_is_placed_by_its_end() -> None:
+    """A writer stopped after its acquire returned and before it stamped the start,
+    until past its loss deadline: it believed before that deadline, so it comes
+    before the writer that took over from it (a larger token), and it is counted
+    out of a semaphore at its end, not kept in for good."""
+    stopped = Hold(1, "exclusive", 10, called=0, start=500, end=300, lost=True)
+    after = Hold(2, "exclusive", 12, called=100, start=400, end=450)
+    assert check([stopped, after], None).token_disorder == []
+    behind = Hold(2, "exclusive", 9, called=100, start=400, end=450)  # a smaller token
+    assert check([stopped, behind], None).token_disorder != []
+    overlapping = Hold(2, "exclusive", 12, called=100, start=250, end=450)
+    assert check([stopped, overlapping], None).beside_exclusive != []
+    sem = [replace(stopped, kind="semaphore")] + [
+        Hold(3 + i, "semaphore", 20 + i, called=600, start=700, end=800) for i in range(2)
+    ]
+    assert check(sem, 2).too_many == []
+    assert check([*sem, replace(sem[1], pid=9)], 2).too_many != []
 
 
 def test_a_killed_process_held_until_it_began_to_release_or_else_until_its_kill() -> None:
