@@ -262,6 +262,27 @@ class LineModel(RuleBasedStateMachine):
             self.sample(host)
         raise AssertionError("a flow ran away")
 
+    def go_past_and_hand_back(self, paused: int, other: int) -> None:
+        """Host ``other`` waits until it holds, going past host ``paused`` (whose
+        write is on the way); ``paused`` then goes on until it waits again; ``other``
+        releases, and ``paused`` waits until it holds."""
+        behind, ahead = self.hosts[other], self.hosts[paused]
+        while behind.flow is not None:
+            self.advance(1)
+            self.poke(other)
+        assert behind.holding
+        for _ in range(50):  # its write lands, and it waits its turn
+            if ahead.holding or isinstance(ahead.waiting_on, Watch):
+                break
+            self.poke(paused)
+        self.release(other)
+        for _ in range(50):
+            if ahead.holding:
+                break
+            self.advance(1)
+            self.poke(paused)
+        assert ahead.holding
+
     # ------------------------------------------------------------ rules
 
     def live(self, i: int) -> Host | None:

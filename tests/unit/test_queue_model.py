@@ -155,20 +155,7 @@ def test_a_waiter_paused_past_its_hand_off_holds_later_only_with_a_newer_token(
     m.release(0)  # hands the lock to h2 in the same write
     m.advance(late)
     m.poke(2)  # h2 reads the hand-off late; a write it sends now stays on the way
-    while h1.flow is not None:  # h1 goes past it
-        m.advance(1)
-        m.poke(1)
-    assert h1.holding
-    for _ in range(50):  # h2 goes on: its write lands, and it waits its turn
-        if h2.holding or isinstance(h2.waiting_on, Watch):
-            break
-        m.poke(2)
-    m.release(1)
-    for _ in range(50):
-        if h2.holding:
-            break
-        m.advance(1)
-        m.poke(2)
-    assert h2.holding and (h2.token or 0) > (h1.token or 0)
+    m.go_past_and_hand_back(2, 1)
+    assert (h2.token or 0) > (h1.token or 0)
     m.never_two_holders()
     m.teardown()

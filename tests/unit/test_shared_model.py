@@ -531,20 +531,7 @@ def test_a_reader_paused_past_its_admission_holds_later_only_with_a_newer_token(
     m.advance(late)
     m.poke(2)  # h2 reads its admission late; a write it sends now stays on the way
     m.acquire(0, None)  # the writer wants it back
-    while h0.flow is not None:
-        m.advance(1)
-        m.poke(0)
-    assert h0.holding
-    for _ in range(50):  # h2 goes on: its write lands, and it waits its turn
-        if h2.holding or isinstance(h2.waiting_on, Watch):
-            break
-        m.poke(2)
-    m.release(0)
-    for _ in range(50):
-        if h2.holding:
-            break
-        m.advance(1)
-        m.poke(2)
-    assert h2.holding and (h2.token or 0) > (h0.token or 0)
+    m.go_past_and_hand_back(2, 0)
+    assert (h2.token or 0) > (h0.token or 0)
     m.holders_within_bounds()
     m.teardown()
