@@ -57,6 +57,7 @@ from lockheed import (
 from lockheed._core import Read, Replace, Watch
 from lockheed._queue import QUEUE_KEY, VIEW_PREFIX, view_label
 from lockheed._state import NEVER, Lease, LockState, Record, encode_state, parse_time
+from lockheed.testing import FaultProxy, Latency
 from support import ConfigMapLockers
 
 pytestmark = pytest.mark.lockheed_kube
@@ -64,6 +65,9 @@ pytestmark = pytest.mark.lockheed_kube
 UTC = timezone.utc
 STARTUP = 30.0  # a process's first line, on a busy host
 STEP = 30.0  # one Go operation (Go retries a reserved ConfigMap for 5 s)
+# How late a Go holder hears each answer in the renewal test below: longer than
+# a busy host takes to stop it after a watch event, short of its 1 s renewals.
+GO_LAG = 0.3
 CLOCK_SLACK = 3.0  # the server clock's one-second uncertainty on both sides, plus scheduling
 HANDOFF = 3.0  # from a release to the waiting Python acquire's return
 GO_NEVER = "9999-12-31T23:59:59Z"  # Go lockheed's expiry of a lease without duration
@@ -796,19 +800,28 @@ class Recorded:
 
 
 def test_a_waiter_leaving_the_line_waits_out_a_go_renewal_under_way(
-    procs: Processes, py: ConfigMapLocker, background: ThreadPoolExecutor
+    procs: Processes,
+    py: ConfigMapLocker,
+    background: ThreadPoolExecutor,
+    lockheed_fault_proxy: FaultProxy,
 ) -> None:
     """A Go holder renews in two updates (reserve, then its new lease). A Python
     waiter that gives up between them must not write: Go's second update would
     fail, Go would keep its own stale reservation for 30 s, and its lease would
-    run out while it went on working (Go never tells a holder of a failed renewal)."""
+    run out while it went on working (Go never tells a holder of a failed renewal).
+
+    Go talks to the API server through a proxy that delays every answer to it by
+    ``GO_LAG``: its second update cannot follow the first sooner, so the test,
+    told of the first by its watch, stops Go between them even on a busy host."""
+    through_proxy = ["--kubeconfig", str(lockheed_fault_proxy.kubeconfig())]
     go = procs.go(
         "acquire",
         *("--name", "leave", "--duration", "30s", "--renew-interval", "1s"),
-        *("--instance-id", "go-holder", "--wait-stdin"),
+        *("--instance-id", "go-holder", "--wait-stdin", *through_proxy),
         stdin=True,
     )
     go.event("acquired", STARTUP)
+    lockheed_fault_proxy.inject(Latency(to_client=GO_LAG))
     recorded = Recorded(py)
     line = LineWatch(py, "leave")
 
@@ -822,7 +835,7 @@ def test_a_waiter_leaving_the_line_waits_out_a_go_renewal_under_way(
             waiting: Future[int] = background.submit(waiter.acquire, timeout=10 * STEP)
             line.until(lambda r: waiter.instance_id in line_of(r), STEP)  # noqa: B023
             line.until(reserved_by_go, STEP)  # Go's next renewal has reserved the object
-            os.kill(go.pid, signal.SIGSTOP)  # and may not send its second update now
+            os.kill(go.pid, signal.SIGSTOP)  # before its second update (GO_LAG)
             go.out.drain()
             recorded.clear()
             stop.set()  # the waiter gives up: it reads, and leaves the line
@@ -846,6 +859,7 @@ def test_a_waiter_leaving_the_line_waits_out_a_go_renewal_under_way(
     finally:
         os.kill(go.pid, signal.SIGCONT)
         line.close()
+    assert lockheed_fault_proxy.accepted > 0  # Go's requests went through the proxy
     go.say()  # Go releases
     go.event("released", STEP)
 
