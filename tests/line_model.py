@@ -33,6 +33,7 @@ from __future__ import annotations
 import contextlib
 import math
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 
 from hypothesis import event as hypothesis_event
@@ -105,9 +106,14 @@ class LineModel(RuleBasedStateMachine):
         self.history: list[Record] = []  # every version of the lock, oldest first
         self.store.add_listener(self.note_version)
 
-    def note_version(self) -> None:
-        current = self.store.execute(Read(self.name))
+    def peek(self) -> Record | None:
+        """The lock's object now, as the model sees it (not a request of a host)."""
+        current: Record | None = self.store.execute(Read(self.name))
         self.store.requests["get"] -= 1
+        return current
+
+    def note_version(self) -> None:
+        current = self.peek()
         if current is not None:
             self.history.append(current)
 
@@ -175,8 +181,7 @@ class LineModel(RuleBasedStateMachine):
             return True
         if self.store.version_of(self.name) == effect.version:
             return False
-        current = self.store.execute(Read(self.name))
-        self.store.requests["get"] -= 1
+        current = self.peek()
         if current is None:
             return True
         if not self.in_view(effect, current):
@@ -339,22 +344,20 @@ class LineModel(RuleBasedStateMachine):
         if self.ready(host):
             self.step(host, self.deliver(host))
 
-    def handed_waiters(self) -> list[Host]:
+    def handed_waiters(self) -> list[tuple[Host, datetime]]:
         """Live waiters that the stored object already names as holders (handed the
-        lock, not yet told by their watch)."""
-        current = self.store.execute(Read(self.name))
-        self.store.requests["get"] -= 1
+        lock, not yet told by their watch), with the end of their claim."""
+        current = self.peek()
         if current is None or current.state is None:
             return []
         leases = current.state.leases
-        return [
-            h
-            for h in self.hosts
-            if not h.dead
-            and isinstance(h.waiting_on, Watch)
-            and h.intent.instance_id in leases
-            and leases[h.intent.instance_id].expires is not None
-        ]
+        handed = []
+        for host in self.hosts:
+            lease = leases.get(host.intent.instance_id)
+            expires = None if lease is None else lease.expires
+            if expires is not None and not host.dead and isinstance(host.waiting_on, Watch):
+                handed.append((host, expires))
+        return handed
 
     @precondition(lambda self: bool(self.handed_waiters()))
     @rule(
@@ -366,12 +369,7 @@ class LineModel(RuleBasedStateMachine):
         seconds past the end of its claim, then reads the hand-off; a write it then
         sends stays on the way while ``others`` quarters of a second pass and the
         other waiters read the object (one may go past it); then it resumes."""
-        host = self.handed_waiters()[0]
-        current = self.store.execute(Read(self.name))
-        self.store.requests["get"] -= 1
-        assert current is not None and current.state is not None
-        expires = current.state.leases[host.intent.instance_id].expires
-        assert expires is not None
+        host, expires = self.handed_waiters()[0]
         gap = expires.timestamp() + over - self.true
         if gap > 0:
             self.mono += gap
