@@ -210,3 +210,54 @@ def test_pytest_shows_the_start_up_past_output_capture(tmp_path: Path) -> None:
     assert [_position(lines, step) for step in steps] == list(range(len(steps))), lines
     assert "no build needed" in lines[0]
     assert "output of the test, captured" not in done.stdout  # capture still works
+
+
+_PLAIN_TEST = """
+def test_needs_no_cluster() -> None:
+    assert True
+"""
+
+
+def _xdist_run(directory: Path, cache_dir: Path) -> subprocess.CompletedProcess[str]:
+    """``pytest -n 2`` with the plugin in ``directory``, the binaries' cache in ``cache_dir``."""
+    (directory / "test_plain.py").write_text(_PLAIN_TEST)
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PYTEST_")}
+    for variable in (_build.ASSETS_ENV, _build.ENVTEST_ASSETS_ENV, KUBECONFIG_ENV):
+        env.pop(variable, None)
+    env[_build.CACHE_ENV] = str(cache_dir)
+    plugins = ["-p", "no:cacheprovider", "-p", "lockheed.testing.plugin"]
+    return subprocess.run(
+        [sys.executable, "-m", "pytest", "-q", "-n", "2", *plugins, "test_plain.py"],
+        cwd=directory,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=110,
+        check=False,
+    )
+
+
+def test_under_xdist_missing_binaries_are_announced_before_the_workers_start(
+    tmp_path: Path,
+) -> None:
+    empty = tmp_path / "cache"
+    done = _xdist_run(tmp_path, empty)
+    assert done.returncode == 0, done.stdout + done.stderr
+    notice = [line for line in done.stdout.splitlines() if line.startswith("[lockheed] ")]
+    assert notice == [
+        f"[lockheed] etcd {_build.ETCD_VERSION} and kube-apiserver {_build.KUBE_VERSION}: "
+        "not built yet; the first pytest-xdist worker that needs them builds them "
+        "(minutes, once) and its progress is not shown; "
+        "`python -m lockheed.testing build` builds them with progress"
+    ], done.stdout
+    assert done.stdout.index("[lockheed] ") < done.stdout.index("bringing up nodes")
+    assert not empty.exists()  # no test needed the cluster: nothing was built
+
+
+@pytest.mark.skipif(bool(os.environ.get(KUBECONFIG_ENV)), reason="uses the local control plane")
+def test_under_xdist_cached_binaries_need_no_notice(tmp_path: Path) -> None:
+    _build.ensure_binaries()  # the shared cache, as for any later run
+    done = _xdist_run(tmp_path, _build.cache_dir())
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "[lockheed]" not in done.stdout
+    assert "1 passed" in done.stdout

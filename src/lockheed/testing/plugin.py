@@ -51,6 +51,12 @@ marked ``lockheed_kube``, so the build does not count against a per-test timeout
 (cached, or what a first run builds, packages compiled, elapsed time, a rough
 estimate) and the control plane's start-up steps are written to the terminal
 as ``[lockheed] ...`` lines, past pytest's output capture.
+
+Under pytest-xdist (``pytest -n N``) every worker is a session of its own,
+with its own control plane. pytest-xdist does not show the workers' terminal
+output, so the start-up lines are not seen, and nor is a build's progress:
+when binaries are missing the run says so before the workers start (build
+them first with ``python -m lockheed.testing build`` to watch it).
 """
 
 from __future__ import annotations
@@ -140,6 +146,27 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     for item in items:
         if not FIXTURES.isdisjoint(getattr(item, "fixturenames", ())):
             item.add_marker(pytest.mark.lockheed_kube)
+
+
+def pytest_sessionstart(session: pytest.Session) -> None:
+    """Under pytest-xdist, say before the workers start that they must build first.
+
+    The workers build missing binaries as a single run would (one build, under
+    a file lock), but pytest-xdist does not show a worker's terminal output,
+    so their progress cannot be seen.
+    """
+    config = session.config
+    if not config.pluginmanager.has_plugin("dsession") or os.environ.get(KUBECONFIG_ENV):
+        return
+    from ._build import missing_binaries
+
+    missing = missing_binaries()
+    if missing:
+        _progress(config)(
+            f"{' and '.join(missing)}: not built yet; the first pytest-xdist worker that "
+            "needs them builds them (minutes, once) and its progress is not shown; "
+            "`python -m lockheed.testing build` builds them with progress"
+        )
 
 
 @pytest.hookimpl(tryfirst=True)
