@@ -18,8 +18,15 @@ $(VENV)/.installed: pyproject.toml
 	$(BIN)/pip install --quiet -e '.[dev]'
 	touch $@
 
+# The suite runs on TEST_WORKERS pytest-xdist workers, each with a control plane
+# of its own: most tests wait on leases rather than on a CPU. The tests that run
+# a crowd of processes form one group (tests/support.py, CROWD), so they take
+# turns on one worker. The binaries are built (or found) first, with progress.
+TEST_WORKERS ?= 2
+
 test: setup
-	$(BIN)/python -m pytest
+	$(BIN)/python -m lockheed.testing build
+	$(BIN)/python -m pytest -n $(TEST_WORKERS) --dist loadgroup
 
 # The multi-process contention runs at full size (32 processes, 10,240 acquisitions
 # of a mutex; 16 processes, 5,120 of a shared lock and a semaphore, holders stopped and killed).

@@ -15,6 +15,7 @@ from collections.abc import Callable, Coroutine, Iterator
 from typing import Any, TypeVar
 
 import httpx2 as httpx
+import pytest
 
 import blocking_calls
 from lockheed import (
@@ -33,6 +34,13 @@ from lockheed._core import Effect
 from lockheed._errors import LockBackendError
 
 T = TypeVar("T")
+
+# The tests that run a crowd of processes (32 contenders, the bench, Go and
+# Python side by side). `make test` runs the suite on two pytest-xdist
+# workers and gives this group to one of them, so no two crowds share the
+# host's cores at once; beside a crowd, the other worker runs tests that
+# mostly wait on leases.
+CROWD = pytest.mark.xdist_group("crowd")
 
 
 def lockheed_argv(

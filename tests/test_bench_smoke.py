@@ -21,12 +21,14 @@ from pathlib import Path
 import pytest
 
 import golockheed
+from support import CROWD
 
 ROOT = Path(__file__).resolve().parent.parent
 LOCKHEED = ("lockheed-sync", "lockheed-async")
 OPS = ("acquire-new", "acquire-free", "renew", "release")
 
 
+@CROWD
 @pytest.mark.timeout(600)  # kubectl is built from its Go module on first use
 def test_quick_bench_runs_every_figure(lockheed_kubeconfig: Path, tmp_path: Path) -> None:
     out = tmp_path / "results"

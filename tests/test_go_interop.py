@@ -58,7 +58,7 @@ from lockheed._core import Read, Replace, Watch
 from lockheed._queue import QUEUE_KEY, VIEW_PREFIX, view_label
 from lockheed._state import NEVER, Lease, LockState, Record, encode_state, parse_time
 from lockheed.testing import FaultProxy, Latency
-from support import ConfigMapLockers
+from support import CROWD, ConfigMapLockers
 
 pytestmark = pytest.mark.lockheed_kube
 
@@ -1156,6 +1156,7 @@ def spawn_python_contender(procs: Processes, args: Sequence[str], start_fd: int)
     )
 
 
+@CROWD
 @pytest.mark.timeout(MIXED_TIMEOUT + 120)
 def test_mixed_go_and_python_contention(
     procs: Processes,

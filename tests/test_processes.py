@@ -32,7 +32,9 @@ from line_watch import LineWatch, holders_of, line_of
 from lockheed import Lock, LockTimeout
 from lockheed._core import CLAIM_WINDOW, TOKEN_HOLDER_KEY, TOKEN_KEY, Read
 from lockheed._state import Record
-from support import ConfigMapLockers
+from support import CROWD, ConfigMapLockers
+
+pytestmark = CROWD
 
 WORKER = Path(__file__).with_name("lock_worker.py")
 

@@ -41,6 +41,9 @@ from child_output import Child, python_children, soak_size, started_together
 from lockheed import ConfigMapLocker
 from lockheed._core import Read
 from lockheed._shared_core import EXCLUSIVE_KEY
+from support import CROWD
+
+pytestmark = CROWD
 
 WORKER = Path(__file__).with_name("shared_worker.py")
 PROCESSES = 16
