@@ -173,6 +173,29 @@ def test_the_build_command_says_the_binaries_are_cached() -> None:
     assert "building" not in done.stderr
 
 
+def _pytest_with_the_plugin(
+    directory: Path, *args: str, cache_dir: Path | None = None
+) -> subprocess.CompletedProcess[str]:
+    """A pytest run of its own in ``directory`` with lockheed's plugin, none of this
+    run's ``PYTEST_*`` settings, and (given ``cache_dir``) that cache of binaries
+    and none named by the environment."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PYTEST_")}
+    if cache_dir is not None:
+        for variable in (_build.ASSETS_ENV, _build.ENVTEST_ASSETS_ENV, KUBECONFIG_ENV):
+            env.pop(variable, None)
+        env[_build.CACHE_ENV] = str(cache_dir)
+    plugins = ["-p", "no:cacheprovider", "-p", "lockheed.testing.plugin"]
+    return subprocess.run(
+        [sys.executable, "-m", "pytest", "-q", *plugins, *args],
+        cwd=directory,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=110,
+        check=False,
+    )
+
+
 _SESSION_TEST = """
 from pathlib import Path
 
@@ -186,17 +209,7 @@ def test_uses_the_cluster(lockheed_kubeconfig: Path) -> None:
 def test_pytest_shows_the_start_up_past_output_capture(tmp_path: Path) -> None:
     _build.ensure_binaries()  # cached, as for any later run
     (tmp_path / "test_session.py").write_text(_SESSION_TEST)
-    env = {k: v for k, v in os.environ.items() if not k.startswith("PYTEST_")}
-    plugins = ["-p", "no:cacheprovider", "-p", "lockheed.testing.plugin"]
-    done = subprocess.run(
-        [sys.executable, "-m", "pytest", "-q", *plugins, "test_session.py"],
-        cwd=tmp_path,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=110,
-        check=False,
-    )
+    done = _pytest_with_the_plugin(tmp_path, "test_session.py")
     assert done.returncode == 0, done.stdout + done.stderr
     lines = [line for line in done.stdout.splitlines() if line.startswith("[lockheed] ")]
     steps = [
@@ -221,20 +234,7 @@ def test_needs_no_cluster() -> None:
 def _xdist_run(directory: Path, cache_dir: Path) -> subprocess.CompletedProcess[str]:
     """``pytest -n 2`` with the plugin in ``directory``, the binaries' cache in ``cache_dir``."""
     (directory / "test_plain.py").write_text(_PLAIN_TEST)
-    env = {k: v for k, v in os.environ.items() if not k.startswith("PYTEST_")}
-    for variable in (_build.ASSETS_ENV, _build.ENVTEST_ASSETS_ENV, KUBECONFIG_ENV):
-        env.pop(variable, None)
-    env[_build.CACHE_ENV] = str(cache_dir)
-    plugins = ["-p", "no:cacheprovider", "-p", "lockheed.testing.plugin"]
-    return subprocess.run(
-        [sys.executable, "-m", "pytest", "-q", "-n", "2", *plugins, "test_plain.py"],
-        cwd=directory,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=110,
-        check=False,
-    )
+    return _pytest_with_the_plugin(directory, "-n", "2", "test_plain.py", cache_dir=cache_dir)
 
 
 def test_under_xdist_missing_binaries_are_announced_before_the_workers_start(
