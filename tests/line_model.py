@@ -104,6 +104,7 @@ class LineModel(RuleBasedStateMachine):
         self.true = START
         self.store = MemoryLocker(wall=lambda: self.true, monotonic=lambda: self.mono)
         self.history: list[Record] = []  # every version of the lock, oldest first
+        self.released_last: int | None = None  # the host that released last
         self.store.add_listener(self.note_version)
 
     def peek(self) -> Record | None:
@@ -363,12 +364,14 @@ class LineModel(RuleBasedStateMachine):
     @rule(
         over=st.sampled_from([-1.0, -0.75, -0.5, -0.25, 0.0, 0.5]),
         others=st.integers(0, 8),
+        again=st.booleans(),
     )
-    def pause_to_claim_end(self, over: float, others: int) -> None:
+    def pause_to_claim_end(self, over: float, others: int, again: bool = False) -> None:
         """A waiter that was handed the lock stops (a paused process) until ``over``
         seconds past the end of its claim, then reads the hand-off; a write it then
-        sends stays on the way while ``others`` quarters of a second pass and the
-        other waiters read the object (one may go past it); then it resumes."""
+        sends stays on the way while (``again``) the host that released last asks
+        for the lock again, ``others`` quarters of a second pass
+        and the other waiters read the object (one may go past it); then it resumes."""
         host, expires = self.handed_waiters()[0]
         gap = expires.timestamp() + over - self.true
         if gap > 0:
@@ -377,6 +380,8 @@ class LineModel(RuleBasedStateMachine):
         host.slow_writes = True
         event("a waiter handed the lock is paused to the end of its claim")
         self.poke(self.hosts.index(host))
+        if again and self.released_last is not None:
+            self.acquire(self.released_last, None)
         if others:  # while its write is on the way, the others go on as they may
             self.advance(others)
             for i, other in enumerate(self.hosts):
@@ -400,6 +405,7 @@ class LineModel(RuleBasedStateMachine):
         done = self.run(host, self.release_flow(host, host.record, host.token))
         assert isinstance(done, Released)
         host.holding, host.deadline = False, None
+        self.released_last = i
         event("released" + (" after loss" if done.lost_reason else ""))
 
     @rule(i=st.integers(0, HOSTS - 1))
