@@ -370,8 +370,8 @@ class LineModel(RuleBasedStateMachine):
         """A waiter that was handed the lock stops (a paused process) until ``over``
         seconds past the end of its claim, then reads the hand-off; a write it then
         sends stays on the way while (``again``) the host that released last asks
-        for the lock again, ``others`` quarters of a second pass
-        and the other waiters read the object (one may go past it); then it resumes."""
+        for the lock again, ``others`` quarters of a second pass and the other
+        waiters read the object (one may go past it); then it resumes."""
         host, expires = self.handed_waiters()[0]
         gap = expires.timestamp() + over - self.true
         if gap > 0:

@@ -398,12 +398,17 @@ def _names(components: list[_Component]) -> str:
     return " and ".join(f"{c.name} {c.version}" for c in components)
 
 
+def _missing(components: list[_Component]) -> list[_Component]:
+    """Those of ``components`` whose binary is not in the cache."""
+    return [c for c in components if not _is_executable(binary_path(c.name, c.version))]
+
+
 def _ensure_components(components: list[_Component], progress: Progress) -> list[Path]:
     """The binaries of ``components``, building the missing ones; says which at once."""
     for component in components:
         if component.source is None:
             _verify_pinned_version(component)
-    missing = [c for c in components if not _is_executable(binary_path(c.name, c.version))]
+    missing = _missing(components)
     where = cache_dir() / "bin"
     cached = [c for c in components if c not in missing]
     if cached:
@@ -427,12 +432,7 @@ def missing_binaries() -> list[str]:
     """
     if any(os.environ.get(variable) for variable in (ASSETS_ENV, ENVTEST_ASSETS_ENV)):
         return []
-    components = (_ETCD, _KUBE_APISERVER)
-    return [
-        f"{c.name} {c.version}"
-        for c in components
-        if not _is_executable(binary_path(c.name, c.version))
-    ]
+    return [f"{c.name} {c.version}" for c in _missing([_ETCD, _KUBE_APISERVER])]
 
 
 def _ignore(_message: str) -> None:
