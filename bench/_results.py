@@ -273,6 +273,11 @@ class Results:
     handoff: dict[str, Latency | NotMeasured] = field(default_factory=dict)
     raw_put: Latency | NotMeasured = NotMeasured("not run")
     contention: dict[str, dict[int, Contention | NotMeasured]] = field(default_factory=dict)
+    # The fewest contenders again, run right after the most (lockheed's fair rows):
+    # the ratio of the two ends compares the larger run with the mean of the
+    # smaller one before and after it, so the host's drift meanwhile cancels.
+    contention_again: dict[str, Contention | NotMeasured] = field(default_factory=dict)
+    contention_again_after: int = 0  # the contender count those runs followed
     renewal: dict[str, Renewal | NotMeasured] = field(default_factory=dict)
     held_many: HeldMany | NotMeasured = NotMeasured("not run")
     election: dict[str, ElectionRun | NotMeasured] = field(default_factory=dict)

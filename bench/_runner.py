@@ -67,6 +67,8 @@ __all__ = [
 ]
 
 T = TypeVar("T")
+# The systems whose fair rows run their fewest contenders again after their most.
+AGAIN = ("lockheed-sync", "lockheed-async")
 ROWS = ("fair", "racing", "shared")  # the contention rows, for --rows
 RACING_KEY = "lockheed-racing"  # lockheed (sync) contenders with with_fair(False)
 SEMAPHORE_KEY = "lockheed-semaphore"  # lockheed (sync) contenders on a Semaphore of 4
@@ -277,6 +279,17 @@ def _figures(
                 r.log(f"contention: {system.label}, {n} contenders, {window:g}s")
                 res.contention[system.key][n] = r.attempt(
                     f"contention {system.key} {n}",
+                    functools.partial(contend, system, meter, n, window),
+                )
+            if system.key in AGAIN and system.contend_mode is not None and "fair" in rows:
+                # The fewest contenders again, right after the most: the ratio of
+                # the two ends then does not ride on the host's drift between them.
+                n = min(s.contenders)
+                res.contention_again_after = max(s.contenders)
+                window = _window(s, n)
+                r.log(f"contention: {system.label}, {n} contenders again, {window:g}s")
+                res.contention_again[system.key] = r.attempt(
+                    f"contention {system.key} {n} again",
                     functools.partial(contend, system, meter, n, window),
                 )
             if isinstance(system, LockheedAsync) and "fair" in rows:

@@ -51,6 +51,8 @@ def test_quick_bench_runs_every_figure(lockheed_kubeconfig: Path, tmp_path: Path
         for contention in results["contention"][key].values():
             assert contention["acquisitions"] > 0, key
             assert contention["fairness"]["acquisitions"] >= contention["acquisitions"], key
+        # the fewest contenders again, after the most (the ratio's second reference)
+        assert results["contention_again"][key]["acquisitions"] > 0, key
     # bench/_sizes.py's quick(): 2 contenders, and 4 tasks in 2 processes
     assert len(results["contention"]["lockheed-async"]) == 2
     for contention in results["contention"]["lockheed-racing"].values():
