@@ -15,6 +15,7 @@ fake clock (the harness, shared with the mutex's model, is
   believer together with anyone else;
 * fencing tokens: an exclusive holder's token is larger than every earlier
   holder's, and a shared holder's larger than every earlier exclusive one's;
+  every holder holds with the token the object stores for it;
 * the stored line only ever holds hosts that joined and did not leave;
 
 and at the end, no live waiter starves: with holders releasing and time
@@ -55,6 +56,7 @@ from lockheed._shared_core import (
     decide_shared_acquire,
     decide_shared_release,
     decide_shared_renew,
+    read_tokens,
     release_turn,
     shared_still_behind,
 )
@@ -142,6 +144,10 @@ class SharedModel(LineModel):
         )
 
     def check_acquired(self, host: Host, got: Acquired) -> None:
+        # The token it holds with is the one the object stores for it: what a
+        # reader of the object (``lockheed list``, a fenced resource) sees.
+        stored = read_tokens(got.record.meta).get(host.intent.instance_id)
+        assert stored == got.token, (host.intent.instance_id, got.token, stored)
         others = [h for h in self.believers() if h is not host]
         if exclusive(host):
             assert not others, f"{host.intent.instance_id} exclusive beside {others}"
