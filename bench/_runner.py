@@ -281,7 +281,8 @@ def _figures(
                     f"contention {system.key} {n}",
                     functools.partial(contend, system, meter, n, window),
                 )
-            if system.key in AGAIN and system.contend_mode is not None and "fair" in rows:
+            again = len(set(s.contenders)) > 1 or s.quick  # (--quick: to run the code)
+            if again and system.key in AGAIN and system.contend_mode is not None and "fair" in rows:
                 # The fewest contenders again, right after the most: the ratio of
                 # the two ends then does not ride on the host's drift between them.
                 n = min(s.contenders)
