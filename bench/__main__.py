@@ -7,8 +7,9 @@ may read ``/metrics`` and create namespaces, instead of starting one),
 FIGURES`` (a comma-separated subset of imports, ops, cycle, handoff, renewal,
 many, contention, election, listing), ``--systems KEYS`` (a comma-separated
 subset of lockheed-sync, lockheed-async, lockheed-lease, sherlock,
-leaderelection, go-lockheed; default all), ``--fair-window SECONDS`` (a longer
-contention run at the most contenders, for the fairness figures),
+leaderelection, go-lockheed; default all), ``--fair-window SECONDS`` (the
+contention run at the most contenders; 40 s by default, for the fairness
+figures),
 ``--contenders COUNTS`` (a comma-separated subset of the contender counts,
 e.g. ``32``), ``--rows ROWS`` (a comma-separated subset of the contention
 rows: fair, racing, shared; the shared rows, a semaphore of 4 and a shared
@@ -82,8 +83,8 @@ def main(argv: list[str] | None = None) -> int:
         "--fair-window",
         type=float,
         default=None,
-        help="seconds of the contention run at the most contenders (default: the same as the "
-        "others); about 40 gives the fairness figures 1,000 acquisitions or more",
+        help="seconds of the contention run at the most contenders (default 40, which gives the "
+        "fairness figures 1,000 acquisitions or more; --quick: the same as the others)",
     )
     parser.add_argument(
         "--contenders", type=_counts, default=None, help="contender counts, e.g. 2,8,32"
