@@ -39,7 +39,7 @@ from ._results import (
     median,
     percentile,
 )
-from ._runner import GO_KEY, GO_REASON, RACING_KEY, RW_KEY, SEMAPHORE_KEY
+from ._runner import GO_KEY, GO_REASON, JUDGED, RACING_KEY, RW_KEY, SEMAPHORE_KEY
 from ._systems import OPS
 
 __all__ = [
@@ -54,7 +54,7 @@ __all__ = [
 
 PYTHON = ("lockheed-sync", "lockheed-async", "lockheed-lease", "sherlock", "leaderelection")
 MEASURED = (*PYTHON, GO_KEY)
-LOCKHEED = ("lockheed-sync", "lockheed-async")
+LOCKHEED = JUDGED
 POLLERS = ("sherlock", "leaderelection")
 COLUMNS = MEASURED
 DAGGER = "†"

@@ -57,6 +57,7 @@ __all__ = [
     "FIGURES",
     "GO_KEY",
     "GO_REASON",
+    "JUDGED",
     "RACING_KEY",
     "ROWS",
     "RW_KEY",
@@ -67,8 +68,9 @@ __all__ = [
 ]
 
 T = TypeVar("T")
-# The systems whose fair rows run their fewest contenders again after their most.
-AGAIN = ("lockheed-sync", "lockheed-async")
+# The systems the contention targets judge (bench/_report.py): their fair rows
+# run their fewest contenders again after their most.
+JUDGED = ("lockheed-sync", "lockheed-async")
 ROWS = ("fair", "racing", "shared")  # the contention rows, for --rows
 RACING_KEY = "lockheed-racing"  # lockheed (sync) contenders with with_fair(False)
 SEMAPHORE_KEY = "lockheed-semaphore"  # lockheed (sync) contenders on a Semaphore of 4
@@ -281,8 +283,9 @@ def _figures(
                     f"contention {system.key} {n}",
                     functools.partial(contend, system, meter, n, window),
                 )
-            again = len(set(s.contenders)) > 1 or s.quick  # (--quick: to run the code)
-            if again and system.key in AGAIN and system.contend_mode is not None and "fair" in rows:
+            # (one contender count: nothing to bracket; --quick runs it for the code)
+            again = (len(set(s.contenders)) > 1 or s.quick) and "fair" in rows
+            if again and system.key in JUDGED and system.contend_mode is not None:
                 # The fewest contenders again, right after the most: the ratio of
                 # the two ends then does not ride on the host's drift between them.
                 n = min(s.contenders)
