@@ -18,12 +18,13 @@ import warnings
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import Any
 
 import pytest
 import yaml
 
 from lockheed import AsyncConfigMapLocker, AsyncLock, ConfigMapLocker, Lock
-from lockheed._http1 import Endpoint
+from lockheed._http1 import Endpoint, Response
 from lockheed._sync.http1 import Http1Pool
 from lockheed._sync.renewer import MAX_WORKERS
 
@@ -271,6 +272,74 @@ def test_an_async_stream_is_read_line_by_line_and_ends_when_idle(
     assert quiet == [b'{"e":1}']
     # /quiet reused /watch's connection and closed it when idle: /length needed a new one
     assert carried == [2, 1]
+
+
+def _batch(
+    flavour: str, port: int, batches: list[list[str]], timeout: float = 5.0
+) -> list[list[Any]]:
+    """Each batch of GETs pipelined on the sync or the async pool (one pool for
+    all); per batch, each answer's status and JSON, or its error's type."""
+
+    def shown(answers: list[Any]) -> list[Any]:
+        return [(a.status_code, a.json()) if isinstance(a, Response) else type(a) for a in answers]
+
+    endpoint = Endpoint("127.0.0.1", port, None, f"127.0.0.1:{port}")
+    calls = [[("GET", path, None) for path in batch] for batch in batches]
+    if flavour == "sync":
+        pool = Http1Pool(endpoint)
+        try:
+            return [shown(pool.request_batch(c, timeout)) for c in calls]
+        finally:
+            pool.close()
+    from lockheed._async.http1 import Http1Pool as AsyncHttp1Pool
+
+    async def main() -> list[list[Any]]:
+        pool = AsyncHttp1Pool(endpoint)
+        try:
+            return [shown(await pool.request_batch(c, timeout)) for c in calls]
+        finally:
+            await pool.aclose()
+
+    return asyncio.run(main())
+
+
+@pytest.mark.parametrize("flavour", ["sync", "async"])
+def test_a_batch_is_pipelined_on_one_connection(
+    server: tuple[int, list[int]], flavour: str
+) -> None:
+    port, carried = server
+    answers = _batch(flavour, port, [["/length", "/chunked", "/length"], ["/length"] * 2])
+    assert answers == [
+        [(409, {"b": 2}), (200, {"a": 1}), (409, {"b": 2})],
+        [(409, {"b": 2})] * 2,
+    ]
+    assert carried == [5]  # one connection, kept for the second batch
+
+
+@pytest.mark.parametrize("flavour", ["sync", "async"])
+def test_requests_after_the_connection_closed_are_left_unanswered(
+    server: tuple[int, list[int]], flavour: str
+) -> None:
+    port, carried = server
+    answers = _batch(flavour, port, [["/length", "/close", "/length", "/length"], ["/length"]])
+    first, second = answers
+    assert first[:2] == [(409, {"b": 2}), (200, {"c": 3})]
+    # never answered, never sent again: a write's outcome is then unknown
+    assert all(issubclass(error, ConnectionError) for error in first[2:]), first
+    assert second == [(409, {"b": 2})]
+    assert carried == [2, 1]  # the server read two; the next batch had a new connection
+
+
+@pytest.mark.parametrize("flavour", ["sync", "async"])
+def test_a_batch_whose_answers_do_not_all_come_in_time(
+    server: tuple[int, list[int]], flavour: str
+) -> None:
+    port, carried = server
+    answers = _batch(flavour, port, [["/length", "/quiet", "/length"], ["/length"]], timeout=2.0)
+    first, second = answers
+    assert first == [(409, {"b": 2}), TimeoutError, TimeoutError]
+    assert second == [(409, {"b": 2})]
+    assert len(carried) == 2  # the late connection was closed, not reused
 
 
 @pytest.fixture

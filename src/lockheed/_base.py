@@ -59,6 +59,14 @@ RETRY_AFTER = 1.0
 # The shortest pause between two looks at a lock whose renewal is under way or
 # whose deadline passed, so the renewer never spins.
 MIN_PAUSE = 0.05
+# A renewal may go out up to this share of its renew interval early (at most
+# EARLY_CAP seconds), with the renewals of other locks of the same locker that
+# are due, all in one batch; renewed together, they stay due together. A lock
+# whose loss deadline is less than BATCH_LEAD away (its renewals failing, or
+# a short lease) is renewed alone: a batch shares its earliest deadline.
+EARLY_SHARE = 0.05
+EARLY_CAP = 1.0
+BATCH_LEAD = 5.0
 _L = TypeVar("_L", bound="LockBase")
 
 
@@ -483,6 +491,15 @@ class LockBase:
         if self._deadline is None:
             return retry
         return max(now + MIN_PAUSE, min(retry, self._deadline))
+
+    def _renew_early(self, now: float) -> float | None:
+        """How long before it is due (monotonic ``now``) this lock's renewal may
+        go out in a batch with others; None: it goes alone."""
+        if self._renew_interval is None or not self._active or self._lost is not None:
+            return None
+        if self._deadline is not None and self._deadline - now < BATCH_LEAD:
+            return None
+        return min(EARLY_CAP, self._renew_interval.total_seconds() * EARLY_SHARE)
 
     def _tick_needs_renewal(self) -> bool | None:
         """Decide a renewal tick: True renew now, False just re-schedule, None stop."""

@@ -95,6 +95,7 @@ __all__ = [
     "loss_margin",
     "release_flow",
     "renew_flow",
+    "resumed",
     "settle_turn",
     "sighted",
 ]
@@ -1264,6 +1265,34 @@ def renew_flow(
             raise LockLost(f"lock {intent.name!r}: its object was deleted", lock=intent.name)
         conflicts = _count_conflict(intent, conflicts)
         record = yield Read(intent.name)
+
+
+def resumed(flow: Flow, result: Any = None, error: Exception | None = None) -> Flow:
+    """``flow``, paused at an effect that was performed elsewhere (the renewer
+    sends the first writes of many renewals together), resumed with that
+    effect's ``result``, or with ``error`` thrown in as a shell would; it then
+    yields its further effects as before, and returns what ``flow`` returns.
+    Closing it closes ``flow``."""
+    try:
+        try:
+            effect = flow.send(result) if error is None else flow.throw(error)
+        except StopIteration as done:
+            return done.value
+        while True:
+            try:
+                outcome = yield effect
+            except Exception as exc:  # the shell's backend error: the flow decides
+                try:
+                    effect = flow.throw(exc)
+                except StopIteration as done:
+                    return done.value
+                continue
+            try:
+                effect = flow.send(outcome)
+            except StopIteration as done:
+                return done.value
+    finally:
+        flow.close()
 
 
 def release_flow(

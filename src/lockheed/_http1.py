@@ -53,6 +53,10 @@ __all__ = [
 MAX_HEAD = 64 * 1024  # a response head longer than this is refused
 IDLE_CONNECTIONS = 16  # kept-alive connections a pool keeps: as many as renewals run at once
 STREAM_READ = 64 * 1024  # most bytes one read of a streamed body asks for
+# A pipelined batch (the renewer's writes) is read after this share of the time
+# its answers took in the last batches, per answer, and at most this long.
+BATCH_PACE = 0.8
+BATCH_PAUSE_CAP = 0.25
 
 
 class ProtocolError(ConnectionError):

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import heapq
 import itertools
+from collections.abc import Callable
 from typing import Generic, TypeVar
 
 __all__ = ["DueQueue"]
@@ -43,11 +44,59 @@ class DueQueue(Generic[T]):
         live = {id(item): item for due, _, item in self._heap if self._due.get(id(item)) == due}
         return list(live.values())
 
-    def pop_due(self, now: float) -> tuple[T | None, float | None]:
-        """The next item due by ``now``; else None and how long until one is (None: none)."""
+    def pop_batch(
+        self,
+        now: float,
+        early: Callable[[T], float | None],
+        key: Callable[[T], object],
+        limit: int,
+        horizon: float,
+    ) -> tuple[list[T], float | None]:
+        """The next item due by ``now``, with the items of the same ``key`` that
+        may go with it (at most ``limit`` in all); else ``[]`` and how long until
+        one is due (None: none).
+
+        ``early(item)`` says how long before its due time an item may go with
+        others (at most ``horizon``), or None for an item that goes alone (and
+        takes none with it). Companions are taken in due order; an item passed
+        over (of another key, or one that goes alone) stays scheduled as it
+        was."""
+        first, wait = self.pop_due(now)
+        if first is None:
+            return [], wait
+        batch = [first]
+        if early(first) is None:
+            return batch, None
+        group = key(first)
+        heap = self._heap
+        passed: list[tuple[float, int, T]] = []
+        while len(batch) < limit:
+            self._drop_stale()
+            if not heap:
+                break
+            due, _, item = heap[0]
+            ahead = early(item)
+            if ahead is not None and due <= now + ahead and key(item) == group:
+                heapq.heappop(heap)
+                del self._due[id(item)]
+                batch.append(item)
+            elif due <= now + horizon:
+                passed.append(heapq.heappop(heap))  # not with this batch
+            else:
+                break
+        for entry in passed:
+            heapq.heappush(heap, entry)
+        return batch, None
+
+    def _drop_stale(self) -> None:
         heap = self._heap
         while heap and self._due.get(id(heap[0][2])) != heap[0][0]:
             heapq.heappop(heap)  # cancelled or re-scheduled
+
+    def pop_due(self, now: float) -> tuple[T | None, float | None]:
+        """The next item due by ``now``; else None and how long until one is (None: none)."""
+        heap = self._heap
+        self._drop_stale()
         if not heap:
             return None, None
         due, _, item = heap[0]

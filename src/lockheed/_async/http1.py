@@ -29,7 +29,7 @@ import asyncio
 import socket
 import ssl
 import sys
-from collections.abc import AsyncIterator, Awaitable
+from collections.abc import AsyncIterator, Awaitable, Sequence
 from typing import TypeVar
 
 from .._http1 import (
@@ -103,10 +103,18 @@ class _Connection:
 
         Raises :class:`_Unanswered` when the connection failed before a byte
         of the answer arrived."""
-        head = bytearray()
         try:
             self.writer.write(data)
             await self.writer.drain()
+        except (ConnectionError, ssl.SSLEOFError, ssl.SSLZeroReturnError) as exc:
+            raise _Unanswered(f"connection failed before any answer: {exc!r}") from exc
+        return await self.head(method)
+
+    async def head(self, method: str) -> Head:
+        """The head of the next answer on this connection (to a request sent
+        with ``method``); :class:`_Unanswered` if none begins."""
+        head = bytearray()
+        try:
             line = await self._line()
         except (ConnectionError, ssl.SSLEOFError, ssl.SSLZeroReturnError) as exc:
             raise _Unanswered(f"connection failed before any answer: {exc!r}") from exc
@@ -192,6 +200,73 @@ class Http1Pool:
             raise
         self._done(conn, head.keep_alive)
         return Response(head.status, head.headers, content)
+
+    async def request_batch(
+        self, requests: Sequence[tuple[str, str, bytes | None]], timeout: float
+    ) -> list[Response | Exception]:
+        """Several requests pipelined on one connection: sent in one write, their
+        answers read in order, all within ``timeout`` seconds. Each item of the
+        result is its request's answer (of any status), or the error that left
+        it without one (the connection failed or closed before it, or the time
+        ran out): nothing is sent twice, since a write's outcome is then
+        unknown (the caller reads and decides). A 401 with a token file is sent
+        again, alone, with the file read again."""
+        endpoint = self.endpoint
+        auth = endpoint.auth_header()
+        data = b"".join(request_bytes(endpoint, m, t, b, auth) for m, t, b in requests)
+        out: list[Response | Exception] = []
+        conn = self._take()
+        keep = True
+
+        async def exchange() -> None:
+            nonlocal conn, keep
+            if conn is None:
+                conn = await _Connection.open(endpoint)
+            try:
+                conn.writer.write(data)
+                await conn.writer.drain()
+            except (ConnectionError, ssl.SSLEOFError, ssl.SSLZeroReturnError) as exc:
+                raise _Unanswered(f"connection failed before any answer: {exc!r}") from exc
+            for method, _, _ in requests:
+                head = await conn.head(method)
+                content = b"".join([piece async for piece in conn.body(head)])
+                out.append(Response(head.status, head.headers, content))
+                keep = head.keep_alive
+                if not keep:
+                    break
+
+        try:
+            await _within(exchange(), timeout)
+        except (OSError, ProtocolError, asyncio.TimeoutError) as exc:
+            if conn is not None:
+                conn.close()
+            conn = None
+            if isinstance(exc, asyncio.TimeoutError):  # not the builtin one before 3.11
+                exc = TimeoutError(f"no answer within {timeout:g} s")
+            out += [exc] * (len(requests) - len(out))
+        except BaseException:
+            if conn is not None:
+                conn.close()
+            raise
+        if conn is not None:
+            if len(out) == len(requests) and keep:
+                self._give(conn)
+            else:
+                conn.close()
+                closed = _Unanswered("the server closed the connection after an earlier answer")
+                out += [closed] * (len(requests) - len(out))
+        if endpoint.token_file is not None:
+            for i, (method, target, body) in enumerate(requests):
+                answer = out[i]
+                if isinstance(answer, Response) and answer.status_code == 401:
+                    try:
+                        again = self._send(method, target, body, endpoint.token_file.read())
+                        out[i] = await _within(again, timeout)
+                    except (OSError, ProtocolError) as exc:
+                        out[i] = exc
+                    except asyncio.TimeoutError:
+                        out[i] = TimeoutError(f"no answer within {timeout:g} s")
+        return out
 
     async def _open(
         self, method: str, target: str, body: bytes | None, auth: str | None

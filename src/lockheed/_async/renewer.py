@@ -1,10 +1,15 @@
 """One renewer per event loop, for every lock held on that loop.
 
 Locks register a due time; a scheduler task sleeps until the earliest (or
-until a registration wakes it) and starts the lock's ``_tick`` as a task of
-its own, which returns the next due time. Ticks run concurrently, so a
-renewal stuck on a slow request never delays another lock's. The scheduler is
-created on first use.
+until a registration wakes it) and starts its tick
+(:func:`~lockheed._async.lock.tick_all`) as a task of its own, which returns
+the next due time. Locks of the same locker due within a short while of it
+(:meth:`~lockheed._base.LockBase._renew_early`) go with it, up to
+:data:`MAX_BATCH`: their renewals are written in one pipelined exchange, and,
+renewed together, they stay due together. Ticks run concurrently, so a
+renewal stuck on a slow request never delays the renewal of a lock of
+another locker, nor of a lock whose loss deadline is near (such a lock is
+ticked alone). The scheduler is created on first use.
 
 Failure semantics: a tick that raises (it should not: the lock turns its own
 errors into a retry) is logged and the lock is looked at again shortly. When
@@ -22,11 +27,15 @@ import time
 import weakref
 from typing import Any
 
+from .._base import EARLY_CAP
 from .._schedule import DueQueue
 
 __all__ = ["renewer"]
 
 logger = logging.getLogger("lockheed")
+
+# The most locks one tick renews together.
+MAX_BATCH = 32
 
 
 class _LoopRenewer:
@@ -42,35 +51,47 @@ class _LoopRenewer:
         if self.task is None or self.task.done():
             self.task = asyncio.get_running_loop().create_task(self._run(), name="lockheed-renewer")
 
-    async def _next(self) -> Any:
+    async def _next(self) -> list[Any]:
         while True:
             self.wake.clear()
-            lock, wait = self.queue.pop_due(time.monotonic())
-            if lock is not None:
-                return lock
+            now = time.monotonic()
+            batch, wait = self.queue.pop_batch(
+                now,
+                lambda lock: lock._renew_early(now),  # noqa: B023 - called at once
+                lambda lock: id(lock.locker),
+                MAX_BATCH,
+                EARLY_CAP,
+            )
+            if batch:
+                return batch
             with contextlib.suppress(asyncio.TimeoutError):
                 await asyncio.wait_for(self.wake.wait(), wait)
 
     async def _run(self) -> None:
         try:
             while True:
-                lock = await self._next()
-                task = asyncio.get_running_loop().create_task(self._tick(lock))
-                self.ticking[lock] = task
+                batch = await self._next()
+                task = asyncio.get_running_loop().create_task(self._tick(batch))
+                for lock in batch:
+                    self.ticking[lock] = task
         finally:
             self._orphan()
 
-    async def _tick(self, lock: Any) -> None:
+    async def _tick(self, batch: list[Any]) -> None:
+        from .lock import tick_all  # here: the lock module imports this one
+
         try:
-            due = await lock._tick()
+            dues = await tick_all(batch)
         except Exception:
-            logger.exception("lockheed renewal of %r failed unexpectedly", lock)
-            due = lock._retry_due()
+            logger.exception("lockheed renewal of %r failed unexpectedly", batch)
+            dues = [lock._retry_due() for lock in batch]
         finally:
-            self.ticking.pop(lock, None)
-        if due is not None:
-            self.queue.push_if_absent(lock, due)
-            self.wake.set()
+            for lock in batch:
+                self.ticking.pop(lock, None)
+        for lock, due in zip(batch, dues, strict=True):
+            if due is not None:
+                self.queue.push_if_absent(lock, due)
+                self.wake.set()
 
     def _orphan(self) -> None:
         """The loop is going away: no lock scheduled here will be renewed again."""

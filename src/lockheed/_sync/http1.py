@@ -26,9 +26,12 @@ import select
 import socket
 import ssl
 import threading
-from collections.abc import Iterator
+import time
+from collections.abc import Iterator, Sequence
 
 from .._http1 import (
+    BATCH_PACE,
+    BATCH_PAUSE_CAP,
     IDLE_CONNECTIONS,
     MAX_HEAD,
     STREAM_READ,
@@ -77,11 +80,19 @@ class _Connection:
 
         Raises :class:`_Unanswered` when the connection failed before a byte
         of the answer arrived."""
-        reader = self.reader
-        head = bytearray()
         try:
             self.sock.settimeout(timeout)
             self.sock.sendall(data)
+        except (ConnectionError, ssl.SSLEOFError, ssl.SSLZeroReturnError) as exc:
+            raise _Unanswered(f"connection failed before any answer: {exc!r}") from exc
+        return self.head(method)
+
+    def head(self, method: str) -> Head:
+        """The head of the next answer on this connection (to a request sent
+        with ``method``); :class:`_Unanswered` if none begins."""
+        reader = self.reader
+        head = bytearray()
+        try:
             line = reader.readline(MAX_HEAD)
         except (ConnectionError, ssl.SSLEOFError, ssl.SSLZeroReturnError) as exc:
             raise _Unanswered(f"connection failed before any answer: {exc!r}") from exc
@@ -139,6 +150,7 @@ class Http1Pool:
         self._idle: list[_Connection] = []
         self._lock = threading.Lock()
         self._closed = False
+        self._per_answer = 0.0  # seconds per answer in the last pipelined batches
 
     def _take(self) -> _Connection | None:
         while True:
@@ -176,6 +188,79 @@ class Http1Pool:
             raise
         self._done(conn, head.keep_alive)
         return Response(head.status, head.headers, content)
+
+    def request_batch(
+        self, requests: Sequence[tuple[str, str, bytes | None]], timeout: float
+    ) -> list[Response | Exception]:
+        """Several requests pipelined on one connection: sent in one write, their
+        answers read in order, all within ``timeout`` seconds. Each item of the
+        result is its request's answer (of any status), or the error that left
+        it without one (the connection failed or closed before it, or the time
+        ran out): nothing is sent twice, since a write's outcome is then
+        unknown (the caller reads and decides). A 401 with a token file is sent
+        again, alone, with the file read again.
+
+        The server answers pipelined requests one after another. The read
+        begins once about as much time has passed as the last batches' answers
+        took (:data:`~lockheed._http1.BATCH_PACE`), so that most answers are
+        read together instead of each after a wake-up of its own; what has not
+        arrived by then is waited for as usual."""
+        endpoint = self.endpoint
+        auth = endpoint.auth_header()
+        data = b"".join(request_bytes(endpoint, m, t, b, auth) for m, t, b in requests)
+        out: list[Response | Exception] = []
+        started = time.monotonic()
+        end = started + timeout
+        conn = self._take()
+        keep = True
+        try:
+            if conn is None:
+                conn = _Connection(endpoint, timeout)
+            conn.sock.settimeout(timeout)
+            conn.sock.sendall(data)
+            pause = min(self._per_answer * len(requests) * BATCH_PACE, BATCH_PAUSE_CAP)
+            if len(requests) > 1 and pause > 0:
+                time.sleep(min(pause, timeout / 2))
+            for method, _, _ in requests:
+                left = end - time.monotonic()
+                if left <= 0:
+                    raise TimeoutError(f"no answer within {timeout:g} s")
+                conn.sock.settimeout(left)
+                head = conn.head(method)
+                out.append(Response(head.status, head.headers, b"".join(conn.body(head))))
+                keep = head.keep_alive
+                if not keep:
+                    break
+        except (OSError, ProtocolError) as exc:
+            if conn is not None:
+                conn.close()
+            conn = None
+            out += [exc] * (len(requests) - len(out))
+        except BaseException:
+            if conn is not None:
+                conn.close()
+            raise
+        if conn is not None:
+            if len(out) == len(requests) and keep:
+                spent = (time.monotonic() - started) / len(requests)
+                self._per_answer = (
+                    spent if not self._per_answer else (0.7 * self._per_answer + 0.3 * spent)
+                )
+                self._give(conn)
+            else:
+                conn.close()
+                closed = _Unanswered("the server closed the connection after an earlier answer")
+                out += [closed] * (len(requests) - len(out))
+        if endpoint.token_file is not None:
+            for i, (method, target, body) in enumerate(requests):
+                answer = out[i]
+                if isinstance(answer, Response) and answer.status_code == 401:
+                    try:
+                        token = endpoint.token_file.read()
+                        out[i] = self._send(method, target, body, timeout, token)
+                    except (OSError, ProtocolError) as exc:
+                        out[i] = exc
+        return out
 
     def _open(
         self, method: str, target: str, body: bytes | None, timeout: float, auth: str | None

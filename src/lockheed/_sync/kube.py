@@ -29,7 +29,7 @@ observers of :mod:`lockheed._observe`, if any: verb, resource and status.
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Generator
+from collections.abc import Callable, Generator, Sequence
 from typing import TYPE_CHECKING, Any
 
 from .. import _observe
@@ -152,7 +152,68 @@ class KubeAPI:
                     lock=lock,
                     transient=isinstance(exc, httpx.TransportError),
                 ) from exc
-        self.clock.observe_http_date(resp.headers.get("date"), sent, self.clock.monotonic())
+        return self._answer(method, path, lock, ok, resp, sent, self.clock.monotonic())
+
+    def request_batch(
+        self, requests: Sequence[tuple[str, str, Any, dict[str, str] | None, str | None]]
+    ) -> list[tuple[int, Any] | LockError]:
+        """Several requests ``(method, path, body, params, lock)``, each as
+        :meth:`request` sends it, pipelined on one connection when the lean
+        client serves them (else one after another), all within the request
+        timeout. Each item is what :meth:`request` would return for it, or the
+        :class:`~lockheed.LockError` it would raise (for a request left without
+        an answer: transient, its outcome unknown)."""
+        lean = self.lean
+        hooks = self.client.event_hooks
+        if lean is None or hooks["request"] or hooks["response"] or len(requests) < 2:
+            out: list[tuple[int, Any] | LockError] = []
+            for method, path, body, params, lock in requests:
+                try:
+                    got = self.request(method, path, lock=lock, body=body, params=params)
+                    out.append(got)
+                except LockError as exc:
+                    out.append(exc)
+            return out
+        calls = [
+            (
+                method,
+                request_target(self.base + path, params),
+                None if body is None else json.dumps(body, separators=(",", ":")).encode(),
+            )
+            for method, path, body, params, _ in requests
+        ]
+        sent = self.clock.monotonic()
+        answers = lean.request_batch(calls, request_timeout())
+        received = self.clock.monotonic()
+        out = []
+        for (method, path, _, _, lock), answer in zip(requests, answers, strict=True):
+            if isinstance(answer, Exception):
+                if (obs := _observe.of(self)) is not None:
+                    obs.request(_observe.verb_of(method, path), self.resource, "error")
+                out.append(
+                    LockBackendError(
+                        f"{method} {self.resource}{path}: {answer!r}", lock=lock, transient=True
+                    )
+                )
+                continue
+            try:
+                out.append(self._answer(method, path, lock, (200, 201), answer, sent, received))
+            except LockError as exc:
+                out.append(exc)
+        return out
+
+    def _answer(
+        self,
+        method: str,
+        path: str,
+        lock: str | None,
+        ok: tuple[int, ...],
+        resp: Any,
+        sent: float,
+        received: float,
+    ) -> tuple[int, Any]:
+        """A response sent at ``sent`` and read by ``received``, as :meth:`request` returns it."""
+        self.clock.observe_http_date(resp.headers.get("date"), sent, received)
         status = resp.status_code
         if (obs := _observe.of(self)) is not None:
             obs.request(_observe.verb_of(method, path), self.resource, str(status))

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import dataclasses
 import threading
+from collections.abc import Sequence
 from typing import Any
 
 from .. import _observe
@@ -36,20 +37,107 @@ from .._core import (
     Replace,
     Sleep,
     Watch,
+    resumed,
 )
 from .._errors import LockBackendError, LockError, LockForbidden, LockLost
 from .._events import EventCode
 from .._kubecfg import request_deadline
+from .._state import Record
 from .compat import shield, sleep, try_acquire
 from .renewer import renewer
 
-__all__ = ["Lock"]
+__all__ = ["Lock", "tick_all"]
 
 
 class _Session:
     """One lock object's watch session (the key of its open watch in the locker)."""
 
     __slots__ = ("__weakref__",)
+
+
+class _Begun:
+    """A renewal tick begun (:meth:`Lock._tick_begin`): its lock, whose
+    mutex it holds, its flow, and the flow's first effect, to be performed
+    (None: the flow ends as soon as it is resumed)."""
+
+    __slots__ = ("effect", "flow", "lock")
+
+    def __init__(self, lock: Lock, flow: Any, effect: Any):
+        self.lock, self.flow, self.effect = lock, flow, effect
+
+
+def _ended(error: Exception) -> Any:
+    """A flow that raises ``error`` as soon as it is resumed."""
+    raise error
+    yield  # a generator
+
+
+def tick_all(locks: Sequence[Lock]) -> list[float | None]:
+    """Renewal ticks of ``locks`` (those the renewer found due together): each
+    tick as :meth:`Lock._tick` does it, but the first writes of the
+    renewals of one locker go out together where the locker can send them so
+    (``execute_batch``: pipelined on one connection), within the earliest loss
+    deadline among them. Returns when to tick each lock again (None: never).
+    Every mutex a tick takes is left free when this returns or raises."""
+    dues: list[float | None] = [None] * len(locks)
+    begun: dict[int, _Begun] = {}  # by the lock's place in ``locks``
+    try:
+        for i, lock in enumerate(locks):
+            started = lock._tick_begin()
+            if isinstance(started, _Begun):
+                begun[i] = started
+            else:
+                dues[i] = started
+        places = list(begun)
+        outcomes = dict(zip(places, _perform_all([begun[i] for i in places]), strict=True))
+        # The writes that landed first: a tick that must read again does not hold them up.
+        places.sort(key=lambda i: not isinstance(outcomes[i][0], Record))
+        for i in places:
+            b = begun.pop(i)  # its end frees its mutex, however it ends
+            result, error = outcomes[i]
+            dues[i] = b.lock._tick_end(b, result, error)
+    finally:
+        for b in begun.values():  # interrupted (cancelled): end the ticks begun
+            b.flow.close()
+            b.lock._mutex.release()
+    return dues
+
+
+def _perform_all(begun: list[_Begun]) -> list[tuple[Any, Exception | None]]:
+    """The outcome of each tick's first effect: the writes to one locker that
+    can take them together in one batch, everything else one by one."""
+    outcomes: list[tuple[Any, Exception | None]] = [(None, None)] * len(begun)
+    together: dict[int, list[int]] = {}
+    alone: list[int] = []
+    for i, b in enumerate(begun):
+        if b.effect is None:
+            continue
+        if isinstance(b.effect, Replace) and hasattr(b.lock.locker, "execute_batch"):
+            together.setdefault(id(b.lock.locker), []).append(i)
+        else:
+            alone.append(i)
+    for group in together.values():
+        if len(group) < 2:
+            alone += group
+            continue
+        locker = begun[group[0]].lock.locker
+        deadlines = [d for d in (begun[i].lock._deadline for i in group) if d is not None]
+        try:
+            with request_deadline(min(deadlines) if deadlines else None):
+                results = locker.execute_batch([begun[i].effect for i in group])
+        except Exception as exc:  # each tick decides what it means
+            results = [exc] * len(group)
+        for i, result in zip(group, results, strict=True):
+            error = result if isinstance(result, Exception) else None
+            outcomes[i] = (None, error) if error is not None else (result, None)
+    for i in sorted(alone):
+        lock, effect = begun[i].lock, begun[i].effect
+        try:
+            with request_deadline(lock._deadline):
+                outcomes[i] = (lock.locker.execute(effect), None)
+        except Exception as exc:  # each tick decides what it means
+            outcomes[i] = (None, exc)
+    return outcomes
 
 
 class Lock(LockBase):
@@ -184,12 +272,15 @@ class Lock(LockBase):
         with self._mutex:
             self._renew_locked()
 
-    def _renew_locked(self) -> None:
+    def _renew_locked(self, flow: Any = None) -> None:
+        """Renew now; ``flow``: a renewal a tick began (:meth:`_tick_begin`)."""
         token = self._check_renewable()
-        self._latest_record()
+        if flow is None:
+            self._latest_record()
+            flow = self._renew_flow(token)
         try:
             with request_deadline(self._deadline):
-                record, expires, sent = self._run(self._renew_flow(token))
+                record, expires, sent = self._run(flow)
         except LockLost as exc:
             self._declare_lost(exc)
             raise
@@ -203,26 +294,51 @@ class Lock(LockBase):
 
     def _tick(self) -> float | None:
         """Called by the renewer when due; returns when to call again (None: never)."""
+        (due,) = tick_all([self])
+        return due
+
+    def _tick_begin(self) -> float | _Begun | None:
+        """The first half of a renewal tick: with the mutex taken, the renewal's
+        flow and its first effect, not yet performed (:func:`tick_all` sends
+        the first writes of many locks together); or, with nothing to send,
+        when to tick again (None: never), the mutex left free."""
         if not try_acquire(self._mutex):
             return self._retry_due()  # an acquire, renew or release is under way
         try:
             renew = self._tick_needs_renewal()
-            if not renew:
-                return None if renew is None else self._next_due()
-            try:
-                self._renew_locked()
-            except LockLost:
-                return None
-            except LockError:
-                return self._retry_due()
-            except Exception as exc:  # a bug must not end renewal silently: retry
-                self._event(EventCode.RENEW_FAILED, f"unexpected error: {exc!r}", exc)
-                if (obs := _observe.of(self.locker)) is not None:
-                    obs.renewal_failed(self)
-                return self._retry_due()
-            return self._next_due()
+            if renew:
+                self._latest_record()
+                flow = self._renew_flow(self._check_renewable())
+                try:
+                    effect = self._guard_effect(flow.send(None))
+                except Exception as exc:  # the flow ended at once: its end says why
+                    flow.close()
+                    return _Begun(self, _ended(exc), None)
+                return _Begun(self, flow, effect)
+            due = None if renew is None else self._next_due()
+        except BaseException:
+            self._mutex.release()
+            raise
+        self._mutex.release()
+        return due
+
+    def _tick_end(self, begun: _Begun, result: Any, error: Exception | None) -> float | None:
+        """The second half of a renewal tick: its flow resumed with the outcome
+        of its first effect; returns when to tick again, as :meth:`_tick`."""
+        try:
+            self._renew_locked(resumed(begun.flow, result, error))
+        except LockLost:
+            return None
+        except LockError:
+            return self._retry_due()
+        except Exception as exc:  # a bug must not end renewal silently: retry
+            self._event(EventCode.RENEW_FAILED, f"unexpected error: {exc!r}", exc)
+            if (obs := _observe.of(self.locker)) is not None:
+                obs.renewal_failed(self)
+            return self._retry_due()
         finally:
             self._mutex.release()
+        return self._next_due()
 
     def release(self) -> None:
         """Remove our lease; runs to completion even if the caller is interrupted.

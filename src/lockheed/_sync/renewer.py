@@ -2,11 +2,16 @@
 
 Locks register a due time. A scheduler thread sleeps until the earliest one
 (or until a registration wakes it) and hands the lock to a worker thread,
-which calls the lock's ``_tick`` and re-schedules it at the time that returns.
-Workers are started as needed (up to :data:`MAX_WORKERS`), so a renewal stuck
-on a slow request never delays the renewal of another lock; a lock is never
-ticked twice at once. Threads start on first use (and again if one ever died)
-and are daemons, so they never keep a process alive.
+which ticks it (:func:`~lockheed._sync.lock.tick_all`) and re-schedules it
+at the time that returns. Locks of the same locker due within a short while
+of it (:meth:`~lockheed._base.LockBase._renew_early`) go with it, up to
+:data:`MAX_BATCH`: their renewals are written in one pipelined exchange, and,
+renewed together, they stay due together. Workers are started as needed (up
+to :data:`MAX_WORKERS`), so a renewal stuck on a slow request never delays
+the renewal of a lock of another locker, nor of a lock whose loss deadline
+is near (such a lock is ticked alone); a lock is never ticked twice at once.
+Threads start on first use (and again if one ever died) and are daemons, so
+they never keep a process alive.
 
 Failure semantics: a tick that raises (it should not: the lock turns its own
 errors into a retry) is logged and the lock is looked at again shortly, so its
@@ -22,6 +27,7 @@ import time
 from collections import deque
 from typing import Any
 
+from .._base import EARLY_CAP
 from .._schedule import DueQueue
 
 __all__ = ["renewer"]
@@ -30,6 +36,8 @@ logger = logging.getLogger("lockheed")
 
 # Ticks running at once; beyond this, due locks wait for a free worker.
 MAX_WORKERS = 16
+# The most locks one tick renews together.
+MAX_BATCH = 32
 
 
 class Renewer:
@@ -43,7 +51,7 @@ class Renewer:
         self._work = threading.Condition(self._mutex)  # idle workers'
         self._wake_at: float | None = None  # when the scheduler wakes by itself (None: never)
         self._thread: threading.Thread | None = None
-        self._ready: deque[Any] = deque()  # due locks waiting for a worker
+        self._ready: deque[list[Any]] = deque()  # due batches waiting for a worker
         self._workers = 0
         self._idle = 0
 
@@ -71,13 +79,19 @@ class Renewer:
         with self._cond:
             while True:
                 now = time.monotonic()
-                lock, wait = self._queue.pop_due(now)
-                if lock is None:
+                batch, wait = self._queue.pop_batch(
+                    now,
+                    lambda lock: lock._renew_early(now),  # noqa: B023 - called at once
+                    lambda lock: id(lock.locker),
+                    MAX_BATCH,
+                    EARLY_CAP,
+                )
+                if not batch:
                     self._wake_at = None if wait is None else now + wait
                     self._cond.wait(wait)
                     self._wake_at = None
                     continue
-                self._ready.append(lock)
+                self._ready.append(batch)
                 if self._idle == 0 and self._workers < MAX_WORKERS:
                     self._workers += 1
                     threading.Thread(
@@ -93,16 +107,19 @@ class Renewer:
                 while not self._ready:
                     self._work.wait()
                 self._idle -= 1
-                lock = self._ready.popleft()
+                batch = self._ready.popleft()
+            from .lock import tick_all  # here: the lock module imports this one
+
             try:
-                due = lock._tick()
+                dues = tick_all(batch)
             except Exception:
-                logger.exception("lockheed renewal of %r failed unexpectedly", lock)
-                due = lock._retry_due()
-            if due is not None:
-                with self._cond:
-                    self._queue.push_if_absent(lock, due)
-                    self._wake_for(due)
+                logger.exception("lockheed renewal of %r failed unexpectedly", batch)
+                dues = [lock._retry_due() for lock in batch]
+            with self._cond:
+                for lock, due in zip(batch, dues, strict=True):
+                    if due is not None:
+                        self._queue.push_if_absent(lock, due)
+                        self._wake_for(due)
 
 
 renewer = Renewer()
