@@ -43,7 +43,7 @@ class Sizes:
     many_tasks: tuple[int, int] = (128, 4)  # asyncio contenders, and the processes they run in
     renew_interval: float = 1.0
     renew_window: float = 10.0
-    renew_locks: int = 4  # locks held at once for the renewal load (divided out)
+    renew_locks: int = 16  # locks held at once for the renewal load (divided out)
     many_locks: int = 1000
     many_interval: float = 10.0
     many_duration: float = 30.0

@@ -211,6 +211,39 @@ class System:
         """Release what the adapter holds."""
 
 
+class _Rounds:
+    """When lockheed's held locks were renewed. The renewer renews the locks of
+    one locker that fall due together in one exchange, so they renew in step:
+    a window that began just before a round would count one renewal more for
+    every lock, one that began just after it one less. lockheed's window
+    therefore begins half an interval after a round, and holds whole rounds."""
+
+    def __init__(self, locks: int):
+        self.locks = locks
+        self.renewed: dict[str, float] = {}
+        self.all = threading.Event()
+
+    def seen(self, event: Any) -> None:
+        from lockheed import EventCode
+
+        if event.code == EventCode.RENEW_OK:
+            self.renewed[event.lock] = time.monotonic()
+            if len(self.renewed) == self.locks:
+                self.all.set()
+
+    def until_mid_round(self, interval: float) -> float:
+        """Wait until every lock has renewed once; return the time until half an
+        interval after a round."""
+        limit = 10 * interval + 30.0
+        if not self.all.wait(limit):
+            raise RuntimeError(f"the held locks did not all renew within {limit:g} s")
+        now = time.monotonic()
+        mid = max(self.renewed.values()) + interval / 2
+        while mid < now:
+            mid += interval
+        return mid - now
+
+
 def _renewal_from(batch: Any, locks: int, interval: float, note: str = "") -> Renewal:
     assert batch.after is not None
     return Renewal(locks, interval, batch.after.at - batch.before.at, batch.requests, note)
@@ -297,16 +330,18 @@ class LockheedSync(System):
         from lockheed import Lock
 
         duration = max(10.0, 4 * interval)
+        rounds = _Rounds(locks)
         held = [
             Lock(self.fresh("renew"), self.locker)
             .with_duration(duration)
             .with_renew_interval(interval)
+            .with_event_handler(rounds.seen)
             for _ in range(locks)
         ]
         for lock in held:
             lock.acquire()
         try:
-            time.sleep(min(0.5, interval / 2))
+            time.sleep(rounds.until_mid_round(interval))
             with meter.batch() as batch:
                 time.sleep(window)
         finally:
@@ -437,16 +472,18 @@ class LockheedAsync(System):
         from ._metrics import Batch
 
         duration = max(10.0, 4 * interval)
+        rounds = _Rounds(locks)
         held = [
             AsyncLock(self.fresh("renew"), self.locker)
             .with_duration(duration)
             .with_renew_interval(interval)
+            .with_event_handler(rounds.seen)
             for _ in range(locks)
         ]
         for lock in held:
             await lock.acquire()
         try:
-            await asyncio.sleep(min(0.5, interval / 2))
+            await asyncio.sleep(await asyncio.to_thread(rounds.until_mid_round, interval))
             batch = Batch(await asyncio.to_thread(meter.snapshot))
             await asyncio.sleep(window)
             batch.after = await asyncio.to_thread(meter.settle, batch.before)
