@@ -3,6 +3,10 @@
 from __future__ import annotations
 
 import threading
+import time
+from typing import Any
+
+import pytest
 
 from lockheed import Event, EventCode, Lock, MemoryLocker
 
@@ -47,3 +51,27 @@ def test_a_failing_callback_does_not_stop_renewal() -> None:
     assert twice.wait(10)
     assert lock.held
     lock.release()
+
+
+class _SendsTogether(MemoryLocker):
+    """A locker that says it can send several writes at once."""
+
+    def execute_batch(self, effects: list[Any]) -> list[Any]:
+        return [self.execute(effect) for effect in effects]
+
+
+def test_which_renewals_may_go_out_early_in_a_batch() -> None:
+    alone = Lock("alone", MemoryLocker()).with_duration(30).with_renew_interval(10)
+    batched = Lock("batched", _SendsTogether()).with_duration(30).with_renew_interval(10)
+    short = Lock("short", _SendsTogether()).with_duration(4).with_renew_interval(1)
+    for lock in (alone, batched, short):
+        lock.acquire()
+    now = time.monotonic()
+    # a locker that sends one write at a time gains nothing from a batch
+    assert alone._renew_early(now) is None
+    assert batched._renew_early(now) == pytest.approx(0.5)  # 5% of its interval
+    # a loss deadline under 5 s away: renewed alone, never held up by a batch
+    assert short._renew_early(now) is None
+    for lock in (alone, batched, short):
+        lock.release()
+    assert batched._renew_early(now) is None  # not held: nothing to renew

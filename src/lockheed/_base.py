@@ -494,8 +494,12 @@ class LockBase:
 
     def _renew_early(self, now: float) -> float | None:
         """How long before it is due (monotonic ``now``) this lock's renewal may
-        go out in a batch with others; None: it goes alone."""
+        go out in a batch with others; None: it goes alone (also when its
+        locker cannot send writes together: a batch would only put its
+        renewals one after another)."""
         if self._renew_interval is None or not self._active or self._lost is not None:
+            return None
+        if not hasattr(self.locker, "execute_batch"):
             return None
         if self._deadline is not None and self._deadline - now < BATCH_LEAD:
             return None
