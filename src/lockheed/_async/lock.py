@@ -312,14 +312,15 @@ class AsyncLock(LockBase):
         try:
             renew = self._tick_needs_renewal()
             if renew:
-                await self._latest_record()
-                flow = self._renew_flow(self._check_renewable())
+                flow = None
                 try:
-                    effect = self._guard_effect(flow.send(None))
-                except Exception as exc:  # the flow ended at once: its end says why
-                    flow.close()
+                    await self._latest_record()
+                    flow = self._renew_flow(self._check_renewable())
+                    return _Begun(self, flow, self._guard_effect(flow.send(None)))
+                except Exception as exc:  # the renewal failed at once: its end says why
+                    if flow is not None:
+                        flow.close()
                     return _Begun(self, _ended(exc), None)
-                return _Begun(self, flow, effect)
             due = None if renew is None else self._next_due()
         except BaseException:
             self._mutex.release()
