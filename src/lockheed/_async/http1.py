@@ -29,10 +29,13 @@ import asyncio
 import socket
 import ssl
 import sys
+import time
 from collections.abc import AsyncIterator, Awaitable, Sequence
-from typing import TypeVar
+from typing import TypeVar, cast
 
 from .._http1 import (
+    BATCH_PACE,
+    BATCH_PAUSE_CAP,
     IDLE_CONNECTIONS,
     MAX_HEAD,
     STREAM_READ,
@@ -158,6 +161,7 @@ class Http1Pool:
         self.endpoint = endpoint
         self._idle: list[_Connection] = []
         self._closed = False
+        self._per_answer = 0.0  # seconds per answer in the last pipelined batches
 
     def _take(self) -> _Connection | None:
         while self._idle:
@@ -210,13 +214,19 @@ class Http1Pool:
         it without one (the connection failed or closed before it, or the time
         ran out): nothing is sent twice, since a write's outcome is then
         unknown (the caller reads and decides). A 401 with a token file is sent
-        again, alone, with the file read again."""
+        again, alone, with the file read again.
+
+        As in the sync pool, the answers are read once about as much time has
+        passed as the last batches' answers took; meanwhile the connection is
+        not read at all (``pause_reading``), so the event loop is not woken
+        for each answer as it arrives."""
         endpoint = self.endpoint
         auth = endpoint.auth_header()
         data = b"".join(request_bytes(endpoint, m, t, b, auth) for m, t, b in requests)
         out: list[Response | Exception] = []
         conn = self._take()
         keep = True
+        started = time.monotonic()
 
         async def exchange() -> None:
             nonlocal conn, keep
@@ -227,6 +237,15 @@ class Http1Pool:
                 await conn.writer.drain()
             except (ConnectionError, ssl.SSLEOFError, ssl.SSLZeroReturnError) as exc:
                 raise _Unanswered(f"connection failed before any answer: {exc!r}") from exc
+            pause = min(self._per_answer * len(requests) * BATCH_PACE, BATCH_PAUSE_CAP)
+            if len(requests) > 1 and pause > 0:
+                transport = cast(asyncio.Transport, conn.writer.transport)
+                transport.pause_reading()
+                try:
+                    await asyncio.sleep(min(pause, timeout / 2))
+                finally:
+                    if not transport.is_closing():
+                        transport.resume_reading()
             for method, _, _ in requests:
                 head = await conn.head(method)
                 content = b"".join([piece async for piece in conn.body(head)])
@@ -250,6 +269,10 @@ class Http1Pool:
             raise
         if conn is not None:
             if len(out) == len(requests) and keep:
+                spent = (time.monotonic() - started) / len(requests)
+                self._per_answer = (
+                    spent if not self._per_answer else (0.7 * self._per_answer + 0.3 * spent)
+                )
                 self._give(conn)
             else:
                 conn.close()
