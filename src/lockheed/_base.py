@@ -41,6 +41,7 @@ from ._limits import (
     check_timeout,
     to_timedelta,
 )
+from ._schedule import DueQueue
 from ._shared_core import SEMAPHORE, SHARED, SharedIntent, check_limit
 from ._state import MUTEX, Record
 
@@ -67,6 +68,8 @@ MIN_PAUSE = 0.05
 EARLY_SHARE = 0.05
 EARLY_CAP = 1.0
 BATCH_LEAD = 5.0
+# The most locks one renewal tick renews together.
+MAX_BATCH = 32
 _L = TypeVar("_L", bound="LockBase")
 
 
@@ -74,6 +77,15 @@ class StopSignal(Protocol):
     """A ``threading.Event`` or ``asyncio.Event``: only ``is_set`` is used."""
 
     def is_set(self) -> bool: ...
+
+
+def due_renewals(queue: DueQueue[Any], now: float) -> tuple[list[Any], float | None]:
+    """The renewers' next tick (monotonic ``now``): a lock that is due, and the
+    locks of its locker that may be renewed with it (:meth:`LockBase._renew_early`),
+    at most :data:`MAX_BATCH`; else ``[]`` and how long until one is due."""
+    return queue.pop_batch(
+        now, lambda lock: lock._renew_early(now), lambda lock: id(lock.locker), MAX_BATCH, EARLY_CAP
+    )
 
 
 class LockBase:

@@ -31,7 +31,7 @@ import base64
 import json
 import os
 import ssl
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -40,9 +40,12 @@ from urllib.parse import urlencode, urlsplit
 from ._errors import LockConfigError
 
 __all__ = [
+    "CLOSED_EARLY",
     "Endpoint",
+    "Pace",
     "ProtocolError",
     "Response",
+    "batch_bytes",
     "endpoint_for",
     "lines_of",
     "parse_head",
@@ -167,6 +170,38 @@ def endpoint_for(config: Any, verify: Any, where: str = "the kubeconfig") -> End
 
 def request_target(path: str, params: Mapping[str, str] | None) -> str:
     return f"{path}?{urlencode(params)}" if params else path
+
+
+class Pace:
+    """How long a pool's pipelined batch waits, once sent, before it reads its
+    answers: :data:`BATCH_PACE` of the time per answer that the last batches
+    answered in full took, times the batch's size, at most
+    :data:`BATCH_PAUSE_CAP` (nothing for a single request, or before any
+    batch was answered)."""
+
+    __slots__ = ("per_answer",)
+
+    def __init__(self) -> None:
+        self.per_answer = 0.0  # seconds per answer in the last batches
+
+    def pause(self, n: int) -> float:
+        return 0.0 if n < 2 else min(self.per_answer * n * BATCH_PACE, BATCH_PAUSE_CAP)
+
+    def answered(self, n: int, seconds: float) -> None:
+        """A batch of ``n`` was answered in full ``seconds`` after it was sent."""
+        spent = seconds / n
+        self.per_answer = spent if not self.per_answer else 0.7 * self.per_answer + 0.3 * spent
+
+
+def batch_bytes(
+    endpoint: Endpoint, requests: Sequence[tuple[str, str, bytes | None]], auth: str | None
+) -> bytes:
+    """Pipelined requests ``(method, target, body)``, to be sent in a single write."""
+    return b"".join(request_bytes(endpoint, m, t, b, auth) for m, t, b in requests)
+
+
+# What a request of a batch is left with when an earlier answer closed the connection.
+CLOSED_EARLY = "the server closed the connection after an earlier answer"
 
 
 def request_bytes(

@@ -34,15 +34,16 @@ from collections.abc import AsyncIterator, Awaitable, Sequence
 from typing import TypeVar, cast
 
 from .._http1 import (
-    BATCH_PACE,
-    BATCH_PAUSE_CAP,
+    CLOSED_EARLY,
     IDLE_CONNECTIONS,
     MAX_HEAD,
     STREAM_READ,
     Endpoint,
     Head,
+    Pace,
     ProtocolError,
     Response,
+    batch_bytes,
     chunk_size,
     lines_of,
     parse_head,
@@ -161,7 +162,7 @@ class Http1Pool:
         self.endpoint = endpoint
         self._idle: list[_Connection] = []
         self._closed = False
-        self._per_answer = 0.0  # seconds per answer in the last pipelined batches
+        self._pace = Pace()  # how long a pipelined batch waits before it reads
 
     def _take(self) -> _Connection | None:
         while self._idle:
@@ -222,7 +223,7 @@ class Http1Pool:
         for each answer as it arrives."""
         endpoint = self.endpoint
         auth = endpoint.auth_header()
-        data = b"".join(request_bytes(endpoint, m, t, b, auth) for m, t, b in requests)
+        data = batch_bytes(endpoint, requests, auth)
         out: list[Response | Exception] = []
         conn = self._take()
         keep = True
@@ -237,8 +238,8 @@ class Http1Pool:
                 await conn.writer.drain()
             except (ConnectionError, ssl.SSLEOFError, ssl.SSLZeroReturnError) as exc:
                 raise _Unanswered(f"connection failed before any answer: {exc!r}") from exc
-            pause = min(self._per_answer * len(requests) * BATCH_PACE, BATCH_PAUSE_CAP)
-            if len(requests) > 1 and pause > 0:
+            pause = self._pace.pause(len(requests))
+            if pause > 0:
                 transport = cast(asyncio.Transport, conn.writer.transport)
                 transport.pause_reading()
                 try:
@@ -269,15 +270,11 @@ class Http1Pool:
             raise
         if conn is not None:
             if len(out) == len(requests) and keep:
-                spent = (time.monotonic() - started) / len(requests)
-                self._per_answer = (
-                    spent if not self._per_answer else (0.7 * self._per_answer + 0.3 * spent)
-                )
+                self._pace.answered(len(requests), time.monotonic() - started)
                 self._give(conn)
             else:
                 conn.close()
-                closed = _Unanswered("the server closed the connection after an earlier answer")
-                out += [closed] * (len(requests) - len(out))
+                out += [_Unanswered(CLOSED_EARLY)] * (len(requests) - len(out))
         if endpoint.token_file is not None:
             for i, (method, target, body) in enumerate(requests):
                 answer = out[i]

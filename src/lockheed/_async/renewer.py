@@ -4,9 +4,9 @@ Locks register a due time; a scheduler task sleeps until the earliest (or
 until a registration wakes it) and starts its tick
 (:func:`~lockheed._async.lock.tick_all`) as a task of its own, which returns
 the next due time. Locks of the same locker due within a short while of it
-(:meth:`~lockheed._base.LockBase._renew_early`) go with it, up to
-:data:`MAX_BATCH`: their renewals are written in one pipelined exchange, and,
-renewed together, they stay due together. Ticks run concurrently, so a
+(:func:`~lockheed._base.due_renewals`) go with it, up to
+:data:`~lockheed._base.MAX_BATCH`: their renewals are written in one
+pipelined exchange, and, renewed together, they stay due together. Ticks run concurrently, so a
 renewal stuck on a slow request never delays the renewal of a lock of
 another locker, nor of a lock whose loss deadline is near (such a lock is
 ticked alone). The scheduler is created on first use.
@@ -27,15 +27,12 @@ import time
 import weakref
 from typing import Any
 
-from .._base import EARLY_CAP
+from .._base import due_renewals
 from .._schedule import DueQueue
 
 __all__ = ["renewer"]
 
 logger = logging.getLogger("lockheed")
-
-# The most locks one tick renews together.
-MAX_BATCH = 32
 
 
 class _LoopRenewer:
@@ -55,13 +52,7 @@ class _LoopRenewer:
         while True:
             self.wake.clear()
             now = time.monotonic()
-            batch, wait = self.queue.pop_batch(
-                now,
-                lambda lock: lock._renew_early(now),  # noqa: B023 - called at once
-                lambda lock: id(lock.locker),
-                MAX_BATCH,
-                EARLY_CAP,
-            )
+            batch, wait = due_renewals(self.queue, now)
             if batch:
                 return batch
             with contextlib.suppress(asyncio.TimeoutError):

@@ -30,15 +30,16 @@ import time
 from collections.abc import Iterator, Sequence
 
 from .._http1 import (
-    BATCH_PACE,
-    BATCH_PAUSE_CAP,
+    CLOSED_EARLY,
     IDLE_CONNECTIONS,
     MAX_HEAD,
     STREAM_READ,
     Endpoint,
     Head,
+    Pace,
     ProtocolError,
     Response,
+    batch_bytes,
     chunk_size,
     lines_of,
     parse_head,
@@ -150,7 +151,7 @@ class Http1Pool:
         self._idle: list[_Connection] = []
         self._lock = threading.Lock()
         self._closed = False
-        self._per_answer = 0.0  # seconds per answer in the last pipelined batches
+        self._pace = Pace()  # how long a pipelined batch waits before it reads
 
     def _take(self) -> _Connection | None:
         while True:
@@ -202,12 +203,12 @@ class Http1Pool:
 
         The server answers pipelined requests one after another. The read
         begins once about as much time has passed as the last batches' answers
-        took (:data:`~lockheed._http1.BATCH_PACE`), so that most answers are
+        took (:class:`~lockheed._http1.Pace`), so that most answers are
         read together instead of each after a wake-up of its own; what has not
         arrived by then is waited for as usual."""
         endpoint = self.endpoint
         auth = endpoint.auth_header()
-        data = b"".join(request_bytes(endpoint, m, t, b, auth) for m, t, b in requests)
+        data = batch_bytes(endpoint, requests, auth)
         out: list[Response | Exception] = []
         started = time.monotonic()
         end = started + timeout
@@ -218,8 +219,8 @@ class Http1Pool:
                 conn = _Connection(endpoint, timeout)
             conn.sock.settimeout(timeout)
             conn.sock.sendall(data)
-            pause = min(self._per_answer * len(requests) * BATCH_PACE, BATCH_PAUSE_CAP)
-            if len(requests) > 1 and pause > 0:
+            pause = self._pace.pause(len(requests))
+            if pause > 0:
                 time.sleep(min(pause, timeout / 2))
             for method, _, _ in requests:
                 left = end - time.monotonic()
@@ -242,15 +243,11 @@ class Http1Pool:
             raise
         if conn is not None:
             if len(out) == len(requests) and keep:
-                spent = (time.monotonic() - started) / len(requests)
-                self._per_answer = (
-                    spent if not self._per_answer else (0.7 * self._per_answer + 0.3 * spent)
-                )
+                self._pace.answered(len(requests), time.monotonic() - started)
                 self._give(conn)
             else:
                 conn.close()
-                closed = _Unanswered("the server closed the connection after an earlier answer")
-                out += [closed] * (len(requests) - len(out))
+                out += [_Unanswered(CLOSED_EARLY)] * (len(requests) - len(out))
         if endpoint.token_file is not None:
             for i, (method, target, body) in enumerate(requests):
                 answer = out[i]

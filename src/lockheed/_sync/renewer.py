@@ -4,9 +4,9 @@ Locks register a due time. A scheduler thread sleeps until the earliest one
 (or until a registration wakes it) and hands the lock to a worker thread,
 which ticks it (:func:`~lockheed._sync.lock.tick_all`) and re-schedules it
 at the time that returns. Locks of the same locker due within a short while
-of it (:meth:`~lockheed._base.LockBase._renew_early`) go with it, up to
-:data:`MAX_BATCH`: their renewals are written in one pipelined exchange, and,
-renewed together, they stay due together. Workers are started as needed (up
+of it (:func:`~lockheed._base.due_renewals`) go with it, up to
+:data:`~lockheed._base.MAX_BATCH`: their renewals are written in one
+pipelined exchange, and, renewed together, they stay due together. Workers are started as needed (up
 to :data:`MAX_WORKERS`), so a renewal stuck on a slow request never delays
 the renewal of a lock of another locker, nor of a lock whose loss deadline
 is near (such a lock is ticked alone); a lock is never ticked twice at once.
@@ -27,7 +27,7 @@ import time
 from collections import deque
 from typing import Any
 
-from .._base import EARLY_CAP
+from .._base import due_renewals
 from .._schedule import DueQueue
 
 __all__ = ["renewer"]
@@ -36,8 +36,6 @@ logger = logging.getLogger("lockheed")
 
 # Ticks running at once; beyond this, due locks wait for a free worker.
 MAX_WORKERS = 16
-# The most locks one tick renews together.
-MAX_BATCH = 32
 
 
 class Renewer:
@@ -79,13 +77,7 @@ class Renewer:
         with self._cond:
             while True:
                 now = time.monotonic()
-                batch, wait = self._queue.pop_batch(
-                    now,
-                    lambda lock: lock._renew_early(now),  # noqa: B023 - called at once
-                    lambda lock: id(lock.locker),
-                    MAX_BATCH,
-                    EARLY_CAP,
-                )
+                batch, wait = due_renewals(self._queue, now)
                 if not batch:
                     self._wake_at = None if wait is None else now + wait
                     self._cond.wait(wait)
