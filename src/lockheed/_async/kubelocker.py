@@ -124,45 +124,38 @@ class AsyncKubeLocker:
     async def _replace(self, effect: Replace) -> Any:
         """One PUT at the effect's version (the tasks' joins of one lock are
         written together: :mod:`lockheed._async.joins`)."""
-        name = effect.name
-        body = self._updated_body(self.object_name(name), effect)
-        status, obj = await self.api.request(
-            "PUT",
-            "/" + self.object_name(name),
-            body=body,
-            params=self._write_params(effect, body),
-            lock=name,
-        )
-        if status == 404:
-            return None
-        return CONFLICT if status == 409 else self._decode(name, obj)
+        method, path, body, params, name = self._put(effect)
+        status, obj = await self.api.request(method, path, body=body, params=params, lock=name)
+        return self._written(name, status, obj)
 
     async def execute_batch(self, effects: Sequence[Replace]) -> list[Any]:
         """Perform several writes at once (the renewer's, each of its own lock):
         pipelined on one connection (:meth:`AsyncKubeAPI.request_batch`). Each
         item is what :meth:`execute` returns for its effect, or the
         :class:`~lockheed.LockError` it would raise, returned."""
-        calls = []
-        for effect in effects:
-            name = self.object_name(effect.name)
-            body = self._updated_body(name, effect)
-            calls.append(("PUT", "/" + name, body, self._write_params(effect, body), effect.name))
+        answers = await self.api.request_batch([self._put(effect) for effect in effects])
         out: list[Any] = []
-        for effect, answer in zip(effects, await self.api.request_batch(calls), strict=True):
-            if isinstance(answer, LockError):
-                out.append(answer)
-                continue
-            status, obj = answer
-            if status == 404:
-                out.append(None)
-            elif status == 409:
-                out.append(CONFLICT)
-            else:
-                try:
-                    out.append(self._decode(effect.name, obj))
-                except LockError as exc:
-                    out.append(exc)
+        for effect, answer in zip(effects, answers, strict=True):
+            try:
+                if isinstance(answer, LockError):
+                    raise answer
+                out.append(self._written(effect.name, *answer))
+            except LockError as exc:
+                out.append(exc)
         return out
+
+    def _put(self, effect: Replace) -> tuple[str, str, Any, dict[str, str] | None, str]:
+        """The PUT that performs ``effect``: method, path, body, query, lock name."""
+        name = self.object_name(effect.name)
+        body = self._updated_body(name, effect)
+        return "PUT", "/" + name, body, self._write_params(effect, body), effect.name
+
+    def _written(self, name: str, status: int, obj: Any) -> Any:
+        """What a write's answer means to the core: None (the object is gone),
+        ``CONFLICT``, or the version written."""
+        if status == 404:
+            return None
+        return CONFLICT if status == 409 else self._decode(name, obj)
 
     async def end_watch(self, session: object) -> None:
         """The operation that waited with ``session`` is over: stop its watch."""
