@@ -32,6 +32,7 @@ from lockheed.testing import (
     Latency,
     Refuse,
     Reset,
+    _throttle,
     throttled,
 )
 from lockheed.testing.plugin import RestrictedUserFactory
@@ -305,3 +306,52 @@ def test_throttled_user_gets_429_and_others_do_not(
             assert admin.get(path).status_code == 404
         assert name.endswith("throttled")
         assert http.get(path).status_code == 404
+
+
+def _rejected(admin: httpx2.Client) -> int:
+    """Requests the API server rejected at the throttling priority level."""
+    dump = admin.get("/debug/api_priority_and_fairness/dump_priority_levels")
+    assert dump.status_code == 200, dump.text
+    header, *rows = (line.split(",") for line in dump.text.splitlines() if line.strip())
+    column = [field.strip() for field in header].index("RejectedRequests")
+    (count,) = (int(r[column]) for r in rows if r[0].startswith("lockheed-throttle-"))
+    return count
+
+
+def test_throttled_replaces_a_stalled_request_that_was_turned_away(
+    lockheed_cluster: Cluster,
+    lockheed_restricted_user: RestrictedUserFactory,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A stalled request that arrives while another request of the user holds
+    the seat is answered 429 at once, which the client reads only after its
+    body: the holder must notice and send another, or the user is served."""
+    user = lockheed_restricted_user(READ_CONFIGMAPS, name="turned-away")
+    holders: list[_throttle._SeatHolder] = []
+
+    class Recorded(_throttle._SeatHolder):
+        def __init__(self, cluster: Cluster, kubeconfig: Path) -> None:
+            super().__init__(cluster, kubeconfig)
+            holders.append(self)
+
+    monkeypatch.setattr(_throttle, "_SeatHolder", Recorded)
+    admin = lockheed_cluster.http_client()
+    http = lockheed_cluster.http_client(user)
+    with admin, http, throttled(lockheed_cluster, user):
+        (first,) = holders
+        before = _rejected(admin)
+        second = _throttle._SeatHolder(lockheed_cluster, user)
+        try:
+            deadline = time.monotonic() + 30
+            while _rejected(admin) == before:  # the second's request was turned away
+                assert time.monotonic() < deadline, "the second request was not turned away"
+                time.sleep(0.05)
+            first.finish(30)  # the seat is free; only the second can take it again
+            _throttle._wait_until(http, 30, "turned-away", "throttled again", _is_429)
+            assert second.turned_away >= 1
+        finally:
+            second.finish(30)
+
+
+def _is_429(response: httpx2.Response) -> bool:
+    return response.status_code == 429

@@ -16,7 +16,12 @@ is finished and the objects are deleted. Entering and leaving wait (bounded by
 served again, and raise :class:`~lockheed.testing.ClusterError` otherwise.
 The API server ends the stalled request after its request timeout (a minute
 by default); it is then sent again at once, so a few requests may slip
-through at that moment in a longer block.
+through at that moment in a longer block. A stalled request that was turned
+away (429) because another request of the user held the seat at that moment
+is answered at once, but the client sends the whole body before it reads an
+answer: so while its body waits, the holder probes as the user, and a probe
+that is served shows the seat is not held: that request is ended and another
+sent.
 """
 
 from __future__ import annotations
@@ -41,6 +46,7 @@ _PRECEDENCE = 10  # ahead of every default schema but "exempt" (system:masters) 
 _POLL_INTERVAL = 0.05
 _LEVEL_HEADER = "x-kubernetes-pf-prioritylevel-uid"
 _HOLD_LIMIT = 3600.0  # a stalled request never outlives this, even if nobody ends it
+_HOLD_CHECK = 0.5  # how often a stalled request's holder checks that it holds the seat
 
 
 def whoami(cluster: Cluster, kubeconfig: Path | str) -> str:
@@ -123,18 +129,33 @@ def _wait_until(
 
 class _SeatHolder:
     """Requests of the user whose body stalls until :meth:`finish`: the API
-    server has admitted each one and is reading its body, so it holds the seat."""
+    server has admitted each one and is reading its body, so it holds the seat.
+    One found not to hold it (a probe of the user is served) is ended, and the
+    next one sent."""
 
     def __init__(self, cluster: Cluster, kubeconfig: Path) -> None:
         self._http = cluster.http_client(kubeconfig)
+        self._probe = cluster.http_client(kubeconfig)
         self._finish = threading.Event()
         self.sent = 0
+        self.turned_away = 0  # requests found not to hold the seat, and ended
         self._thread = threading.Thread(target=self._run, name="lockheed-throttle", daemon=True)
         self._thread.start()
 
+    def _seat_free(self) -> bool:
+        """Whether a request of the user is served now: then no request holds the seat."""
+        try:
+            return self._probe.get(_PROBE).status_code != 429
+        except httpx2.TransportError:
+            return False  # cannot tell: keep holding
+
     def _body(self) -> Iterator[bytes]:
         yield b'{"apiVersion":"authentication.k8s.io/v1",'
-        self._finish.wait(_HOLD_LIMIT)
+        deadline = time.monotonic() + _HOLD_LIMIT
+        while not self._finish.wait(_HOLD_CHECK) and time.monotonic() < deadline:
+            if self._seat_free():  # this request was turned away: end it, send another
+                self.turned_away += 1
+                break
         yield b'"kind":"SelfSubjectReview"}'
 
     def _run(self) -> None:
@@ -149,6 +170,7 @@ class _SeatHolder:
         self._finish.set()
         self._thread.join(timeout)
         self._http.close()
+        self._probe.close()
 
 
 @contextlib.contextmanager
