@@ -50,6 +50,7 @@ from hypothesis.stateful import (
 from lockheed import LockTimeout, MemoryLocker
 from lockheed._clock import ServerClock
 from lockheed._core import (
+    TOKEN_HOLDER_KEY,
     UNCHANGED,
     Acquired,
     Create,
@@ -195,7 +196,8 @@ class LineModel(RuleBasedStateMachine):
         """Whether a watch by view label is sent ``record`` (it labels the waiter)."""
         if effect.view is None or effect.quick or record.state is None:
             return True
-        shown = view_labels(record.state.leases, read_queue(record.meta))
+        owner = record.meta.get(TOKEN_HOLDER_KEY)
+        shown = view_labels(record.state.leases, read_queue(record.meta), owner)
         return view_label(effect.view) in shown
 
     def first_wake(self, effect: Watch) -> Record | None:

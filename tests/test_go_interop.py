@@ -54,7 +54,7 @@ from lockheed import (
     list_locks,
     tags_contain,
 )
-from lockheed._core import Read, Replace, Watch
+from lockheed._core import CLAIM_WINDOW, Read, Replace, Watch
 from lockheed._queue import QUEUE_KEY, VIEW_PREFIX, view_label
 from lockheed._state import NEVER, Lease, LockState, Record, encode_state, parse_time
 from lockheed.testing import FaultProxy, Latency
@@ -422,6 +422,58 @@ def test_go_keeps_the_line_on_its_own_writes(
         second.release()
     finally:
         line.close()
+
+
+DEAD_FIRST_SLACK = 3.0  # seconds past CLAIM_WINDOW; a look out of view would take 5 more
+
+
+def test_a_waiter_sees_a_go_release_past_a_dead_first_waiter(
+    procs: Processes,
+    py: ConfigMapLocker,
+    configmap_locker: ConfigMapLockers,
+    background: ThreadPoolExecutor,
+) -> None:
+    """A Go holder's release is a write that labels nobody anew. Behind a Go
+    holder the second in line is labelled too, so when the first died in line
+    the second still sees the release at once and takes the lock after
+    CLAIM_WINDOW, as it would from a dead first waiter behind a lockheed holder
+    (not only at its next look, out of view, and CLAIM_WINDOW after that)."""
+    go = procs.go(
+        "acquire",
+        *("--name", "dead-first", "--duration", "60s", "--instance-id", "go-holder"),
+        "--wait-stdin",
+        stdin=True,
+    )
+    go.event("acquired", STARTUP)
+    line = LineWatch(configmap_locker(), "dead-first")
+    worker = Path(__file__).with_name("lock_worker.py")
+    try:
+        first = procs.spawn(
+            [
+                *(sys.executable, str(worker), "wait"),
+                *("--kubeconfig", str(procs.kubeconfig), "--namespace", procs.namespace),
+                *("--lock", "dead-first", "--duration", "60", "--renew-interval", "20"),
+                *("--instance-id", "dead-first-waiter", "--acquire-timeout", "240"),
+            ]
+        )
+        line.until(lambda r: line_of(r) == ["dead-first-waiter"], STARTUP)
+        second = Lock("dead-first", py).with_duration(60)
+        taking = background.submit(lambda: (second.acquire(timeout=4 * STEP), time.monotonic_ns()))
+        joined = line.until(lambda r: line_of(r) == ["dead-first-waiter", second.instance_id])
+        assert view_label(second.instance_id) in labels_of(joined)  # behind a Go holder
+        first.process.kill()
+        first.process.wait(STEP)
+        go.say()  # Go releases: the lock is free, the first in line is dead
+        released = go.event("released")["mono_ns"]
+        _, took = taking.result(4 * STEP)
+    finally:
+        line.close()
+    waited = (took - released) / 1e9
+    print(f"\nGo release -> the second in line holds, past a dead first: {waited:.2f} s")
+    assert waited < CLAIM_WINDOW + DEAD_FIRST_SLACK
+    assert second.held
+    second.release()
+    assert go.process.wait(STEP) == 0, go.describe()
 
 
 def test_python_takes_over_after_killed_go_lease_expires(

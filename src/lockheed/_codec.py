@@ -19,7 +19,7 @@ import re
 from collections.abc import Mapping
 from typing import Any
 
-from ._core import Replace
+from ._core import TOKEN_HOLDER_KEY, Replace
 from ._queue import read_queue, view_labels, with_view_labels
 from ._state import LockState, Record, StateFormatError, decode_state, encode_state
 
@@ -104,7 +104,8 @@ def labelled(
 ) -> dict[str, str]:
     """``labels`` with the view labels of the object written with ``state`` and
     ``annotations`` (its line): see :func:`lockheed._queue.view_labels`."""
-    wanted = view_labels(state.leases, read_queue(annotations or {}))
+    meta = annotations or {}
+    wanted = view_labels(state.leases, read_queue(meta), meta.get(TOKEN_HOLDER_KEY))
     return with_view_labels(labels, wanted)
 
 

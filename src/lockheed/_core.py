@@ -65,9 +65,9 @@ from ._errors import (
     LockTypeError,
 )
 from ._queue import (
-    IN_VIEW,
     QUEUE_KEY,
     Waiter,
+    in_view,
     place_in_line,
     place_of,
     queue_meta,
@@ -574,7 +574,8 @@ class Watch:
     unless: Callable[[Record], bool] | None = None
     # The instance whose view label (``_queue.view_label``) the locker may watch
     # by instead of every change: it then sees only the versions that label it
-    # (it holds the lock or is among the first two in line), and reads the object when the
+    # (it holds the lock or is first in line, or second behind a Go holder or a
+    # free lock: _queue.in_view), and reads the object when the
     # wait's time is up or a quick look finds it out of view. None: every change.
     view: str | None = None
     # With ``view``: out of view, read by this monotonic time at the latest (a
@@ -825,14 +826,16 @@ def _freed_at(clock: ServerClock, record: Record | None) -> float:
     return min(now, now + (max(ends) - earliest).total_seconds())
 
 
-def _look(clock: ServerClock, ahead: tuple[str, ...]) -> float | None:
+def _look(clock: ServerClock, ahead: tuple[str, ...], record: Record) -> float | None:
     """When a waiter with ``ahead`` before it in line, too far back to be labelled
-    to see every change (:func:`~lockheed._queue.view_labels`), reads the object
-    at the latest: after :data:`CLAIM_WINDOW` per place it is behind the last
-    labelled one. If everyone ahead died, no write labels it; it then finds the
-    lock free soon enough to keep the bound of about ``CLAIM_WINDOW`` per dead
-    waiter (each read is one request, rarer the further back it is)."""
-    behind = len(ahead) - IN_VIEW + 1
+    to see every change (:func:`~lockheed._queue.view_labels`) of ``record``,
+    reads the object at the latest: after :data:`CLAIM_WINDOW` per place it is
+    behind the last labelled one. If everyone ahead died, no write labels it; it
+    then finds the lock free soon enough to keep the bound of about
+    ``CLAIM_WINDOW`` per dead waiter (each read is one request, rarer the
+    further back it is)."""
+    holders = () if record.state is None else record.state.leases
+    behind = len(ahead) - in_view(holders, record.meta.get(TOKEN_HOLDER_KEY)) + 1
     return None if behind <= 0 else clock.monotonic() + CLAIM_WINDOW * behind
 
 
@@ -1214,7 +1217,7 @@ def acquire_flow(
                 # Only a waiter in line is labelled (not one kept out by a Go
                 # reservation before it joins, say): the others watch every change.
                 view=view if in_line else None,
-                look=_look(clock, ahead) if view is not None and in_line else None,
+                look=_look(clock, ahead, record) if view is not None and in_line else None,
             )
         except LockBackendError as exc:
             yield from patience.pause(exc)

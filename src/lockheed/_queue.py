@@ -17,12 +17,13 @@ by the next write that changes the line): a damaged line must not stop the
 lock itself from working.
 
 Every lockheed write also labels the object for the instances that must see
-each of its changes (:func:`view_labels`): every holder, and the first
-:data:`IN_VIEW` waiters in line, each as ``lockheed/w.<instance ID>: "1"``
+each of its changes (:func:`view_labels`): every holder, the first waiter in
+line and, unless a lockheed holder alone holds the lock, the second
+(:func:`in_view`), each as ``lockheed/w.<instance ID>: "1"``
 (:func:`view_label`). A waiter watches with its label as the selector, so the
-API server sends it nothing until it comes near the head of the line (or its
+API server sends it nothing until it comes to the head of the line (or its
 wait's time is up and it reads): a change of a lock many wait on is
-delivered to three or four watches instead of all of them.
+delivered to two or three watches instead of all of them.
 """
 
 from __future__ import annotations
@@ -41,6 +42,7 @@ __all__ = [
     "QUEUE_KEY",
     "VIEW_PREFIX",
     "Waiter",
+    "in_view",
     "place_in_line",
     "place_of",
     "queue_meta",
@@ -53,7 +55,8 @@ __all__ = [
 QUEUE_KEY: Final = "lockheed/queue"
 # The labels naming the instances that must see every change of the object.
 VIEW_PREFIX: Final = "lockheed/w."
-# How many waiters at the head of the line are labelled to see every change.
+# How many waiters at the head of the line are labelled to see every change, at
+# most (see in_view).
 IN_VIEW: Final = 2
 _LABEL_NAME = re.compile(r"[A-Za-z0-9]([-A-Za-z0-9_.]*[A-Za-z0-9])?")
 
@@ -214,18 +217,38 @@ def view_label(instance_id: str) -> str:
     return VIEW_PREFIX + "h." + digest[:40]
 
 
-def view_labels(holders: Iterable[str], queue: tuple[Waiter, ...]) -> frozenset[str]:
-    """The view labels of an object whose leases are ``holders`` (every lease
-    stored, live or not: a holder sees the change that ends its lease) and
-    whose line is ``queue``: those holders and the first :data:`IN_VIEW`
-    waiters. The first is the one a release hands the lock to and the one that
-    takes a free lock; the second takes over, after ``CLAIM_WINDOW``, from a
-    first that died (so it must see the hand-off's short claim that it waits
-    for). A dead holder and a dead first waiter, or two dead waiters in a row,
-    thus cost the line no more than they do with every waiter seeing every
-    change; a waiter further back reads the object when its wait's time is up."""
+def in_view(holders: Iterable[str], owner: str | None) -> int:
+    """How many waiters at the head of a line are labelled to see every change of
+    an object whose leases are ``holders`` and whose fencing token is held by
+    ``owner`` (None: by nobody): one while the owner's lease is the only one (a
+    lockheed holder, which hands the lock to the first waiter on its release,
+    labelling the next one in that write), else :data:`IN_VIEW`. The lock is
+    then free, or held by another writer (Go lockheed), whose release is a
+    write that labels nobody: the second must see it too, to take over from a
+    first waiter that died within ``CLAIM_WINDOW`` of it."""
     ids = set(holders)
-    ids.update(w.instance_id for w in queue[:IN_VIEW])
+    return 1 if owner is not None and ids == {owner} else IN_VIEW
+
+
+def view_labels(
+    holders: Iterable[str], queue: tuple[Waiter, ...], owner: str | None = None
+) -> frozenset[str]:
+    """The view labels of an object whose leases are ``holders`` (every lease
+    stored, live or not: a holder sees the change that ends its lease), whose
+    fencing token is held by ``owner`` and whose line is ``queue``: those
+    holders and the first :func:`in_view` waiters. The first is the one a
+    release hands the lock to and the one that takes a free lock. The second,
+    labelled while no lockheed holder alone holds the lock, takes over after
+    ``CLAIM_WINDOW`` from a first that died; behind a lockheed holder it needs
+    no label for that: the release that hands over labels it (it is first
+    then), and the end of a lease that nobody renews is a time it knows (its
+    wait ends then, and it reads). A dead holder and a dead first waiter, or
+    two dead waiters in a row, thus cost the line no more than they do with
+    every waiter seeing every change; a waiter further back reads the object
+    when its wait's time is up."""
+    ids = set(holders)
+    shown = in_view(ids, owner)
+    ids.update(w.instance_id for w in queue[:shown])
     return frozenset(view_label(i) for i in ids)
 
 

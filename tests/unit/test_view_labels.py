@@ -15,6 +15,8 @@ from lockheed._clock import ServerClock
 from lockheed._codec import LABEL, new_configmap, updated_configmap
 from lockheed._core import (
     CLAIM_WINDOW,
+    TOKEN_HOLDER_KEY,
+    TOKEN_KEY,
     Intent,
     Replace,
     Watch,
@@ -28,6 +30,7 @@ from lockheed._queue import (
     IN_VIEW,
     VIEW_PREFIX,
     Waiter,
+    in_view,
     queue_meta,
     view_label,
     view_labels,
@@ -45,11 +48,21 @@ def at(seconds: float) -> datetime:
     return T0 + timedelta(seconds=seconds)
 
 
-def configmap(holder: str | None, line: tuple[str, ...], labels: dict[str, str]) -> Record:
-    """A stored ConfigMap (as read) with ``holder``'s lease and ``line``."""
+def configmap(
+    holder: str | None,
+    line: tuple[str, ...],
+    labels: dict[str, str],
+    owner: str | None = "",
+) -> Record:
+    """A stored ConfigMap (as read) with ``holder``'s lease and ``line``; the
+    fencing token held by ``owner`` (by default the holder, as a lockheed holder
+    does; None: no token, as after a Go lockheed holder took a new lock)."""
     leases = [] if holder is None else [Lease(holder, at(20))]
     state = LockState(NAME, "mutex").with_leases(leases)
     meta = {k: v for k, v in queue_meta(Waiter(w, None) for w in line).items() if v}
+    owner = holder if owner == "" else owner
+    if owner is not None:
+        meta.update({TOKEN_KEY: "30", TOKEN_HOLDER_KEY: owner})
     raw = new_configmap("lockheed-jobs", "ns", state, meta)
     raw["metadata"]["labels"] = dict(labels)
     raw["metadata"]["resourceVersion"] = "40"
@@ -97,10 +110,19 @@ def test_ids_too_long_or_not_label_names_are_hashed_apart() -> None:
 # ------------------------------------------------------------ who is labelled
 
 
-def test_the_holders_and_the_first_two_in_line_are_labelled() -> None:
+def test_the_holders_and_the_first_in_line_are_labelled_and_the_second_unless_ours_holds() -> None:
     line = tuple(Waiter(w, None) for w in ("a", "b", "c", "d"))
     assert IN_VIEW == 2
-    assert view_labels(["h"], line) == views("h", "a", "b")
+    # A lockheed holder alone (it holds the fencing token): it hands the lock to
+    # the first, and that write labels the second (first then).
+    assert in_view(["h"], "h") == 1
+    assert view_labels(["h"], line, "h") == views("h", "a")
+    # Free, or held by another writer (Go lockheed, whose release labels nobody):
+    # the second sees every change too, to take over from a first that died.
+    assert view_labels([], line, "h") == views("a", "b")
+    assert view_labels(["g"], line, "h") == views("g", "a", "b")
+    assert view_labels(["g"], line, None) == views("g", "a", "b")
+    assert view_labels(["h", "g"], line, "h") == views("h", "g", "a", "b")
     assert view_labels([], line[3:]) == views("d")
     assert view_labels(["h1", "h2"], ()) == views("h1", "h2")  # a shared lock's holders
 
@@ -118,22 +140,26 @@ def test_labels_of_others_are_kept_and_stale_view_labels_removed() -> None:
 # ------------------------------------------------------------ what writes carry
 
 
-def test_a_hand_off_labels_the_new_holder_and_the_next_two_in_line() -> None:
+def test_a_hand_off_labels_the_new_holder_and_the_next_in_line() -> None:
     stale = {LABEL: "", "app": "x", view_label("gone"): "1", view_label("h"): "1"}
     record = configmap("h", ("a", "b", "c", "d"), stale)
     release = decide_release(Intent(NAME, "h", timedelta(seconds=30)), record, at(0), 31, at(1))
     labels = written_labels(record, release)
-    assert ours(labels) == views("a", "b", "c")  # the old holder is out of view
+    assert ours(labels) == views("a", "b")  # the old holder is out of view, and so is "c"
     assert labels[LABEL] == "" and labels["app"] == "x"
 
 
 def test_a_join_far_back_does_not_label_the_newcomer() -> None:
     record = configmap("h", ("a", "b"), {LABEL: ""})
     join = decide_acquire(Intent(NAME, "e", timedelta(seconds=30)), record, at(0), at(1))
-    assert ours(written_labels(record, join)) == views("h", "a", "b")
+    assert ours(written_labels(record, join)) == views("h", "a")
     second = configmap("h", ("a",), {LABEL: ""})
     join = decide_acquire(Intent(NAME, "e", timedelta(seconds=30)), second, at(0), at(1))
-    assert ours(written_labels(second, join)) == views("h", "a", "e")
+    assert ours(written_labels(second, join)) == views("h", "a")
+    # Behind a Go lockheed holder (no fencing token of its own), second is in view.
+    go = configmap("g", ("a",), {LABEL: ""}, owner=None)
+    join = decide_acquire(Intent(NAME, "e", timedelta(seconds=30)), go, at(0), at(1))
+    assert ours(written_labels(go, join)) == views("g", "a", "e")
 
 
 def test_a_lease_write_carries_the_same_labels() -> None:
@@ -142,7 +168,7 @@ def test_a_lease_write_carries_the_same_labels() -> None:
     assert isinstance(release, Write)
     effect = Replace(NAME, "40", release.state, release.meta, record)
     body = updated_lease("lockheed-jobs", effect, at(1))
-    assert ours(body["metadata"]["labels"]) == views("a", "b", "c")
+    assert ours(body["metadata"]["labels"]) == views("a", "b")
 
 
 # ------------------------------------------------------------ the waits
@@ -160,10 +186,12 @@ def waits_of(record: Record, who: str, fair: bool = True) -> Watch:
 def test_a_fair_waiter_watches_by_its_view_and_reads_by_its_place() -> None:
     record = configmap("h", ("a", "b", "c", "d"), {LABEL: ""})
     assert waits_of(record, "a").view == "a" and waits_of(record, "a").look is None
-    assert waits_of(record, "b").look is None  # second: labelled
-    third, fourth = waits_of(record, "c"), waits_of(record, "d")
-    assert third.look == 100.0 + CLAIM_WINDOW
-    assert fourth.look == 100.0 + 2 * CLAIM_WINDOW
+    second, third = waits_of(record, "b"), waits_of(record, "c")
+    assert second.view == "b" and second.look == 100.0 + CLAIM_WINDOW
+    assert third.look == 100.0 + 2 * CLAIM_WINDOW
+    go = configmap("g", ("a", "b", "c", "d"), {LABEL: ""}, owner=None)
+    assert waits_of(go, "b").look is None  # second behind a Go holder: labelled
+    assert waits_of(go, "c").look == 100.0 + CLAIM_WINDOW
 
 
 def test_a_racing_waiter_watches_every_change() -> None:

@@ -25,8 +25,8 @@ waiter is not woken for them; the newest is its result if its time runs out.
 
 A fair mutex waiter's wait carries its ``view`` (its instance ID): its watch
 then asks the server only for the versions that carry its view label (it
-holds the lock or is among the first two in line:
-:func:`lockheed._queue.view_labels`), so a waiter further back is not sent,
+holds the lock or is first in line, or second while no lockheed holder alone
+holds it: :func:`lockheed._queue.view_labels`), so a waiter further back is not sent,
 and does not read, the changes of a busy lock. Such a watch shows an object
 leaving the view as DELETED with the content of the version before, so that
 event is never taken for a state: a later version than the wait's makes it
