@@ -446,15 +446,13 @@ def test_a_waiter_sees_a_go_release_past_a_dead_first_waiter(
     )
     go.event("acquired", STARTUP)
     line = LineWatch(configmap_locker(), "dead-first")
-    worker = Path(__file__).with_name("lock_worker.py")
     try:
-        first = procs.spawn(
-            [
-                *(sys.executable, str(worker), "wait"),
-                *("--kubeconfig", str(procs.kubeconfig), "--namespace", procs.namespace),
-                *("--lock", "dead-first", "--duration", "60", "--renew-interval", "20"),
-                *("--instance-id", "dead-first-waiter", "--acquire-timeout", "240"),
-            ]
+        first = lock_worker(
+            procs,
+            "wait",
+            "dead-first",
+            *("--duration", "60", "--renew-interval", "20"),
+            *("--instance-id", "dead-first-waiter", "--acquire-timeout", "240"),
         )
         line.until(lambda r: line_of(r) == ["dead-first-waiter"], STARTUP)
         second = Lock("dead-first", py).with_duration(60)
@@ -471,6 +469,85 @@ def test_a_waiter_sees_a_go_release_past_a_dead_first_waiter(
     waited = (took - released) / 1e9
     print(f"\nGo release -> the second in line holds, past a dead first: {waited:.2f} s")
     assert waited < CLAIM_WINDOW + DEAD_FIRST_SLACK
+    assert second.held
+    second.release()
+    assert go.process.wait(STEP) == 0, go.describe()
+
+
+def lock_worker(procs: Processes, mode: str, lock: str, *args: str) -> Child:
+    """tests/lock_worker.py in ``mode`` on the test's namespace."""
+    worker = Path(__file__).with_name("lock_worker.py")
+    return procs.spawn(
+        [
+            *(sys.executable, str(worker), mode),
+            *("--kubeconfig", str(procs.kubeconfig), "--namespace", procs.namespace),
+            *("--lock", lock, *args),
+        ]
+    )
+
+
+def test_a_waiter_out_of_view_sees_a_go_release_past_a_dead_holder_and_first(
+    procs: Processes,
+    py: ConfigMapLocker,
+    configmap_locker: ConfigMapLockers,
+    background: ThreadPoolExecutor,
+) -> None:
+    """Behind a lockheed holder the second in line is not labelled. When that
+    holder and the first waiter die and Go lockheed takes the lock once the
+    lease runs out, no lockheed write labels the second before Go's release,
+    and Go's lease never ends: the second must still find the release by
+    reading (every CLAIM_WINDOW), not wait for the end of Go's lease."""
+    lock = "dead-holder-first"
+    holder = lock_worker(procs, "hold", lock, "--duration", "4", "--renew-interval", "1")
+    holder.out.expect("HELD", STARTUP)
+    line = LineWatch(configmap_locker(), lock)
+    try:
+        first = lock_worker(
+            procs,
+            "wait",
+            lock,
+            *("--duration", "60", "--renew-interval", "20"),
+            *("--instance-id", "dead-first-waiter", "--acquire-timeout", "240"),
+        )
+        line.until(lambda r: line_of(r) == ["dead-first-waiter"], STARTUP)
+        second = Lock(lock, py).with_duration(60)
+        saw_go = threading.Event()  # the second judged a version with Go holding
+        execute = py.execute
+
+        def seen(effect: Any) -> Any:
+            result = execute(effect)
+            if isinstance(result, Record) and "go-holder" in holders_of(result):
+                saw_go.set()
+            return result
+
+        py.execute = seen  # type: ignore[method-assign]
+        taking = background.submit(lambda: (second.acquire(timeout=4 * STEP), time.monotonic_ns()))
+        joined = line.until(lambda r: line_of(r) == ["dead-first-waiter", second.instance_id])
+        assert view_label(second.instance_id) not in labels_of(joined)  # a lockheed holder
+        for child in (holder, first):
+            child.process.kill()
+            child.process.wait(STEP)
+        go = procs.go(
+            "acquire",
+            *("--name", lock, "--duration", "0s", "--instance-id", "go-holder"),
+            *("--retry-for", str(STEP), "--wait-stdin"),
+            stdin=True,
+        )
+        go.event("acquired", 2 * STEP)  # once the dead holder's lease ran out
+        # The second reads at that lease's end, and again after its patience
+        # with the dead first waiter: it finds Go holding, a lease without end.
+        assert saw_go.wait(2 * STEP), "the second never read the lock held by Go"
+        assert not taking.done(), "the second took the lock ahead of Go"
+        go.say()  # a write that labels nobody anew; Go's lease would never end
+        released = go.event("released")["mono_ns"]
+        _, took = taking.result(4 * STEP)
+    finally:
+        line.close()
+    waited = (took - released) / 1e9
+    print(f"\nGo release -> the second in line, out of view, holds: {waited:.2f} s")
+    # Its next read (at most CLAIM_WINDOW after its last), then its patience
+    # with the dead first waiter.
+    assert waited < 2 * CLAIM_WINDOW + DEAD_FIRST_SLACK
     assert second.held
     second.release()
     assert go.process.wait(STEP) == 0, go.describe()

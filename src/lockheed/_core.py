@@ -65,9 +65,9 @@ from ._errors import (
     LockTypeError,
 )
 from ._queue import (
+    IN_VIEW,
     QUEUE_KEY,
     Waiter,
-    in_view,
     place_in_line,
     place_of,
     queue_meta,
@@ -119,6 +119,10 @@ RELEASE_PATIENCE: Final = 30.0
 # ahead of one do not take it, it waits this long per waiter ahead, then
 # takes the lock itself (they are presumed gone).
 CLAIM_WINDOW: Final = 5.0
+# A waiter out of view (not labelled) reads the object at least this often,
+# in CLAIM_WINDOWs (see _look): it may have come near the head unseen.
+LOOK_AT_MOST_PLACES: Final = 2
+LOOK_AT_MOST: Final = CLAIM_WINDOW * LOOK_AT_MOST_PLACES
 # After a write conflict, the newer version is taken from the operation's open
 # watch (no request) if it shows one within this long; else it is read.
 REFRESH_WAIT: Final = 0.5
@@ -826,17 +830,28 @@ def _freed_at(clock: ServerClock, record: Record | None) -> float:
     return min(now, now + (max(ends) - earliest).total_seconds())
 
 
-def _look(clock: ServerClock, ahead: tuple[str, ...], record: Record) -> float | None:
-    """When a waiter with ``ahead`` before it in line, too far back to be labelled
-    to see every change (:func:`~lockheed._queue.view_labels`) of ``record``,
-    reads the object at the latest: after :data:`CLAIM_WINDOW` per place it is
-    behind the last labelled one. If everyone ahead died, no write labels it; it
-    then finds the lock free soon enough to keep the bound of about
-    ``CLAIM_WINDOW`` per dead waiter (each read is one request, rarer the
-    further back it is)."""
-    holders = () if record.state is None else record.state.leases
-    behind = len(ahead) - in_view(holders, record.meta.get(TOKEN_HOLDER_KEY)) + 1
-    return None if behind <= 0 else clock.monotonic() + CLAIM_WINDOW * behind
+def _look(clock: ServerClock, ahead: tuple[str, ...]) -> float | None:
+    """When a waiter with ``ahead`` before it in line, too far back to be sure
+    of a label that shows it every change (:func:`~lockheed._queue.view_labels`),
+    reads the object at the latest: the second and the third every
+    :data:`CLAIM_WINDOW`, those further back every :data:`LOOK_AT_MOST`. If the
+    waiters ahead died, no write labels it; it then finds the lock free soon
+    enough to keep the bound of about ``CLAIM_WINDOW`` per dead waiter, and at
+    most one look more.
+
+    Out of view, a waiter learns nothing of the line moving up until it is
+    first (or, behind a Go holder or a free lock, second:
+    :func:`~lockheed._queue.in_view`). One that the line brought to second
+    place unseen, behind a waiter handed the lock that died and a first that
+    died too, sees no write before the lock is free; nor, behind a Go holder
+    that took the lock after the last lockheed write (once a lockheed
+    holder's lease ran out), does Go's release label it. So no waiter out of
+    view, however far back it joined, waits longer than ``LOOK_AT_MOST`` to
+    read."""
+    if not ahead:
+        return None
+    behind = min(max(len(ahead) - IN_VIEW + 1, 1), LOOK_AT_MOST_PLACES)
+    return clock.monotonic() + CLAIM_WINDOW * behind
 
 
 def _accepted(clock: ServerClock, record: Record, decision: Accept) -> Acquired | None:
@@ -1217,7 +1232,7 @@ def acquire_flow(
                 # Only a waiter in line is labelled (not one kept out by a Go
                 # reservation before it joins, say): the others watch every change.
                 view=view if in_line else None,
-                look=_look(clock, ahead, record) if view is not None and in_line else None,
+                look=_look(clock, ahead) if view is not None and in_line else None,
             )
         except LockBackendError as exc:
             yield from patience.pause(exc)

@@ -15,6 +15,7 @@ from lockheed._clock import ServerClock
 from lockheed._codec import LABEL, new_configmap, updated_configmap
 from lockheed._core import (
     CLAIM_WINDOW,
+    LOOK_AT_MOST,
     TOKEN_HOLDER_KEY,
     TOKEN_KEY,
     Intent,
@@ -186,12 +187,19 @@ def waits_of(record: Record, who: str, fair: bool = True) -> Watch:
 def test_a_fair_waiter_watches_by_its_view_and_reads_by_its_place() -> None:
     record = configmap("h", ("a", "b", "c", "d"), {LABEL: ""})
     assert waits_of(record, "a").view == "a" and waits_of(record, "a").look is None
-    second, third = waits_of(record, "b"), waits_of(record, "c")
+    # The second reads every CLAIM_WINDOW: behind a lockheed holder it is out of
+    # view, and behind a Go holder its label may be a write late.
+    second = waits_of(record, "b")
     assert second.view == "b" and second.look == 100.0 + CLAIM_WINDOW
-    assert third.look == 100.0 + 2 * CLAIM_WINDOW
+    third, fourth = waits_of(record, "c"), waits_of(record, "d")
+    assert third.look == 100.0 + CLAIM_WINDOW
+    assert fourth.look == 100.0 + 2 * CLAIM_WINDOW
     go = configmap("g", ("a", "b", "c", "d"), {LABEL: ""}, owner=None)
-    assert waits_of(go, "b").look is None  # second behind a Go holder: labelled
+    assert waits_of(go, "b").look == 100.0 + CLAIM_WINDOW
     assert waits_of(go, "c").look == 100.0 + CLAIM_WINDOW
+    # However far back: the line may move up unseen, and the waiters then ahead die.
+    long = configmap("h", tuple("abcdefghij"), {LABEL: ""})
+    assert waits_of(long, "j").look == 100.0 + LOOK_AT_MOST
 
 
 def test_a_racing_waiter_watches_every_change() -> None:
