@@ -296,6 +296,19 @@ def names(infos: Sequence[Any]) -> list[str]:
 # ---------------------------------------------------------------- exclusion
 
 
+def go_holding(procs: Processes, name: str, duration: str) -> Child:
+    """A Go lockheed process (instance ``go-holder``) that holds ``name`` with a
+    lease of ``duration`` until told to release (:meth:`Child.say`)."""
+    go = procs.go(
+        "acquire",
+        *("--name", name, "--duration", duration, "--instance-id", "go-holder"),
+        "--wait-stdin",
+        stdin=True,
+    )
+    go.event("acquired", STARTUP)
+    return go
+
+
 def test_python_holder_refuses_go(procs: Processes, py: ConfigMapLocker) -> None:
     holder = Lock("shared", py).with_duration(30)
     holder.acquire(blocking=False)
@@ -322,13 +335,7 @@ def test_python_holder_refuses_go(procs: Processes, py: ConfigMapLocker) -> None
 def test_python_waits_for_go_release(
     procs: Processes, py: ConfigMapLocker, background: ThreadPoolExecutor
 ) -> None:
-    go = procs.go(
-        "acquire",
-        *("--name", "handoff", "--duration", "30s", "--instance-id", "go-holder"),
-        "--wait-stdin",
-        stdin=True,
-    )
-    go.event("acquired", STARTUP)
+    go = go_holding(procs, "handoff", "30s")
     waiter = Lock("handoff", py).with_duration(30)
     with pytest.raises(LockTimeout) as busy:
         waiter.acquire(blocking=False)
@@ -376,13 +383,7 @@ def test_go_keeps_the_line_on_its_own_writes(
     and release of a Go holder with a Python waiter in line, and a refused Go
     acquire (reserve, then unreserve) while a Python holder has a waiter in
     line."""
-    go = procs.go(
-        "acquire",
-        *("--name", "line", "--duration", "30s", "--instance-id", "go-holder"),
-        "--wait-stdin",
-        stdin=True,
-    )
-    go.event("acquired", STARTUP)
+    go = go_holding(procs, "line", "30s")
     line = LineWatch(configmap_locker(), "line")
     try:
         first = Lock("line", py).with_duration(30)
@@ -438,13 +439,7 @@ def test_a_waiter_sees_a_go_release_past_a_dead_first_waiter(
     the second still sees the release at once and takes the lock after
     CLAIM_WINDOW, as it would from a dead first waiter behind a lockheed holder
     (not only at its next look, out of view, and CLAIM_WINDOW after that)."""
-    go = procs.go(
-        "acquire",
-        *("--name", "dead-first", "--duration", "60s", "--instance-id", "go-holder"),
-        "--wait-stdin",
-        stdin=True,
-    )
-    go.event("acquired", STARTUP)
+    go = go_holding(procs, "dead-first", "60s")
     line = LineWatch(configmap_locker(), "dead-first")
     try:
         first = lock_worker(
