@@ -242,10 +242,11 @@ def view_labels(
     ``CLAIM_WINDOW`` from a first that died; behind a lockheed holder it needs
     no label for that: the release that hands over labels it (it is first
     then), and the end of a lease that nobody renews is a time it knows (its
-    wait ends then, and it reads). A dead holder and a dead first waiter, or
-    two dead waiters in a row, thus cost the line no more than they do with
-    every waiter seeing every change; a waiter further back reads the object
-    when its wait's time is up."""
+    wait ends then, and it reads). Where no write comes at all (a waiter
+    handed the lock died, and so did the first), the second, like every
+    waiter out of view, reads by its look (``lockheed._core._look``). A dead
+    holder and a dead first waiter, or two dead waiters in a row, thus cost
+    the line about what they do with every waiter seeing every change."""
     ids = set(holders)
     shown = in_view(ids, owner)
     ids.update(w.instance_id for w in queue[:shown])
