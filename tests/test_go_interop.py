@@ -309,6 +309,15 @@ def go_holding(procs: Processes, name: str, duration: str) -> Child:
     return go
 
 
+def release_to_acquired(go: Child, taking: Future[tuple[int, int]]) -> float:
+    """Tell the Go holder to release; seconds from its release to the waiting
+    acquire's return (``taking`` gives the token and ``time.monotonic_ns()``)."""
+    go.say()
+    released = go.event("released")["mono_ns"]
+    _, took = taking.result(4 * STEP)
+    return float(took - released) / 1e9
+
+
 def test_python_holder_refuses_go(procs: Processes, py: ConfigMapLocker) -> None:
     holder = Lock("shared", py).with_duration(30)
     holder.acquire(blocking=False)
@@ -456,12 +465,10 @@ def test_a_waiter_sees_a_go_release_past_a_dead_first_waiter(
         assert view_label(second.instance_id) in labels_of(joined)  # behind a Go holder
         first.process.kill()
         first.process.wait(STEP)
-        go.say()  # Go releases: the lock is free, the first in line is dead
-        released = go.event("released")["mono_ns"]
-        _, took = taking.result(4 * STEP)
+        # Go releases: the lock is free, the first in line is dead
+        waited = release_to_acquired(go, taking)
     finally:
         line.close()
-    waited = (took - released) / 1e9
     print(f"\nGo release -> the second in line holds, past a dead first: {waited:.2f} s")
     assert waited < CLAIM_WINDOW + DEAD_FIRST_SLACK
     assert second.held
@@ -533,12 +540,10 @@ def test_a_waiter_out_of_view_sees_a_go_release_past_a_dead_holder_and_first(
         # with the dead first waiter: it finds Go holding, a lease without end.
         assert saw_go.wait(2 * STEP), "the second never read the lock held by Go"
         assert not taking.done(), "the second took the lock ahead of Go"
-        go.say()  # a write that labels nobody anew; Go's lease would never end
-        released = go.event("released")["mono_ns"]
-        _, took = taking.result(4 * STEP)
+        # A write that labels nobody anew; Go's lease would never end.
+        waited = release_to_acquired(go, taking)
     finally:
         line.close()
-    waited = (took - released) / 1e9
     print(f"\nGo release -> the second in line, out of view, holds: {waited:.2f} s")
     # Its next read (at most CLAIM_WINDOW after its last), then its patience
     # with the dead first waiter.
