@@ -27,11 +27,13 @@ from __future__ import annotations
 import bisect
 import itertools
 import math
+import threading
 import time
 from collections import Counter
 from collections.abc import Sequence
 
 from ._golockheed import GoLockheed
+from ._host import cpu_times, steal_share
 from ._metrics import Meter
 from ._procs import Workers, worker_command
 from ._results import Contention, Fairness
@@ -188,8 +190,13 @@ def contend(
         workers.wait("READY", STARTUP_TIMEOUT)
         before = meter.snapshot()
         t_end = time.monotonic() + window
+        host = [cpu_times()]
+        closing = threading.Timer(window, lambda: host.append(cpu_times()))
+        closing.daemon = True
+        closing.start()
         workers.go(t_end)
         results = workers.results(window + 90.0)
+        closing.join()
         workers.join(30.0)
     after = meter.settle(before)
     raw = [stamp for r in results for stamp in r["stamps"]]
@@ -228,4 +235,5 @@ def contend(
         + (f" ({' '.join(kind)})" if kind else "")
         + (f", {lost} releases raised LockLost" if (lost := _lost(results)) else ""),
         fairness=fair_figures,
+        steal=steal_share(host[0], host[-1]),
     )

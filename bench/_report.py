@@ -362,6 +362,17 @@ def _contention_cell(c: Contention) -> str:
     return f"{c.acquisitions_per_s:.0f}/s, {c.requests_per_acquisition:.1f}"
 
 
+def _rate(c: Contention) -> str:
+    """``c``'s acquisitions per second, and the host's CPU stolen meanwhile when known."""
+    rate = f"{c.acquisitions_per_s:.0f}/s"
+    return rate if c.steal is None else f"{rate} (steal {_share(c.steal)})"
+
+
+def _stolen(c: Contention) -> str:
+    """The share of the host's CPU time stolen during ``c``'s window ("?": unknown)."""
+    return "?" if c.steal is None else _share(c.steal)
+
+
 def _fairness_cell(f: Fairness) -> str:
     waits = f"{_ms(percentile(f.waits, 50)).removesuffix(' ms')} / {_ms(percentile(f.waits, 99))}"
     return f"{_share(f.overtake_share)}, {f.jain:.2f}, {waits}"
@@ -697,20 +708,14 @@ def _contention_targets(res: Results) -> list[Verdict]:
         def low_text(key: str, first: Contention) -> str:
             second = again.get(key)
             if second is None:
-                return f"{first.acquisitions_per_s:.0f}/s"
-            return (
-                f"({first.acquisitions_per_s:.0f}/s before, "
-                f"{second.acquisitions_per_s:.0f}/s after)"
-            )
+                return _rate(first)
+            return f"({_rate(first)} before, {_rate(second)} after)"
 
         ratios = {k: b.acquisitions_per_s / max(low_rate(k, a), 1e-9) for k, (a, b) in got.items()}
         out.append(
             Verdict(
                 target,
-                ", ".join(
-                    f"{short[k]} {low_text(k, a)} → {b.acquisitions_per_s:.0f}/s"
-                    for k, (a, b) in got.items()
-                ),
+                ", ".join(f"{short[k]} {low_text(k, a)} → {_rate(b)}" for k, (a, b) in got.items()),
                 "met" if all(ratios[k] >= 0.8 for k in LOCKHEED) else "not met",
                 ", ".join(f"{short[k]} {_ratio(r)}" for k, r in ratios.items()),
             )
@@ -871,8 +876,8 @@ def _details(res: Results) -> list[str]:
     out += [
         "| system | contenders | window | acquisitions/s | hand-offs/s | requests | "
         "req/acquisition | req/hand-off | by verb | overtakes | Jain's index | "
-        "wait p50 / p99 / max | LockConflict at the end |",
-        "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
+        "wait p50 / p99 / max | LockConflict at the end | host CPU stolen |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
     ]
     for key in (*MEASURED, RACING_KEY, SEMAPHORE_KEY, RW_KEY):
         rows_of: list[tuple[int, Contention | NotMeasured, str]] = [
@@ -896,10 +901,10 @@ def _details(res: Results) -> list[str]:
                     f"| {res.systems[key]} | {n} {c.mode}{note} | {c.window:g} s | "
                     f"{c.acquisitions_per_s:.1f} | {c.handoffs_per_s:.1f} | {c.requests.total:g} | "
                     f"{c.requests_per_acquisition:.2f} | {c.requests_per_handoff:.2f} | "
-                    f"{c.requests.describe()} | {fair} | {c.conflicts} |"
+                    f"{c.requests.describe()} | {fair} | {c.conflicts} | {_stolen(c)} |"
                 )
             else:
-                out.append(f"| {res.systems[key]} | {n}{note} | | n/a: {c.reason} |{' |' * 9}")
+                out.append(f"| {res.systems[key]} | {n}{note} | | n/a: {c.reason} |{' |' * 10}")
 
     out += ["", "### Renewal load", ""]
     out += ["| system | locks | interval | window | req/s per lock | by verb | how |"]

@@ -159,6 +159,7 @@ class Contention:
     conflicts: int = 0  # acquires that ended in LockConflict (not LockTimeout) at the window's end
     mode: str = ""
     fairness: Fairness | None = None  # None: the contenders do not stamp when they asked
+    steal: float | None = None  # share of the host's CPU time stolen in the window (None: unknown)
 
     @property
     def handoffs_per_s(self) -> float:
