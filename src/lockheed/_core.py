@@ -1432,19 +1432,38 @@ def settle_turn(me: str, before: Record | None, handed: Record) -> Callable[[Rec
     in line nor holding, for the join that such a greedy holder sends at once:
     releasing from a copy that has it avoids a conflict with it. A version that
     already has that join (it may have arrived with the hand-off) is released
-    from at once. Without ``before`` it waits for any version newer than
-    ``handed``. The caller bounds the wait (:data:`SETTLE` after the hand-off)."""
-    previous: frozenset[str] | None = None
-    if before is not None and before.state is not None:
+    from at once. The caller bounds the wait (:data:`SETTLE` after the hand-off).
+
+    ``before`` names the one that handed the lock over only if it is the
+    version the hand-off replaced: the token the hand-off stamped for ``me``.
+    A waiter out of view (:func:`~lockheed._queue.in_view`: behind a lockheed
+    holder, nobody in line is labelled) last saw an older version, whose
+    holder need not be the one that handed the lock over. It then waits
+    while nobody in line began to ask after the hand-off (a line entry whose
+    ``since`` is above that token: the greedy holder's join is one). Without
+    a stamped token either, it waits for any version newer than ``handed``."""
+    token = _stamped_token(handed, me)
+    if before is not None and before.state is not None and token == _version(before):
         previous = frozenset(before.state.leases) - {me}
 
+        def back(record: Record) -> float:
+            if not previous or record.state is None:
+                return 0.0
+            back = set(record.state.leases) | {w.instance_id for w in read_queue(record.meta)}
+            return 0.0 if previous & back else SETTLE
+
+        return back
+    if token is not None:
+        stamped = token
+
+        def joined_since(record: Record) -> float:
+            line = read_queue(record.meta)
+            return 0.0 if any(w.since is not None and w.since > stamped for w in line) else SETTLE
+
+        return joined_since
+
     def waits(record: Record) -> float:
-        if previous is None:
-            return SETTLE if record.version == handed.version else 0.0
-        if not previous or record.state is None:
-            return 0.0
-        back = set(record.state.leases) | {w.instance_id for w in read_queue(record.meta)}
-        return 0.0 if previous & back else SETTLE
+        return SETTLE if record.version == handed.version else 0.0
 
     return waits
 

@@ -54,6 +54,10 @@ def me(who: str = "me", duration: float | None = 30, fair: bool = True) -> Inten
     return Intent(NAME, who, length, fair=fair)
 
 
+# What a hand-off to "me" at version 40 stamps (lockheed._core.decide_release).
+HANDED_FROM_40 = {TOKEN_KEY: "40", TOKEN_HOLDER_KEY: "me"}
+
+
 def rec(
     *leases: Lease,
     line: tuple[str, ...] = (),
@@ -432,7 +436,7 @@ def test_nobody_is_passed_by_a_newcomer_that_began_to_ask_after_it(
 
 def test_a_fresh_holder_waits_only_while_the_one_that_handed_it_over_is_not_back() -> None:
     before = rec(Lease("h", at(30)), line=("me", "b"), version="40")
-    handed = rec(Lease("me", at(5)), line=("b",), version="41")
+    handed = rec(Lease("me", at(5)), line=("b",), version="41", meta=HANDED_FROM_40)
     waits = settle_turn("me", before, handed)
     assert waits(handed) == SETTLE  # h has not joined again yet
     assert waits(rec(Lease("me", at(5)), line=("b", "c"), version="42")) == SETTLE  # someone else
@@ -440,8 +444,32 @@ def test_a_fresh_holder_waits_only_while_the_one_that_handed_it_over_is_not_back
     assert waits(rec(Lease("me", at(5)), Lease("h", at(9)), version="42")) == 0  # h holds too
 
 
-def test_without_the_version_before_a_fresh_holder_waits_for_any_newer_one() -> None:
-    handed = rec(Lease("me", at(5)), line=("b",), version="41")
+def test_a_version_before_that_the_hand_off_did_not_replace_is_not_trusted() -> None:
+    # Out of view, a waiter last saw an older version than the one the hand-off
+    # replaced (its token, 40): whoever held it then ("x", back in line since)
+    # need not be who handed the lock over. It waits for a join written after
+    # the hand-off: an entry that began to ask at a version above 40.
+    older = rec(Lease("x", at(30)), line=("me", "b"), version="33")
+
+    def at_version(version: str, *line: tuple[str, int]) -> Record:
+        meta = {**HANDED_FROM_40}
+        meta.update(
+            {k: v for k, v in queue_meta(Waiter(w, None, since=v) for w, v in line).items() if v}
+        )
+        return rec(Lease("me", at(5)), version=version, meta=meta)
+
+    handed = at_version("41", ("b", 30), ("x", 36))
+    waits = settle_turn("me", older, handed)
+    assert waits(handed) == SETTLE  # with "x" in line, the stale copy would say 0
+    assert waits(at_version("42", ("b", 30), ("x", 36), ("h", 41))) == 0  # h joined after it
+    assert waits(at_version("42", ("b", 30))) == SETTLE  # "x" left: no join after the hand-off
+    # The join may come with the hand-off: the version given is already the newer one.
+    newer = at_version("42", ("b", 30), ("h", 41))
+    assert settle_turn("me", older, newer)(newer) == 0
+
+
+def test_without_a_version_before_or_a_token_a_fresh_holder_waits_for_any_newer_one() -> None:
+    handed = rec(Lease("me", at(5)), line=("b",), version="41")  # no token stamped for it
     waits = settle_turn("me", None, handed)
     assert waits(handed) == SETTLE
     assert waits(rec(Lease("me", at(5)), line=("b",), version="42")) == 0
@@ -456,7 +484,7 @@ def test_a_release_settles_only_when_the_join_it_waits_for_is_not_in_its_copy(
     clock = ServerClock(monotonic=lambda: 100.0, wall=lambda: at(1).timestamp())
     clock.observe(int(at(1).timestamp()), 100.0, 100.0)
     before = rec(Lease("h", at(30)), line=("me", "b"), version="40")
-    handed = rec(Lease("me", at(5)), line=("b",), version="41")
+    handed = rec(Lease("me", at(5)), line=("b",), version="41", meta=HANDED_FROM_40)
     now = rec(Lease("me", at(5)), line=("b", "h") if back else ("b",), version="42")
     flow = release_flow(
         me(), clock, now, 41, settle_until=100.0 + SETTLE, turn=settle_turn("me", before, handed)
@@ -478,7 +506,7 @@ def test_a_lock_handed_over_releases_at_once_from_a_copy_that_has_the_join() -> 
     still = MemoryLocker(wall=lambda: T0.timestamp(), monotonic=lambda: 100.0)
     lock = Lock(NAME, still, instance_id="me")
     before = rec(Lease("h", at(30)), line=("me", "b"), version="40")
-    handed = rec(Lease("me", at(5)), line=("b",), version="41")
+    handed = rec(Lease("me", at(5)), line=("b",), version="41", meta=HANDED_FROM_40)
     lock._got_from = (before, handed)
     settle = lock._clock.monotonic() + SETTLE
     now = rec(Lease("me", at(5)), line=("b", "h"), version="42")
