@@ -414,7 +414,8 @@ def test_go_keeps_the_line_on_its_own_writes(
         waiting = background.submit(second.acquire, timeout=STEP)
         joined = line.until(lambda r: line_of(r) == [second.instance_id])
         stored_line, stored_labels = joined.meta[QUEUE_KEY], labels_of(joined)
-        assert {view_label(first.instance_id), view_label(second.instance_id)} <= stored_labels
+        assert view_label(first.instance_id) in stored_labels  # the holder
+        assert view_label(second.instance_id) not in stored_labels  # behind ours: out of view
         refused = procs.acquire("line", "--duration", "30s")
         assert refused.returncode == 3, refused
         assert line_of(py.execute(Read("line"))) == [second.instance_id]
@@ -486,6 +487,61 @@ def lock_worker(procs: Processes, mode: str, lock: str, *args: str) -> Child:
             *("--lock", lock, *args),
         ]
     )
+
+
+def test_the_first_waiter_out_of_view_sees_a_go_release_after_a_go_takeover(
+    procs: Processes,
+    py: ConfigMapLocker,
+    configmap_locker: ConfigMapLockers,
+    background: ThreadPoolExecutor,
+) -> None:
+    """Behind a lockheed holder nobody in line is labelled. When Go lockheed
+    takes the lock from that holder by force, the labels stay the lockheed
+    holder's (Go's writes keep them), so neither the takeover nor Go's
+    release is sent to the first waiter. It must find the release by reading
+    (every CLAIM_WINDOW), not wait for the end of Go's lease, which never
+    comes."""
+    lock = "forced-line"
+    holder = Lock(lock, configmap_locker()).with_duration(60).with_tags(["go-may-force"])
+    holder.acquire(blocking=False)
+    line = LineWatch(configmap_locker(), lock)
+    try:
+        first = Lock(lock, py).with_duration(60)
+        saw_go = threading.Event()  # the first judged a version with Go holding
+        execute = py.execute
+
+        def seen(effect: Any) -> Any:
+            result = execute(effect)
+            if isinstance(result, Record) and "go-holder" in holders_of(result):
+                saw_go.set()
+            return result
+
+        py.execute = seen  # type: ignore[method-assign]
+        taking = background.submit(lambda: (first.acquire(timeout=4 * STEP), time.monotonic_ns()))
+        joined = line.until(lambda r: line_of(r) == [first.instance_id])
+        assert view_label(first.instance_id) not in labels_of(joined)  # a lockheed holder
+        go = procs.go(
+            "acquire",
+            *("--name", lock, "--duration", "0s", "--instance-id", "go-holder"),
+            *("--force-tag", "go-may-force", "--wait-stdin"),
+            stdin=True,
+        )
+        go.event("acquired", STARTUP)
+        taken = line.until(lambda r: holders_of(r) == ["go-holder"])
+        assert line_of(taken) == [first.instance_id]
+        assert view_label(first.instance_id) not in labels_of(taken)  # Go kept the labels
+        assert saw_go.wait(2 * CLAIM_WINDOW), "the first never read the lock held by Go"
+        assert not taking.done()
+        waited = release_to_acquired(go, taking)  # a write that labels nobody anew
+    finally:
+        line.close()
+    print(f"\nGo release -> the first in line, out of view, holds: {waited:.2f} s")
+    assert waited < CLAIM_WINDOW + DEAD_FIRST_SLACK  # its next read, at most CLAIM_WINDOW on
+    assert first.held
+    first.release()
+    assert go.process.wait(STEP) == 0, go.describe()
+    with pytest.raises(LockLost):
+        holder.release()
 
 
 def test_a_waiter_out_of_view_sees_a_go_release_past_a_dead_holder_and_first(

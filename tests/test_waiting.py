@@ -35,6 +35,9 @@ from lockheed import (
 )
 from lockheed._core import (
     CLAIM_WINDOW,
+    TOKEN_HOLDER_KEY,
+    TOKEN_KEY,
+    Create,
     Intent,
     Read,
     Replace,
@@ -44,7 +47,7 @@ from lockheed._core import (
     decide_release,
 )
 from lockheed._queue import view_label
-from lockheed._state import Record
+from lockheed._state import LockState, Record
 from support import Api, ConfigMapLockers, LoopThread, Requests, SyncFacade, lockheed_argv
 
 pytestmark = pytest.mark.lockheed_kube
@@ -249,6 +252,20 @@ def test_a_waiter_far_back_is_sent_only_the_versions_that_concern_it(
     assert len(shown) < len(line.history[line.history.index(first) :])
 
 
+def hold_as_go(locker: Any, name: str, who: str) -> None:
+    """Make ``who`` hold the lock as Go lockheed does: a lease of 30 s, and no
+    fencing token (Go writes none)."""
+    record = locker.execute(Read(name))
+    if record is None:
+        record = locker.execute(Create(name, LockState(name, "mutex"), {}))
+    earliest, latest = locker.clock.bounds()
+    take = decide_acquire(Intent(name, who, timedelta(seconds=30)), record, earliest, latest)
+    assert isinstance(take, Write) and take.state.leases, take
+    meta = {**take.meta, TOKEN_KEY: None, TOKEN_HOLDER_KEY: None}
+    written = locker.execute(Replace(name, record.version, take.state, meta, record))
+    assert isinstance(written, Record) and TOKEN_HOLDER_KEY not in written.meta
+
+
 def join_as_the_dead(locker: Any, name: str, who: str) -> None:
     """Put ``who`` in line as a waiter that died there (its entry, and nobody)."""
     record = locker.execute(Read(name))
@@ -266,10 +283,11 @@ def test_a_waiter_put_out_of_view_reads_the_object_instead_of_the_event(
     """When a version stops carrying a waiter's view label, the API server sends
     its watch a DELETED whose object is the version *before* (still with the
     waiter in line and labelled) under the new resourceVersion: the locker's
-    wait takes it for neither a deletion nor a state, and reads the object."""
+    wait takes it for neither a deletion nor a state, and reads the object.
+    The lock is held as Go lockheed holds it (no fencing token): the first in
+    line is then labelled (lockheed._queue.in_view)."""
     locker = configmap_locker()
-    holder = Lock("view", locker).with_duration(WAIT)
-    holder.acquire()
+    hold_as_go(locker, "view", "go-holder")
     join_as_the_dead(locker, "view", "first")
     joined = locker.execute(Read("view"))
     assert line_of(joined) == ["first"]
@@ -300,7 +318,6 @@ def test_a_waiter_put_out_of_view_reads_the_object_instead_of_the_event(
         assert "first" in shown["metadata"]["annotations"]["lockheed/queue"]  # the one before
     finally:
         locker.end_watch(session)
-    holder.release()
 
 
 @pytest.mark.parametrize("holder_dies", [True, False], ids=["dead-holder", "live-holder"])

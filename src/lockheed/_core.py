@@ -578,8 +578,8 @@ class Watch:
     unless: Callable[[Record], bool] | None = None
     # The instance whose view label (``_queue.view_label``) the locker may watch
     # by instead of every change: it then sees only the versions that label it
-    # (it holds the lock or is first in line, or second behind a Go holder or a
-    # free lock: _queue.in_view), and reads the object when the
+    # (it holds the lock, or is first or second in line behind a Go holder or
+    # a free lock: _queue.in_view), and reads the object when the
     # wait's time is up or a quick look finds it out of view. None: every change.
     view: str | None = None
     # With ``view``: out of view, read by this monotonic time at the latest (a
@@ -831,25 +831,23 @@ def _freed_at(clock: ServerClock, record: Record | None) -> float:
 
 
 def _look(clock: ServerClock, ahead: tuple[str, ...]) -> float | None:
-    """When a waiter with ``ahead`` before it in line, too far back to be sure
-    of a label that shows it every change (:func:`~lockheed._queue.view_labels`),
-    reads the object at the latest: the second and the third every
-    :data:`CLAIM_WINDOW`, those further back every :data:`LOOK_AT_MOST`. If the
-    waiters ahead died, no write labels it; it then finds the lock free soon
-    enough to keep the bound of about ``CLAIM_WINDOW`` per dead waiter, and at
-    most one look more.
+    """When a waiter with ``ahead`` before it in line, out of view (no label
+    shows it every change: :func:`~lockheed._queue.view_labels`), reads the
+    object at the latest: the first three every :data:`CLAIM_WINDOW`, those
+    further back every :data:`LOOK_AT_MOST`. If the waiters ahead died, no
+    write labels it; it then finds the lock free soon enough to keep the
+    bound of about ``CLAIM_WINDOW`` per dead waiter, and at most one look
+    more. The shell uses the look only while the waiter is out of view.
 
-    Out of view, a waiter learns nothing of the line moving up until it is
-    first (or, behind a Go holder or a free lock, second:
-    :func:`~lockheed._queue.in_view`). One that the line brought to second
-    place unseen, behind a waiter handed the lock that died and a first that
-    died too, sees no write before the lock is free; nor, behind a Go holder
-    that took the lock after the last lockheed write (once a lockheed
-    holder's lease ran out), does Go's release label it. So no waiter out of
-    view, however far back it joined, waits longer than ``LOOK_AT_MOST`` to
-    read."""
-    if not ahead:
-        return None
+    Behind a lockheed holder nobody in line is labelled: a waiter learns of
+    the line moving up only when a release hands it the lock. One that the
+    line brought to the head unseen, behind a waiter handed the lock that
+    died, sees no write before that waiter's claim runs out and the lock is
+    free; nor, behind a Go holder that took the lock after the last lockheed
+    write (once a lockheed holder's lease ran out), does Go's release label
+    it. So no waiter out of view, however far back it joined, waits longer
+    than ``LOOK_AT_MOST`` to read, and the first three read every
+    ``CLAIM_WINDOW``."""
     behind = min(max(len(ahead) - IN_VIEW + 1, 1), LOOK_AT_MOST_PLACES)
     return clock.monotonic() + CLAIM_WINDOW * behind
 

@@ -17,13 +17,14 @@ by the next write that changes the line): a damaged line must not stop the
 lock itself from working.
 
 Every lockheed write also labels the object for the instances that must see
-each of its changes (:func:`view_labels`): every holder, the first waiter in
-line and, unless a lockheed holder alone holds the lock, the second
+each of its changes (:func:`view_labels`): every holder and, unless a
+lockheed holder alone holds the lock, the first two waiters in line
 (:func:`in_view`), each as ``lockheed/w.<instance ID>: "1"``
 (:func:`view_label`). A waiter watches with its label as the selector, so the
-API server sends it nothing until it comes to the head of the line (or its
-wait's time is up and it reads): a change of a lock many wait on is
-delivered to two or three watches instead of all of them.
+API server sends it nothing until a release hands it the lock, or the lock
+is free or held by Go lockheed while it is at the head of the line (or its
+wait's time is up, or its look comes, and it reads): a change of a lock many
+take turns on is delivered to the holders that it concerns, not to the line.
 """
 
 from __future__ import annotations
@@ -220,14 +221,14 @@ def view_label(instance_id: str) -> str:
 def in_view(holders: Iterable[str], owner: str | None) -> int:
     """How many waiters at the head of a line are labelled to see every change of
     an object whose leases are ``holders`` and whose fencing token is held by
-    ``owner`` (None: by nobody): one while the owner's lease is the only one (a
-    lockheed holder, which hands the lock to the first waiter on its release,
-    labelling the next one in that write), else :data:`IN_VIEW`. The lock is
-    then free, or held by another writer (Go lockheed), whose release is a
-    write that labels nobody: the second must see it too, to take over from a
+    ``owner`` (None: by nobody): none while the owner's lease is the only one
+    (a lockheed holder, whose release hands the lock to the first waiter and
+    labels it in that write), else :data:`IN_VIEW`. The lock is then free, or
+    held by another writer (Go lockheed), whose release is a write that labels
+    nobody: the first must see it, and the second too, to take over from a
     first waiter that died within ``CLAIM_WINDOW`` of it."""
     ids = set(holders)
-    return 1 if owner is not None and ids == {owner} else IN_VIEW
+    return 0 if owner is not None and ids == {owner} else IN_VIEW
 
 
 def view_labels(
@@ -236,17 +237,16 @@ def view_labels(
     """The view labels of an object whose leases are ``holders`` (every lease
     stored, live or not: a holder sees the change that ends its lease), whose
     fencing token is held by ``owner`` and whose line is ``queue``: those
-    holders and the first :func:`in_view` waiters. The first is the one a
-    release hands the lock to and the one that takes a free lock. The second,
-    labelled while no lockheed holder alone holds the lock, takes over after
-    ``CLAIM_WINDOW`` from a first that died; behind a lockheed holder it needs
-    no label for that: the release that hands over labels it (it is first
-    then), and the end of a lease that nobody renews is a time it knows (its
-    wait ends then, and it reads). Where no write comes at all (a waiter
-    handed the lock died, and so did the first), the second, like every
-    waiter out of view, reads by its look (``lockheed._core._look``). A dead
-    holder and a dead first waiter, or two dead waiters in a row, thus cost
-    the line about what they do with every waiter seeing every change."""
+    holders and the first :func:`in_view` waiters. Behind a lockheed holder
+    the line needs no label: the release hands the lock to the first waiter
+    and labels it in that write, and the end of a lease that nobody renews is
+    a time the waiters know (their waits end then, and they read). Where no
+    write comes at all (a waiter handed the lock died: its short claim runs
+    out unwritten), the first, like every waiter out of view, reads by its
+    look (``lockheed._core._look``). A free lock, or one held by Go lockheed,
+    whose release is a write that labels nobody, shows every change to the
+    first two waiters: the first takes a free lock, and the second takes over
+    after ``CLAIM_WINDOW`` from a first that died."""
     ids = set(holders)
     shown = in_view(ids, owner)
     ids.update(w.instance_id for w in queue[:shown])

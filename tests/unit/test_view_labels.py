@@ -111,13 +111,13 @@ def test_ids_too_long_or_not_label_names_are_hashed_apart() -> None:
 # ------------------------------------------------------------ who is labelled
 
 
-def test_the_holders_and_the_first_in_line_are_labelled_and_the_second_unless_ours_holds() -> None:
+def test_the_holders_are_labelled_and_the_first_two_in_line_unless_ours_holds() -> None:
     line = tuple(Waiter(w, None) for w in ("a", "b", "c", "d"))
     assert IN_VIEW == 2
-    # A lockheed holder alone (it holds the fencing token): it hands the lock to
-    # the first, and that write labels the second (first then).
-    assert in_view(["h"], "h") == 1
-    assert view_labels(["h"], line, "h") == views("h", "a")
+    # A lockheed holder alone (it holds the fencing token): its release hands
+    # the lock to the first, and that write labels it (the holder then).
+    assert in_view(["h"], "h") == 0
+    assert view_labels(["h"], line, "h") == views("h")
     # Free, or held by another writer (Go lockheed, whose release labels nobody):
     # the second sees every change too, to take over from a first that died.
     assert view_labels([], line, "h") == views("a", "b")
@@ -141,22 +141,22 @@ def test_labels_of_others_are_kept_and_stale_view_labels_removed() -> None:
 # ------------------------------------------------------------ what writes carry
 
 
-def test_a_hand_off_labels_the_new_holder_and_the_next_in_line() -> None:
+def test_a_hand_off_labels_the_new_holder_alone() -> None:
     stale = {LABEL: "", "app": "x", view_label("gone"): "1", view_label("h"): "1"}
     record = configmap("h", ("a", "b", "c", "d"), stale)
     release = decide_release(Intent(NAME, "h", timedelta(seconds=30)), record, at(0), 31, at(1))
     labels = written_labels(record, release)
-    assert ours(labels) == views("a", "b")  # the old holder is out of view, and so is "c"
+    assert ours(labels) == views("a")  # the old holder is out of view, and so is the line
     assert labels[LABEL] == "" and labels["app"] == "x"
 
 
 def test_a_join_far_back_does_not_label_the_newcomer() -> None:
     record = configmap("h", ("a", "b"), {LABEL: ""})
     join = decide_acquire(Intent(NAME, "e", timedelta(seconds=30)), record, at(0), at(1))
-    assert ours(written_labels(record, join)) == views("h", "a")
-    second = configmap("h", ("a",), {LABEL: ""})
-    join = decide_acquire(Intent(NAME, "e", timedelta(seconds=30)), second, at(0), at(1))
-    assert ours(written_labels(second, join)) == views("h", "a")
+    assert ours(written_labels(record, join)) == views("h")
+    first = configmap("h", (), {LABEL: ""})
+    join = decide_acquire(Intent(NAME, "e", timedelta(seconds=30)), first, at(0), at(1))
+    assert ours(written_labels(first, join)) == views("h")  # first, behind ours: not even so
     # Behind a Go lockheed holder (no fencing token of its own), second is in view.
     go = configmap("g", ("a",), {LABEL: ""}, owner=None)
     join = decide_acquire(Intent(NAME, "e", timedelta(seconds=30)), go, at(0), at(1))
@@ -169,7 +169,7 @@ def test_a_lease_write_carries_the_same_labels() -> None:
     assert isinstance(release, Write)
     effect = Replace(NAME, "40", release.state, release.meta, record)
     body = updated_lease("lockheed-jobs", effect, at(1))
-    assert ours(body["metadata"]["labels"]) == views("a", "b")
+    assert ours(body["metadata"]["labels"]) == views("a")
 
 
 # ------------------------------------------------------------ the waits
@@ -186,15 +186,18 @@ def waits_of(record: Record, who: str, fair: bool = True) -> Watch:
 
 def test_a_fair_waiter_watches_by_its_view_and_reads_by_its_place() -> None:
     record = configmap("h", ("a", "b", "c", "d"), {LABEL: ""})
-    assert waits_of(record, "a").view == "a" and waits_of(record, "a").look is None
-    # The second reads every CLAIM_WINDOW: behind a lockheed holder it is out of
-    # view, and behind a Go holder its label may be a write late.
+    # The first and second read every CLAIM_WINDOW: behind a lockheed holder they
+    # are out of view (a waiter handed the lock may die, its claim running out
+    # unwritten), and behind a Go holder their label may be a write late.
+    first = waits_of(record, "a")
+    assert first.view == "a" and first.look == 100.0 + CLAIM_WINDOW
     second = waits_of(record, "b")
     assert second.view == "b" and second.look == 100.0 + CLAIM_WINDOW
     third, fourth = waits_of(record, "c"), waits_of(record, "d")
     assert third.look == 100.0 + CLAIM_WINDOW
     assert fourth.look == 100.0 + 2 * CLAIM_WINDOW
     go = configmap("g", ("a", "b", "c", "d"), {LABEL: ""}, owner=None)
+    assert waits_of(go, "a").look == 100.0 + CLAIM_WINDOW  # used only out of view
     assert waits_of(go, "b").look == 100.0 + CLAIM_WINDOW
     assert waits_of(go, "c").look == 100.0 + CLAIM_WINDOW
     # However far back: the line may move up unseen, and the waiters then ahead die.
