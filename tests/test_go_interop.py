@@ -318,6 +318,22 @@ def release_to_acquired(go: Child, taking: Future[tuple[int, int]]) -> float:
     return float(took - released) / 1e9
 
 
+def seeing_go(py: ConfigMapLocker) -> threading.Event:
+    """An event set once ``py`` answers an effect with a version that Go
+    lockheed (instance ``go-holder``) holds."""
+    saw_go = threading.Event()
+    execute = py.execute
+
+    def seen(effect: Any) -> Any:
+        result = execute(effect)
+        if isinstance(result, Record) and "go-holder" in holders_of(result):
+            saw_go.set()
+        return result
+
+    py.execute = seen  # type: ignore[method-assign]
+    return saw_go
+
+
 def test_python_holder_refuses_go(procs: Processes, py: ConfigMapLocker) -> None:
     holder = Lock("shared", py).with_duration(30)
     holder.acquire(blocking=False)
@@ -507,16 +523,7 @@ def test_the_first_waiter_out_of_view_sees_a_go_release_after_a_go_takeover(
     line = LineWatch(configmap_locker(), lock)
     try:
         first = Lock(lock, py).with_duration(60)
-        saw_go = threading.Event()  # the first judged a version with Go holding
-        execute = py.execute
-
-        def seen(effect: Any) -> Any:
-            result = execute(effect)
-            if isinstance(result, Record) and "go-holder" in holders_of(result):
-                saw_go.set()
-            return result
-
-        py.execute = seen  # type: ignore[method-assign]
+        saw_go = seeing_go(py)  # the first judged a version with Go holding
         taking = background.submit(lambda: (first.acquire(timeout=4 * STEP), time.monotonic_ns()))
         joined = line.until(lambda r: line_of(r) == [first.instance_id])
         assert view_label(first.instance_id) not in labels_of(joined)  # a lockheed holder
@@ -569,16 +576,7 @@ def test_a_waiter_out_of_view_sees_a_go_release_past_a_dead_holder_and_first(
         )
         line.until(lambda r: line_of(r) == ["dead-first-waiter"], STARTUP)
         second = Lock(lock, py).with_duration(60)
-        saw_go = threading.Event()  # the second judged a version with Go holding
-        execute = py.execute
-
-        def seen(effect: Any) -> Any:
-            result = execute(effect)
-            if isinstance(result, Record) and "go-holder" in holders_of(result):
-                saw_go.set()
-            return result
-
-        py.execute = seen  # type: ignore[method-assign]
+        saw_go = seeing_go(py)  # the second judged a version with Go holding
         taking = background.submit(lambda: (second.acquire(timeout=4 * STEP), time.monotonic_ns()))
         joined = line.until(lambda r: line_of(r) == ["dead-first-waiter", second.instance_id])
         assert view_label(second.instance_id) not in labels_of(joined)  # a lockheed holder
