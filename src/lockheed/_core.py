@@ -830,7 +830,7 @@ def _freed_at(clock: ServerClock, record: Record | None) -> float:
     return min(now, now + (max(ends) - earliest).total_seconds())
 
 
-def _look(clock: ServerClock, ahead: tuple[str, ...]) -> float | None:
+def _look(clock: ServerClock, ahead: tuple[str, ...]) -> float:
     """When a waiter with ``ahead`` before it in line, out of view (no label
     shows it every change: :func:`~lockheed._queue.view_labels`), reads the
     object at the latest: the first three every :data:`CLAIM_WINDOW`, those
@@ -1447,8 +1447,8 @@ def settle_turn(me: str, before: Record | None, handed: Record) -> Callable[[Rec
         def back(record: Record) -> float:
             if not previous or record.state is None:
                 return 0.0
-            back = set(record.state.leases) | {w.instance_id for w in read_queue(record.meta)}
-            return 0.0 if previous & back else SETTLE
+            present = set(record.state.leases) | {w.instance_id for w in read_queue(record.meta)}
+            return 0.0 if previous & present else SETTLE
 
         return back
     if token is not None:
